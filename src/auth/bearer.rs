@@ -1,0 +1,102 @@
+//! Reading the bearer token out of a request (RFC 6750 §2.1): only from the
+//! `Authorization` header, never the query string or a form body.
+
+use http::header::AUTHORIZATION;
+use http::HeaderMap;
+
+use crate::error::GatewayError;
+
+/// Tokens longer than this are refused before any parsing or cryptography; our
+/// own access tokens are a few hundred bytes.
+pub const MAX_TOKEN_BYTES: usize = 4096;
+
+/// The token in `Authorization: Bearer <token>`.
+///
+/// Exactly one `Authorization` header is accepted; two headers, or a value
+/// holding two credentials (`Bearer a, Bearer b`), are ambiguous and refused
+/// as INVALID_FORMAT so no two components can pick different tokens.
+pub fn token(headers: &HeaderMap) -> Result<&str, GatewayError> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let value = values.next().ok_or(GatewayError::MissingToken)?;
+    if values.next().is_some() {
+        return Err(GatewayError::InvalidFormat);
+    }
+    if value.len() > MAX_TOKEN_BYTES + "Bearer ".len() {
+        return Err(GatewayError::InvalidToken("oversized token"));
+    }
+    let value = value.to_str().map_err(|_| GatewayError::InvalidFormat)?;
+    let (scheme, rest) = value.split_once(' ').ok_or(GatewayError::InvalidFormat)?;
+    // The scheme is case-insensitive (RFC 9110 §11.1).
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(GatewayError::InvalidFormat);
+    }
+    let token = rest.trim_matches(' ');
+    // RFC 6750 b64token: 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
+    let is_b64token = !token.is_empty()
+        && token.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b'=')
+        });
+    if !is_b64token {
+        return Err(GatewayError::InvalidFormat);
+    }
+    Ok(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(values: &[&str]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for v in values {
+            map.append(AUTHORIZATION, HeaderValue::from_str(v).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn reads_bearer_in_any_case() {
+        for v in [
+            "Bearer abc.def.ghi",
+            "bearer abc.def.ghi",
+            "BEARER  abc.def.ghi ",
+        ] {
+            assert_eq!(token(&headers(&[v])).unwrap(), "abc.def.ghi");
+        }
+    }
+
+    #[test]
+    fn refuses_what_is_not_one_bearer_token() {
+        assert!(matches!(
+            token(&headers(&[])),
+            Err(GatewayError::MissingToken)
+        ));
+        for v in [
+            "Basic dXNlcjpwYXNz",
+            "Bearer",
+            "Bearer ",
+            "Bearer a.b.c, Bearer d.e.f",
+            "Bearer a.b.c d.e.f",
+            "Bearera.b.c",
+        ] {
+            assert!(
+                matches!(token(&headers(&[v])), Err(GatewayError::InvalidFormat)),
+                "{v}"
+            );
+        }
+        assert!(matches!(
+            token(&headers(&["Bearer a.b.c", "Bearer a.b.c"])),
+            Err(GatewayError::InvalidFormat)
+        ));
+    }
+
+    #[test]
+    fn refuses_oversized_tokens_before_parsing() {
+        let big = format!("Bearer {}", "a".repeat(MAX_TOKEN_BYTES + 1));
+        assert!(matches!(
+            token(&headers(&[&big])),
+            Err(GatewayError::InvalidToken(_))
+        ));
+    }
+}

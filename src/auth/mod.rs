@@ -1,0 +1,67 @@
+//! Who is calling: bearer extraction, pinned JWT verification and the
+//! revocation check, combined into one [`Authenticator::authenticate`] call
+//! that yields the caller's [`Identity`].
+
+pub mod bearer;
+pub mod jwt;
+pub mod revocation;
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use http::HeaderMap;
+
+use crate::error::GatewayError;
+use jwt::{AccessClaims, TokenVerifier};
+use revocation::RevocationList;
+
+/// The verified caller of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub user_id: String,
+    pub role: String,
+    /// The session this token belongs to, when it came from a login.
+    pub session: Option<String>,
+}
+
+impl From<AccessClaims> for Identity {
+    fn from(claims: AccessClaims) -> Self {
+        Self {
+            user_id: claims.sub,
+            role: claims.role,
+            session: claims.sid,
+        }
+    }
+}
+
+/// Verifies bearer tokens and consults the revocation list.
+pub struct Authenticator {
+    verifier: TokenVerifier,
+    revocations: Arc<RevocationList>,
+}
+
+impl Authenticator {
+    pub fn new(verifier: TokenVerifier, revocations: Arc<RevocationList>) -> Self {
+        Self {
+            verifier,
+            revocations,
+        }
+    }
+
+    /// The identity behind the request's bearer token.
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Identity, GatewayError> {
+        let token = bearer::token(headers)?;
+        let claims = self.verifier.verify(token, SystemTime::now())?;
+        if !self
+            .revocations
+            .allows(&claims.sub, claims.ver, claims.sid.as_deref())
+        {
+            return Err(GatewayError::TokenRevoked);
+        }
+        Ok(Identity::from(claims))
+    }
+
+    pub fn verifier(&self) -> &TokenVerifier {
+        &self.verifier
+    }
+}

@@ -1,0 +1,111 @@
+//! Human-friendly durations in the config file ("500ms", "30s", "15m", "7d").
+//!
+//! The newtype fails inside serde, so a bad value is reported by the TOML
+//! parser with the file, line and key it came from.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::de::{self, Deserialize, Deserializer};
+
+/// A duration written as an integer followed by one unit: `ms`, `s`, `m`, `h` or `d`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConfigDuration(pub Duration);
+
+impl ConfigDuration {
+    /// Parses "30s"-style text; the error says what was expected.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .ok_or_else(|| format!("duration {text:?} has no unit (use ms, s, m, h or d)"))?;
+        let (digits, unit) = text.split_at(split);
+        if digits.is_empty() {
+            return Err(format!("duration {text:?} must start with a number"));
+        }
+        let amount: u64 = digits
+            .parse()
+            .map_err(|_| format!("duration {text:?} is too large"))?;
+        let seconds_per_unit = match unit {
+            "ms" => return Ok(Self(Duration::from_millis(amount))),
+            "s" => 1,
+            "m" => 60,
+            "h" => 3_600,
+            "d" => 86_400,
+            _ => {
+                return Err(format!(
+                    "duration {text:?} has unknown unit {unit:?} (use ms, s, m, h or d)"
+                ))
+            }
+        };
+        amount
+            .checked_mul(seconds_per_unit)
+            .map(|secs| Self(Duration::from_secs(secs)))
+            .ok_or_else(|| format!("duration {text:?} is too large"))
+    }
+}
+
+impl<'de> Deserialize<'de> for ConfigDuration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl de::Visitor<'_> for Visitor {
+            type Value = ConfigDuration;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a duration string such as \"30s\", \"15m\" or \"7d\"")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                ConfigDuration::parse(v).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_str(Visitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_each_unit() {
+        assert_eq!(
+            ConfigDuration::parse("250ms").unwrap().0,
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            ConfigDuration::parse("30s").unwrap().0,
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            ConfigDuration::parse("15m").unwrap().0,
+            Duration::from_secs(900)
+        );
+        assert_eq!(
+            ConfigDuration::parse("2h").unwrap().0,
+            Duration::from_secs(7200)
+        );
+        assert_eq!(
+            ConfigDuration::parse("7d").unwrap().0,
+            Duration::from_secs(604_800)
+        );
+        assert_eq!(ConfigDuration::parse("0s").unwrap().0, Duration::ZERO);
+    }
+
+    #[test]
+    fn rejects_malformed_text() {
+        for bad in [
+            "",
+            "s",
+            "15",
+            "15x",
+            "-1s",
+            "1.5s",
+            "99999999999999999999d",
+            "1 s",
+        ] {
+            assert!(
+                ConfigDuration::parse(bad).is_err(),
+                "{bad:?} should be rejected"
+            );
+        }
+    }
+}

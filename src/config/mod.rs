@@ -1,0 +1,548 @@
+//! The validated configuration every other module reads.
+//!
+//! `file.rs` is the TOML shape; this module loads it, fills defaults, checks
+//! what needs more than one field, and reports every problem as
+//! `FILE:LINE:COLUMN: KEY: message` so an operator can go straight to it.
+
+mod cidr;
+mod duration;
+mod file;
+pub mod secret;
+
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::uri::{Authority, Scheme};
+use http::Uri;
+use jsonwebtoken::Algorithm;
+
+pub use cidr::Cidr;
+pub use duration::ConfigDuration;
+use file::{FileConfig, RouteFile};
+pub use file::{Registration, RouteAuth};
+
+/// The whole gateway configuration, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this was read from; named in later errors (certificates, secrets).
+    pub source: PathBuf,
+    pub server: ServerConfig,
+    pub tokens: TokensConfig,
+    pub store: StoreConfig,
+    pub auth: AuthConfig,
+    /// Routes in the order they were written; the router orders them for matching.
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    /// Development conveniences: generated certificate and secret when missing.
+    pub dev: bool,
+    /// Connections beyond this are closed at accept, before the TLS handshake.
+    pub max_connections: usize,
+    pub handshake_timeout: Duration,
+    /// A client must finish sending request headers within this time (slowloris).
+    pub header_read_timeout: Duration,
+    /// Longest pause allowed between two pieces of a request body.
+    pub body_read_timeout: Duration,
+    /// An HTTP/1 keep-alive connection with no request for this long is closed.
+    pub idle_timeout: Duration,
+    /// How long shutdown waits for in-flight requests.
+    pub shutdown_grace: Duration,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub max_uri_bytes: usize,
+    pub h2_max_concurrent_streams: u32,
+    /// Peers whose X-Forwarded-* headers are believed.
+    pub trusted_proxies: Vec<Cidr>,
+    /// Lower-case prefix of the identity headers the gateway owns (`x-user-`).
+    pub identity_header_prefix: String,
+    pub access_log: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct TokensConfig {
+    pub issuer: String,
+    pub audience: String,
+    pub algorithm: Algorithm,
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+    pub session_max_age: Duration,
+    pub refresh_reuse_grace: Duration,
+    pub leeway: Duration,
+    pub secret_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// Where the account endpoints live, without a trailing slash (`/auth`).
+    pub path_prefix: String,
+    pub registration: Registration,
+    pub default_role: String,
+    /// Largest request body the account endpoints read.
+    pub max_body: usize,
+    pub password: PasswordConfig,
+    pub throttle: ThrottleConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct PasswordConfig {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+    /// Threads that run argon2, away from the async workers.
+    pub hash_workers: usize,
+    /// Hash jobs allowed to wait; more are answered 503 at once.
+    pub hash_queue: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct ThrottleConfig {
+    pub account_failures: u32,
+    pub address_failures: u32,
+    pub window: Duration,
+    pub base_lockout: Duration,
+    pub max_lockout: Duration,
+    pub registrations_per_hour: u32,
+    pub max_entries: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    pub name: String,
+    /// Always starts with `/`.
+    pub path_prefix: String,
+    /// Lower-case, without a trailing dot; `None` matches any host.
+    pub host: Option<String>,
+    pub upstream: Upstream,
+    pub auth: RouteAuth,
+    /// `None`: any authenticated user.
+    pub roles: Option<Vec<String>>,
+    pub strip_prefix: bool,
+    pub timeout: Duration,
+    pub forward_authorization: bool,
+    pub max_body: Option<u64>,
+    pub websocket: bool,
+}
+
+/// Where a route sends its traffic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Upstream {
+    /// The built-in echo service: answers with what it received, as JSON.
+    Echo,
+    Http {
+        scheme: Scheme,
+        authority: Authority,
+        /// Prepended to the forwarded path; empty or without a trailing slash.
+        base_path: String,
+    },
+}
+
+/// A configuration problem, located in its file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {key}: {message}")]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        key: String,
+        message: String,
+    },
+}
+
+pub const DEFAULT_CONFIG_PATH: &str = "config/authgate.toml";
+
+impl Config {
+    /// Reads and validates the config file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Validates config text; `path` is only used to name the file in errors.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let locator = Locator { path, text };
+        let raw: FileConfig = toml::from_str(text).map_err(|err| {
+            let span = err.span().unwrap_or(0..0);
+            locator.error(span, None, err.message().trim_end().to_owned())
+        })?;
+        build(raw, &locator)
+    }
+}
+
+/// Turns byte spans into `file:line:column: key` errors.
+struct Locator<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Locator<'_> {
+    fn error(&self, span: Range<usize>, key: Option<&str>, message: String) -> ConfigError {
+        let start = span.start.min(self.text.len());
+        let before = self.text.get(..start).unwrap_or_default();
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let column = before.get(line_start..).map_or(0, |s| s.chars().count()) + 1;
+        let key = match key {
+            Some(key) => key.to_owned(),
+            None => self.key_on_line(line_start),
+        };
+        ConfigError::Invalid {
+            path: self.path.to_owned(),
+            line,
+            column,
+            key,
+            message,
+        }
+    }
+
+    /// The key written on the line starting at `line_start`, or the table header.
+    fn key_on_line(&self, line_start: usize) -> String {
+        let line = self
+            .text
+            .get(line_start..)
+            .and_then(|rest| rest.lines().next())
+            .unwrap_or_default()
+            .trim();
+        match line.split_once('=') {
+            Some((key, _)) => key.trim().to_owned(),
+            None if line.is_empty() => "(document)".to_owned(),
+            None => line.to_owned(),
+        }
+    }
+}
+
+fn build(raw: FileConfig, at: &Locator) -> Result<Config, ConfigError> {
+    let server = build_server(raw.server, at)?;
+    let tokens = build_tokens(raw.tokens, at)?;
+    let auth = build_auth(raw.auth, at)?;
+    let store = StoreConfig {
+        path: raw
+            .store
+            .path
+            .unwrap_or_else(|| PathBuf::from("data/authgate.sled")),
+    };
+    let mut routes: Vec<RouteConfig> = Vec::with_capacity(raw.routes.len());
+    for (index, spanned) in raw.routes.into_iter().enumerate() {
+        let span = spanned.span();
+        let route = build_route(spanned.into_inner(), index, span.clone(), at)?;
+        if routes.iter().any(|r| r.name == route.name) {
+            return Err(at.error(
+                span,
+                Some(&format!("route[{index}].name")),
+                format!("route name {:?} is used twice", route.name),
+            ));
+        }
+        if route.path_prefix.starts_with(&auth.path_prefix)
+            && (route.path_prefix.len() == auth.path_prefix.len()
+                || route.path_prefix.as_bytes().get(auth.path_prefix.len()) == Some(&b'/'))
+        {
+            return Err(at.error(
+                span,
+                Some(&format!("route[{index}].path_prefix")),
+                format!(
+                    "{:?} lies under the account endpoints at [auth] path_prefix {:?}",
+                    route.path_prefix, auth.path_prefix
+                ),
+            ));
+        }
+        routes.push(route);
+    }
+    Ok(Config {
+        source: at.path.to_owned(),
+        server,
+        tokens,
+        store,
+        auth,
+        routes,
+    })
+}
+
+fn build_server(raw: file::ServerFile, at: &Locator) -> Result<ServerConfig, ConfigError> {
+    let listen = raw.listen.get_ref().parse().map_err(|_| {
+        at.error(
+            raw.listen.span(),
+            Some("server.listen"),
+            format!(
+                "{:?} is not an address with a port, such as \"127.0.0.1:8443\"",
+                raw.listen.get_ref()
+            ),
+        )
+    })?;
+    let mut trusted_proxies = Vec::with_capacity(raw.trusted_proxies.len());
+    for entry in &raw.trusted_proxies {
+        let cidr = entry
+            .get_ref()
+            .parse()
+            .map_err(|message| at.error(entry.span(), Some("server.trusted_proxies"), message))?;
+        trusted_proxies.push(cidr);
+    }
+    let identity_header_prefix = match raw.identity_header_prefix {
+        None => "x-user-".to_owned(),
+        Some(prefix) => {
+            let normalized = prefix
+                .get_ref()
+                .to_ascii_lowercase()
+                .replace(['_', '.'], "-");
+            if normalized.len() < 3 || http::HeaderName::from_bytes(normalized.as_bytes()).is_err()
+            {
+                return Err(at.error(
+                    prefix.span(),
+                    Some("server.identity_header_prefix"),
+                    "must be a header-name prefix of at least 3 characters, such as \"x-user-\""
+                        .to_owned(),
+                ));
+            }
+            normalized
+        }
+    };
+    let seconds = |value: Option<ConfigDuration>, default: u64| {
+        value.map_or(Duration::from_secs(default), |d| d.0)
+    };
+    Ok(ServerConfig {
+        listen,
+        tls_cert: raw.tls_cert,
+        tls_key: raw.tls_key,
+        dev: raw.dev,
+        max_connections: raw.max_connections.unwrap_or(10_000),
+        handshake_timeout: seconds(raw.handshake_timeout, 10),
+        header_read_timeout: seconds(raw.header_read_timeout, 10),
+        body_read_timeout: seconds(raw.body_read_timeout, 30),
+        idle_timeout: seconds(raw.idle_timeout, 60),
+        shutdown_grace: seconds(raw.shutdown_grace, 20),
+        max_header_bytes: raw.max_header_bytes.unwrap_or(32 * 1024),
+        max_headers: raw.max_headers.unwrap_or(100),
+        max_uri_bytes: raw.max_uri_bytes.unwrap_or(8 * 1024),
+        h2_max_concurrent_streams: raw.h2_max_concurrent_streams.unwrap_or(100),
+        trusted_proxies,
+        identity_header_prefix,
+        access_log: raw.access_log.unwrap_or(true),
+    })
+}
+
+fn build_tokens(raw: file::TokensFile, at: &Locator) -> Result<TokensConfig, ConfigError> {
+    let algorithm = match &raw.algorithm {
+        None => Algorithm::HS256,
+        Some(name) => match name.get_ref().as_str() {
+            "HS256" => Algorithm::HS256,
+            "HS384" => Algorithm::HS384,
+            "HS512" => Algorithm::HS512,
+            other => {
+                return Err(at.error(
+                    name.span(),
+                    Some("tokens.algorithm"),
+                    format!("unsupported algorithm {other:?} (use HS256, HS384 or HS512)"),
+                ))
+            }
+        },
+    };
+    let or = |value: Option<ConfigDuration>, default: Duration| value.map_or(default, |d| d.0);
+    Ok(TokensConfig {
+        issuer: raw.issuer.unwrap_or_else(|| "authgate".to_owned()),
+        audience: raw.audience.unwrap_or_else(|| "authgate".to_owned()),
+        algorithm,
+        access_ttl: or(raw.access_ttl, Duration::from_secs(15 * 60)),
+        refresh_ttl: or(raw.refresh_ttl, Duration::from_secs(7 * 86_400)),
+        session_max_age: or(raw.session_max_age, Duration::from_secs(30 * 86_400)),
+        refresh_reuse_grace: or(raw.refresh_reuse_grace, Duration::from_secs(5)),
+        leeway: or(raw.leeway, Duration::from_secs(30)),
+        secret_file: raw.secret_file,
+    })
+}
+
+fn build_auth(raw: file::AuthFile, at: &Locator) -> Result<AuthConfig, ConfigError> {
+    let path_prefix = match raw.path_prefix {
+        None => "/auth".to_owned(),
+        Some(prefix) => {
+            let trimmed = prefix.get_ref().trim_end_matches('/');
+            if !trimmed.starts_with('/') || trimmed.len() < 2 || trimmed.contains(['?', '#', '%']) {
+                return Err(at.error(
+                    prefix.span(),
+                    Some("auth.path_prefix"),
+                    "must be an absolute path such as \"/auth\"".to_owned(),
+                ));
+            }
+            trimmed.to_owned()
+        }
+    };
+    let default_role = match raw.default_role {
+        None => "viewer".to_owned(),
+        Some(role) => {
+            if !is_valid_role(role.get_ref()) {
+                return Err(at.error(role.span(), Some("auth.default_role"), ROLE_RULE.to_owned()));
+            }
+            role.into_inner()
+        }
+    };
+    let password = PasswordConfig {
+        memory_kib: raw.password.memory_kib.unwrap_or(19 * 1024),
+        iterations: raw.password.iterations.unwrap_or(2),
+        parallelism: raw.password.parallelism.unwrap_or(1),
+        hash_workers: raw
+            .password
+            .hash_workers
+            .unwrap_or_else(default_hash_workers),
+        hash_queue: raw.password.hash_queue.unwrap_or(64),
+    };
+    let t = raw.throttle;
+    let or = |value: Option<ConfigDuration>, default: u64| {
+        value.map_or(Duration::from_secs(default), |d| d.0)
+    };
+    let throttle = ThrottleConfig {
+        account_failures: t.account_failures.unwrap_or(5),
+        address_failures: t.address_failures.unwrap_or(50),
+        window: or(t.window, 600),
+        base_lockout: or(t.base_lockout, 60),
+        max_lockout: or(t.max_lockout, 3_600),
+        registrations_per_hour: t.registrations_per_hour.unwrap_or(60),
+        max_entries: t.max_entries.unwrap_or(100_000),
+    };
+    Ok(AuthConfig {
+        path_prefix,
+        registration: raw.registration.unwrap_or(Registration::Open),
+        default_role,
+        max_body: raw.max_body.unwrap_or(16 * 1024),
+        password,
+        throttle,
+    })
+}
+
+/// One argon2 thread per core but one, so hashing never takes every core from proxying.
+fn default_hash_workers() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get().saturating_sub(1))
+        .max(1)
+}
+
+const ROLE_RULE: &str = "a role is 1-64 characters of a-z, A-Z, 0-9, '-', '_', '.' or ':'";
+
+/// Roles travel in a header and a token, so they are kept to a plain alphabet.
+pub fn is_valid_role(role: &str) -> bool {
+    !role.is_empty()
+        && role.len() <= 64
+        && role
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+fn build_route(
+    raw: RouteFile,
+    index: usize,
+    span: Range<usize>,
+    at: &Locator,
+) -> Result<RouteConfig, ConfigError> {
+    let key = |field: &str| format!("route[{index}].{field}");
+    let fail = |field: &str, message: String| at.error(span.clone(), Some(&key(field)), message);
+    if raw.name.trim().is_empty() {
+        return Err(fail("name", "must not be empty".to_owned()));
+    }
+    if !raw.path_prefix.starts_with('/') || raw.path_prefix.contains(['?', '#', '%', '\\']) {
+        return Err(fail(
+            "path_prefix",
+            format!(
+                "{:?} must be an absolute path such as \"/api/\", without '?', '#', '%' or '\\'",
+                raw.path_prefix
+            ),
+        ));
+    }
+    let host = match raw.host {
+        None => None,
+        Some(host) => {
+            let normalized = normalize_host(&host);
+            if normalized.is_empty() || normalized.parse::<Authority>().is_err() {
+                return Err(fail("host", format!("{host:?} is not a host name")));
+            }
+            Some(normalized)
+        }
+    };
+    let upstream = parse_upstream(&raw.upstream).map_err(|message| fail("upstream", message))?;
+    if let Some(roles) = &raw.roles {
+        if raw.auth == RouteAuth::Public {
+            return Err(fail(
+                "roles",
+                "a public route cannot require roles; remove `roles` or set auth = \"required\""
+                    .to_owned(),
+            ));
+        }
+        if roles.is_empty() {
+            return Err(fail(
+                "roles",
+                "an empty list would refuse everyone; remove the key to allow any user".to_owned(),
+            ));
+        }
+        if let Some(bad) = roles.iter().find(|r| !is_valid_role(r)) {
+            return Err(fail("roles", format!("{bad:?}: {ROLE_RULE}")));
+        }
+    }
+    Ok(RouteConfig {
+        name: raw.name,
+        path_prefix: raw.path_prefix,
+        host,
+        upstream,
+        auth: raw.auth,
+        roles: raw.roles,
+        strip_prefix: raw.strip_prefix,
+        timeout: raw.timeout.map_or(Duration::from_secs(30), |d| d.0),
+        forward_authorization: raw.forward_authorization,
+        max_body: raw.max_body,
+        websocket: raw.websocket,
+    })
+}
+
+/// Host names compare case-insensitively and without a trailing dot (RFC 9110 §4.2.3).
+pub fn normalize_host(host: &str) -> String {
+    host.trim().trim_end_matches('.').to_ascii_lowercase()
+}
+
+fn parse_upstream(text: &str) -> Result<Upstream, String> {
+    if text == "builtin:echo" {
+        return Ok(Upstream::Echo);
+    }
+    let uri: Uri = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a URL such as \"http://127.0.0.1:9000\""))?;
+    let scheme = uri
+        .scheme()
+        .cloned()
+        .ok_or_else(|| format!("{text:?} needs a scheme: \"http://...\""))?;
+    if scheme != Scheme::HTTP {
+        return Err(format!(
+            "{text:?}: only http:// upstreams (or \"builtin:echo\") are supported"
+        ));
+    }
+    let authority = uri
+        .authority()
+        .cloned()
+        .ok_or_else(|| format!("{text:?} has no host"))?;
+    if uri.query().is_some() {
+        return Err(format!("{text:?} must not have a query"));
+    }
+    Ok(Upstream::Http {
+        scheme,
+        authority,
+        base_path: uri.path().trim_end_matches('/').to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests;

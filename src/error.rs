@@ -1,0 +1,248 @@
+//! The one place a client-visible failure becomes a status, a machine-readable
+//! code, a fixed message and (for 401) a `WWW-Authenticate` challenge.
+//!
+//! Handlers return [`GatewayError`]; `service.rs` logs it once and calls
+//! [`GatewayError::into_response`]. Internal causes stay in the log.
+
+use std::time::Duration;
+
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::{HeaderValue, Response, StatusCode};
+
+use crate::body::{BoxError, ResponseBody};
+
+/// Every outcome a client can be told about, other than success.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    // Bearer-token failures on protected routes and account endpoints.
+    #[error("no bearer token")]
+    MissingToken,
+    #[error("malformed Authorization header")]
+    InvalidFormat,
+    #[error("access token expired")]
+    TokenExpired,
+    #[error("access token rejected: {0}")]
+    InvalidToken(&'static str),
+    #[error("access token revoked")]
+    TokenRevoked,
+    #[error("role not allowed on this route")]
+    Forbidden,
+
+    // Request-shape failures.
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    #[error("request path rejected: {0}")]
+    InvalidPath(#[from] crate::path::PathError),
+    #[error("no route matches")]
+    NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("request body too large")]
+    PayloadTooLarge,
+    #[error("request body not received in time")]
+    RequestTimeout,
+    #[error("request URI too long")]
+    UriTooLong,
+    #[error("request headers too large")]
+    HeadersTooLarge,
+    #[error("malformed JSON body: {0}")]
+    MalformedJson(String),
+    #[error("request body must be application/json")]
+    UnsupportedMediaType,
+    #[error("invalid input: {message}")]
+    Validation {
+        code: &'static str,
+        message: &'static str,
+    },
+
+    // Account outcomes.
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    #[error("email already registered")]
+    EmailTaken,
+    #[error("registration is closed")]
+    RegistrationClosed,
+    #[error("unknown refresh token")]
+    InvalidRefreshToken,
+    #[error("refresh token reused; family revoked")]
+    TokenReuseDetected,
+    #[error("refresh token expired")]
+    RefreshExpired,
+    #[error("CSRF token missing or wrong")]
+    CsrfFailed,
+    #[error("user not found")]
+    UserNotFound,
+    #[error("too many attempts")]
+    TooManyRequests { retry_after: Duration },
+    #[error("overloaded")]
+    Busy { retry_after: Duration },
+
+    // Upstream and internal failures.
+    #[error("upstream unavailable: {0}")]
+    UpstreamUnavailable(#[source] BoxError),
+    #[error("upstream did not answer within {0:?}")]
+    UpstreamTimeout(Duration),
+    #[error("internal error: {0}")]
+    Internal(#[source] BoxError),
+}
+
+impl GatewayError {
+    pub fn internal(err: impl Into<BoxError>) -> Self {
+        Self::Internal(err.into())
+    }
+
+    pub fn status(&self) -> StatusCode {
+        use GatewayError::*;
+        match self {
+            MissingToken | InvalidFormat | TokenExpired | InvalidToken(_) | TokenRevoked => {
+                StatusCode::UNAUTHORIZED
+            }
+            InvalidCredentials | InvalidRefreshToken | TokenReuseDetected | RefreshExpired => {
+                StatusCode::UNAUTHORIZED
+            }
+            Forbidden | RegistrationClosed | CsrfFailed => StatusCode::FORBIDDEN,
+            BadRequest(_) | InvalidPath(_) | MalformedJson(_) | Validation { .. } => {
+                StatusCode::BAD_REQUEST
+            }
+            NotFound | UserNotFound => StatusCode::NOT_FOUND,
+            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            UriTooLong => StatusCode::URI_TOO_LONG,
+            RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            EmailTaken => StatusCode::CONFLICT,
+            TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
+            UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        use GatewayError::*;
+        match self {
+            MissingToken => "MISSING_TOKEN",
+            InvalidFormat => "INVALID_FORMAT",
+            TokenExpired => "TOKEN_EXPIRED",
+            InvalidToken(_) => "INVALID_TOKEN",
+            TokenRevoked => "TOKEN_REVOKED",
+            Forbidden => "FORBIDDEN",
+            BadRequest(_) => "BAD_REQUEST",
+            InvalidPath(_) => "INVALID_PATH",
+            NotFound => "NOT_FOUND",
+            MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            UriTooLong => "URI_TOO_LONG",
+            RequestTimeout => "REQUEST_TIMEOUT",
+            HeadersTooLarge => "HEADERS_TOO_LARGE",
+            MalformedJson(_) => "MALFORMED_JSON",
+            UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
+            Validation { code, .. } => code,
+            InvalidCredentials => "INVALID_CREDENTIALS",
+            EmailTaken => "EMAIL_TAKEN",
+            RegistrationClosed => "REGISTRATION_CLOSED",
+            InvalidRefreshToken => "INVALID_REFRESH_TOKEN",
+            TokenReuseDetected => "TOKEN_REUSE_DETECTED",
+            RefreshExpired => "REFRESH_EXPIRED",
+            CsrfFailed => "CSRF_FAILED",
+            UserNotFound => "USER_NOT_FOUND",
+            TooManyRequests { .. } => "TOO_MANY_REQUESTS",
+            Busy { .. } => "SERVICE_BUSY",
+            UpstreamUnavailable(_) => "UPSTREAM_UNAVAILABLE",
+            UpstreamTimeout(_) => "UPSTREAM_TIMEOUT",
+            Internal(_) => "INTERNAL_ERROR",
+        }
+    }
+
+    /// Fixed text for the client; never an internal error's own words.
+    pub fn message(&self) -> &'static str {
+        use GatewayError::*;
+        match self {
+            MissingToken => "This route requires a bearer token in the Authorization header.",
+            InvalidFormat => "The Authorization header must be `Bearer <token>`.",
+            TokenExpired => "The access token has expired; refresh it.",
+            InvalidToken(_) => "The access token is not valid.",
+            TokenRevoked => "The access token has been revoked; log in or refresh again.",
+            Forbidden => "Your role does not allow this request.",
+            BadRequest(reason) => reason,
+            InvalidPath(_) => "The request path is ambiguous or malformed.",
+            NotFound => "No route matches this request.",
+            MethodNotAllowed => "This method is not allowed here.",
+            PayloadTooLarge => "The request body is too large.",
+            UriTooLong => "The request URI is too long.",
+            RequestTimeout => "The request body was not received in time.",
+            HeadersTooLarge => "The request headers are too large.",
+            MalformedJson(_) => "The request body is not valid JSON of the expected shape.",
+            UnsupportedMediaType => "The request body must be application/json.",
+            Validation { message, .. } => message,
+            InvalidCredentials => "Email or password is incorrect.",
+            EmailTaken => "An account with this email already exists.",
+            RegistrationClosed => "Registration is closed.",
+            InvalidRefreshToken => "The refresh token is not valid.",
+            TokenReuseDetected => {
+                "This refresh token was already used; the session has been revoked."
+            }
+            RefreshExpired => "The refresh token has expired; log in again.",
+            CsrfFailed => "The X-CSRF-Token header is missing or does not match.",
+            UserNotFound => "No such user.",
+            TooManyRequests { .. } => "Too many attempts; try again later.",
+            Busy { .. } => "The server is busy; try again shortly.",
+            UpstreamUnavailable(_) => "The upstream service is unavailable.",
+            UpstreamTimeout(_) => "The upstream service did not answer in time.",
+            Internal(_) => "Internal error.",
+        }
+    }
+
+    /// The RFC 6750 §3 challenge for a 401, or `None`.
+    fn challenge(&self) -> Option<&'static str> {
+        use GatewayError::*;
+        match self {
+            // §3.1: a request with no credentials gets no error code.
+            MissingToken => Some("Bearer realm=\"authgate\""),
+            InvalidFormat | TokenExpired | InvalidToken(_) | TokenRevoked => {
+                Some("Bearer realm=\"authgate\", error=\"invalid_token\"")
+            }
+            InvalidCredentials | InvalidRefreshToken | TokenReuseDetected | RefreshExpired => {
+                Some("Bearer realm=\"authgate\"")
+            }
+            _ => None,
+        }
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::TooManyRequests { retry_after } | Self::Busy { retry_after } => {
+                Some(*retry_after)
+            }
+            _ => None,
+        }
+    }
+
+    /// Server-side failures are logged at error level with their cause.
+    pub fn is_server_fault(&self) -> bool {
+        self.status().is_server_error()
+    }
+
+    pub fn into_response(self) -> Response<ResponseBody> {
+        let body = serde_json::json!({ "error": self.code(), "message": self.message() });
+        let mut response = Response::new(ResponseBody::full(body.to_string()));
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(challenge) = self.challenge() {
+            headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+        }
+        if let Some(wait) = self.retry_after() {
+            // Round up: "Retry-After: 0" would invite an immediate retry.
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            headers.insert(RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,101 @@
+//! authgate: a TLS-terminating reverse proxy that authenticates every request.
+//!
+//! ```text
+//!  client ──TLS──▶ server.rs ──▶ service.rs ──▶ path.rs (decide the path once)
+//!                  (accept,       (access log,        │
+//!                   handshake,     errors → JSON)      ▼
+//!                   h1/h2)                      /auth/* ──▶ api (accounts) ──▶ store
+//!                                                  │
+//!                                                  ▼
+//!                                  router.rs (host, longest prefix)
+//!                                                  │
+//!                                  auth/ (bearer → JWT → revocation → role)
+//!                                                  │
+//!                                  proxy/ (scrub, inject, stream) ──▶ upstream
+//! ```
+//!
+//! Configuration is read once (`config/`), assembled into one shared
+//! [`gateway::Gateway`], and served by [`server::serve`]. Every client-visible
+//! failure is a [`error::GatewayError`], mapped to a response in one place.
+
+pub mod auth;
+pub mod body;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod gateway;
+pub mod path;
+pub mod proxy;
+pub mod router;
+pub mod server;
+pub mod service;
+pub mod tls;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use config::secret::{self, SecretOrigin};
+use config::Config;
+
+/// Anything that stops the gateway from starting, each naming what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Secret(#[from] secret::SecretError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    Build(#[from] gateway::BuildError),
+    #[error("cannot listen on {addr} ([server] listen): {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Prepares everything `serve` needs from a validated config: the secret, the
+/// TLS settings and the shared gateway state. Logs what dev mode generated.
+pub fn prepare(
+    config: Config,
+) -> Result<(Arc<gateway::Gateway>, Arc<rustls::ServerConfig>), StartupError> {
+    let (secret, origin) = secret::resolve(&config)?;
+    match &origin {
+        SecretOrigin::GeneratedForDev(path) => tracing::warn!(
+            path = %path.display(),
+            "DEV MODE: no AUTHGATE_ACCESS_SECRET set; using a generated secret kept in this file. \
+             Never run like this in production."
+        ),
+        SecretOrigin::Environment => tracing::info!("access-token secret from the environment"),
+        SecretOrigin::File(path) => {
+            tracing::info!(path = %path.display(), "access-token secret from file")
+        }
+    }
+    let (tls, generated) = tls::server_config(&config)?;
+    if generated {
+        tracing::warn!(
+            cert = %config.server.tls_cert.display(),
+            "DEV MODE: generated a self-signed certificate for localhost"
+        );
+    }
+    let gateway = gateway::Gateway::build(config, &secret)?;
+    Ok((Arc::new(gateway), tls))
+}
+
+/// Prepares and serves on an already-bound listener until `shutdown` completes.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartupError> {
+    let (gateway, tls) = prepare(config)?;
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "listening on {addr}");
+    }
+    server::serve(listener, gateway, tls, shutdown).await;
+    Ok(())
+}

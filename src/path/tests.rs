@@ -1,0 +1,61 @@
+use super::*;
+
+fn ok(raw: &str) -> String {
+    decide(raw)
+        .unwrap_or_else(|e| panic!("{raw:?} refused: {e}"))
+        .0
+}
+
+#[test]
+fn normalizes_unambiguous_paths() {
+    assert_eq!(ok("/"), "/");
+    assert_eq!(ok("/api/users"), "/api/users");
+    assert_eq!(ok("/api/users/"), "/api/users/");
+    assert_eq!(ok("//api///users"), "/api/users");
+    assert_eq!(ok("/api/./users"), "/api/users");
+    assert_eq!(ok("/api/v1/../users"), "/api/users");
+    assert_eq!(ok("/api/users/."), "/api/users/");
+    assert_eq!(ok("/api/x/.."), "/api/");
+    assert_eq!(ok("/%61pi/%7Euser"), "/api/~user");
+    assert_eq!(ok("/a/%3f/%c3%a9"), "/a/%3F/%C3%A9");
+    assert_eq!(ok("/a%23b"), "/a%23b");
+    assert_eq!(ok("/100%25"), "/100%25");
+}
+
+#[test]
+fn refuses_what_could_be_read_two_ways() {
+    let cases = [
+        ("api", PathError::NotAbsolute),
+        ("/admin%2fusers", PathError::EncodedSeparator),
+        ("/admin%2Fusers", PathError::EncodedSeparator),
+        ("/admin%5cusers", PathError::EncodedSeparator),
+        ("/admin\\users", PathError::Backslash),
+        ("/a/%2e%2e/admin", PathError::EncodedDotSegment),
+        ("/a/%2e/admin", PathError::EncodedDotSegment),
+        ("/a/.%2e/admin", PathError::EncodedDotSegment),
+        ("/a/%252e%252e/admin", PathError::DoubleEncoding),
+        ("/a/%00", PathError::ControlCharacter),
+        ("/a/%0d%0a", PathError::ControlCharacter),
+        ("/admin;x=1/users", PathError::PathParameter),
+        ("/admin%3Bx", PathError::PathParameter),
+        ("/a#b", PathError::Fragment),
+        ("/a/%c0%af", PathError::InvalidUtf8),
+        ("/a/%e0%80%af", PathError::InvalidUtf8),
+        ("/a/%ff", PathError::InvalidUtf8),
+        ("/a/%zz", PathError::BadEscape),
+        ("/a/%4", PathError::BadEscape),
+        ("/..", PathError::AboveRoot),
+        ("/a/../../etc", PathError::AboveRoot),
+    ];
+    for (raw, expected) in cases {
+        assert_eq!(decide(raw), Err(expected), "{raw:?}");
+    }
+}
+
+#[test]
+fn decided_paths_are_fixed_points() {
+    for raw in ["/a/./b/../c//d/", "/%41%42/~x", "/x/%3F%20y"] {
+        let once = ok(raw);
+        assert_eq!(ok(&once), once, "{raw:?}");
+    }
+}

@@ -1,0 +1,277 @@
+//! Header rewriting between client and upstream: hop-by-hop removal
+//! (RFC 9110 §7.6.1), the identity scrub and injection, X-Forwarded-*, and
+//! the gateway's own credentials (Authorization, its cookies) kept back.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use http::header::{self, HeaderName};
+use http::{HeaderMap, HeaderValue};
+
+use crate::auth::Identity;
+
+/// Cookies the gateway sets for itself; never forwarded, never accepted from upstreams.
+pub const REFRESH_COOKIE: &str = "__Secure-authgate_refresh";
+pub const CSRF_COOKIE: &str = "authgate_csrf";
+
+/// Connection-specific headers a proxy must not forward (RFC 9110 §7.6.1,
+/// plus the non-standard `Proxy-Connection` and `Keep-Alive`).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// Headers some backends use to re-route a request after the gateway decided
+/// where it goes; a client must never be able to send them.
+const REROUTING: [HeaderName; 5] = [
+    HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-rewrite-url"),
+    HeaderName::from_static("x-forwarded-prefix"),
+    HeaderName::from_static("x-forwarded-uri"),
+    HeaderName::from_static("x-http-method-override"),
+];
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const FORWARDED: HeaderName = header::FORWARDED;
+
+/// Removes every header in the identity namespace, however it is spelled.
+#[derive(Clone)]
+pub struct IdentityScrubber {
+    /// Lower-case, `-`-separated (`x-user-`).
+    prefix: Arc<str>,
+}
+
+impl IdentityScrubber {
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: Arc::from(prefix),
+        }
+    }
+
+    /// True for names that some server would read as an identity header:
+    /// `X-User-Id`, `x_user_id`, `X.User.Role`, ...
+    pub fn is_identity(&self, name: &HeaderName) -> bool {
+        let name = name.as_str().as_bytes();
+        let prefix = self.prefix.as_bytes();
+        name.len() >= prefix.len()
+            && name.iter().zip(prefix).all(|(&n, &p)| {
+                // Header names are already lower-case in `http`.
+                let n = if n == b'_' || n == b'.' { b'-' } else { n };
+                n == p
+            })
+    }
+
+    pub fn scrub(&self, headers: &mut HeaderMap) {
+        // Collect first: a map cannot be changed while it is iterated.
+        let doomed: Vec<HeaderName> = headers
+            .keys()
+            .filter(|name| self.is_identity(name))
+            .cloned()
+            .collect();
+        for name in doomed {
+            headers.remove(&name);
+        }
+    }
+
+    /// Trailers cannot carry identity either (an HTTP/1 chunked trailer
+    /// merged into headers by a backend would otherwise smuggle one).
+    pub fn scrub_trailers(&self, trailers: &mut HeaderMap) {
+        self.scrub(trailers);
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+}
+
+/// The names of the injected identity headers, built once from the prefix.
+#[derive(Clone)]
+pub struct IdentityHeaders {
+    pub user_id: HeaderName,
+    pub role: HeaderName,
+}
+
+impl IdentityHeaders {
+    pub fn new(prefix: &str) -> Result<Self, http::header::InvalidHeaderName> {
+        Ok(Self {
+            user_id: HeaderName::from_bytes(format!("{prefix}id").as_bytes())?,
+            role: HeaderName::from_bytes(format!("{prefix}role").as_bytes())?,
+        })
+    }
+}
+
+/// Everything `prepare_request_headers` needs to know about the client side.
+pub struct ClientSide<'a> {
+    pub peer: IpAddr,
+    pub peer_trusted: bool,
+    /// The host the client asked for, as it sent it.
+    pub host: Option<&'a str>,
+}
+
+/// Options of the route the request matched.
+pub struct RouteHeaderPolicy {
+    pub forward_authorization: bool,
+}
+
+/// Rewrites a client's request headers into what the upstream receives.
+pub fn prepare_request_headers(
+    headers: &mut HeaderMap,
+    client: &ClientSide<'_>,
+    identity: Option<&Identity>,
+    policy: &RouteHeaderPolicy,
+    scrubber: &IdentityScrubber,
+    names: &IdentityHeaders,
+) {
+    remove_hop_by_hop(headers);
+    headers.remove(header::UPGRADE);
+    scrubber.scrub(headers);
+    for name in &REROUTING {
+        headers.remove(name);
+    }
+    if !policy.forward_authorization {
+        headers.remove(header::AUTHORIZATION);
+    }
+    remove_gateway_cookies(headers);
+    set_forwarded(headers, client);
+    headers.remove(header::HOST);
+    if let Some(identity) = identity {
+        // User ids and roles are checked at creation to be header-safe; a
+        // value that somehow is not gets the request refused upstream-side
+        // by omission rather than a panic here.
+        if let Ok(value) = HeaderValue::from_str(&identity.user_id) {
+            headers.insert(names.user_id.clone(), value);
+        }
+        if let Ok(value) = HeaderValue::from_str(&identity.role) {
+            headers.insert(names.role.clone(), value);
+        }
+    }
+}
+
+/// Removes the fixed hop-by-hop headers and every header the `Connection`
+/// header names (RFC 9110 §7.6.1). Runs before identity injection, so a
+/// client naming `X-User-Id` in `Connection` removes only its own copy.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(&name);
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// X-Forwarded-* and Forwarded are believed only from trusted proxies;
+/// from anyone else they are replaced with what the gateway saw.
+fn set_forwarded(headers: &mut HeaderMap, client: &ClientSide<'_>) {
+    let peer = client.peer.to_string();
+    if client.peer_trusted {
+        let chain = headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let value = if chain.is_empty() {
+            peer
+        } else {
+            format!("{chain}, {peer}")
+        };
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(X_FORWARDED_FOR, value);
+        }
+        if !headers.contains_key(&X_FORWARDED_PROTO) {
+            headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+        }
+        if !headers.contains_key(&X_FORWARDED_HOST) {
+            insert_host(headers, client.host);
+        }
+        return;
+    }
+    headers.remove(&FORWARDED);
+    if let Ok(value) = HeaderValue::from_str(&peer) {
+        headers.insert(X_FORWARDED_FOR, value);
+    }
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+    headers.remove(&X_FORWARDED_HOST);
+    insert_host(headers, client.host);
+}
+
+fn insert_host(headers: &mut HeaderMap, host: Option<&str>) {
+    if let Some(value) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
+        headers.insert(X_FORWARDED_HOST, value);
+    }
+}
+
+/// Drops the gateway's own cookies from `Cookie`, keeping the rest.
+fn remove_gateway_cookies(headers: &mut HeaderMap) {
+    if !headers.contains_key(header::COOKIE) {
+        return;
+    }
+    let kept: Vec<String> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|pair| {
+            let name = pair.split('=').next().unwrap_or_default().trim();
+            !pair.is_empty() && name != REFRESH_COOKIE && name != CSRF_COOKIE
+        })
+        .map(str::to_owned)
+        .collect();
+    headers.remove(header::COOKIE);
+    if !kept.is_empty() {
+        if let Ok(value) = HeaderValue::from_str(&kept.join("; ")) {
+            headers.insert(header::COOKIE, value);
+        }
+    }
+}
+
+/// Cleans an upstream's response headers: hop-by-hop removed, and any
+/// `Set-Cookie` that would overwrite the gateway's own cookies dropped.
+pub fn prepare_response_headers(headers: &mut HeaderMap) {
+    remove_hop_by_hop(headers);
+    if !headers.contains_key(header::SET_COOKIE) {
+        return;
+    }
+    let kept: Vec<HeaderValue> = headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter(|v| !sets_gateway_cookie(v.as_bytes()))
+        .cloned()
+        .collect();
+    headers.remove(header::SET_COOKIE);
+    for value in kept {
+        headers.append(header::SET_COOKIE, value);
+    }
+}
+
+fn sets_gateway_cookie(set_cookie: &[u8]) -> bool {
+    let name_end = set_cookie
+        .iter()
+        .position(|&b| b == b'=')
+        .unwrap_or(set_cookie.len());
+    let name = set_cookie.get(..name_end).unwrap_or_default();
+    let name = String::from_utf8_lossy(name);
+    let name = name.trim();
+    // Cookie names are case-sensitive, but browsers' prefix checks are not
+    // everywhere; refuse any spelling of ours.
+    name.eq_ignore_ascii_case(REFRESH_COOKIE) || name.eq_ignore_ascii_case(CSRF_COOKIE)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,132 @@
+//! TLS for the one public listener: PEM loading, the rustls server config
+//! (TLS 1.2 and 1.3, ALPN h2 + http/1.1, no 0-RTT), and the self-signed
+//! localhost certificate dev mode generates when none is configured.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::ServerConfig;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::config::secret::create_private;
+use crate::config::Config;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read TLS certificate chain {path} ([server] tls_cert): {source}")]
+    Certificate {
+        path: PathBuf,
+        #[source]
+        source: rustls_pki_types::pem::Error,
+    },
+    #[error("cannot read TLS private key {path} ([server] tls_key): {source}")]
+    Key {
+        path: PathBuf,
+        #[source]
+        source: rustls_pki_types::pem::Error,
+    },
+    #[error("TLS certificate {cert} and key {key} do not form a usable pair: {source}")]
+    Pair {
+        cert: PathBuf,
+        key: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
+    #[error("cannot generate the dev certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("cannot write the dev certificate to {path}: {source}")]
+    WriteDev {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Builds the rustls config from the configured files, generating them first
+/// in dev mode when both are missing. Returns whether a certificate was generated.
+pub fn server_config(config: &Config) -> Result<(Arc<ServerConfig>, bool), TlsError> {
+    let cert_path = &config.server.tls_cert;
+    let key_path = &config.server.tls_key;
+    let generated = config.server.dev && !cert_path.exists() && !key_path.exists();
+    if generated {
+        write_dev_certificate(cert_path, key_path)?;
+    }
+    let certs = load_chain(cert_path)?;
+    let key = PrivateKeyDer::from_pem_file(key_path).map_err(|source| TlsError::Key {
+        path: key_path.clone(),
+        source,
+    })?;
+    let tls = build(certs, key).map_err(|source| TlsError::Pair {
+        cert: cert_path.clone(),
+        key: key_path.clone(),
+        source,
+    })?;
+    Ok((tls, generated))
+}
+
+/// The rustls settings every listener uses, from an already-loaded chain and key.
+pub fn build(
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<Arc<ServerConfig>, rustls::Error> {
+    let mut tls = ServerConfig::builder_with_protocol_versions(&[
+        &rustls::version::TLS13,
+        &rustls::version::TLS12,
+    ])
+    .with_no_client_auth()
+    .with_single_cert(certs, key)?;
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // 0-RTT data can be replayed by an attacker; a gateway forwarding
+    // non-idempotent requests must never accept it (RFC 8446 §8).
+    tls.max_early_data_size = 0;
+    Ok(Arc::new(tls))
+}
+
+fn load_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let error = |source| TlsError::Certificate {
+        path: path.to_owned(),
+        source,
+    };
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(error)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(error)?;
+    if certs.is_empty() {
+        return Err(error(rustls_pki_types::pem::Error::NoItemsFound));
+    }
+    Ok(certs)
+}
+
+/// A self-signed end-entity certificate for localhost and 127.0.0.1; the key
+/// file is created with mode 0600.
+fn write_dev_certificate(cert_path: &Path, key_path: &Path) -> Result<(), TlsError> {
+    let names = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
+    let certified = rcgen::generate_simple_self_signed(names)?;
+    let key_pem = certified.signing_key.serialize_pem();
+    let cert_pem = certified.cert.pem();
+    for path in [cert_path, key_path] {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| TlsError::WriteDev {
+                path: path.to_owned(),
+                source,
+            })?;
+        }
+    }
+    let write = |path: &Path, text: &str| -> Result<(), TlsError> {
+        let werr = |source| TlsError::WriteDev {
+            path: path.to_owned(),
+            source,
+        };
+        let mut file = create_private(path).map_err(werr)?;
+        file.write_all(text.as_bytes()).map_err(werr)?;
+        file.sync_all().map_err(werr)
+    };
+    write(key_path, &key_pem)?;
+    write(cert_path, &cert_pem)
+}
