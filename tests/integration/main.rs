@@ -1,0 +1,11 @@
+//! The one integration-test binary: every test starts the real gateway with
+//! TLS on an ephemeral port, a real recording upstream and a real client.
+
+// Test code fails by panicking; that is how a harness reports.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+mod forged_tokens;
+mod proxying;
+mod streaming;

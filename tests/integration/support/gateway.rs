@@ -1,0 +1,295 @@
+//! Starting the gateway for a test: in-process on an ephemeral port
+//! ([`TestGateway`]) or as the real binary ([`BinaryGateway`]), each with its
+//! own temp dir holding the config, TLS files, secret and sled store.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use authgate::auth::jwt::TokenIssuer;
+use authgate::config::secret::AccessSecret;
+use authgate::config::Config;
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use super::client::TestClient;
+use super::pki::TestPki;
+
+pub const SECRET: &[u8] = b"integration-test-secret-0123456789abcdef";
+
+/// Extra TOML for each section, and the `[[route]]` tables.
+#[derive(Default, Clone)]
+pub struct GatewayOptions {
+    pub server: String,
+    pub tokens: String,
+    pub auth: String,
+    pub routes: String,
+}
+
+impl GatewayOptions {
+    pub fn routes(routes: impl Into<String>) -> Self {
+        Self {
+            routes: routes.into(),
+            ..Self::default()
+        }
+    }
+}
+
+/// Everything on disk a gateway needs, in one temp dir.
+pub struct GatewayFiles {
+    pub dir: TempDir,
+    pub config_path: PathBuf,
+    pub ca_pem: String,
+}
+
+impl GatewayFiles {
+    pub fn create(options: &GatewayOptions) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = TestPki::create(dir.path());
+        let secret_path = dir.path().join("access.secret");
+        std::fs::write(&secret_path, SECRET).unwrap();
+        let store_path = dir.path().join("store.sled");
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\ntls_cert = {cert:?}\ntls_key = {key:?}\n{server}\n\
+             [tokens]\nsecret_file = {secret:?}\n{tokens}\n\
+             [store]\npath = {store:?}\n\
+             [auth]\n{auth}\n\
+             {routes}\n",
+            cert = pki.cert_path,
+            key = pki.key_path,
+            secret = secret_path,
+            store = store_path,
+            server = options.server,
+            tokens = options.tokens,
+            auth = options.auth,
+            routes = options.routes,
+        );
+        let config_path = dir.path().join("authgate.toml");
+        std::fs::write(&config_path, text).unwrap();
+        Self {
+            dir,
+            config_path,
+            ca_pem: pki.ca_pem,
+        }
+    }
+
+    pub fn config(&self) -> Config {
+        Config::load(&self.config_path).unwrap()
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// The gateway running inside the test process.
+pub struct TestGateway {
+    pub addr: SocketAddr,
+    pub files: GatewayFiles,
+    config: Config,
+    running: Running,
+}
+
+/// The serving task; dropping it stops the gateway.
+struct Running {
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestGateway {
+    pub async fn start(routes: &str) -> Self {
+        Self::start_with(GatewayOptions::routes(routes)).await
+    }
+
+    pub async fn start_with(options: GatewayOptions) -> Self {
+        Self::start_files(GatewayFiles::create(&options)).await
+    }
+
+    /// Starts (or restarts) a gateway over existing files.
+    pub async fn start_files(files: GatewayFiles) -> Self {
+        let config = files.config();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel();
+        let (gateway, tls) = authgate::prepare(config.clone()).unwrap();
+        let task = tokio::spawn(async move {
+            authgate::server::serve(listener, gateway, tls, async {
+                let _ = rx.await;
+            })
+            .await;
+        });
+        Self {
+            addr,
+            files,
+            config,
+            running: Running {
+                shutdown: Some(tx),
+                task: Some(task),
+            },
+        }
+    }
+
+    pub fn client(&self) -> TestClient {
+        TestClient::new(self.addr, self.files.ca_pem.clone())
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// A valid access token, minted with the gateway's secret.
+    pub fn token(&self, sub: &str, role: &str) -> String {
+        self.token_at(sub, role, SystemTime::now())
+    }
+
+    pub fn token_at(&self, sub: &str, role: &str, now: SystemTime) -> String {
+        let secret = AccessSecret::from_bytes(SECRET.to_vec()).unwrap();
+        TokenIssuer::new(&self.config.tokens, &secret)
+            .mint(sub, role, 0, None, now)
+            .unwrap()
+            .token
+    }
+
+    /// Stops serving and waits for the drain; the files stay for a restart.
+    pub async fn stop(self) -> GatewayFiles {
+        let Self {
+            files, mut running, ..
+        } = self;
+        if let Some(tx) = running.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = running.task.take() {
+            task.await.unwrap();
+        }
+        files
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// The real `authgate` binary, started on an ephemeral port.
+pub struct BinaryGateway {
+    pub addr: SocketAddr,
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl BinaryGateway {
+    /// Starts the binary on `files` with `AUTHGATE_LOG=level` and waits for
+    /// its "listening on" line (bounded).
+    pub fn start(files: &GatewayFiles, level: &str) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_authgate"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&files.config_path)
+            .env("AUTHGATE_LOG", level)
+            .env_remove("AUTHGATE_ACCESS_SECRET")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        {
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || {
+                let mut tx = Some(tx);
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    if let Some(addr) = line
+                        .split("listening on ")
+                        .nth(1)
+                        .and_then(|rest| rest.split_whitespace().next())
+                        .and_then(|a| a.parse::<SocketAddr>().ok())
+                    {
+                        if let Some(tx) = tx.take() {
+                            let _ = tx.send(addr);
+                        }
+                    }
+                    let mut log = log.lock().unwrap();
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            });
+        }
+        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("gateway did not start: {}", log.lock().unwrap());
+            }
+        };
+        Self { addr, child, log }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// A field of /proc/PID/status in KiB (VmRSS, VmHWM).
+    pub fn status_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find(|l| l.starts_with(field))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    }
+
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits (bounded) for the process to exit and returns its exit code.
+    pub fn wait(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(std::time::Instant::now() < deadline, "gateway did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    pub fn client(&self, files: &GatewayFiles) -> TestClient {
+        TestClient::new(self.addr, files.ca_pem.clone())
+    }
+}
+
+impl Drop for BinaryGateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
