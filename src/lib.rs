@@ -29,6 +29,7 @@ pub mod proxy;
 pub mod router;
 pub mod server;
 pub mod service;
+pub mod store;
 pub mod tls;
 
 use std::future::Future;

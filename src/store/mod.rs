@@ -1,0 +1,227 @@
+//! Persistence behind the account endpoints: the [`Store`] trait, the records
+//! it keeps (users, refresh-token families, refresh tokens) and [`StoreError`].
+//!
+//! `sled_store.rs` is the embedded default; `flush.rs` batches durability
+//! requests so a burst of writes costs one fsync, not one each.
+
+pub mod flush;
+pub mod sled_store;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+pub use sled_store::SledStore;
+
+/// An account. Lives until `delete_user`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    /// A UUID v4, assigned at creation and never reused.
+    pub id: String,
+    /// Canonical form (see `auth::email::canonical_email`); unique.
+    pub email: String,
+    pub role: String,
+    /// An argon2 PHC string; never the password.
+    pub password_hash: String,
+    /// Unix seconds.
+    pub created_at: u64,
+    /// Access tokens carrying a lower version are refused. Bumped by role
+    /// changes, password changes and logout-all.
+    pub token_version: u32,
+}
+
+/// One login session: the chain of refresh tokens descending from one login.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Family {
+    pub id: String,
+    pub user_id: String,
+    /// Unix seconds.
+    pub created_at: u64,
+    /// Absolute session end (`created_at + session_max_age`); rotation never
+    /// extends it. Swept after this.
+    pub expires_at: u64,
+    /// Set once by logout or reuse detection; the family then refuses rotation.
+    pub revoked_at: Option<u64>,
+}
+
+/// A refresh token, stored under the SHA-256 of the token (the raw token is
+/// never stored). Kept after rotation, until `expires_at`, so a second use
+/// can be recognised as reuse.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshRecord {
+    pub family_id: String,
+    pub user_id: String,
+    /// Unix seconds; never later than the family's `expires_at`.
+    pub expires_at: u64,
+    /// When this token was exchanged for its successor.
+    pub rotated_at: Option<u64>,
+    /// Hex of the successor's hash, set together with `rotated_at`.
+    pub replaced_by: Option<String>,
+}
+
+/// What [`Store::rotate`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RotateOutcome {
+    /// The presented token is now rotated and the new one stored.
+    Rotated {
+        family: Family,
+    },
+    /// The presented token was used before: reuse, unless within the grace.
+    AlreadyRotated {
+        rotated_at: u64,
+        family_id: String,
+    },
+    /// No such token (or its family no longer exists).
+    Unknown,
+    /// The presented token itself is past its `expires_at`.
+    Expired,
+    FamilyRevoked {
+        family_id: String,
+    },
+    /// The session reached its absolute end.
+    FamilyExpired {
+        family_id: String,
+    },
+}
+
+/// A store failure, worded for the operator who reads the log.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("email already registered")]
+    EmailTaken,
+    #[error("no user with id {0:?}")]
+    UnknownUser(String),
+    #[error("cannot open the database at {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: sled::Error,
+    },
+    #[error(
+        "cannot open the database at {path}: database in use by another process \
+         (stop the running gateway before using this command)"
+    )]
+    InUse { path: PathBuf },
+    #[error(
+        "the database at {path} is corrupt ({detail}); restore it from a backup \
+         or move it aside to start empty"
+    )]
+    CorruptDatabase { path: PathBuf, detail: String },
+    #[error("cannot create the database directory {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("database error: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("cannot make writes durable: {0}")]
+    Flush(#[source] Arc<sled::Error>),
+    #[error("the durability task stopped: {0}")]
+    FlushTask(String),
+    #[error("undecodable record in the database: {0}")]
+    Corrupt(String),
+    /// The caller asked for something the store's invariants forbid.
+    #[error("invalid store request: {0}")]
+    Invalid(&'static str),
+}
+
+/// The future [`Store::flush`] returns; boxed so `dyn Store` works.
+pub type FlushFuture<'a> = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 'a>>;
+
+/// Everything the gateway persists. Methods are synchronous (an embedded
+/// store answers in microseconds); only [`Store::flush`], which waits for the
+/// disk, is async. Time is always a parameter (`now`, unix seconds), so
+/// expiry is testable. Emails are compared byte for byte: callers pass the
+/// canonical form.
+pub trait Store: Send + Sync + 'static {
+    /// Fails with [`StoreError::EmailTaken`] when the email is registered.
+    fn create_user(&self, user: &User) -> Result<(), StoreError>;
+    fn user_by_id(&self, id: &str) -> Result<Option<User>, StoreError>;
+    fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError>;
+    /// Up to `limit` users ordered by id, starting after `after_id`.
+    fn list_users(&self, after_id: Option<&str>, limit: usize) -> Result<Vec<User>, StoreError>;
+    /// Sets the role and bumps `token_version`.
+    fn set_role(&self, id: &str, role: &str) -> Result<Option<User>, StoreError>;
+    /// `bump_version`: true for a password change (other sessions' access
+    /// tokens die), false for a transparent rehash at login.
+    fn set_password(
+        &self,
+        id: &str,
+        hash: &str,
+        bump_version: bool,
+    ) -> Result<Option<User>, StoreError>;
+    /// Logout-all: every access token issued so far is refused.
+    fn bump_token_version(&self, id: &str) -> Result<Option<User>, StoreError>;
+    /// Removes the user, its email, its families and refresh tokens, and
+    /// leaves a tombstone (id → `now`) for the revocation list.
+    fn delete_user(&self, id: &str, now: u64) -> Result<Option<User>, StoreError>;
+    /// Ids of deleted users still tombstoned, for the revocation list at start.
+    fn deleted_user_ids(&self) -> Result<Vec<String>, StoreError>;
+    /// `(user id, token_version)` for every user with a version above 0.
+    fn token_versions(&self) -> Result<Vec<(String, u32)>, StoreError>;
+    /// Stores a new session and its first refresh token, atomically. Fails
+    /// with [`StoreError::UnknownUser`] when the user was deleted meanwhile.
+    fn create_family(
+        &self,
+        family: &Family,
+        first_token: &[u8; 32],
+        record: &RefreshRecord,
+    ) -> Result<(), StoreError>;
+    fn refresh_record(&self, token_hash: &[u8; 32]) -> Result<Option<RefreshRecord>, StoreError>;
+    fn family(&self, id: &str) -> Result<Option<Family>, StoreError>;
+    /// Atomic compare-and-swap rotation: succeeds only if the presented
+    /// token exists, was not rotated, its family exists, is not revoked, and
+    /// neither is expired at `now`. Then, in one transaction, marks it
+    /// rotated (`rotated_at = now`, `replaced_by = hex(new_hash)`) and stores
+    /// `new_record` under `new_hash`. `new_record` must name the presented
+    /// token's family and user; its `expires_at` is capped at the family's.
+    fn rotate(
+        &self,
+        presented: &[u8; 32],
+        new_hash: &[u8; 32],
+        new_record: &RefreshRecord,
+        now: u64,
+    ) -> Result<RotateOutcome, StoreError>;
+    /// Idempotent; true when this call revoked it.
+    fn revoke_family(&self, family_id: &str, now: u64) -> Result<bool, StoreError>;
+    /// Revokes every live family of the user but `except_family`; returns
+    /// the ids this call revoked.
+    fn revoke_user_families(
+        &self,
+        user_id: &str,
+        except_family: Option<&str>,
+        now: u64,
+    ) -> Result<Vec<String>, StoreError>;
+    /// `(family id, revoked_at)` for revocations at or after `since`, for
+    /// the revocation list at start. Entries outlive their swept family
+    /// until [`Store::prune_revocations`].
+    fn revoked_families_since(&self, since: u64) -> Result<Vec<(String, u64)>, StoreError>;
+    /// Deletes refresh tokens and families whose `expires_at <= now` (a
+    /// family with its tokens); returns how many records it removed.
+    fn sweep_expired(&self, now: u64) -> Result<usize, StoreError>;
+    /// Forgets revocation entries and user tombstones older than `before`:
+    /// once every access token issued before them has expired
+    /// (`before = now - access_ttl`), they no longer matter.
+    fn prune_revocations(&self, before: u64) -> Result<usize, StoreError>;
+    /// Completes when every write made before the call is on disk.
+    /// Concurrent callers share one disk flush.
+    fn flush(&self) -> FlushFuture<'_>;
+}
+
+/// Lower-case hex, as stored in [`RefreshRecord::replaced_by`].
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        // Writing to a String cannot fail.
+        let _ = write!(text, "{byte:02x}");
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests;

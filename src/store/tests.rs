@@ -1,0 +1,399 @@
+use std::sync::Arc;
+
+use super::*;
+
+fn open() -> (tempfile::TempDir, SledStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(&dir.path().join("db")).unwrap();
+    (dir, store)
+}
+
+fn user(id: &str, email: &str) -> User {
+    User {
+        id: id.to_owned(),
+        email: email.to_owned(),
+        role: "viewer".to_owned(),
+        password_hash: "$argon2id$v=19$m=1024,t=1,p=1$c2FsdHNhbHQ$aGFzaA".to_owned(),
+        created_at: 1_000,
+        token_version: 0,
+    }
+}
+
+fn family(id: &str, user_id: &str, expires_at: u64) -> Family {
+    Family {
+        id: id.to_owned(),
+        user_id: user_id.to_owned(),
+        created_at: 1_000,
+        expires_at,
+        revoked_at: None,
+    }
+}
+
+fn record(family_id: &str, user_id: &str, expires_at: u64) -> RefreshRecord {
+    RefreshRecord {
+        family_id: family_id.to_owned(),
+        user_id: user_id.to_owned(),
+        expires_at,
+        rotated_at: None,
+        replaced_by: None,
+    }
+}
+
+/// A user "u1" with family "f1" (ends at 10_000) holding token [1; 32]
+/// (expires at 5_000).
+fn with_session() -> (tempfile::TempDir, SledStore) {
+    let (dir, store) = open();
+    store.create_user(&user("u1", "a@example.com")).unwrap();
+    store
+        .create_family(
+            &family("f1", "u1", 10_000),
+            &[1; 32],
+            &record("f1", "u1", 5_000),
+        )
+        .unwrap();
+    (dir, store)
+}
+
+#[test]
+fn users_by_id_email_and_page() {
+    let (_dir, store) = open();
+    for (id, email) in [("b", "b@x.io"), ("a", "a@x.io"), ("c", "c@x.io")] {
+        store.create_user(&user(id, email)).unwrap();
+    }
+    assert_eq!(store.user_by_id("a").unwrap().unwrap().email, "a@x.io");
+    assert_eq!(store.user_by_email("c@x.io").unwrap().unwrap().id, "c");
+    assert!(store.user_by_email("z@x.io").unwrap().is_none());
+    assert!(matches!(
+        store.create_user(&user("d", "a@x.io")),
+        Err(StoreError::EmailTaken)
+    ));
+    // The failed create left nothing behind.
+    assert!(store.user_by_id("d").unwrap().is_none());
+
+    let ids = |users: Vec<User>| users.into_iter().map(|u| u.id).collect::<Vec<_>>();
+    assert_eq!(ids(store.list_users(None, 2).unwrap()), ["a", "b"]);
+    assert_eq!(ids(store.list_users(Some("b"), 2).unwrap()), ["c"]);
+    assert!(store.list_users(Some("c"), 2).unwrap().is_empty());
+}
+
+#[test]
+fn ids_with_nul_are_refused() {
+    let (_dir, store) = open();
+    assert!(matches!(
+        store.create_user(&user("a\0b", "a@x.io")),
+        Err(StoreError::Invalid(_))
+    ));
+}
+
+#[test]
+fn role_password_and_version_changes() {
+    let (_dir, store) = open();
+    store.create_user(&user("u1", "a@x.io")).unwrap();
+    store.create_user(&user("u2", "b@x.io")).unwrap();
+
+    let changed = store.set_role("u1", "admin").unwrap().unwrap();
+    assert_eq!((changed.role.as_str(), changed.token_version), ("admin", 1));
+    let rehashed = store
+        .set_password("u1", "new-hash", false)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (rehashed.password_hash.as_str(), rehashed.token_version),
+        ("new-hash", 1)
+    );
+    assert_eq!(
+        store
+            .set_password("u1", "h2", true)
+            .unwrap()
+            .unwrap()
+            .token_version,
+        2
+    );
+    assert_eq!(
+        store
+            .bump_token_version("u1")
+            .unwrap()
+            .unwrap()
+            .token_version,
+        3
+    );
+    assert!(store.set_role("nobody", "admin").unwrap().is_none());
+    assert_eq!(store.token_versions().unwrap(), [("u1".to_owned(), 3)]);
+}
+
+#[test]
+fn rotation_succeeds_once_then_reports_reuse() {
+    let (_dir, store) = with_session();
+    let next = record("f1", "u1", 99_999);
+    match store.rotate(&[1; 32], &[2; 32], &next, 2_000).unwrap() {
+        RotateOutcome::Rotated { family } => assert_eq!(family.id, "f1"),
+        other => panic!("{other:?}"),
+    }
+    let old = store.refresh_record(&[1; 32]).unwrap().unwrap();
+    assert_eq!(old.rotated_at, Some(2_000));
+    assert_eq!(old.replaced_by, Some(hex(&[2; 32])));
+    // The successor cannot outlive its session.
+    assert_eq!(
+        store.refresh_record(&[2; 32]).unwrap().unwrap().expires_at,
+        10_000
+    );
+
+    assert_eq!(
+        store.rotate(&[1; 32], &[3; 32], &next, 2_001).unwrap(),
+        RotateOutcome::AlreadyRotated {
+            rotated_at: 2_000,
+            family_id: "f1".to_owned()
+        }
+    );
+    assert!(store.refresh_record(&[3; 32]).unwrap().is_none());
+    assert_eq!(
+        store.rotate(&[9; 32], &[3; 32], &next, 2_001).unwrap(),
+        RotateOutcome::Unknown
+    );
+}
+
+#[test]
+fn rotation_refuses_expired_and_revoked() {
+    let (_dir, store) = with_session();
+    let next = record("f1", "u1", 9_000);
+    assert_eq!(
+        store.rotate(&[1; 32], &[2; 32], &next, 5_000).unwrap(),
+        RotateOutcome::Expired
+    );
+    assert_eq!(
+        store.rotate(&[1; 32], &[2; 32], &next, 10_000).unwrap(),
+        RotateOutcome::FamilyExpired {
+            family_id: "f1".to_owned()
+        }
+    );
+    assert!(store.revoke_family("f1", 3_000).unwrap());
+    assert!(!store.revoke_family("f1", 3_001).unwrap());
+    assert_eq!(
+        store.rotate(&[1; 32], &[2; 32], &next, 3_002).unwrap(),
+        RotateOutcome::FamilyRevoked {
+            family_id: "f1".to_owned()
+        }
+    );
+    assert_eq!(store.family("f1").unwrap().unwrap().revoked_at, Some(3_000));
+}
+
+#[test]
+fn rotation_keeps_the_family_and_user() {
+    let (_dir, store) = with_session();
+    let stranger = record("f2", "u1", 9_000);
+    assert!(matches!(
+        store.rotate(&[1; 32], &[2; 32], &stranger, 2_000),
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(store
+        .refresh_record(&[1; 32])
+        .unwrap()
+        .unwrap()
+        .rotated_at
+        .is_none());
+}
+
+#[test]
+fn concurrent_rotations_of_one_token_have_one_winner() {
+    let (_dir, store) = with_session();
+    let store = Arc::new(store);
+    let threads: Vec<_> = (0..8u8)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || {
+                store
+                    .rotate(&[1; 32], &[10 + i; 32], &record("f1", "u1", 9_000), 2_000)
+                    .unwrap()
+            })
+        })
+        .collect();
+    let outcomes: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let winners = outcomes
+        .iter()
+        .filter(|o| matches!(o, RotateOutcome::Rotated { .. }))
+        .count();
+    assert_eq!(winners, 1, "{outcomes:?}");
+}
+
+#[test]
+fn families_need_a_living_user() {
+    let (_dir, store) = open();
+    assert!(matches!(
+        store.create_family(
+            &family("f1", "ghost", 10),
+            &[1; 32],
+            &record("f1", "ghost", 10)
+        ),
+        Err(StoreError::UnknownUser(_))
+    ));
+    assert!(store.family("f1").unwrap().is_none());
+}
+
+#[test]
+fn revoking_a_users_families_spares_the_exception() {
+    let (_dir, store) = with_session();
+    for (id, token) in [("f2", 2u8), ("f3", 3)] {
+        store
+            .create_family(
+                &family(id, "u1", 10_000),
+                &[token; 32],
+                &record(id, "u1", 5_000),
+            )
+            .unwrap();
+    }
+    store.revoke_family("f3", 1_500).unwrap();
+    let mut revoked = store.revoke_user_families("u1", Some("f2"), 2_000).unwrap();
+    revoked.sort();
+    assert_eq!(revoked, ["f1"]);
+    assert!(store.family("f2").unwrap().unwrap().revoked_at.is_none());
+    assert_eq!(
+        store.revoked_families_since(1_600).unwrap(),
+        [("f1".to_owned(), 2_000)]
+    );
+    assert_eq!(store.revoked_families_since(0).unwrap().len(), 2);
+    assert_eq!(store.prune_revocations(1_600).unwrap(), 1);
+    assert_eq!(store.revoked_families_since(0).unwrap().len(), 1);
+}
+
+#[test]
+fn deleting_a_user_removes_everything_but_a_tombstone() {
+    let (_dir, store) = with_session();
+    store
+        .rotate(&[1; 32], &[2; 32], &record("f1", "u1", 9_000), 2_000)
+        .unwrap();
+    store.create_user(&user("u2", "b@example.com")).unwrap();
+
+    let deleted = store.delete_user("u1", 3_000).unwrap().unwrap();
+    assert_eq!(deleted.email, "a@example.com");
+    assert!(store.user_by_id("u1").unwrap().is_none());
+    assert!(store.user_by_email("a@example.com").unwrap().is_none());
+    assert!(store.family("f1").unwrap().is_none());
+    assert!(store.refresh_record(&[1; 32]).unwrap().is_none());
+    assert!(store.refresh_record(&[2; 32]).unwrap().is_none());
+    assert_eq!(store.deleted_user_ids().unwrap(), ["u1"]);
+    assert!(store.delete_user("u1", 3_001).unwrap().is_none());
+    // Nothing is left for the sweep, and the email can be registered again.
+    assert_eq!(store.sweep_expired(u64::MAX - 1).unwrap(), 0);
+    store.create_user(&user("u3", "a@example.com")).unwrap();
+    assert_eq!(store.prune_revocations(3_001).unwrap(), 1);
+    assert!(store.deleted_user_ids().unwrap().is_empty());
+}
+
+#[test]
+fn sweep_removes_what_expired() {
+    let (_dir, store) = with_session();
+    store
+        .create_family(
+            &family("f2", "u1", 20_000),
+            &[2; 32],
+            &record("f2", "u1", 6_000),
+        )
+        .unwrap();
+    store
+        .rotate(&[2; 32], &[3; 32], &record("f2", "u1", 15_000), 5_500)
+        .unwrap();
+    assert_eq!(store.sweep_expired(4_999).unwrap(), 0);
+    // Token 1 (5_000) and token 2 (6_000) are due; token 3 and both families live.
+    assert_eq!(store.sweep_expired(6_000).unwrap(), 2);
+    assert!(store.refresh_record(&[1; 32]).unwrap().is_none());
+    assert!(store.refresh_record(&[3; 32]).unwrap().is_some());
+    assert!(store.family("f1").unwrap().is_some());
+    // Family 1 ends at 10_000: it goes, with nothing else.
+    assert_eq!(store.sweep_expired(10_000).unwrap(), 1);
+    assert!(store.family("f1").unwrap().is_none());
+    // Family 2 and its remaining token go together.
+    assert_eq!(store.sweep_expired(20_000).unwrap(), 2);
+    assert!(store.family("f2").unwrap().is_none());
+    assert!(store.refresh_record(&[3; 32]).unwrap().is_none());
+    assert_eq!(store.sweep_expired(u64::MAX).unwrap(), 0);
+}
+
+#[test]
+fn a_second_open_reports_database_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let _first = SledStore::open(&path).unwrap();
+    let error = match SledStore::open(&path) {
+        Err(error) => error,
+        Ok(_) => panic!("opened a locked database"),
+    };
+    let message = error.to_string();
+    assert!(matches!(error, StoreError::InUse { .. }), "{message}");
+    assert!(message.contains("database in use"), "{message}");
+    assert!(message.contains(&path.display().to_string()), "{message}");
+}
+
+#[tokio::test]
+async fn flushed_writes_survive_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    // The parent directory does not exist yet.
+    let path = dir.path().join("nested").join("db");
+    {
+        let store = SledStore::open(&path).unwrap();
+        store.create_user(&user("u1", "a@x.io")).unwrap();
+        let store = Arc::new(store);
+        let flushes: Vec<_> = (0..20)
+            .map(|_| {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move { store.flush().await })
+            })
+            .collect();
+        for flush in flushes {
+            flush.await.unwrap().unwrap();
+        }
+    }
+    let store = SledStore::open(&path).unwrap();
+    assert_eq!(store.user_by_email("a@x.io").unwrap().unwrap().id, "u1");
+}
+
+/// Damage that sled 0.34 itself would recover from as an empty database.
+fn assert_refused_after(damage: impl Fn(&std::path::Path)) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    {
+        let store = SledStore::open(&path).unwrap();
+        store.create_user(&user("u1", "a@x.io")).unwrap();
+    }
+    damage(&path);
+    match SledStore::open(&path) {
+        Err(error @ StoreError::CorruptDatabase { .. }) => {
+            let message = error.to_string();
+            assert!(message.contains(&path.display().to_string()), "{message}");
+        }
+        Err(other) => panic!("unexpected error: {other}"),
+        Ok(_) => panic!("opened a corrupt database"),
+    }
+}
+
+#[test]
+fn a_corrupt_database_is_refused_with_its_path() {
+    assert_refused_after(|path| {
+        let data = path.join("db");
+        let mut garbage = vec![0xA5u8; 4096];
+        garbage.extend_from_slice(&std::fs::read(&data).unwrap());
+        std::fs::write(&data, garbage).unwrap();
+    });
+    assert_refused_after(|path| {
+        let data = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path.join("db"))
+            .unwrap();
+        data.set_len(0).unwrap();
+    });
+    assert_refused_after(|path| std::fs::remove_file(path.join("db")).unwrap());
+}
+
+#[test]
+fn a_foreign_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("notes.txt"), b"not a database").unwrap();
+    assert!(matches!(
+        SledStore::open(dir.path()),
+        Err(StoreError::CorruptDatabase { .. })
+    ));
+}
+
+#[test]
+fn hex_is_lower_case() {
+    assert_eq!(hex(&[0x00, 0xab, 0x7f]), "00ab7f");
+}
