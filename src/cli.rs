@@ -1,5 +1,5 @@
-//! Command-line interface: `serve` (the default), `token` for operators, and
-//! the global `--config`, accepted before or after the subcommand.
+//! Command-line interface: `serve` (the default), `token` and `user` for
+//! operators, and the global `--config`, accepted before or after the subcommand.
 
 use std::path::PathBuf;
 
@@ -34,5 +34,43 @@ pub enum Command {
         /// The role the token asserts (becomes X-User-Role upstream).
         #[arg(long)]
         role: String,
+    },
+    /// Manage accounts directly in the store. Works only while the gateway
+    /// is stopped: the running gateway holds the database lock.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+}
+
+/// `authgate user ...`: the operator's account tools.
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create an account. The password is read from standard input (one
+    /// line), or prompted for when standard input is a terminal.
+    Add {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        role: String,
+    },
+    /// Print every account: id, email, role and creation time.
+    List,
+    /// Change an account's role; its existing tokens stop working.
+    SetRole {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        role: String,
+    },
+    /// Delete an account with all its sessions.
+    Delete {
+        #[arg(long)]
+        email: String,
+    },
+    /// Log an account out everywhere: revoke its sessions and access tokens.
+    RevokeSessions {
+        #[arg(long)]
+        email: String,
     },
 }

@@ -1,17 +1,22 @@
 //! The `authgate` binary: parses the command line, starts logging, loads the
-//! config and runs the chosen command. Failures print their cause chain and
-//! exit non-zero.
+//! config and runs the chosen command (`serve`, `token`, or a `user` account
+//! tool on the store). Failures print their cause chain and exit non-zero.
 
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::Path;
 use std::process::ExitCode;
-use std::time::SystemTime;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
-use authgate::cli::{Cli, Command};
+use authgate::auth::email::canonical_email;
+use authgate::auth::password::PasswordPool;
+use authgate::cli::{Cli, Command, UserCommand};
 use authgate::config::{is_valid_role, Config};
 use authgate::service::error_chain;
+use authgate::store::{SledStore, Store, User};
 use authgate::StartupError;
 
 fn main() -> ExitCode {
@@ -20,6 +25,7 @@ fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(&cli.config),
         Command::Token { sub, role } => token(&cli.config, &sub, &role),
+        Command::User { command } => user(&cli.config, command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -97,4 +103,246 @@ fn token(config_path: &std::path::Path, sub: &str, role: &str) -> Result<(), Str
         .map_err(|e| error_chain(&e))?;
     println!("{}", minted.token);
     Ok(())
+}
+
+/// Passwords shorter than this are refused (NIST SP 800-63B §5.1.1.2).
+const MIN_PASSWORD_BYTES: usize = 8;
+/// Longer passwords only cost argon2 time.
+const MAX_PASSWORD_BYTES: usize = 256;
+
+/// Runs a `user` command against the store named in the config. Arguments
+/// are checked before the store is opened, the store before a password is
+/// asked for, and every change is flushed to disk before success is printed.
+fn user(config_path: &Path, command: UserCommand) -> Result<(), String> {
+    let config = Config::load(config_path).map_err(|e| error_chain(&e))?;
+    let open = || SledStore::open(&config.store.path).map_err(|e| error_chain(&e));
+    // The flush group and the password pool answer through tokio.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    match command {
+        UserCommand::Add { email, role } => {
+            let email = email_arg(&email)?;
+            role_arg(&role)?;
+            let store = open()?;
+            runtime.block_on(add_user(&config, &store, email, role))
+        }
+        UserCommand::List => list_users(&open()?),
+        UserCommand::SetRole { email, role } => {
+            let email = email_arg(&email)?;
+            role_arg(&role)?;
+            let store = open()?;
+            let found = existing(&store, &email)?;
+            let updated = store
+                .set_role(&found.id, &role)
+                .map_err(|e| error_chain(&e))?
+                .ok_or_else(|| no_such_user(&email))?;
+            runtime.block_on(flush(&store))?;
+            println!(
+                "role of {email} changed from {} to {}; its existing tokens are refused",
+                found.role, updated.role
+            );
+            Ok(())
+        }
+        UserCommand::Delete { email } => {
+            let email = email_arg(&email)?;
+            let store = open()?;
+            let found = existing(&store, &email)?;
+            store
+                .delete_user(&found.id, unix_now())
+                .map_err(|e| error_chain(&e))?
+                .ok_or_else(|| no_such_user(&email))?;
+            runtime.block_on(flush(&store))?;
+            println!("deleted user {} ({email}) and all its sessions", found.id);
+            Ok(())
+        }
+        UserCommand::RevokeSessions { email } => {
+            let email = email_arg(&email)?;
+            let store = open()?;
+            let found = existing(&store, &email)?;
+            let revoked = store
+                .revoke_user_families(&found.id, None, unix_now())
+                .map_err(|e| error_chain(&e))?;
+            // Sessions end at their next refresh; the version bump ends the
+            // access tokens already handed out.
+            store
+                .bump_token_version(&found.id)
+                .map_err(|e| error_chain(&e))?
+                .ok_or_else(|| no_such_user(&email))?;
+            runtime.block_on(flush(&store))?;
+            println!(
+                "revoked {} session(s) of {email}; its access tokens are refused",
+                revoked.len()
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn add_user(
+    config: &Config,
+    store: &SledStore,
+    email: String,
+    role: String,
+) -> Result<(), String> {
+    if store
+        .user_by_email(&email)
+        .map_err(|e| error_chain(&e))?
+        .is_some()
+    {
+        return Err(format!("a user with email {email} already exists"));
+    }
+    let password = read_password(&email)?;
+    // One thread is plenty for one hash.
+    let mut params = config.auth.password.clone();
+    params.hash_workers = 1;
+    let pool = PasswordPool::new(&params).map_err(|e| error_chain(&e))?;
+    let password_hash = pool.hash(password).await.map_err(|e| error_chain(&e))?;
+    let user = User {
+        id: uuid::Uuid::new_v4().to_string(),
+        email,
+        role,
+        password_hash,
+        created_at: unix_now(),
+        token_version: 0,
+    };
+    store.create_user(&user).map_err(|e| error_chain(&e))?;
+    flush(store).await?;
+    println!(
+        "created user {} ({}) with role {}",
+        user.id, user.email, user.role
+    );
+    Ok(())
+}
+
+fn list_users(store: &SledStore) -> Result<(), String> {
+    const PAGE: usize = 256;
+    let mut out = std::io::stdout().lock();
+    let mut print = |line: String| {
+        writeln!(out, "{line}").map_err(|e| format!("cannot write to standard output: {e}"))
+    };
+    print("ID\tEMAIL\tROLE\tCREATED_AT".to_owned())?;
+    let mut after: Option<String> = None;
+    loop {
+        let page = store
+            .list_users(after.as_deref(), PAGE)
+            .map_err(|e| error_chain(&e))?;
+        for user in &page {
+            print(format!(
+                "{}\t{}\t{}\t{}",
+                user.id,
+                user.email,
+                user.role,
+                utc_timestamp(user.created_at)
+            ))?;
+        }
+        match page.last() {
+            Some(last) if page.len() == PAGE => after = Some(last.id.clone()),
+            _ => return Ok(()),
+        }
+    }
+}
+
+fn email_arg(email: &str) -> Result<String, String> {
+    canonical_email(email).map_err(|e| format!("--email {email:?}: {e}"))
+}
+
+fn role_arg(role: &str) -> Result<(), String> {
+    if is_valid_role(role) {
+        Ok(())
+    } else {
+        Err(format!(
+            "--role {role:?}: a role is 1-64 characters of a-z, A-Z, 0-9, '-', '_', '.' or ':'"
+        ))
+    }
+}
+
+fn existing(store: &SledStore, email: &str) -> Result<User, String> {
+    store
+        .user_by_email(email)
+        .map_err(|e| error_chain(&e))?
+        .ok_or_else(|| no_such_user(email))
+}
+
+fn no_such_user(email: &str) -> String {
+    format!("no user with email {email}")
+}
+
+async fn flush(store: &SledStore) -> Result<(), String> {
+    store.flush().await.map_err(|e| error_chain(&e))
+}
+
+/// One line from standard input, without its line ending. On a terminal the
+/// prompt goes to stderr so stdout stays clean for scripts.
+fn read_password(email: &str) -> Result<String, String> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprint!("Password for {email}: ");
+        let _ = std::io::stderr().flush();
+    }
+    let mut line = String::new();
+    let read = stdin
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| format!("cannot read the password from standard input: {e}"))?;
+    if read == 0 {
+        return Err("no password given on standard input".to_owned());
+    }
+    let password = line
+        .strip_suffix('\n')
+        .map_or(line.as_str(), |l| l.strip_suffix('\r').unwrap_or(l));
+    if !(MIN_PASSWORD_BYTES..=MAX_PASSWORD_BYTES).contains(&password.len()) {
+        return Err(format!(
+            "the password must be {MIN_PASSWORD_BYTES} to {MAX_PASSWORD_BYTES} bytes long"
+        ));
+    }
+    Ok(password.to_owned())
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` for unix seconds, without a date crate (the
+/// days-to-civil algorithm from Howard Hinnant's "chrono-Compatible
+/// Low-Level Date Algorithms").
+fn utc_timestamp(unix: u64) -> String {
+    let days = unix / 86_400;
+    let seconds = unix % 86_400;
+    let shifted = days + 719_468; // days since 0000-03-01
+    let era = shifted / 146_097;
+    let day_of_era = shifted % 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153; // 0 = March
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + u64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        seconds / 3_600,
+        seconds % 3_600 / 60,
+        seconds % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_utc_dates() {
+        assert_eq!(utc_timestamp(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc_timestamp(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(utc_timestamp(1_709_210_096), "2024-02-29T12:34:56Z");
+        assert_eq!(utc_timestamp(4_102_444_799), "2099-12-31T23:59:59Z");
+    }
 }
