@@ -4,52 +4,105 @@
 
 use std::sync::Arc;
 
-use http::{Request, Response};
-use hyper::body::Incoming;
+use std::time::{Duration, SystemTime};
 
+use crate::api::Accounts;
 use crate::auth::jwt::{TokenIssuer, TokenVerifier};
+use crate::auth::password::{PasswordError, PasswordPool};
 use crate::auth::revocation::RevocationList;
 use crate::auth::Authenticator;
-use crate::body::ResponseBody;
 use crate::config::secret::AccessSecret;
 use crate::config::Config;
-use crate::error::GatewayError;
-use crate::path::DecidedPath;
 use crate::proxy::Proxy;
 use crate::router::Router;
-use crate::service::Connection;
+use crate::store::{SledStore, Store, StoreError};
 
 pub struct Gateway {
     config: Arc<Config>,
     router: Router,
     authenticator: Authenticator,
-    issuer: TokenIssuer,
+    issuer: Arc<TokenIssuer>,
     proxy: Proxy,
     revocations: Arc<RevocationList>,
+    accounts: Accounts,
 }
+
+/// How often expired sessions and stale revocations are swept.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     #[error("invalid [server] identity_header_prefix: {0}")]
     IdentityPrefix(#[from] http::header::InvalidHeaderName),
+    #[error("cannot open the store ([store] path): {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot start password hashing ([auth.password]): {0}")]
+    Password(#[from] PasswordError),
 }
 
 impl Gateway {
+    /// Opens the store, loads the revocation state and assembles the rest.
     pub fn build(config: Config, secret: &AccessSecret) -> Result<Self, BuildError> {
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.store.path)?);
+        Self::build_with_store(config, secret, store)
+    }
+
+    /// As [`Gateway::build`], over a store the caller opened.
+    pub fn build_with_store(
+        config: Config,
+        secret: &AccessSecret,
+        store: Arc<dyn Store>,
+    ) -> Result<Self, BuildError> {
         let revocations = Arc::new(RevocationList::default());
+        Accounts::load_revocations(
+            store.as_ref(),
+            &revocations,
+            config.tokens.access_ttl + config.tokens.leeway,
+            SystemTime::now(),
+        )?;
         let verifier = TokenVerifier::new(&config.tokens, secret);
-        let issuer = TokenIssuer::new(&config.tokens, secret);
+        let issuer = Arc::new(TokenIssuer::new(&config.tokens, secret));
         let proxy = Proxy::new(
             &config.server.identity_header_prefix,
             config.server.body_read_timeout,
         )?;
+        let passwords = PasswordPool::new(&config.auth.password)?;
+        let accounts = Accounts::new(
+            &config,
+            store,
+            passwords,
+            Arc::clone(&issuer),
+            Arc::clone(&revocations),
+        );
         Ok(Self {
             router: Router::new(&config.routes),
             authenticator: Authenticator::new(verifier, Arc::clone(&revocations)),
             issuer,
             proxy,
             revocations,
+            accounts,
             config: Arc::new(config),
+        })
+    }
+
+    /// Sweeps expired sessions in the background until the returned handle
+    /// is aborted.
+    pub fn spawn_maintenance(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let gateway = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(SWEEP_INTERVAL);
+            loop {
+                ticks.tick().await;
+                let gateway = Arc::clone(&gateway);
+                let lifetime = gateway.config.tokens.access_ttl + gateway.config.tokens.leeway;
+                let swept = tokio::task::spawn_blocking(move || {
+                    gateway.accounts.sweep(lifetime, SystemTime::now());
+                })
+                .await;
+                if let Err(err) = swept {
+                    tracing::error!(error = %err, "session sweep task failed");
+                }
+            }
         })
     }
 
@@ -65,7 +118,7 @@ impl Gateway {
         &self.authenticator
     }
 
-    pub fn issuer(&self) -> &TokenIssuer {
+    pub fn issuer(&self) -> &Arc<TokenIssuer> {
         &self.issuer
     }
 
@@ -90,14 +143,13 @@ impl Gateway {
         crate::router::prefix_matches(&self.config.auth.path_prefix, path)
     }
 
-    /// The account endpoints.
-    pub async fn accounts(
-        &self,
-        _request: Request<Incoming>,
-        _path: &DecidedPath,
-        _connection: Connection,
-        _user: &mut Option<String>,
-    ) -> Result<Response<ResponseBody>, GatewayError> {
-        Err(GatewayError::NotFound)
+    pub fn accounts(&self) -> &Accounts {
+        &self.accounts
+    }
+
+    /// The part of an account path after the prefix (`/auth/login` → `/login`).
+    pub fn account_sub_path<'a>(&self, path: &'a str) -> &'a str {
+        path.get(self.config.auth.path_prefix.len()..)
+            .unwrap_or_default()
     }
 }

@@ -18,6 +18,7 @@
 //! [`gateway::Gateway`], and served by [`server::serve`]. Every client-visible
 //! failure is a [`error::GatewayError`], mapped to a response in one place.
 
+pub mod api;
 pub mod auth;
 pub mod body;
 pub mod cli;

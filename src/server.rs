@@ -32,6 +32,7 @@ pub async fn serve(
     let acceptor = TlsAcceptor::from(tls);
     let slots = Arc::new(Semaphore::new(settings.max_connections));
     let graceful = GracefulShutdown::new();
+    let maintenance = gateway.spawn_maintenance();
     let mut backoff = Duration::from_millis(5);
     tokio::pin!(shutdown);
 
@@ -81,12 +82,17 @@ pub async fn serve(
     }
 
     drop(listener);
+    maintenance.abort();
     tracing::info!("shutting down: draining connections");
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections closed"),
         () = tokio::time::sleep(settings.shutdown_grace) => {
             tracing::warn!(grace = ?settings.shutdown_grace, "shutdown grace elapsed; closing remaining connections");
         }
+    }
+    // Whatever was acknowledged is already durable; this covers the rest.
+    if let Err(err) = gateway.accounts().store().flush().await {
+        tracing::error!(error = %err, "final flush failed");
     }
 }
 

@@ -12,6 +12,7 @@ use http::header::{HOST, UPGRADE};
 use http::{Method, Request, Response, Version};
 use hyper::body::Incoming;
 
+use crate::api::AccountOutcome;
 use crate::auth::Identity;
 use crate::body::ResponseBody;
 use crate::config::{RouteAuth, RouteConfig};
@@ -92,9 +93,14 @@ async fn dispatch(
     let decided = path::decide(request.uri().path()).map_err(GatewayError::InvalidPath)?;
 
     if gateway.is_account_path(decided.as_str()) {
-        return gateway
-            .accounts(request, &decided, connection, &mut outcome.user)
+        let sub_path = gateway.account_sub_path(decided.as_str());
+        let mut account = AccountOutcome::default();
+        let result = gateway
+            .accounts()
+            .handle(request, sub_path, gateway.authenticator(), &mut account)
             .await;
+        outcome.user = account.user;
+        return result;
     }
 
     let route = gateway

@@ -6,6 +6,7 @@
 
 mod support;
 
+mod accounts;
 mod forged_tokens;
 mod proxying;
 mod streaming;

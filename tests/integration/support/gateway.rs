@@ -91,6 +91,7 @@ pub struct TestGateway {
     pub addr: SocketAddr,
     pub files: GatewayFiles,
     config: Config,
+    gateway: Arc<authgate::gateway::Gateway>,
     running: Running,
 }
 
@@ -116,6 +117,7 @@ impl TestGateway {
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel();
         let (gateway, tls) = authgate::prepare(config.clone()).unwrap();
+        let shared = Arc::clone(&gateway);
         let task = tokio::spawn(async move {
             authgate::server::serve(listener, gateway, tls, async {
                 let _ = rx.await;
@@ -126,6 +128,7 @@ impl TestGateway {
             addr,
             files,
             config,
+            gateway: shared,
             running: Running {
                 shutdown: Some(tx),
                 task: Some(task),
@@ -139,6 +142,11 @@ impl TestGateway {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The gateway's own store, for arranging state as an operator would.
+    pub fn store(&self) -> Arc<dyn authgate::store::Store> {
+        Arc::clone(self.gateway.accounts().store())
     }
 
     /// A valid access token, minted with the gateway's secret.

@@ -1,0 +1,293 @@
+//! The self-service endpoints: register, login, refresh, logout, logout-all,
+//! me and password change.
+
+use std::time::SystemTime;
+
+use http::header::HeaderMap;
+use http::{Response, StatusCode};
+
+use super::request::{cookie, parse_json, parse_optional_json};
+use super::response::{clear_session_cookies, json, no_content, set_session_cookies};
+use super::sessions::{csrf_matches, IssuedSession};
+use super::views::{Credentials, PasswordChange, RefreshBody, SessionView, UserView};
+use super::Accounts;
+use crate::auth::email::canonical_email;
+use crate::auth::jwt::unix_seconds;
+use crate::auth::Identity;
+use crate::body::ResponseBody;
+use crate::config::Registration;
+use crate::error::GatewayError;
+use crate::proxy::headers::REFRESH_COOKIE;
+use crate::store::{StoreError, User};
+
+/// Passwords are refused past this many bytes before any hashing, so a
+/// megabyte password cannot buy a megabyte of argon2 work.
+pub const MAX_PASSWORD_BYTES: usize = 256;
+pub const MIN_PASSWORD_CHARS: usize = 8;
+
+const CSRF_HEADER: &str = "x-csrf-token";
+
+impl Accounts {
+    pub(super) async fn register(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Response<ResponseBody>, GatewayError> {
+        if self.settings.registration == Registration::Closed {
+            return Err(GatewayError::RegistrationClosed);
+        }
+        let credentials: Credentials = parse_json(headers, body)?;
+        let email = checked_email(&credentials.email)?;
+        check_new_password(&credentials.password)?;
+        // Hash before looking at the email index, so a taken address costs
+        // the same work (and time) as a free one.
+        let hash = self
+            .passwords
+            .hash(credentials.password)
+            .await
+            .map_err(super::password_error)?;
+        let now = SystemTime::now();
+        let user = User {
+            id: uuid::Uuid::new_v4().to_string(),
+            email,
+            role: self.settings.default_role.clone(),
+            password_hash: hash,
+            created_at: unix_seconds(now),
+            token_version: 0,
+        };
+        match self.store.create_user(&user) {
+            Ok(()) => {}
+            Err(StoreError::EmailTaken) => return Err(GatewayError::EmailTaken),
+            Err(err) => return Err(GatewayError::internal(err)),
+        }
+        let session = self.sessions.start(user, now)?;
+        self.flush().await?;
+        self.session_response(StatusCode::CREATED, &session)
+    }
+
+    pub(super) async fn login(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<(Response<ResponseBody>, String), GatewayError> {
+        let credentials: Credentials = parse_json(headers, body)?;
+        if credentials.password.len() > MAX_PASSWORD_BYTES {
+            return Err(password_too_long());
+        }
+        // An address that cannot be canonical cannot be registered either:
+        // answer exactly as for an unknown account.
+        let email = canonical_email(&credentials.email).ok();
+        let user = match &email {
+            Some(email) => self
+                .store
+                .user_by_email(email)
+                .map_err(GatewayError::internal)?,
+            None => None,
+        };
+        let Some(user) = user else {
+            // Same argon2 work as a real check, so timing tells nothing.
+            self.passwords
+                .verify_dummy(credentials.password)
+                .await
+                .map_err(super::password_error)?;
+            return Err(GatewayError::InvalidCredentials);
+        };
+        let verdict = self
+            .passwords
+            .verify(credentials.password.clone(), user.password_hash.clone())
+            .await
+            .map_err(super::password_error)?;
+        if !verdict.matches {
+            return Err(GatewayError::InvalidCredentials);
+        }
+        let mut user = user;
+        if verdict.needs_rehash {
+            // Parameters were raised since this hash was made: upgrade it now
+            // that the password is at hand. A busy pool just postpones it.
+            if let Ok(hash) = self.passwords.hash(credentials.password).await {
+                if let Ok(Some(updated)) = self.store.set_password(&user.id, &hash, false) {
+                    user = updated;
+                }
+            }
+        }
+        let user_id = user.id.clone();
+        let session = self.sessions.start(user, SystemTime::now())?;
+        self.flush().await?;
+        Ok((self.session_response(StatusCode::OK, &session)?, user_id))
+    }
+
+    pub(super) async fn refresh(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Response<ResponseBody>, GatewayError> {
+        let presented = self
+            .presented_refresh_token(headers, body)?
+            .ok_or(GatewayError::InvalidRefreshToken)?;
+        let session = self.sessions.rotate(&presented, SystemTime::now()).await?;
+        self.session_response(StatusCode::OK, &session)
+    }
+
+    pub(super) async fn logout(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Response<ResponseBody>, GatewayError> {
+        let presented =
+            self.presented_refresh_token(headers, body)?
+                .ok_or(GatewayError::BadRequest(
+                    "no refresh token in the body or cookie",
+                ))?;
+        // Unknown tokens log out nothing but still clear the cookies: logout
+        // answers the same whatever the token was.
+        if let Some(family) = self.sessions.family_of(&presented)? {
+            self.sessions
+                .revoke_family(&family, unix_seconds(SystemTime::now()))
+                .await?;
+        }
+        let mut response = no_content();
+        clear_session_cookies(&mut response, &self.settings.path_prefix);
+        Ok(response)
+    }
+
+    pub(super) async fn logout_all(
+        &self,
+        identity: &Identity,
+    ) -> Result<Response<ResponseBody>, GatewayError> {
+        let now = unix_seconds(SystemTime::now());
+        let user = self
+            .store
+            .bump_token_version(&identity.user_id)
+            .map_err(GatewayError::internal)?
+            .ok_or(GatewayError::TokenRevoked)?;
+        self.revocations
+            .set_min_version(&user.id, user.token_version);
+        self.sessions.revoke_user_sessions(&user.id, None, now)?;
+        self.flush().await?;
+        let mut response = no_content();
+        clear_session_cookies(&mut response, &self.settings.path_prefix);
+        Ok(response)
+    }
+
+    pub(super) fn me(&self, identity: &Identity) -> Result<Response<ResponseBody>, GatewayError> {
+        let user = self
+            .store
+            .user_by_id(&identity.user_id)
+            .map_err(GatewayError::internal)?
+            .ok_or(GatewayError::TokenRevoked)?;
+        json(StatusCode::OK, &UserView::from(&user))
+    }
+
+    pub(super) async fn change_password(
+        &self,
+        identity: &Identity,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Response<ResponseBody>, GatewayError> {
+        let change: PasswordChange = parse_json(headers, body)?;
+        if change.current_password.len() > MAX_PASSWORD_BYTES {
+            return Err(password_too_long());
+        }
+        check_new_password(&change.new_password)?;
+        let user = self
+            .store
+            .user_by_id(&identity.user_id)
+            .map_err(GatewayError::internal)?
+            .ok_or(GatewayError::TokenRevoked)?;
+        let verdict = self
+            .passwords
+            .verify(change.current_password, user.password_hash.clone())
+            .await
+            .map_err(super::password_error)?;
+        if !verdict.matches {
+            return Err(GatewayError::InvalidCredentials);
+        }
+        let hash = self
+            .passwords
+            .hash(change.new_password)
+            .await
+            .map_err(super::password_error)?;
+        let user = self
+            .store
+            .set_password(&user.id, &hash, true)
+            .map_err(GatewayError::internal)?
+            .ok_or(GatewayError::TokenRevoked)?;
+        // Every older access token dies, and every session but this one.
+        self.revocations
+            .set_min_version(&user.id, user.token_version);
+        self.sessions.revoke_user_sessions(
+            &user.id,
+            identity.session.as_deref(),
+            unix_seconds(SystemTime::now()),
+        )?;
+        self.flush().await?;
+        Ok(no_content())
+    }
+
+    /// The refresh token from the JSON body, or else from the cookie — and a
+    /// cookie is accepted only with the matching `X-CSRF-Token` header.
+    fn presented_refresh_token(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Option<String>, GatewayError> {
+        let parsed: RefreshBody = parse_optional_json(headers, body)?;
+        if let Some(token) = parsed.refresh_token {
+            return Ok(Some(token));
+        }
+        let Some(token) = cookie(headers, REFRESH_COOKIE) else {
+            return Ok(None);
+        };
+        let presented_csrf = headers
+            .get(CSRF_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if presented_csrf.is_empty() || !csrf_matches(token, presented_csrf) {
+            return Err(GatewayError::CsrfFailed);
+        }
+        Ok(Some(token.to_owned()))
+    }
+
+    fn session_response(
+        &self,
+        status: StatusCode,
+        session: &IssuedSession,
+    ) -> Result<Response<ResponseBody>, GatewayError> {
+        let mut response = json(status, &SessionView::from(session))?;
+        set_session_cookies(
+            &mut response,
+            &self.settings.path_prefix,
+            &session.refresh_token,
+            &session.csrf_token,
+            session.refresh_max_age,
+        );
+        Ok(response)
+    }
+}
+
+fn checked_email(raw: &str) -> Result<String, GatewayError> {
+    canonical_email(raw).map_err(|_| GatewayError::Validation {
+        code: "INVALID_EMAIL",
+        message: "The email address is not valid.",
+    })
+}
+
+fn check_new_password(password: &str) -> Result<(), GatewayError> {
+    if password.len() > MAX_PASSWORD_BYTES {
+        return Err(password_too_long());
+    }
+    if password.chars().count() < MIN_PASSWORD_CHARS {
+        return Err(GatewayError::Validation {
+            code: "WEAK_PASSWORD",
+            message: "The password must be at least 8 characters long.",
+        });
+    }
+    Ok(())
+}
+
+fn password_too_long() -> GatewayError {
+    GatewayError::Validation {
+        code: "PASSWORD_TOO_LONG",
+        message: "The password must be at most 256 bytes long.",
+    }
+}

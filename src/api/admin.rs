@@ -1,0 +1,112 @@
+//! Administration of users (role `admin` only): list, show, change role,
+//! delete. Role changes and deletions take effect on the very next request.
+
+use std::time::SystemTime;
+
+use http::header::HeaderMap;
+use http::{Response, StatusCode};
+
+use super::request::parse_json;
+use super::response::{json, no_content};
+use super::views::{RoleChange, UserPage, UserView};
+use super::Accounts;
+use crate::auth::jwt::unix_seconds;
+use crate::body::ResponseBody;
+use crate::config::is_valid_role;
+use crate::error::GatewayError;
+
+const DEFAULT_PAGE: usize = 50;
+const MAX_PAGE: usize = 500;
+
+impl Accounts {
+    /// `GET /users?limit=N&after=ID`: users ordered by id, one page at a time.
+    pub(super) fn list_users(
+        &self,
+        query: Option<&str>,
+    ) -> Result<Response<ResponseBody>, GatewayError> {
+        let mut limit = DEFAULT_PAGE;
+        let mut after = None;
+        for pair in query
+            .unwrap_or_default()
+            .split('&')
+            .filter(|p| !p.is_empty())
+        {
+            match pair.split_once('=') {
+                Some(("limit", value)) => {
+                    limit = value
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|n| (1..=MAX_PAGE).contains(n))
+                        .ok_or(GatewayError::BadRequest("limit must be between 1 and 500"))?;
+                }
+                Some(("after", value)) if !value.is_empty() => after = Some(value.to_owned()),
+                _ => {}
+            }
+        }
+        // One extra tells whether another page exists.
+        let mut users = self
+            .store
+            .list_users(after.as_deref(), limit + 1)
+            .map_err(GatewayError::internal)?;
+        let more = users.len() > limit;
+        users.truncate(limit);
+        let page = UserPage {
+            next_after: if more {
+                users.last().map(|u| u.id.clone())
+            } else {
+                None
+            },
+            users: users.iter().map(UserView::from).collect(),
+        };
+        json(StatusCode::OK, &page)
+    }
+
+    pub(super) fn show_user(&self, id: &str) -> Result<Response<ResponseBody>, GatewayError> {
+        let user = self
+            .store
+            .user_by_id(id)
+            .map_err(GatewayError::internal)?
+            .ok_or(GatewayError::UserNotFound)?;
+        json(StatusCode::OK, &UserView::from(&user))
+    }
+
+    pub(super) async fn change_role(
+        &self,
+        id: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Response<ResponseBody>, GatewayError> {
+        let change: RoleChange = parse_json(headers, body)?;
+        if !is_valid_role(&change.role) {
+            return Err(GatewayError::Validation {
+                code: "INVALID_ROLE",
+                message: "A role is 1-64 characters of letters, digits, '-', '_', '.' or ':'.",
+            });
+        }
+        let user = self
+            .store
+            .set_role(id, &change.role)
+            .map_err(GatewayError::internal)?
+            .ok_or(GatewayError::UserNotFound)?;
+        // The version bump kills every token carrying the old role; a refresh
+        // mints one with the new role.
+        self.revocations
+            .set_min_version(&user.id, user.token_version);
+        self.flush().await?;
+        json(StatusCode::OK, &UserView::from(&user))
+    }
+
+    pub(super) async fn delete_user(
+        &self,
+        id: &str,
+    ) -> Result<Response<ResponseBody>, GatewayError> {
+        let deleted = self
+            .store
+            .delete_user(id, unix_seconds(SystemTime::now()))
+            .map_err(GatewayError::internal)?
+            .ok_or(GatewayError::UserNotFound)?;
+        self.revocations.delete_user(&deleted.id);
+        self.flush().await?;
+        Ok(no_content())
+    }
+}

@@ -1,0 +1,277 @@
+//! The account endpoints under `[auth] path_prefix`: routing within the
+//! prefix, body reading, and the bearer/admin checks. Each endpoint group
+//! lives in its own file; sessions (refresh rotation) in `sessions.rs`.
+
+mod account;
+mod admin;
+pub mod request;
+pub mod response;
+pub mod sessions;
+pub mod views;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
+
+use crate::auth::jwt::{unix_seconds, TokenIssuer};
+use crate::auth::password::{PasswordError, PasswordPool};
+use crate::auth::revocation::RevocationList;
+use crate::auth::Authenticator;
+use crate::body::ResponseBody;
+use crate::config::{Config, Registration};
+use crate::error::GatewayError;
+use crate::store::{Store, StoreError};
+use sessions::{SessionPolicy, Sessions};
+
+/// Settings the endpoints read on every request.
+pub struct AccountSettings {
+    pub path_prefix: String,
+    pub registration: Registration,
+    pub default_role: String,
+    pub max_body: usize,
+    pub body_timeout: Duration,
+}
+
+/// The account service: store, password pool, sessions, revocation state.
+pub struct Accounts {
+    settings: AccountSettings,
+    store: Arc<dyn Store>,
+    passwords: PasswordPool,
+    sessions: Sessions,
+    revocations: Arc<RevocationList>,
+}
+
+/// What the access log should say about an account request.
+#[derive(Default)]
+pub struct AccountOutcome {
+    pub user: Option<String>,
+}
+
+impl Accounts {
+    pub fn new(
+        config: &Config,
+        store: Arc<dyn Store>,
+        passwords: PasswordPool,
+        issuer: Arc<TokenIssuer>,
+        revocations: Arc<RevocationList>,
+    ) -> Self {
+        let tokens = &config.tokens;
+        let policy = SessionPolicy {
+            refresh_ttl: tokens.refresh_ttl,
+            session_max_age: tokens.session_max_age,
+            reuse_grace: tokens.refresh_reuse_grace,
+            access_lifetime: tokens.access_ttl + tokens.leeway,
+        };
+        Self {
+            settings: AccountSettings {
+                path_prefix: config.auth.path_prefix.clone(),
+                registration: config.auth.registration,
+                default_role: config.auth.default_role.clone(),
+                max_body: config.auth.max_body,
+                body_timeout: config.server.body_read_timeout,
+            },
+            sessions: Sessions::new(Arc::clone(&store), issuer, Arc::clone(&revocations), policy),
+            store,
+            passwords,
+            revocations,
+        }
+    }
+
+    /// Loads the revocation state the proxied path consults: token versions,
+    /// deleted users, and sessions revoked recently enough that their access
+    /// tokens may still be unexpired.
+    pub fn load_revocations(
+        store: &dyn Store,
+        revocations: &RevocationList,
+        access_lifetime: Duration,
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
+        for (user, version) in store.token_versions()? {
+            revocations.set_min_version(&user, version);
+        }
+        for user in store.deleted_user_ids()? {
+            revocations.delete_user(&user);
+        }
+        let lifetime = access_lifetime.as_secs();
+        let since = unix_seconds(now).saturating_sub(lifetime);
+        for (family, revoked_at) in store.revoked_families_since(since)? {
+            revocations.revoke_session(&family, revoked_at.saturating_add(lifetime));
+        }
+        Ok(())
+    }
+
+    /// Periodic cleanup: expired refresh records, stale revocations, and
+    /// rotations past their grace.
+    pub fn sweep(&self, access_lifetime: Duration, now: SystemTime) {
+        let now_secs = unix_seconds(now);
+        match self.store.sweep_expired(now_secs) {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(removed, "swept expired sessions"),
+            Err(err) => tracing::error!(error = %err, "sweeping expired sessions failed"),
+        }
+        if let Err(err) = self
+            .store
+            .prune_revocations(now_secs.saturating_sub(access_lifetime.as_secs()))
+        {
+            tracing::error!(error = %err, "pruning old revocations failed");
+        }
+        self.revocations.prune(now_secs);
+        self.sessions.prune();
+    }
+
+    /// Serves one request under the prefix; `sub_path` is what follows it.
+    pub async fn handle(
+        &self,
+        request: Request<Incoming>,
+        sub_path: &str,
+        authenticator: &Authenticator,
+        outcome: &mut AccountOutcome,
+    ) -> Result<Response<ResponseBody>, GatewayError> {
+        let (parts, body) = request.into_parts();
+        let method = parts.method.clone();
+        let endpoint = Endpoint::parse(&method, sub_path)?;
+        // Bearer-authenticated endpoints check the token before reading a body.
+        let identity = if endpoint.needs_bearer() {
+            let identity = authenticator.authenticate(&parts.headers)?;
+            outcome.user = Some(identity.user_id.clone());
+            if endpoint.needs_admin() && identity.role != "admin" {
+                return Err(GatewayError::Forbidden);
+            }
+            Some(identity)
+        } else {
+            None
+        };
+        let body = if endpoint.reads_body() {
+            request::read_body(
+                &parts.headers,
+                body,
+                self.settings.max_body,
+                self.settings.body_timeout,
+            )
+            .await?
+        } else {
+            bytes::Bytes::new()
+        };
+        let headers = &parts.headers;
+        let identity = identity.as_ref();
+        match (endpoint, identity) {
+            (Endpoint::Register, _) => self.register(headers, &body).await,
+            (Endpoint::Login, _) => {
+                let (response, user) = self.login(headers, &body).await?;
+                outcome.user = Some(user);
+                Ok(response)
+            }
+            (Endpoint::Refresh, _) => self.refresh(headers, &body).await,
+            (Endpoint::Logout, _) => self.logout(headers, &body).await,
+            (Endpoint::LogoutAll, Some(id)) => self.logout_all(id).await,
+            (Endpoint::Me, Some(id)) => self.me(id),
+            (Endpoint::Password, Some(id)) => self.change_password(id, headers, &body).await,
+            (Endpoint::ListUsers, Some(_)) => self.list_users(parts.uri.query()),
+            (Endpoint::ShowUser(user), Some(_)) => self.show_user(user),
+            (Endpoint::ChangeRole(user), Some(_)) => self.change_role(user, headers, &body).await,
+            (Endpoint::DeleteUser(user), Some(_)) => self.delete_user(user).await,
+            (_, None) => Err(GatewayError::MissingToken),
+        }
+    }
+
+    async fn flush(&self) -> Result<(), GatewayError> {
+        self.store.flush().await.map_err(GatewayError::internal)
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+}
+
+/// The endpoints, recognised from method and path below the prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endpoint<'a> {
+    Register,
+    Login,
+    Refresh,
+    Logout,
+    LogoutAll,
+    Me,
+    Password,
+    ListUsers,
+    ShowUser(&'a str),
+    ChangeRole(&'a str),
+    DeleteUser(&'a str),
+}
+
+impl<'a> Endpoint<'a> {
+    fn parse(method: &Method, sub_path: &'a str) -> Result<Self, GatewayError> {
+        let path = sub_path.trim_end_matches('/');
+        let post_only = |endpoint| {
+            if method == Method::POST {
+                Ok(endpoint)
+            } else {
+                Err(GatewayError::MethodNotAllowed)
+            }
+        };
+        match path {
+            "/register" => post_only(Self::Register),
+            "/login" => post_only(Self::Login),
+            "/refresh" => post_only(Self::Refresh),
+            "/logout" => post_only(Self::Logout),
+            "/logout-all" => post_only(Self::LogoutAll),
+            "/password" => post_only(Self::Password),
+            "/me" if method == Method::GET => Ok(Self::Me),
+            "/me" => Err(GatewayError::MethodNotAllowed),
+            "/users" if method == Method::GET => Ok(Self::ListUsers),
+            "/users" => Err(GatewayError::MethodNotAllowed),
+            _ => {
+                let Some(id) = path
+                    .strip_prefix("/users/")
+                    .filter(|id| !id.contains('/') && !id.is_empty())
+                else {
+                    return Err(GatewayError::NotFound);
+                };
+                match *method {
+                    Method::GET => Ok(Self::ShowUser(id)),
+                    Method::PATCH => Ok(Self::ChangeRole(id)),
+                    Method::DELETE => Ok(Self::DeleteUser(id)),
+                    _ => Err(GatewayError::MethodNotAllowed),
+                }
+            }
+        }
+    }
+
+    fn needs_bearer(self) -> bool {
+        !matches!(
+            self,
+            Self::Register | Self::Login | Self::Refresh | Self::Logout
+        )
+    }
+
+    fn needs_admin(self) -> bool {
+        matches!(
+            self,
+            Self::ListUsers | Self::ShowUser(_) | Self::ChangeRole(_) | Self::DeleteUser(_)
+        )
+    }
+
+    fn reads_body(self) -> bool {
+        matches!(
+            self,
+            Self::Register
+                | Self::Login
+                | Self::Refresh
+                | Self::Logout
+                | Self::Password
+                | Self::ChangeRole(_)
+        )
+    }
+}
+
+/// A full argon2 queue is "come back shortly", never an error of ours.
+fn password_error(err: PasswordError) -> GatewayError {
+    match err {
+        PasswordError::Busy => GatewayError::Busy {
+            retry_after: Duration::from_secs(1),
+        },
+        other => GatewayError::internal(other),
+    }
+}

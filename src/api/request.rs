@@ -1,0 +1,122 @@
+//! Reading what a client sent to an account endpoint: a JSON body of bounded
+//! size (413 before parsing), and the gateway's cookies.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, COOKIE};
+use http::HeaderMap;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde::de::DeserializeOwned;
+
+use crate::error::GatewayError;
+
+/// Reads the whole body, refusing more than `limit` bytes: first by the
+/// declared Content-Length, then while reading, so nothing large is buffered.
+pub async fn read_body(
+    headers: &HeaderMap,
+    body: Incoming,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, GatewayError> {
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(GatewayError::PayloadTooLarge);
+    }
+    let collected = tokio::time::timeout(timeout, Limited::new(body, limit).collect())
+        .await
+        .map_err(|_| GatewayError::RequestTimeout)?;
+    match collected {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err)
+            if err
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(GatewayError::PayloadTooLarge)
+        }
+        Err(_) => Err(GatewayError::BadRequest(
+            "the request body could not be read",
+        )),
+    }
+}
+
+/// Parses a JSON body into `T`. A body must be declared `application/json`:
+/// a cross-site HTML form cannot send that type without a CORS preflight.
+pub fn parse_json<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<T, GatewayError> {
+    if !is_json(headers) {
+        return Err(GatewayError::UnsupportedMediaType);
+    }
+    serde_json::from_slice(body).map_err(|err| GatewayError::MalformedJson(err.to_string()))
+}
+
+/// Like [`parse_json`], but an absent body parses as `T::default()`.
+pub fn parse_optional_json<T: DeserializeOwned + Default>(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<T, GatewayError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    parse_json(headers, body)
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// The value of cookie `name`, if the client sent it.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value.trim())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn finds_cookies_among_others() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            COOKIE,
+            HeaderValue::from_static("a=1; __Secure-authgate_refresh=tok; b=2"),
+        );
+        assert_eq!(cookie(&headers, "__Secure-authgate_refresh"), Some("tok"));
+        assert_eq!(cookie(&headers, "b"), Some("2"));
+        assert_eq!(cookie(&headers, "c"), None);
+    }
+
+    #[test]
+    fn json_needs_its_media_type() {
+        let mut headers = HeaderMap::new();
+        let parsed: Result<serde_json::Value, _> = parse_json(&headers, b"{}");
+        assert!(matches!(parsed, Err(GatewayError::UnsupportedMediaType)));
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+        let parsed: Result<serde_json::Value, _> = parse_json(&headers, b"{}");
+        assert!(parsed.is_ok());
+        let parsed: Result<serde_json::Value, _> = parse_json(&headers, b"{");
+        assert!(matches!(parsed, Err(GatewayError::MalformedJson(_))));
+    }
+}
