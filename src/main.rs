@@ -132,52 +132,61 @@ fn user(config_path: &Path, command: UserCommand) -> Result<(), String> {
         UserCommand::SetRole { email, role } => {
             let email = email_arg(&email)?;
             role_arg(&role)?;
-            let store = open()?;
-            let found = existing(&store, &email)?;
-            let updated = store
-                .set_role(&found.id, &role)
-                .map_err(|e| error_chain(&e))?
-                .ok_or_else(|| no_such_user(&email))?;
-            runtime.block_on(flush(&store))?;
-            println!(
-                "role of {email} changed from {} to {}; its existing tokens are refused",
-                found.role, updated.role
-            );
-            Ok(())
+            runtime.block_on(set_role(&open()?, &email, &role))
         }
         UserCommand::Delete { email } => {
             let email = email_arg(&email)?;
-            let store = open()?;
-            let found = existing(&store, &email)?;
-            store
-                .delete_user(&found.id, unix_now())
-                .map_err(|e| error_chain(&e))?
-                .ok_or_else(|| no_such_user(&email))?;
-            runtime.block_on(flush(&store))?;
-            println!("deleted user {} ({email}) and all its sessions", found.id);
-            Ok(())
+            runtime.block_on(delete_user(&open()?, &email))
         }
         UserCommand::RevokeSessions { email } => {
             let email = email_arg(&email)?;
-            let store = open()?;
-            let found = existing(&store, &email)?;
-            let revoked = store
-                .revoke_user_families(&found.id, None, unix_now())
-                .map_err(|e| error_chain(&e))?;
-            // Sessions end at their next refresh; the version bump ends the
-            // access tokens already handed out.
-            store
-                .bump_token_version(&found.id)
-                .map_err(|e| error_chain(&e))?
-                .ok_or_else(|| no_such_user(&email))?;
-            runtime.block_on(flush(&store))?;
-            println!(
-                "revoked {} session(s) of {email}; its access tokens are refused",
-                revoked.len()
-            );
-            Ok(())
+            runtime.block_on(revoke_sessions(&open()?, &email))
         }
     }
+}
+
+async fn set_role(store: &SledStore, email: &str, role: &str) -> Result<(), String> {
+    let found = existing(store, email)?;
+    let updated = store
+        .set_role(&found.id, role)
+        .map_err(|e| error_chain(&e))?
+        .ok_or_else(|| no_such_user(email))?;
+    flush(store).await?;
+    println!(
+        "role of {email} changed from {} to {}; its existing tokens are refused",
+        found.role, updated.role
+    );
+    Ok(())
+}
+
+async fn delete_user(store: &SledStore, email: &str) -> Result<(), String> {
+    let found = existing(store, email)?;
+    store
+        .delete_user(&found.id, unix_now())
+        .map_err(|e| error_chain(&e))?
+        .ok_or_else(|| no_such_user(email))?;
+    flush(store).await?;
+    println!("deleted user {} ({email}) and all its sessions", found.id);
+    Ok(())
+}
+
+async fn revoke_sessions(store: &SledStore, email: &str) -> Result<(), String> {
+    let found = existing(store, email)?;
+    let revoked = store
+        .revoke_user_families(&found.id, None, unix_now())
+        .map_err(|e| error_chain(&e))?;
+    // Revoked sessions cannot refresh; the version bump also ends the access
+    // tokens already handed out.
+    store
+        .bump_token_version(&found.id)
+        .map_err(|e| error_chain(&e))?
+        .ok_or_else(|| no_such_user(email))?;
+    flush(store).await?;
+    println!(
+        "revoked {} session(s) of {email}; its access tokens are refused",
+        revoked.len()
+    );
+    Ok(())
 }
 
 async fn add_user(

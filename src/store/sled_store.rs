@@ -102,24 +102,7 @@ impl SledStore {
         // sled 0.34 recovers a damaged or missing log as an empty database
         // without complaint; the format marker tells the two apart.
         let existed = path.join("db").exists() || path.join("conf").exists();
-        let config = sled::Config::new().path(path).cache_capacity(CACHE_BYTES);
-        // sled 0.34 can panic on some damaged files instead of returning
-        // Corruption; an operator needs an error naming the file, not a crash.
-        let db = match catch_unwind(AssertUnwindSafe(|| config.open())) {
-            Ok(Ok(db)) => db,
-            Ok(Err(source)) => return Err(classify_open_error(path, source)),
-            Err(panic) => {
-                let detail = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                    .unwrap_or_else(|| "sled panicked while recovering".to_owned());
-                return Err(StoreError::CorruptDatabase {
-                    path: path.to_owned(),
-                    detail,
-                });
-            }
-        };
+        let db = open_db(path)?;
         let open = |name: &str| {
             db.open_tree(name)
                 .map_err(|source| classify_open_error(path, source))
@@ -715,6 +698,28 @@ fn classify_open_error(path: &Path, source: sled::Error) -> StoreError {
             path: path.to_owned(),
             source,
         },
+    }
+}
+
+/// Opens sled itself, turning every failure into an error naming `path`.
+fn open_db(path: &Path) -> Result<sled::Db, StoreError> {
+    let config = sled::Config::new().path(path).cache_capacity(CACHE_BYTES);
+    // sled 0.34 can panic on some damaged files instead of returning
+    // Corruption; an operator needs an error naming the file, not a crash.
+    match catch_unwind(AssertUnwindSafe(|| config.open())) {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(source)) => Err(classify_open_error(path, source)),
+        Err(panic) => {
+            let detail = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_else(|| "sled panicked while recovering".to_owned());
+            Err(StoreError::CorruptDatabase {
+                path: path.to_owned(),
+                detail,
+            })
+        }
     }
 }
 
