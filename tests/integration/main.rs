@@ -7,6 +7,7 @@
 mod support;
 
 mod accounts;
+mod durability;
 mod forged_tokens;
 mod proxying;
 mod streaming;

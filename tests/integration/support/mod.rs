@@ -10,6 +10,6 @@ pub mod gateway;
 pub mod pki;
 pub mod upstream;
 
-pub use client::Response;
+pub use client::{Response, TestClient};
 pub use gateway::{GatewayOptions, TestGateway};
 pub use upstream::{Behavior, Upstream};

@@ -1,0 +1,158 @@
+//! What was acknowledged survives a crash; a clean stop exits 0; a second
+//! process on the same database gets a clear error.
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::accounts::FAST_HASHING;
+use crate::support::gateway::{BinaryGateway, GatewayFiles, GatewayOptions};
+use crate::support::TestClient;
+
+fn files() -> GatewayFiles {
+    GatewayFiles::create(&GatewayOptions {
+        auth: FAST_HASHING.to_owned(),
+        routes:
+            "[[route]]\nname = \"echo\"\npath_prefix = \"/echo/\"\nupstream = \"builtin:echo\"\n"
+                .to_owned(),
+        ..GatewayOptions::default()
+    })
+}
+
+async fn post(
+    client: &TestClient,
+    path: &str,
+    body: serde_json::Value,
+) -> crate::support::Response {
+    client.post(path).json(&body).send().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_kill_9() {
+    let files = files();
+    let mut gateway = BinaryGateway::start(&files, "info");
+    let client = gateway.client(&files);
+    let credentials = json!({"email": "kate@example.com", "password": "password-1"});
+    let registered = post(&client, "/auth/register", credentials.clone()).await;
+    assert_eq!(registered.status, 201);
+    let first = registered.json()["refreshToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let rotated = post(&client, "/auth/refresh", json!({"refreshToken": first})).await;
+    assert_eq!(rotated.status, 200);
+    let second = rotated.json()["refreshToken"].as_str().unwrap().to_owned();
+    gateway.kill9();
+
+    let gateway = BinaryGateway::start(&files, "info");
+    let client = gateway.client(&files);
+    // The registration survived: the account logs in.
+    assert_eq!(post(&client, "/auth/login", credentials).await.status, 200);
+    // The rotation survived: the successor works...
+    let onward = post(&client, "/auth/refresh", json!({"refreshToken": second})).await;
+    assert_eq!(onward.status, 200);
+    // ...and the rotated original is recognised as reuse, not as new.
+    let reuse = post(&client, "/auth/refresh", json!({"refreshToken": first})).await;
+    assert_eq!(reuse.status, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_and_exits_zero() {
+    let files = files();
+    let mut gateway = BinaryGateway::start(&files, "info");
+    let client = gateway.client(&files);
+    let registered = post(
+        &client,
+        "/auth/register",
+        json!({"email": "leo@example.com", "password": "password-1"}),
+    )
+    .await;
+    assert_eq!(registered.status, 201);
+    gateway.signal("TERM");
+    assert_eq!(gateway.wait(Duration::from_secs(30)), Some(0));
+    assert!(gateway.log().contains("shutting down"), "{}", gateway.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_on_the_same_database_is_refused_clearly() {
+    let files = files();
+    let _running = BinaryGateway::start(&files, "info");
+    let output = Command::new(env!("CARGO_BIN_EXE_authgate"))
+        .arg("--config")
+        .arg(&files.config_path)
+        .args(["user", "list"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("database in use"), "{stderr}");
+    assert!(stderr.contains("store.sled"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_database_stops_the_start_with_its_path() {
+    let files = files();
+    let store = files.path().join("store.sled");
+    std::fs::create_dir_all(&store).unwrap();
+    std::fs::write(store.join("conf"), b"\xff\xfe garbage").unwrap();
+    std::fs::write(store.join("db"), vec![0xAB; 4096]).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_authgate"))
+        .arg("serve")
+        .arg("--config")
+        .arg(&files.config_path)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("store.sled"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_bootstraps_an_admin_on_the_stopped_database() {
+    let files = files();
+    let mut add = Command::new(env!("CARGO_BIN_EXE_authgate"))
+        .args([
+            "user",
+            "add",
+            "--email",
+            "Ops@Example.com",
+            "--role",
+            "admin",
+            "--config",
+        ])
+        .arg(&files.config_path)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    add.stdin
+        .take()
+        .unwrap()
+        .write_all(b"operator-password\n")
+        .unwrap();
+    let output = add.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let gateway = BinaryGateway::start(&files, "info");
+    let client = gateway.client(&files);
+    let login = post(
+        &client,
+        "/auth/login",
+        json!({"email": "ops@example.com", "password": "operator-password"}),
+    )
+    .await;
+    assert_eq!(login.status, 200);
+    assert_eq!(login.json()["user"]["role"], "admin");
+    let access = login.json()["accessToken"].as_str().unwrap().to_owned();
+    let users = client.get("/auth/users").bearer(&access).send().await;
+    assert_eq!(users.status, 200);
+}
