@@ -200,15 +200,29 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_cancelled_leader_does_not_strand_waiters() {
-        let (group, count) = counting(Duration::from_millis(30));
-        let group = Arc::new(group);
+        let (started, mut flushing) = tokio::sync::mpsc::unbounded_channel();
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let gate = Mutex::new(gate);
+        let group = Arc::new(FlushGroup::new(Box::new(move || {
+            let _ = started.send(());
+            let _ = gate.lock().unwrap().recv();
+            Ok(())
+        })));
         let leader = {
             let group = Arc::clone(&group);
             tokio::spawn(async move { group.flush().await })
         };
-        tokio::task::yield_now().await;
+        // The leader's flush is on the disk; its caller gives up.
+        flushing.recv().await.unwrap();
         leader.abort();
-        group.flush().await.unwrap();
-        assert!(count.load(Ordering::SeqCst) >= 1);
+        let follower = {
+            let group = Arc::clone(&group);
+            tokio::spawn(async move { group.flush().await })
+        };
+        release.send(()).unwrap();
+        // The follower's own flush (the second) starts without any caller driving it.
+        flushing.recv().await.unwrap();
+        release.send(()).unwrap();
+        follower.await.unwrap().unwrap();
     }
 }
