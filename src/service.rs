@@ -20,6 +20,7 @@ use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::path;
 use crate::proxy::headers::ClientSide;
+use crate::proxy::upgrade;
 use crate::router;
 
 /// What the gateway knows about the connection a request came on.
@@ -109,7 +110,9 @@ async fn dispatch(
         .ok_or(GatewayError::NotFound)?;
     outcome.route = Some(Arc::clone(route));
 
-    if request.headers().contains_key(UPGRADE) {
+    if request.headers().contains_key(UPGRADE)
+        && !(route.websocket && upgrade::is_websocket_handshake(&request))
+    {
         // h2c and other protocol switches would let a client talk past the
         // gateway on a connection it authorized once (h2c smuggling).
         return Err(GatewayError::BadRequest(

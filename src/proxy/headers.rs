@@ -15,15 +15,16 @@ pub const REFRESH_COOKIE: &str = "__Secure-authgate_refresh";
 pub const CSRF_COOKIE: &str = "authgate_csrf";
 
 /// Connection-specific headers a proxy must not forward (RFC 9110 §7.6.1,
-/// plus the non-standard `Proxy-Connection` and `Keep-Alive`).
-const HOP_BY_HOP: [HeaderName; 8] = [
+/// plus the non-standard `Proxy-Connection` and the proxy credentials).
+/// `Trailer` is end-to-end (RFC 9110 §6.6.2): it is kept so declared trailer
+/// fields reach the upstream, after the identity scrub of the body.
+const HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
     header::PROXY_AUTHENTICATE,
     header::PROXY_AUTHORIZATION,
     header::TE,
-    header::TRAILER,
     header::TRANSFER_ENCODING,
 ];
 

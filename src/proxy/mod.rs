@@ -5,6 +5,7 @@
 pub mod client;
 pub mod echo;
 pub mod headers;
+pub mod upgrade;
 
 use std::error::Error as _;
 
@@ -49,12 +50,15 @@ impl Proxy {
     /// Sends `request` to `route`'s upstream at the decided path.
     pub async fn forward(
         &self,
-        request: Request<Incoming>,
+        mut request: Request<Incoming>,
         route: &RouteConfig,
         path: &DecidedPath,
         identity: Option<&Identity>,
         client: &ClientSide<'_>,
     ) -> Result<Response<ResponseBody>, GatewayError> {
+        // The service admits a handshake only on routes that allow WebSockets.
+        let client_upgrade = upgrade::is_websocket_handshake(&request)
+            .then(|| upgrade::take_client_upgrade(&mut request));
         let (mut parts, body) = request.into_parts();
         if let (Some(limit), Some(length)) = (route.max_body, content_length(&parts.headers)) {
             if length > limit {
@@ -72,6 +76,9 @@ impl Proxy {
             &self.scrubber,
             &self.names,
         );
+        if client_upgrade.is_some() {
+            upgrade::restore_handshake_headers(&mut parts.headers);
+        }
         let upstream_path = upstream_path(route, path);
         let query = parts.uri.query();
         let path_and_query = match query {
@@ -107,12 +114,22 @@ impl Proxy {
             self.scrubber.clone(),
         );
         let request = Request::from_parts(parts, body);
-        let response = tokio::time::timeout(route.timeout, self.client.request(request))
+        let mut response = tokio::time::timeout(route.timeout, self.client.request(request))
             .await
             .map_err(|_| GatewayError::UpstreamTimeout(route.timeout))?
             .map_err(classify_client_error)?;
+        let switched = match client_upgrade {
+            Some(client_upgrade) => {
+                upgrade::tunnel_if_switched(client_upgrade, &mut response);
+                response.status() == http::StatusCode::SWITCHING_PROTOCOLS
+            }
+            None => false,
+        };
         let (mut parts, body) = response.into_parts();
         headers::prepare_response_headers(&mut parts.headers);
+        if switched {
+            upgrade::restore_handshake_headers(&mut parts.headers);
+        }
         Ok(Response::from_parts(parts, ResponseBody::upstream(body)))
     }
 }

@@ -9,5 +9,6 @@ mod support;
 mod accounts;
 mod durability;
 mod forged_tokens;
+mod hardening;
 mod proxying;
 mod streaming;

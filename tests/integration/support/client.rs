@@ -219,3 +219,47 @@ impl Response {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 }
+
+impl TestClient {
+    /// Writes `request` verbatim on a fresh HTTP/1.1 TLS connection and reads
+    /// until the server closes it or `limit` passes; returns what came back.
+    pub async fn raw(&self, request: &[u8], limit: std::time::Duration) -> RawExchange {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tls = self.tls(Alpn::Http1).await;
+        tls.write_all(request).await.unwrap();
+        tls.flush().await.unwrap();
+        let mut received = Vec::new();
+        let mut buf = [0u8; 16 * 1024];
+        let closed = loop {
+            match tokio::time::timeout(limit, tls.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break true,
+                Ok(Ok(n)) => received.extend_from_slice(&buf[..n]),
+                Err(_) => break false,
+            }
+        };
+        RawExchange {
+            text: String::from_utf8_lossy(&received).into_owned(),
+            closed,
+        }
+    }
+}
+
+/// What a raw exchange returned.
+#[derive(Debug)]
+pub struct RawExchange {
+    pub text: String,
+    /// The server closed the connection (rather than the read timing out).
+    pub closed: bool,
+}
+
+impl RawExchange {
+    /// Status codes of every response in the stream, in order.
+    pub fn statuses(&self) -> Vec<u16> {
+        self.text
+            .split("HTTP/1.1 ")
+            .skip(1)
+            .filter_map(|rest| rest.get(..3))
+            .filter_map(|code| code.parse().ok())
+            .collect()
+    }
+}

@@ -38,6 +38,10 @@ pub enum Behavior {
     Download(u64),
     /// Sets cookies named like the gateway's, plus one of its own.
     SetGatewayCookies,
+    /// Accepts WebSocket handshakes (101) and echoes the tunnel's bytes.
+    WebSocketEcho,
+    /// Answers every request with this status.
+    Status(u16),
 }
 
 pub struct Upstream {
@@ -69,6 +73,7 @@ impl Upstream {
                         });
                         let _ = hyper::server::conn::http1::Builder::new()
                             .serve_connection(TokioIo::new(stream), service)
+                            .with_upgrades()
                             .await;
                     });
                 }
@@ -143,11 +148,12 @@ impl Drop for Upstream {
 type UpstreamBody = Either<Full<Bytes>, Zeros>;
 
 async fn handle(
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
     behavior: Behavior,
     received: Arc<Mutex<Vec<Recorded>>>,
     arrived: Arc<Notify>,
 ) -> Result<Response<UpstreamBody>, Infallible> {
+    let on_upgrade = hyper::upgrade::on(&mut request);
     let (parts, mut body) = request.into_parts();
     let mut body_len = 0u64;
     let mut trailers = None;
@@ -186,6 +192,31 @@ async fn handle(
             .header("set-cookie", "authgate_csrf=stolen; Path=/")
             .header("set-cookie", "app=1; Path=/")
             .body(Either::Left(Full::new(Bytes::from_static(b"cookies"))))
+            .unwrap(),
+        Behavior::WebSocketEcho => {
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let Ok(upgraded) = on_upgrade.await else {
+                    return;
+                };
+                let mut io = TokioIo::new(upgraded);
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = io.read(&mut buf).await {
+                    if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            Response::builder()
+                .status(StatusCode::SWITCHING_PROTOCOLS)
+                .header("upgrade", "websocket")
+                .header("connection", "upgrade")
+                .body(Either::Left(Full::new(Bytes::new())))
+                .unwrap()
+        }
+        Behavior::Status(code) => Response::builder()
+            .status(code)
+            .body(Either::Left(Full::new(Bytes::from_static(b"status"))))
             .unwrap(),
     };
     Ok(response)
