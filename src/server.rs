@@ -1,26 +1,24 @@
 //! The listener: accepts TCP connections (bounded by `max_connections`),
 //! performs the TLS handshake inside each connection's task under a timeout,
-//! serves HTTP/1.1 or HTTP/2 (by ALPN) with hyper-util, and drains
-//! connections on shutdown.
+//! serves HTTP/1.1 or HTTP/2 as ALPN chose, and drains on shutdown.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::ServerConfig;
 use crate::gateway::Gateway;
 use crate::service::{self, Connection};
 
-/// Serves `listener` until `shutdown` completes, then waits up to
-/// `[server] shutdown_grace` for in-flight requests.
+/// Serves `listener` until `shutdown` completes, then lets in-flight
+/// requests finish for up to `[server] shutdown_grace`.
 pub async fn serve(
     listener: TcpListener,
     gateway: Arc<Gateway>,
@@ -28,10 +26,12 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let settings = gateway.config().server.clone();
-    let http = Arc::new(http_builder(&settings));
+    let protocols = Arc::new(Protocols::new(&settings));
     let acceptor = TlsAcceptor::from(tls);
+    // One permit per open connection: when all are back, every connection
+    // has ended, which is what the drain waits for.
     let slots = Arc::new(Semaphore::new(settings.max_connections));
-    let graceful = GracefulShutdown::new();
+    let (stop_tx, stop_rx) = watch::channel(false);
     let maintenance = gateway.spawn_maintenance();
     let mut backoff = Duration::from_millis(5);
     tokio::pin!(shutdown);
@@ -59,36 +59,38 @@ pub async fn serve(
             drop(stream);
             continue;
         };
-        let connection = Connection {
-            peer,
-            peer_trusted: settings
-                .trusted_proxies
-                .iter()
-                .any(|cidr| cidr.contains(peer.ip())),
-        };
         let task = ConnectionTask {
             stream,
-            connection,
+            connection: Connection {
+                peer,
+                peer_trusted: settings
+                    .trusted_proxies
+                    .iter()
+                    .any(|cidr| cidr.contains(peer.ip())),
+            },
             acceptor: acceptor.clone(),
-            http: Arc::clone(&http),
+            protocols: Arc::clone(&protocols),
             gateway: Arc::clone(&gateway),
             handshake_timeout: settings.handshake_timeout,
+            stop: stop_rx.clone(),
         };
-        let watcher = graceful.watcher();
         tokio::spawn(async move {
             let _permit = permit;
-            task.run(watcher).await;
+            task.run().await;
         });
     }
 
     drop(listener);
     maintenance.abort();
     tracing::info!("shutting down: draining connections");
-    tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections closed"),
-        () = tokio::time::sleep(settings.shutdown_grace) => {
-            tracing::warn!(grace = ?settings.shutdown_grace, "shutdown grace elapsed; closing remaining connections");
-        }
+    let _ = stop_tx.send(true);
+    let all = u32::try_from(settings.max_connections).unwrap_or(u32::MAX);
+    match tokio::time::timeout(settings.shutdown_grace, slots.acquire_many(all)).await {
+        Ok(_) => tracing::info!("all connections closed"),
+        Err(_) => tracing::warn!(
+            grace = ?settings.shutdown_grace,
+            "shutdown grace elapsed; closing remaining connections"
+        ),
     }
     // Whatever was acknowledged is already durable; this covers the rest.
     if let Err(err) = gateway.accounts().store().flush().await {
@@ -96,28 +98,36 @@ pub async fn serve(
     }
 }
 
-fn http_builder(settings: &ServerConfig) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        // Without a timer hyper's header timeout silently does nothing.
-        .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_read_timeout)
-        .max_buf_size(settings.max_header_bytes.max(8192))
-        .max_headers(settings.max_headers)
-        .keep_alive(true)
-        .half_close(false);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(settings.h2_max_concurrent_streams)
-        .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
-        // Rapid reset (CVE-2023-44487): cap streams reset before being served.
-        .max_pending_accept_reset_streams(Some(50))
-        .max_local_error_reset_streams(Some(256))
-        .keep_alive_interval(Some(Duration::from_secs(30)))
-        .keep_alive_timeout(Duration::from_secs(20));
-    builder
+/// The HTTP/1.1 and HTTP/2 server settings, built once.
+struct Protocols {
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+}
+
+impl Protocols {
+    fn new(settings: &ServerConfig) -> Self {
+        let mut http1 = http1::Builder::new();
+        http1
+            // Without a timer hyper's header timeout silently does nothing.
+            .timer(TokioTimer::new())
+            .header_read_timeout(settings.header_read_timeout)
+            .max_buf_size(settings.max_header_bytes.max(8192))
+            .max_headers(settings.max_headers)
+            .keep_alive(true)
+            .half_close(false);
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(settings.h2_max_concurrent_streams)
+            .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
+            // Rapid reset (CVE-2023-44487): cap streams reset before being served,
+            // and streams the server had to reset for protocol errors.
+            .max_pending_accept_reset_streams(Some(50))
+            .max_local_error_reset_streams(Some(256))
+            .keep_alive_interval(Some(settings.idle_timeout / 2))
+            .keep_alive_timeout(Duration::from_secs(20));
+        Self { http1, http2 }
+    }
 }
 
 /// One accepted connection, from TLS handshake to its last response.
@@ -125,38 +135,72 @@ struct ConnectionTask {
     stream: TcpStream,
     connection: Connection,
     acceptor: TlsAcceptor,
-    http: Arc<auto::Builder<TokioExecutor>>,
+    protocols: Arc<Protocols>,
     gateway: Arc<Gateway>,
     handshake_timeout: Duration,
+    /// Becomes true when the gateway stops: finish in-flight work, then close.
+    stop: watch::Receiver<bool>,
 }
 
 impl ConnectionTask {
-    async fn run(self, watcher: hyper_util::server::graceful::Watcher) {
+    async fn run(mut self) {
         let peer = self.connection.peer;
         let _ = self.stream.set_nodelay(true);
-        let tls =
-            match tokio::time::timeout(self.handshake_timeout, self.acceptor.accept(self.stream))
-                .await
-            {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(err)) => {
-                    tracing::debug!(%peer, error = %err, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
+        let handshake =
+            tokio::time::timeout(self.handshake_timeout, self.acceptor.accept(self.stream));
+        let tls = match handshake.await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(err)) => {
+                tracing::debug!(%peer, error = %err, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake timed out");
+                return;
+            }
+        };
+        // ALPN decided the protocol; nothing is sniffed from the stream, so
+        // the HTTP/1 header timeout also covers a client that sends nothing.
+        let is_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
         let gateway = self.gateway;
         let connection = self.connection;
         let service =
             service_fn(move |request| service::handle(Arc::clone(&gateway), connection, request));
-        let conn = self
-            .http
-            .serve_connection_with_upgrades(TokioIo::new(tls), service);
-        if let Err(err) = watcher.watch(conn).await {
+        let io = TokioIo::new(tls);
+        let result = if is_h2 {
+            let conn = self.protocols.http2.serve_connection(io, service);
+            tokio::pin!(conn);
+            tokio::select! {
+                result = conn.as_mut() => result,
+                () = stopped(&mut self.stop) => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            }
+        } else {
+            let conn = self
+                .protocols
+                .http1
+                .serve_connection(io, service)
+                .with_upgrades();
+            tokio::pin!(conn);
+            tokio::select! {
+                result = conn.as_mut() => result,
+                () = stopped(&mut self.stop) => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            }
+        };
+        if let Err(err) = result {
             tracing::debug!(%peer, error = %err, "connection ended with an error");
         }
     }
+}
+
+/// Completes once the gateway is stopping (or the sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    // The borrow the receiver hands back is dropped here, before any await
+    // of the caller, so the connection future stays `Send`.
+    let _ = stop.wait_for(|stop| *stop).await;
 }

@@ -10,5 +10,6 @@ mod accounts;
 mod durability;
 mod forged_tokens;
 mod hardening;
+mod limits;
 mod proxying;
 mod streaming;
