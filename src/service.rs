@@ -98,7 +98,13 @@ async fn dispatch(
         let mut account = AccountOutcome::default();
         let result = gateway
             .accounts()
-            .handle(request, sub_path, gateway.authenticator(), &mut account)
+            .handle(
+                request,
+                sub_path,
+                connection.peer.ip(),
+                gateway.authenticator(),
+                &mut account,
+            )
             .await;
         outcome.user = account.user;
         return result;

@@ -1,7 +1,8 @@
 //! The self-service endpoints: register, login, refresh, logout, logout-all,
 //! me and password change.
 
-use std::time::SystemTime;
+use std::net::IpAddr;
+use std::time::{Instant, SystemTime};
 
 use http::header::HeaderMap;
 use http::{Response, StatusCode};
@@ -13,6 +14,8 @@ use super::views::{Credentials, PasswordChange, RefreshBody, SessionView, UserVi
 use super::Accounts;
 use crate::auth::email::canonical_email;
 use crate::auth::jwt::unix_seconds;
+use crate::auth::password::PasswordError;
+use crate::auth::throttle::AccountKey;
 use crate::auth::Identity;
 use crate::body::ResponseBody;
 use crate::config::Registration;
@@ -32,6 +35,7 @@ impl Accounts {
         &self,
         headers: &HeaderMap,
         body: &[u8],
+        peer: IpAddr,
     ) -> Result<Response<ResponseBody>, GatewayError> {
         if self.settings.registration == Registration::Closed {
             return Err(GatewayError::RegistrationClosed);
@@ -39,13 +43,21 @@ impl Accounts {
         let credentials: Credentials = parse_json(headers, body)?;
         let email = checked_email(&credentials.email)?;
         check_new_password(&credentials.password)?;
+        // Counted once it is valid enough to cost a hash, taken or not.
+        self.throttle.admit_registration(peer, Instant::now())?;
         // Hash before looking at the email index, so a taken address costs
         // the same work (and time) as a free one.
         let hash = self
             .passwords
             .hash(credentials.password)
             .await
-            .map_err(super::password_error)?;
+            .map_err(|err| {
+                if matches!(err, PasswordError::Busy) {
+                    // Turned away before any work: not held against the address.
+                    self.throttle.refund_registration(peer);
+                }
+                super::password_error(err)
+            })?;
         let now = SystemTime::now();
         let user = User {
             id: uuid::Uuid::new_v4().to_string(),
@@ -69,8 +81,18 @@ impl Accounts {
         &self,
         headers: &HeaderMap,
         body: &[u8],
+        peer: IpAddr,
     ) -> Result<(Response<ResponseBody>, String), GatewayError> {
         let credentials: Credentials = parse_json(headers, body)?;
+        // Before any argon2 work or store lookup, so a locked account
+        // answers the same whether it exists and whatever the password. The
+        // attempt is reported below; an early return (busy pool, store
+        // error) drops it, counting as neither failure nor success.
+        let attempt = self.throttle.admit_login(
+            AccountKey::from_input(&credentials.email),
+            peer,
+            Instant::now(),
+        )?;
         if credentials.password.len() > MAX_PASSWORD_BYTES {
             return Err(password_too_long());
         }
@@ -90,6 +112,7 @@ impl Accounts {
                 .verify_dummy(credentials.password)
                 .await
                 .map_err(super::password_error)?;
+            attempt.failed(Instant::now());
             return Err(GatewayError::InvalidCredentials);
         };
         let verdict = self
@@ -98,8 +121,10 @@ impl Accounts {
             .await
             .map_err(super::password_error)?;
         if !verdict.matches {
+            attempt.failed(Instant::now());
             return Err(GatewayError::InvalidCredentials);
         }
+        attempt.succeeded();
         let mut user = user;
         if verdict.needs_rehash {
             // Parameters were raised since this hash was made: upgrade it now

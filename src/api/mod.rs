@@ -9,8 +9,9 @@ pub mod response;
 pub mod sessions;
 pub mod views;
 
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
@@ -18,6 +19,7 @@ use hyper::body::Incoming;
 use crate::auth::jwt::{unix_seconds, TokenIssuer};
 use crate::auth::password::{PasswordError, PasswordPool};
 use crate::auth::revocation::RevocationList;
+use crate::auth::throttle::Throttle;
 use crate::auth::Authenticator;
 use crate::body::ResponseBody;
 use crate::config::{Config, Registration};
@@ -34,11 +36,14 @@ pub struct AccountSettings {
     pub body_timeout: Duration,
 }
 
-/// The account service: store, password pool, sessions, revocation state.
+/// The account service: store, password pool, login throttle, sessions,
+/// revocation state.
 pub struct Accounts {
     settings: AccountSettings,
     store: Arc<dyn Store>,
     passwords: PasswordPool,
+    /// Failure counters consulted by login and register before any argon2 work.
+    throttle: Throttle,
     sessions: Sessions,
     revocations: Arc<RevocationList>,
 }
@@ -75,6 +80,7 @@ impl Accounts {
             sessions: Sessions::new(Arc::clone(&store), issuer, Arc::clone(&revocations), policy),
             store,
             passwords,
+            throttle: Throttle::new(&config.auth.throttle),
             revocations,
         }
     }
@@ -102,8 +108,8 @@ impl Accounts {
         Ok(())
     }
 
-    /// Periodic cleanup: expired refresh records, stale revocations, and
-    /// rotations past their grace.
+    /// Periodic cleanup: expired refresh records, stale revocations,
+    /// rotations past their grace, and throttle entries that decide nothing.
     pub fn sweep(&self, access_lifetime: Duration, now: SystemTime) {
         let now_secs = unix_seconds(now);
         match self.store.sweep_expired(now_secs) {
@@ -119,13 +125,17 @@ impl Accounts {
         }
         self.revocations.prune(now_secs);
         self.sessions.prune();
+        self.throttle.prune(Instant::now());
     }
 
     /// Serves one request under the prefix; `sub_path` is what follows it.
+    /// `peer` is the socket address of the client, never a forwarded one:
+    /// login and registration are throttled by it.
     pub async fn handle(
         &self,
         request: Request<Incoming>,
         sub_path: &str,
+        peer: IpAddr,
         authenticator: &Authenticator,
         outcome: &mut AccountOutcome,
     ) -> Result<Response<ResponseBody>, GatewayError> {
@@ -157,9 +167,9 @@ impl Accounts {
         let headers = &parts.headers;
         let identity = identity.as_ref();
         match (endpoint, identity) {
-            (Endpoint::Register, _) => self.register(headers, &body).await,
+            (Endpoint::Register, _) => self.register(headers, &body, peer).await,
             (Endpoint::Login, _) => {
-                let (response, user) = self.login(headers, &body).await?;
+                let (response, user) = self.login(headers, &body, peer).await?;
                 outcome.user = Some(user);
                 Ok(response)
             }

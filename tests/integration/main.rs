@@ -11,5 +11,7 @@ mod durability;
 mod forged_tokens;
 mod hardening;
 mod limits;
+mod operations;
 mod proxying;
 mod streaming;
+mod throttle;

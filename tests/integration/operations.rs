@@ -1,0 +1,137 @@
+//! What operators rely on: the gateway refuses to start without a proper
+//! secret or certificate outside dev mode, and never writes a credential to
+//! its log, at any level.
+
+use std::process::Command;
+
+use serde_json::json;
+
+use crate::accounts::FAST_HASHING;
+use crate::support::gateway::{BinaryGateway, GatewayFiles, GatewayOptions};
+
+fn start_output(files: &GatewayFiles, secret_env: Option<&str>) -> (bool, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_authgate"));
+    command
+        .arg("--config")
+        .arg(&files.config_path)
+        .arg("serve")
+        .env_remove("AUTHGATE_ACCESS_SECRET");
+    if let Some(secret) = secret_env {
+        command.env("AUTHGATE_ACCESS_SECRET", secret);
+    }
+    let output = command.output().unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Rewrites the config to drop the secret file line (the harness writes one).
+fn without_secret_file(files: &GatewayFiles) {
+    let text = std::fs::read_to_string(&files.config_path).unwrap();
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with("secret_file"))
+        .collect();
+    std::fs::write(&files.config_path, kept.join("\n")).unwrap();
+}
+
+#[test]
+fn refuses_to_start_without_a_proper_secret_or_certificate() {
+    let files = GatewayFiles::create(&GatewayOptions::default());
+    without_secret_file(&files);
+    let (ok, stderr) = start_output(&files, None);
+    assert!(!ok);
+    assert!(stderr.contains("AUTHGATE_ACCESS_SECRET"), "{stderr}");
+    assert!(stderr.contains("openssl rand"), "{stderr}");
+
+    let (ok, stderr) = start_output(&files, Some("too-short"));
+    assert!(!ok);
+    assert!(stderr.contains("at least 32"), "{stderr}");
+
+    let files = GatewayFiles::create(&GatewayOptions::default());
+    std::fs::remove_file(files.path().join("leaf.pem")).unwrap();
+    let (ok, stderr) = start_output(&files, None);
+    assert!(!ok);
+    assert!(stderr.contains("leaf.pem"), "{stderr}");
+    assert!(stderr.contains("tls_cert"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn config_errors_name_file_line_and_key() {
+    let files = GatewayFiles::create(&GatewayOptions {
+        tokens: "access_ttl = \"fifteen minutes\"".to_owned(),
+        ..GatewayOptions::default()
+    });
+    let (ok, stderr) = start_output(&files, None);
+    assert!(!ok);
+    let config = files.config_path.display().to_string();
+    assert!(stderr.contains(&format!("{config}:")), "{stderr}");
+    assert!(stderr.contains("access_ttl"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_credential_ever_reaches_the_log_even_at_debug() {
+    let files = GatewayFiles::create(&GatewayOptions {
+        auth: FAST_HASHING.to_owned(),
+        routes:
+            "[[route]]\nname = \"echo\"\npath_prefix = \"/echo/\"\nupstream = \"builtin:echo\"\n"
+                .to_owned(),
+        ..GatewayOptions::default()
+    });
+    let gateway = BinaryGateway::start(&files, "debug");
+    let client = gateway.client(&files);
+    let password = "unmistakable-password-7731";
+    let registered = client
+        .post("/auth/register")
+        .json(&json!({"email": "log@example.com", "password": password}))
+        .send()
+        .await;
+    assert_eq!(registered.status, 201);
+    let body = registered.json();
+    let access = body["accessToken"].as_str().unwrap().to_owned();
+    let refresh = body["refreshToken"].as_str().unwrap().to_owned();
+    let csrf = body["csrfToken"].as_str().unwrap().to_owned();
+    let wrong = client
+        .post("/auth/login")
+        .json(&json!({"email": "log@example.com", "password": "wrong-password-5512"}))
+        .send()
+        .await;
+    assert_eq!(wrong.status, 401);
+    let echoed = client.get("/echo/x").bearer(&access).send().await;
+    assert_eq!(echoed.status, 200);
+    let rotated = client
+        .post("/auth/refresh")
+        .header("cookie", &format!("__Secure-authgate_refresh={refresh}"))
+        .header("x-csrf-token", &csrf)
+        .send()
+        .await;
+    assert_eq!(rotated.status, 200);
+    let forged = client
+        .get("/echo/x")
+        .bearer("eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.")
+        .send()
+        .await;
+    assert_eq!(forged.status, 401);
+
+    let log = gateway.log();
+    assert!(
+        log.contains("authgate::access"),
+        "no access log at debug: {log}"
+    );
+    for secret in [
+        password,
+        "wrong-password-5512",
+        access.as_str(),
+        refresh.as_str(),
+        csrf.as_str(),
+        rotated.json()["refreshToken"].as_str().unwrap(),
+        "eyJhbGciOiJub25lIn0",
+    ] {
+        assert!(!log.contains(secret), "a credential appeared in the log");
+    }
+    // The JWT signature part alone is not logged either.
+    let signature = access.rsplit('.').next().unwrap();
+    assert!(!log.contains(signature));
+}
