@@ -1,0 +1,606 @@
+#!/usr/bin/env bash
+# authgate against nginx (TLS reverse proxy, no auth) and the direct path.
+# See bench/README.md. Quick check: BENCH_DURATION=3 BENCH_ROUNDS=1 bench/run.sh
+set -euo pipefail
+
+# ---------------------------------------------------------------- settings
+DURATION=${BENCH_DURATION:-10}        # seconds per load run
+ROUNDS=${BENCH_ROUNDS:-3}             # rounds per scenario, fronts alternated
+IDLE_CONNS=${BENCH_IDLE_CONNS:-10000} # idle keep-alive TLS connections held
+FRONT_CPUS=${BENCH_FRONT_CPUS:-0}     # nginx front worker / authgate
+UPSTREAM_CPUS=${BENCH_UPSTREAM_CPUS:-1}
+LOAD_CPUS=${BENCH_LOAD_CPUS:-1}       # wrk, h2load, curl, python
+WRK_THREADS=${BENCH_WRK_THREADS:-2}
+LOGIN_CONNS=${BENCH_LOGIN_CONNS:-8}
+UP_PORT=${BENCH_UP_PORT:-18080}       # upstream, HTTP/1.1
+UP_H2C_PORT=${BENCH_UP_H2C_PORT:-18081} # upstream, h2c prior knowledge (direct h2)
+NGINX_PORT=${BENCH_NGINX_PORT:-18443}
+AG_PORT=${BENCH_AUTHGATE_PORT:-18444}
+SKIP_BUILD=${BENCH_SKIP_BUILD:-0}
+SCENARIOS=${BENCH_SCENARIOS:-h1 h2 newconn body1m badtoken c8}
+SKIP_MEMORY=${BENCH_SKIP_MEMORY:-0}   # 1: skip streaming, idle-connection and login-flood parts
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCH=$ROOT/bench
+BIN=$ROOT/target/release/authgate
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+OUT=$BENCH/out/$STAMP
+mkdir -p "$OUT/raw"
+ln -sfn "$STAMP" "$BENCH/out/latest"
+exec > >(tee -a "$OUT/run.log") 2>&1
+
+TMP=$(mktemp -d /tmp/authgate-bench.XXXXXX)
+PIDS=()          # processes we started and must stop
+NGINX_DIRS=()    # nginx prefixes to stop with QUIT
+HOLDER_PID=""
+TOKEN="" FORGED="" # elided from printed commands once known
+
+say() { printf '%s\n' "$*"; }
+section() { printf '\n== %s ==\n' "$*"; }
+die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
+declare -A SHOWN=()
+show_cmd() { # print each distinct command once, quoted, token elided
+    local text="" arg
+    for arg in "$@"; do
+        [[ $arg == *[\ \"\;\(\)\{\}\<\>\*]* && $arg != \(* ]] && arg="'$arg'"
+        text+="${text:+ }$arg"
+    done
+    text=${text//$TOKEN/\$TOKEN}
+    text=${text//$FORGED/\$FORGED}
+    if [[ -z ${SHOWN[$text]:-} ]]; then
+        SHOWN[$text]=1
+        say "\$ $text" | tee -a "$OUT/commands.txt"
+    fi
+}
+
+machine_ticks() { # "busy total" ticks over all CPUs since boot
+    awk '/^cpu / {busy = $2 + $3 + $4 + $7 + $8 + $9; print busy, busy + $5 + $6}' /proc/stat
+}
+
+cleanup() {
+    local status=$?
+    set +e
+    [[ -n $HOLDER_PID ]] && kill "$HOLDER_PID" 2>/dev/null
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
+    for dir in "${NGINX_DIRS[@]}"; do
+        [[ -s $dir/nginx.pid ]] && kill -QUIT "$(cat "$dir/nginx.pid")" 2>/dev/null
+    done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null; done
+    rm -rf "$TMP"
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---------------------------------------------------------------- tools
+section "tools"
+missing=()
+command -v nginx >/dev/null || missing+=(nginx)
+command -v wrk >/dev/null || missing+=(wrk)
+command -v h2load >/dev/null || missing+=(nghttp2-client)
+command -v curl >/dev/null || missing+=(curl)
+command -v openssl >/dev/null || missing+=(openssl)
+command -v python3 >/dev/null || missing+=(python3)
+command -v taskset >/dev/null || missing+=(util-linux)
+if ((${#missing[@]})); then
+    if [[ $EUID -eq 0 ]] && command -v apt-get >/dev/null; then
+        say "installing: ${missing[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    else
+        die "missing tools: ${missing[*]} (Debian: sudo apt-get install -y ${missing[*]})"
+    fi
+fi
+command -v cargo >/dev/null || die "cargo not found (https://rustup.rs)"
+NCPU=$(nproc)
+for set in "$FRONT_CPUS" "$UPSTREAM_CPUS" "$LOAD_CPUS"; do
+    taskset -c "$set" true 2>/dev/null || die "cannot pin to CPUs '$set' (this machine has $NCPU)"
+done
+
+# Idle connections need descriptors in the holder and in each server.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+FD_LIMIT=$(ulimit -n)
+if ((FD_LIMIT < IDLE_CONNS + 500)); then
+    say "note: open-file limit is $FD_LIMIT; holding $((FD_LIMIT - 500)) idle connections instead of $IDLE_CONNS"
+    IDLE_CONNS=$((FD_LIMIT - 500))
+fi
+
+# ---------------------------------------------------------------- build
+section "build"
+if [[ $SKIP_BUILD != 1 ]]; then
+    (cd "$ROOT" && cargo build --release)
+fi
+[[ -x $BIN ]] || die "no release binary at $BIN"
+
+# ---------------------------------------------------------------- versions
+section "machine and versions"
+{
+    say "date:      $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+    say "host:      $(uname -srm)"
+    say "cpus:      $NCPU x $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+    say "memory:    $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
+    say "authgate:  $("$BIN" --version) at $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo ' (+ uncommitted changes)')"
+    say "rustc:     $(rustc --version)"
+    say "nginx:     $(nginx -v 2>&1 | sed 's/^nginx version: //')"
+    say "wrk:       $(wrk -v 2>&1 | head -1)"
+    say "h2load:    $(h2load --version 2>&1 | head -1)"
+    say "openssl:   $(openssl version)"
+    say "curl:      $(curl --version | head -1)"
+    say "python3:   $(python3 --version 2>&1)"
+    say "pinning:   front (nginx worker / authgate) CPU $FRONT_CPUS; upstream nginx CPU $UPSTREAM_CPUS; load generators CPU $LOAD_CPUS"
+    say "authgate:  TOKIO_WORKER_THREADS=1 (nginx: worker_processes 1)"
+    say "runs:      $ROUNDS round(s) x ${DURATION}s per scenario and front"
+} | tee "$OUT/environment.txt"
+quiet_check() { # warns when other processes are using the CPUs
+    local a b busy
+    a=$(machine_ticks); sleep 2; b=$(machine_ticks)
+    busy=$(awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " "); printf "%.0f", (y[1] - x[1]) / (y[2] - x[2]) * 100 }')
+    say "machine busy before the run: $busy% of all CPUs; load average $(cut -d' ' -f1-3 /proc/loadavg)"
+    if ((busy > 10)); then
+        say "WARNING: other processes are using the CPUs; numbers will be noisy. Top consumers:"
+        ps -eo pid,pcpu,comm --sort=-pcpu | head -6 | sed 's/^/    /'
+    fi
+}
+quiet_check | tee -a "$OUT/environment.txt"
+
+# ---------------------------------------------------------------- certificates
+section "certificates"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -subj "/CN=authgate bench CA" -keyout "$TMP/ca-key.pem" -out "$TMP/ca.pem" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign" 2>/dev/null
+openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+    -subj "/CN=localhost" -keyout "$TMP/leaf-key.pem" -out "$TMP/leaf.csr" 2>/dev/null
+cat >"$TMP/leaf.ext" <<'EOF'
+basicConstraints=critical,CA:FALSE
+keyUsage=critical,digitalSignature
+extendedKeyUsage=serverAuth
+subjectAltName=DNS:localhost,IP:127.0.0.1
+EOF
+openssl x509 -req -in "$TMP/leaf.csr" -CA "$TMP/ca.pem" -CAkey "$TMP/ca-key.pem" \
+    -CAcreateserial -days 2 -extfile "$TMP/leaf.ext" -out "$TMP/leaf.pem" 2>/dev/null
+cat "$TMP/leaf.pem" "$TMP/ca.pem" >"$TMP/chain.pem"
+say "CA + CA:FALSE leaf (ECDSA P-256, SAN localhost, 127.0.0.1) in $TMP; both TLS fronts serve the same chain"
+
+# ---------------------------------------------------------------- upstream
+section "upstream nginx"
+mkdir -p "$TMP/www"
+BODY=$(printf '%.100s' "$(printf 'authgate-bench-body-%02d.' {1..10})") # exactly 100 bytes
+head -c $((1024 * 1024)) /dev/zero | tr '\0' 'a' >"$TMP/www/1m.bin"
+truncate -s 1G "$TMP/www/1g.bin" # sparse: no disk or page-cache cost
+
+NGINX_USER=""
+[[ $EUID -eq 0 ]] && NGINX_USER="user root;" # workers must read files in our 0700 temp dir
+
+nginx_common() { # $1 = prefix dir
+    cat <<EOF
+$NGINX_USER
+pid $1/nginx.pid;
+error_log $1/error.log warn;
+worker_rlimit_nofile $FD_LIMIT;
+events { worker_connections $((FD_LIMIT - 100)); }
+EOF
+}
+nginx_temp_paths() { # $1 = prefix dir
+    cat <<EOF
+    client_body_temp_path $1/client_temp;
+    proxy_temp_path $1/proxy_temp;
+    fastcgi_temp_path $1/fastcgi_temp;
+    uwsgi_temp_path $1/uwsgi_temp;
+    scgi_temp_path $1/scgi_temp;
+EOF
+}
+
+start_nginx() { # $1 = name, $2 = cpus
+    local dir=$TMP/$1
+    nginx -t -q -e "$dir/error.log" -p "$dir/" -c "$dir/nginx.conf" -g "worker_processes 1;" \
+        || die "nginx config $1 invalid; see $dir/nginx.conf"
+    show_cmd taskset -c "$2" nginx -e "$dir/error.log" -p "$dir/" -c "$dir/nginx.conf" -g "'worker_processes 1;'"
+    taskset -c "$2" nginx -e "$dir/error.log" -p "$dir/" -c "$dir/nginx.conf" -g "worker_processes 1;"
+    NGINX_DIRS+=("$dir")
+    for _ in $(seq 50); do [[ -s $dir/nginx.pid ]] && break; sleep 0.1; done
+    [[ -s $dir/nginx.pid ]] || die "nginx $1 did not start; see $dir/error.log"
+}
+
+UP=$TMP/upstream
+mkdir -p "$UP"
+{
+    nginx_common "$UP"
+    cat <<EOF
+http {
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 100000000;
+    keepalive_timeout 300s;
+$(nginx_temp_paths "$UP")
+    server {
+        listen 127.0.0.1:$UP_PORT backlog=4096;
+        listen 127.0.0.1:$UP_H2C_PORT http2 backlog=4096;
+        root $TMP/www;
+        location = / { default_type text/plain; return 200 "$BODY"; }
+    }
+}
+EOF
+} >"$UP/nginx.conf"
+start_nginx upstream "$UPSTREAM_CPUS"
+cp "$UP/nginx.conf" "$OUT/nginx-upstream.conf"
+[[ $(curl -s "http://127.0.0.1:$UP_PORT/" | wc -c) -eq 100 ]] || die "upstream does not answer with 100 bytes"
+say "upstream: http://127.0.0.1:$UP_PORT/ (100-byte body, /1m.bin, /1g.bin), h2c on :$UP_H2C_PORT; CPU $UPSTREAM_CPUS"
+
+# ---------------------------------------------------------------- nginx front
+section "nginx front (TLS reverse proxy, no auth)"
+NG=$TMP/nginx-front
+mkdir -p "$NG"
+{
+    nginx_common "$NG"
+    cat <<EOF
+http {
+    access_log off;
+    keepalive_requests 100000000;
+    keepalive_timeout 300s;
+$(nginx_temp_paths "$NG")
+    upstream up {
+        server 127.0.0.1:$UP_PORT;
+        keepalive 128;
+        keepalive_requests 100000000;
+        keepalive_timeout 300s;
+    }
+    server {
+        listen 127.0.0.1:$NGINX_PORT ssl http2 backlog=4096;
+        ssl_certificate $TMP/chain.pem;
+        ssl_certificate_key $TMP/leaf-key.pem;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        location / {
+            proxy_pass http://up;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            # Buffer in memory, never spool large responses to disk.
+            proxy_max_temp_file_size 0;
+        }
+    }
+}
+EOF
+} >"$NG/nginx.conf"
+start_nginx nginx-front "$FRONT_CPUS"
+cp "$NG/nginx.conf" "$OUT/nginx-front.conf"
+say "config:"; sed 's/^/    /' "$NG/nginx.conf"
+say "nginx front: https://127.0.0.1:$NGINX_PORT/ ; CPU $FRONT_CPUS"
+
+# ---------------------------------------------------------------- helpers
+rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+hwm_kib() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
+mib() { awk -v k="$1" 'BEGIN {printf "%.1f MiB", k/1024}'; }
+nginx_pids() { local master; master=$(cat "$1/nginx.pid"); echo "$master $(pgrep -P "$master" | tr '\n' ' ')"; }
+nginx_rss_kib() { local total=0 pid; for pid in $(nginx_pids "$1"); do total=$((total + $(rss_kib "$pid"))); done; echo "$total"; }
+front_pids() {
+    case $1 in
+        authgate) echo "$AG_PID" ;;
+        nginx) nginx_pids "$NG" ;;
+        direct) nginx_pids "$UP" ;;
+    esac
+}
+CLK_TCK=$(getconf CLK_TCK)
+cpu_ticks() { # total user+system ticks of the given pids
+    local total=0 pid fields
+    for pid in "$@"; do
+        fields=$(sed 's/.*) //' "/proc/$pid/stat")
+        total=$((total + $(awk '{print $12 + $13}' <<<"$fields")))
+    done
+    echo "$total"
+}
+child_ticks() { # CPU ticks of every child this shell has waited for (the load generators)
+    # `times` must run in this shell: a $(...) subshell starts with zero child times.
+    times >"$TMP/times"
+    awk -v hz="$CLK_TCK" 'NR == 2 {
+        n = split($0, t, " "); total = 0
+        for (i = 1; i <= n; i++) { split(t[i], p, "m"); total += p[1] * 60 + p[2] }
+        printf "%d", total * hz }' "$TMP/times"
+}
+mem_row() { # measure authgate nginx note
+    python3 -c 'import json,sys; print(json.dumps(dict(zip(["measure","authgate","nginx","note"], sys.argv[1:]))))' \
+        "$@" >>"$OUT/memory.jsonl"
+}
+
+# ---------------------------------------------------------------- authgate
+section "authgate"
+AG=$TMP/authgate
+mkdir -p "$AG"
+SECRET=$(openssl rand -base64 48)
+cat >"$AG/authgate.toml" <<EOF
+[server]
+listen = "127.0.0.1:$AG_PORT"
+tls_cert = "$TMP/chain.pem"
+tls_key = "$TMP/leaf-key.pem"
+dev = false
+access_log = false
+# The idle-connection measurement holds $IDLE_CONNS connections for a while.
+max_connections = 20000
+header_read_timeout = "120s"
+idle_timeout = "300s"
+
+[tokens]
+issuer = "authgate"
+audience = "authgate"
+# Outlives the whole run.
+access_ttl = "4h"
+
+[store]
+path = "$AG/store.sled"
+
+[[route]]
+name = "bench"
+path_prefix = "/"
+upstream = "http://127.0.0.1:$UP_PORT"
+auth = "required"
+EOF
+(
+    cd "$AG"
+    export AUTHGATE_ACCESS_SECRET=$SECRET TOKIO_WORKER_THREADS=1 AUTHGATE_LOG=warn
+    exec taskset -c "$FRONT_CPUS" "$BIN" --config "$AG/authgate.toml" serve
+) 2>"$OUT/authgate.log" &
+AG_PID=$!
+show_cmd "(cd $AG && AUTHGATE_ACCESS_SECRET=<48 random bytes, base64> TOKIO_WORKER_THREADS=1 AUTHGATE_LOG=warn taskset -c $FRONT_CPUS $BIN --config $AG/authgate.toml serve)"
+PIDS+=("$AG_PID")
+for _ in $(seq 100); do
+    code=$(curl -sk -o /dev/null -w '%{http_code}' "https://127.0.0.1:$AG_PORT/" || true)
+    [[ $code != 000 ]] && break
+    kill -0 "$AG_PID" 2>/dev/null || die "authgate exited; see $OUT/authgate.log"
+    sleep 0.1
+done
+[[ $code != 000 ]] || die "authgate did not start listening; see $OUT/authgate.log"
+say "authgate: https://127.0.0.1:$AG_PORT/ (pid $AG_PID, release build, TOKIO_WORKER_THREADS=1, access_log = false); CPU $FRONT_CPUS"
+cp "$AG/authgate.toml" "$OUT/authgate.toml"
+say "config:"; sed 's/^/    /' "$AG/authgate.toml"
+AG_FRESH=$(rss_kib "$AG_PID")
+
+# ---------------------------------------------------------------- token
+section "access token"
+EMAIL="bench-$STAMP@example.com"
+PASSWORD="bench-password-$(openssl rand -hex 8)"
+CREDS="{\"email\":\"$EMAIL\",\"password\":\"$PASSWORD\"}"
+LOGIN=0
+TOKEN=""
+reg=$(curl -sk -o "$OUT/register.json" -w '%{http_code}' -H 'content-type: application/json' \
+    -d "$CREDS" "https://127.0.0.1:$AG_PORT/auth/register" || true)
+if [[ $reg == 2?? ]]; then
+    login=$(curl -sk -o "$OUT/login.json" -w '%{http_code}' -H 'content-type: application/json' \
+        -d "$CREDS" "https://127.0.0.1:$AG_PORT/auth/login" || true)
+    if [[ $login == 2?? ]]; then
+        TOKEN=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("accessToken",""))' "$OUT/login.json" 2>/dev/null || true)
+    fi
+    say "POST /auth/register -> $reg, POST /auth/login -> ${login:-not tried}"
+else
+    say "POST /auth/register -> $reg"
+fi
+if [[ -n $TOKEN ]]; then
+    LOGIN=1
+    say "token: from POST /auth/login (accessToken)"
+else
+    say "login endpoint not available; token from: authgate --config CFG token --sub bench-user --role bench"
+    TOKEN=$(cd "$AG" && AUTHGATE_ACCESS_SECRET=$SECRET AUTHGATE_LOG=error "$BIN" --config "$AG/authgate.toml" token --sub bench-user --role bench)
+fi
+# A well-formed token with the right claims, signed with another key.
+FORGED=$(cd "$AG" && AUTHGATE_ACCESS_SECRET=$(openssl rand -base64 48) AUTHGATE_LOG=error \
+    "$BIN" --config "$AG/authgate.toml" token --sub bench-user --role bench)
+AUTH="Authorization: Bearer $TOKEN"
+
+check() { # url expected-status [curl args]
+    local url=$1 want=$2 got
+    shift 2
+    got=$(curl -sk -o /dev/null -w '%{http_code}' "$@" "$url" || true)
+    [[ $got == "$want" ]] || die "$url answered $got, expected $want"
+}
+check "https://127.0.0.1:$AG_PORT/" 200 -H "$AUTH"
+check "https://127.0.0.1:$AG_PORT/" 401 -H "Authorization: Bearer $FORGED"
+check "https://127.0.0.1:$AG_PORT/" 401
+check "https://127.0.0.1:$NGINX_PORT/" 200 -H "$AUTH"
+check "http://127.0.0.1:$UP_PORT/1m.bin" 200
+say "valid token -> 200, forged token -> 401, no token -> 401 through authgate; nginx front -> 200"
+
+section "negotiated TLS"
+for front in nginx:$NGINX_PORT authgate:$AG_PORT; do
+    for alpn in http/1.1 h2; do
+        info=$(openssl s_client -connect "127.0.0.1:${front#*:}" -servername localhost -alpn "$alpn" </dev/null 2>/dev/null \
+            | grep -E '^(New,|Server Temp Key|ALPN protocol)' | tr '\n' ';' | sed 's/;$//')
+        say "${front%%:*} (ALPN $alpn): $info"
+    done
+done
+
+section "idle memory"
+AG_IDLE=$(rss_kib "$AG_PID")
+NG_IDLE=$(nginx_rss_kib "$NG")
+say "authgate idle VmRSS after start and a few requests: $(mib "$AG_IDLE"); nginx front (master + worker): $(mib "$NG_IDLE")"
+mem_row "idle RSS at start (target ≤ 15 MiB)" "$(mib "$AG_FRESH")" "-" "before any authenticated request"
+mem_row "idle RSS after the token step" "$(mib "$AG_IDLE")" "$(mib "$NG_IDLE")" \
+    "$( ((LOGIN)) && echo 'after one register + login (argon2)' || echo 'token from the CLI')"
+
+# ---------------------------------------------------------------- streaming peak
+if [[ $SKIP_MEMORY != 1 ]]; then
+section "streaming memory (VmHWM)"
+stream_peak() { # port pids path -> sets PEAK (KiB, summed VmHWM) and RATE
+    local port=$1 pids=$2 path=$3 pid rate
+    for pid in $pids; do echo 5 >"/proc/$pid/clear_refs"; done # reset VmHWM to current RSS
+    show_cmd taskset -c "$LOAD_CPUS" curl -sk --http1.1 -H "$AUTH" -o /dev/null -w '%{speed_download}' "https://127.0.0.1:$port$path"
+    rate=$(taskset -c "$LOAD_CPUS" curl -sk --http1.1 -H "$AUTH" -o /dev/null -w '%{speed_download}' "https://127.0.0.1:$port$path")
+    PEAK=0
+    for pid in $pids; do PEAK=$((PEAK + $(hwm_kib "$pid"))); done
+    RATE=$(awk -v r="$rate" 'BEGIN {printf "%.0f MiB/s", r/1048576}')
+}
+stream_peak "$AG_PORT" "$AG_PID" /1m.bin
+AG_PEAK_1M=$PEAK
+stream_peak "$AG_PORT" "$AG_PID" /1g.bin
+AG_PEAK_1G=$PEAK AG_RATE_1G=$RATE
+stream_peak "$NGINX_PORT" "$(nginx_pids "$NG")" /1g.bin
+NG_PEAK_1G=$PEAK NG_RATE_1G=$RATE
+say "authgate peak VmHWM: 1 MiB body $(mib "$AG_PEAK_1M"), 1 GiB body $(mib "$AG_PEAK_1G") ($AG_RATE_1G); nginx front (master + worker) 1 GiB: $(mib "$NG_PEAK_1G") ($NG_RATE_1G)"
+mem_row "peak RSS streaming 1 MiB (VmHWM)" "$(mib "$AG_PEAK_1M")" "-" "HWM reset before each download"
+mem_row "peak RSS streaming 1 GiB (VmHWM)" "$(mib "$AG_PEAK_1G") ($AG_RATE_1G)" "$(mib "$NG_PEAK_1G") ($NG_RATE_1G)" \
+    "curl -k --http1.1 -o /dev/null; target: independent of body size"
+fi
+
+# ---------------------------------------------------------------- load scenarios
+RESULTS=$OUT/results.jsonl
+: >"$RESULTS"
+url_for() { # front scenario
+    local path=/
+    [[ $2 == body1m ]] && path=/1m.bin
+    case $1 in
+        direct) [[ $2 == h2 ]] && echo "http://127.0.0.1:$UP_H2C_PORT$path" || echo "http://127.0.0.1:$UP_PORT$path" ;;
+        nginx) echo "https://127.0.0.1:$NGINX_PORT$path" ;;
+        authgate) echo "https://127.0.0.1:$AG_PORT$path" ;;
+    esac
+}
+
+run_one() { # scenario front round
+    local scenario=$1 front=$2 round=$3 url raw log cmd before after up_before up_after up_conns parsed
+    local m_before m_after load_before load_after
+    url=$(url_for "$front" "$scenario")
+    raw=$OUT/raw/$scenario.$front.r$round.txt
+    log=$TMP/h2load.log
+    case $scenario in
+        h1) cmd=(wrk -t"$WRK_THREADS" -c64 -d"${DURATION}s" --latency -H "$AUTH" "$url") ;;
+        h2) cmd=(h2load -t2 -c64 -m10 -D "$DURATION" --log-file="$log" -H "$AUTH" "$url") ;;
+        newconn) cmd=(wrk -t"$WRK_THREADS" -c64 -d"${DURATION}s" --latency -H "Connection: close" -H "$AUTH" "$url") ;;
+        body1m) cmd=(wrk -t"$WRK_THREADS" -c16 -d"${DURATION}s" --latency -H "$AUTH" "$url") ;;
+        badtoken) cmd=(wrk -t"$WRK_THREADS" -c64 -d"${DURATION}s" --latency -H "Authorization: Bearer $FORGED" "$url") ;;
+        c8) cmd=(wrk -t1 -c8 -d"${DURATION}s" --latency -H "$AUTH" "$url") ;;
+    esac
+    show_cmd taskset -c "$LOAD_CPUS" "${cmd[@]}"
+    rm -f "$log"
+    # shellcheck disable=SC2046
+    before=$(cpu_ticks $(front_pids "$front"))
+    # shellcheck disable=SC2046
+    up_before=$(cpu_ticks $(nginx_pids "$UP"))
+    m_before=$(machine_ticks)
+    child_ticks >"$TMP/load_before"
+    taskset -c "$LOAD_CPUS" "${cmd[@]}" >"$raw" 2>&1 || say "warning: ${cmd[0]} exited non-zero ($raw)"
+    # shellcheck disable=SC2046
+    child_ticks >"$TMP/load_after"
+    load_before=$(cat "$TMP/load_before") load_after=$(cat "$TMP/load_after")
+    m_after=$(machine_ticks)
+    after=$(cpu_ticks $(front_pids "$front"))
+    # shellcheck disable=SC2046
+    up_after=$(cpu_ticks $(nginx_pids "$UP"))
+    # Connections this front holds open to the upstream (its pool), right after the run.
+    up_conns=$(ss -Htnp state established "( dport = :$UP_PORT )" \
+        | grep -cE "pid=($(front_pids "$front" | xargs | tr ' ' '|'))," || true)
+    if [[ ${cmd[0]} == h2load ]]; then
+        parsed=$(python3 "$BENCH/report.py" h2load "$raw" "$log")
+    else
+        parsed=$(python3 "$BENCH/report.py" wrk "$raw")
+    fi
+    python3 -c '
+import json, sys
+row = json.loads(sys.argv[1])
+row.update(scenario=sys.argv[2], front=sys.argv[3], round=int(sys.argv[4]),
+           cpu_s=(int(sys.argv[6]) - int(sys.argv[5])) / int(sys.argv[7]), duration=float(sys.argv[8]),
+           up_cpu_s=(int(sys.argv[10]) - int(sys.argv[9])) / int(sys.argv[7]), up_conns=int(sys.argv[11]))
+hz = int(sys.argv[7])
+busy0, total0 = map(int, sys.argv[12].split())
+busy1, total1 = map(int, sys.argv[13].split())
+row["load_cpu_s"] = (int(sys.argv[15]) - int(sys.argv[14])) / hz
+ours = row["cpu_s"] + row["load_cpu_s"] + (0 if row["front"] == "direct" else row["up_cpu_s"])
+# CPU that neither the front, the upstream nor the load generator used: other
+# processes on the machine. High values mean the run was disturbed.
+row["foreign_cpu_pct"] = max(0.0, ((busy1 - busy0) / hz - ours) / row["duration"] * 100)
+row["machine_busy_pct"] = (busy1 - busy0) / max(1, total1 - total0) * 100
+print(json.dumps(row))' "$parsed" "$scenario" "$front" "$round" "$before" "$after" "$CLK_TCK" "$DURATION" \
+        "$up_before" "$up_after" "$up_conns" "$m_before" "$m_after" "$load_before" "$load_after" >>"$RESULTS"
+    python3 "$BENCH/report.py" line "$(tail -1 "$RESULTS")" "$scenario" "$front" "$round"
+    rm -f "$log"
+    sleep 1
+}
+
+section "load scenarios"
+say "each: ${DURATION}s, $ROUNDS round(s), fronts alternated (order rotates every round)"
+for scenario in $SCENARIOS; do
+    say "-- $scenario"
+    fronts=(direct nginx authgate)
+    [[ $scenario == badtoken ]] && fronts=(authgate)
+    for round in $(seq "$ROUNDS"); do
+        n=${#fronts[@]}
+        for i in $(seq 0 $((n - 1))); do
+            run_one "$scenario" "${fronts[$(((i + round - 1) % n))]}" "$round"
+        done
+    done
+done
+
+AG_AFTER=$(rss_kib "$AG_PID")
+mem_row "idle RSS after the load scenarios" "$(mib "$AG_AFTER")" "$(mib "$(nginx_rss_kib "$NG")")" ""
+
+# ---------------------------------------------------------------- idle connections
+if [[ $SKIP_MEMORY != 1 ]]; then
+section "idle keep-alive TLS connections"
+hold() { # name port pids -> sets HOLD_BEFORE, HOLD_AFTER (KiB) and HOLD_OPEN
+    local name=$1 port=$2 pids=$3 pid line ready=""
+    HOLD_BEFORE=0 HOLD_AFTER=0 HOLD_OPEN=0
+    for pid in $pids; do HOLD_BEFORE=$((HOLD_BEFORE + $(rss_kib "$pid"))); done
+    show_cmd taskset -c "$LOAD_CPUS" python3 "$BENCH/hold_conns.py" 127.0.0.1 "$port" "$IDLE_CONNS" / "$TOKEN"
+    local started=$SECONDS
+    coproc HOLDER { exec taskset -c "$LOAD_CPUS" python3 "$BENCH/hold_conns.py" 127.0.0.1 "$port" "$IDLE_CONNS" / "$TOKEN" 2>>"$OUT/holder.$name.log"; }
+    while read -r -t 600 line <&"${HOLDER[0]}"; do
+        [[ $line == READY* ]] && { ready=$line; break; }
+    done
+    [[ -n $ready ]] || die "connection holder for $name did not get ready; see $OUT/holder.$name.log"
+    sleep 2
+    for pid in $pids; do HOLD_AFTER=$((HOLD_AFTER + $(rss_kib "$pid"))); done
+    echo CHECK >&"${HOLDER[1]}"
+    read -r -t 60 line <&"${HOLDER[0]}" || line="OPEN 0"
+    HOLD_OPEN=${line#OPEN }
+    eval "exec ${HOLDER[1]}>&-"
+    wait "$HOLDER_PID" 2>/dev/null || true
+    HOLDER_PID=""
+    ready=${ready#READY }
+    say "$name: opened ${ready% *}, failed ${ready#* } in $((SECONDS - started)) s; still open after the RSS reading: $HOLD_OPEN"
+}
+hold authgate "$AG_PORT" "$AG_PID"
+AG_B=$HOLD_BEFORE AG_A=$HOLD_AFTER AG_OPEN=$HOLD_OPEN
+sleep 2
+hold nginx "$NGINX_PORT" "$(nginx_pids "$NG")"
+NG_B=$HOLD_BEFORE NG_A=$HOLD_AFTER NG_OPEN=$HOLD_OPEN
+per_conn() { awk -v b="$1" -v a="$2" -v n="$3" 'BEGIN { if (n > 0) printf "%.1f KiB", (a - b) / n; else printf "-" }'; }
+say "authgate: $(mib "$AG_B") -> $(mib "$AG_A") with $AG_OPEN open = $(per_conn "$AG_B" "$AG_A" "$AG_OPEN")/conn"
+say "nginx:    $(mib "$NG_B") -> $(mib "$NG_A") with $NG_OPEN open = $(per_conn "$NG_B" "$NG_A" "$NG_OPEN")/conn"
+mem_row "RSS with $IDLE_CONNS idle keep-alive TLS conns" "$(mib "$AG_A") ($AG_OPEN open)" "$(mib "$NG_A") ($NG_OPEN open)" \
+    "one GET each, then idle (bench/hold_conns.py)"
+mem_row "per idle connection (target ≤ 50 KiB)" "$(per_conn "$AG_B" "$AG_A" "$AG_OPEN")" "$(per_conn "$NG_B" "$NG_A" "$NG_OPEN")" \
+    "(RSS with − RSS before) / open"
+
+# ---------------------------------------------------------------- login flood
+section "login flood"
+if ((LOGIN)); then
+    proxied=(wrk -t1 -c8 -d"${DURATION}s" --latency -H "$AUTH" "https://127.0.0.1:$AG_PORT/")
+    flood=(wrk -t1 -c"$LOGIN_CONNS" -d"$((DURATION + 2))s" --latency -s "$BENCH/login.lua" "https://127.0.0.1:$AG_PORT/auth/login")
+    show_cmd taskset -c "$LOAD_CPUS" "${proxied[@]}"
+    show_cmd BENCH_LOGIN_EMAIL=... BENCH_LOGIN_PASSWORD=... taskset -c "$LOAD_CPUS" "${flood[@]}"
+    taskset -c "$LOAD_CPUS" "${proxied[@]}" >"$OUT/raw/login.baseline.txt" 2>&1 || true
+    sleep 1
+    BENCH_LOGIN_EMAIL=$EMAIL BENCH_LOGIN_PASSWORD=$PASSWORD \
+        taskset -c "$LOAD_CPUS" "${flood[@]}" >"$OUT/raw/login.flood.txt" 2>&1 &
+    FLOOD_PID=$!
+    PIDS+=("$FLOOD_PID")
+    sleep 1
+    taskset -c "$LOAD_CPUS" "${proxied[@]}" >"$OUT/raw/login.during.txt" 2>&1 || true
+    wait "$FLOOD_PID" || true
+    read -r BASE_P99 DURING_P99 LOGIN_RPS LOGIN_BAD < <(python3 -c '
+import json, subprocess, sys
+sys.path.insert(0, sys.argv[1])
+import report
+b, d, f = (report.parse_wrk(p) for p in sys.argv[2:5])
+print(b["p99_ms"], d["p99_ms"], f["rps"], f["non2xx"])' "$BENCH" "$OUT/raw/login.baseline.txt" "$OUT/raw/login.during.txt" "$OUT/raw/login.flood.txt")
+    RATIO=$(awk -v a="$DURING_P99" -v b="$BASE_P99" 'BEGIN { if (b > 0) printf "%.2f×", a / b; else print "-" }')
+    say "login: $LOGIN_RPS req/s ($LOGIN_BAD non-2xx); proxied p99 ${BASE_P99} ms alone, ${DURING_P99} ms during the flood ($RATIO)"
+    mem_row "login throughput (argon2), $LOGIN_CONNS conns" "$LOGIN_RPS req/s ($LOGIN_BAD non-2xx)" "-" ""
+    mem_row "proxied p99 during login flood (target < 2×)" "$DURING_P99 ms vs $BASE_P99 ms alone = $RATIO" "-" "8 conns proxied"
+else
+    say "login endpoint not available"
+    mem_row "login throughput" "login endpoint not available" "-" ""
+    mem_row "proxied p99 during login flood" "login endpoint not available" "-" ""
+fi
+fi # SKIP_MEMORY
+
+# ---------------------------------------------------------------- table
+section "results"
+python3 "$BENCH/report.py" table "$RESULTS" "$OUT/memory.jsonl" | tee "$OUT/results.md"
+say ""
+say "raw outputs, commands and logs: $OUT"
