@@ -93,7 +93,10 @@ impl PasswordPool {
             let hasher = hasher.clone();
             std::thread::Builder::new()
                 .name(format!("authgate-argon2-{n}"))
-                .spawn(move || work(&queue, &hasher))
+                .spawn(move || {
+                    yield_to_proxying();
+                    work(&queue, &hasher)
+                })
                 .map_err(PasswordError::Spawn)?;
         }
         Ok(Self { jobs, dummy })
@@ -199,6 +202,29 @@ impl Hasher {
 }
 
 /// A thread's life: take jobs until the pool is dropped.
+/// Runs this hashing thread as a background batch job (SCHED_BATCH, nice
+/// about 9), so when a login flood and proxied traffic compete for a core,
+/// the scheduler serves the proxied requests first. Hashing still gets its
+/// share; it just waits its turn.
+fn yield_to_proxying() {
+    use thread_priority::{
+        set_thread_priority_and_policy, thread_native_id, NormalThreadSchedulePolicy,
+        ThreadPriority, ThreadPriorityValue, ThreadSchedulePolicy,
+    };
+    let Ok(value) = ThreadPriorityValue::try_from(25u8) else {
+        return;
+    };
+    let lowered = set_thread_priority_and_policy(
+        thread_native_id(),
+        ThreadPriority::Crossplatform(value),
+        ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Batch),
+    );
+    if let Err(err) = lowered {
+        // Not fatal: hashing works at normal priority, only less politely.
+        tracing::warn!(error = ?err, "could not lower the argon2 threads' priority");
+    }
+}
+
 fn work(queue: &Mutex<Receiver<Job>>, hasher: &Hasher) {
     loop {
         // Idle threads queue on the lock; the one holding it waits for a job.
