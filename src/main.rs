@@ -21,7 +21,8 @@ use authgate::StartupError;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    // Held until exit: dropping it flushes the log lines still queued.
+    let _log_flush = init_tracing();
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(&cli.config),
         Command::Token { sub, role } => token(&cli.config, &sub, &role),
@@ -36,13 +37,24 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing() {
+/// Logs go to stderr through a writer thread, so a request never waits on
+/// the terminal or a pipe; when the queue is full, callers wait rather than
+/// lines being dropped.
+fn init_tracing() -> tracing_appender::non_blocking::WorkerGuard {
     let filter = EnvFilter::try_from_env("AUTHGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        // Bounded well below the default 128k slots, which cost ~3 MiB up front.
+        .buffered_lines_limit(16 * 1024)
+        .thread_name("authgate-log")
+        .finish(std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(writer)
+        .with_ansi(ansi)
         .init();
+    guard
 }
 
 fn serve(config_path: &std::path::Path) -> Result<(), String> {

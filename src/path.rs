@@ -52,6 +52,9 @@ pub fn decide(raw: &str) -> Result<DecidedPath, PathError> {
     if !raw.starts_with('/') {
         return Err(PathError::NotAbsolute);
     }
+    if is_already_decided(raw) {
+        return Ok(DecidedPath(raw.to_owned()));
+    }
     let mut segments: Vec<String> = Vec::new();
     let mut pieces = raw.split('/').skip(1).peekable();
     let mut trailing_slash = false;
@@ -89,6 +92,40 @@ pub fn decide(raw: &str) -> Result<DecidedPath, PathError> {
         path.push('/');
     }
     Ok(DecidedPath(path))
+}
+
+/// The common case, checked in one pass: no escapes, no backslash, no ';',
+/// no empty segment and no segment starting with '.', so decoding and dot
+/// resolution would change nothing. Everything else takes the full path.
+fn is_already_decided(raw: &str) -> bool {
+    let mut previous = 0u8;
+    for &b in raw.as_bytes() {
+        let plain = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b'='
+                    | b':'
+                    | b'@'
+            )
+            || (b == b'.' && previous != b'/')
+            || (b == b'/' && previous != b'/');
+        if !plain {
+            return false;
+        }
+        previous = b;
+    }
+    true
 }
 
 /// Normalizes one segment; the flag tells whether a '.' in it came from an escape.
@@ -161,5 +198,7 @@ fn is_unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
 }
 
+#[cfg(test)]
+mod proptests;
 #[cfg(test)]
 mod tests;

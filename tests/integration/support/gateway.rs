@@ -264,6 +264,11 @@ impl BinaryGateway {
             .unwrap()
     }
 
+    /// Resets the peak-RSS counter (VmHWM) so it measures from now on.
+    pub fn reset_peak_memory(&self) {
+        std::fs::write(format!("/proc/{}/clear_refs", self.pid()), "5").unwrap();
+    }
+
     pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
             .arg(format!("-{name}"))
