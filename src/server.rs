@@ -82,6 +82,9 @@ pub async fn serve(
 
     drop(listener);
     maintenance.abort();
+    // Wait for the abort, so the task's hold on the gateway (and its
+    // database) is gone when serve returns.
+    let _ = maintenance.await;
     tracing::info!("shutting down: draining connections");
     let _ = stop_tx.send(true);
     let all = u32::try_from(settings.max_connections).unwrap_or(u32::MAX);

@@ -35,7 +35,19 @@ pub struct Connection {
 #[derive(Default)]
 struct Outcome {
     route: Option<Arc<RouteConfig>>,
+    /// The request went to the account endpoints rather than a route.
+    account: bool,
     user: Option<String>,
+}
+
+impl Outcome {
+    fn route_name(&self) -> &str {
+        match &self.route {
+            Some(route) => &route.name,
+            None if self.account => "auth",
+            None => "-",
+        }
+    }
 }
 
 /// Handles one request; never fails, so hyper never drops a connection for us.
@@ -62,7 +74,7 @@ pub async fn handle(
         tracing::info!(
             target: "authgate::access",
             method = %method,
-            route = outcome.route.as_ref().map_or("-", |r| r.name.as_str()),
+            route = outcome.route_name(),
             status = response.status().as_u16(),
             latency_us = started.elapsed().as_micros() as u64,
             user = outcome.user.as_deref().unwrap_or("-"),
@@ -94,6 +106,7 @@ async fn dispatch(
     let decided = path::decide(request.uri().path()).map_err(GatewayError::InvalidPath)?;
 
     if gateway.is_account_path(decided.as_str()) {
+        outcome.account = true;
         let sub_path = gateway.account_sub_path(decided.as_str());
         let mut account = AccountOutcome::default();
         let result = gateway

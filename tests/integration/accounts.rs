@@ -552,3 +552,65 @@ async fn admin_role_change_and_deletion_take_effect_at_once() {
         .await;
     assert_eq!(missing.status, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raised_hashing_parameters_rehash_on_login() {
+    let upstream = Upstream::start(Behavior::Ok).await;
+    let gw = accounts_gateway(&upstream, "", "").await;
+    assert_eq!(
+        register(&gw, "rehash@example.com", "password-1")
+            .await
+            .status,
+        201
+    );
+    let before = gw
+        .store()
+        .user_by_email("rehash@example.com")
+        .unwrap()
+        .unwrap();
+    assert!(
+        before.password_hash.starts_with("$argon2id$"),
+        "{}",
+        before.password_hash
+    );
+    assert!(
+        before.password_hash.contains("t=1"),
+        "{}",
+        before.password_hash
+    );
+
+    let files = gw.stop().await;
+    let text = std::fs::read_to_string(&files.config_path).unwrap();
+    std::fs::write(
+        &files.config_path,
+        text.replace("iterations = 1", "iterations = 2"),
+    )
+    .unwrap();
+    let gw = TestGateway::start_files(files).await;
+
+    assert_eq!(
+        login(&gw, "rehash@example.com", "password-1").await.status,
+        200
+    );
+    let after = gw
+        .store()
+        .user_by_email("rehash@example.com")
+        .unwrap()
+        .unwrap();
+    assert!(
+        after.password_hash.contains("t=2"),
+        "{}",
+        after.password_hash
+    );
+    assert_ne!(after.password_hash, before.password_hash);
+    // The upgrade changed nothing else: same user, old tokens still valid.
+    assert_eq!(after.token_version, before.token_version);
+    assert_eq!(
+        login(&gw, "rehash@example.com", "password-1").await.status,
+        200
+    );
+    assert_eq!(
+        login(&gw, "rehash@example.com", "password-2").await.status,
+        401
+    );
+}

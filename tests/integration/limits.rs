@@ -197,3 +197,38 @@ async fn connections_beyond_the_cap_are_refused_and_slots_come_back() {
         assert!(Instant::now() < deadline, "slots never came back");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_rapid_reset_is_cut_off_and_others_are_served() {
+    let upstream = Upstream::start(Behavior::Ok).await;
+    let gw = gateway(&upstream, "h2_max_concurrent_streams = 50").await;
+    let tls = gw.client().tls(Alpn::Http2).await;
+    let (client, connection) = h2::client::handshake(tls).await.unwrap();
+    let driver = tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    // Open streams and reset each at once (CVE-2023-44487), far past any limit.
+    let mut sent = 0;
+    for _ in 0..5_000 {
+        let request = http::Request::get("https://localhost/x").body(()).unwrap();
+        let Ok((_, mut stream)) = client.send_request(request, false) else {
+            break;
+        };
+        stream.send_reset(h2::Reason::CANCEL);
+        sent += 1;
+        match tokio::time::timeout(SHORT, client.ready()).await {
+            Ok(Ok(ready)) => client = ready,
+            _ => break,
+        }
+    }
+    eprintln!("rapid reset: connection cut after {sent} reset streams");
+    // The server answers the flood by closing the connection (GOAWAY).
+    let ended = tokio::time::timeout(Duration::from_secs(10), driver).await;
+    assert!(
+        ended.is_ok(),
+        "the connection survived {sent} reset streams"
+    );
+    // The flood never reached the upstream as completed work it could not
+    // shed, and the gateway still serves everyone else.
+    let response = gw.client().get("/after").http2().send().await;
+    assert_eq!(response.status, 200);
+}

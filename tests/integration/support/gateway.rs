@@ -116,7 +116,20 @@ impl TestGateway {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel();
-        let (gateway, tls) = authgate::prepare(config.clone()).unwrap();
+        // After a stop in this process, sled's background threads may hold the
+        // database lock a moment longer: poll (bounded) until it is free.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let (gateway, tls) = loop {
+            match authgate::prepare(config.clone()) {
+                Ok(prepared) => break prepared,
+                Err(authgate::StartupError::Build(authgate::gateway::BuildError::Store(
+                    authgate::store::StoreError::InUse { .. },
+                ))) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(err) => panic!("gateway did not start: {err}"),
+            }
+        };
         let shared = Arc::clone(&gateway);
         let task = tokio::spawn(async move {
             authgate::server::serve(listener, gateway, tls, async {
@@ -165,13 +178,33 @@ impl TestGateway {
     /// Stops serving and waits for the drain; the files stay for a restart.
     pub async fn stop(self) -> GatewayFiles {
         let Self {
-            files, mut running, ..
+            files,
+            mut running,
+            gateway,
+            ..
         } = self;
         if let Some(tx) = running.shutdown.take() {
             let _ = tx.send(());
         }
         if let Some(task) = running.task.take() {
             task.await.unwrap();
+        }
+        // The database is released when the last holder of the gateway is
+        // gone; connection tasks finish just after the drain.
+        let mut gateway = Some(gateway);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while let Some(shared) = gateway.take() {
+            match Arc::try_unwrap(shared) {
+                Ok(last) => drop(last),
+                Err(shared) => {
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "gateway still held after stop"
+                    );
+                    tokio::task::yield_now().await;
+                    gateway = Some(shared);
+                }
+            }
         }
         files
     }
