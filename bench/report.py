@@ -82,7 +82,8 @@ SCENARIOS = [
     ("newconn", "new TLS connection per request, 64 conns"),
     ("body1m", "1 MiB response, 16 conns"),
     ("badtoken", "forged token (401), 64 conns"),
-    ("c8", "moderate load, 8 conns"),
+    ("c8", "8 conns, closed loop (as fast as answered)"),
+    ("rate8", "moderate load: 8 conns at a fixed rate"),
 ]
 FRONTS = ["direct", "nginx", "authgate"]
 

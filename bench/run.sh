@@ -17,7 +17,8 @@ UP_H2C_PORT=${BENCH_UP_H2C_PORT:-18081} # upstream, h2c prior knowledge (direct 
 NGINX_PORT=${BENCH_NGINX_PORT:-18443}
 AG_PORT=${BENCH_AUTHGATE_PORT:-18444}
 SKIP_BUILD=${BENCH_SKIP_BUILD:-0}
-SCENARIOS=${BENCH_SCENARIOS:-h1 h2 newconn body1m badtoken c8}
+SCENARIOS=${BENCH_SCENARIOS:-h1 h2 newconn body1m badtoken c8 rate8}
+RATE=${BENCH_RATE:-500}               # rate8: requests/s per connection (x 8)
 SKIP_MEMORY=${BENCH_SKIP_MEMORY:-0}   # 1: skip streaming, idle-connection and login-flood parts
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -336,10 +337,13 @@ EOF
 (
     cd "$AG"
     export AUTHGATE_ACCESS_SECRET=$SECRET TOKIO_WORKER_THREADS=1 AUTHGATE_LOG=warn
-    exec taskset -c "$FRONT_CPUS" "$BIN" --config "$AG/authgate.toml" serve
+    # Its own session, as the daemonized nginx processes have: with the
+    # kernel's autogroup scheduling a process shares CPU with its session, so
+    # left in ours authgate would compete with the load generators' share.
+    exec setsid taskset -c "$FRONT_CPUS" "$BIN" --config "$AG/authgate.toml" serve
 ) 2>"$OUT/authgate.log" &
 AG_PID=$!
-show_cmd "(cd $AG && AUTHGATE_ACCESS_SECRET=<48 random bytes, base64> TOKIO_WORKER_THREADS=1 AUTHGATE_LOG=warn taskset -c $FRONT_CPUS $BIN --config $AG/authgate.toml serve)"
+show_cmd "(cd $AG && AUTHGATE_ACCESS_SECRET=<48 random bytes, base64> TOKIO_WORKER_THREADS=1 AUTHGATE_LOG=warn setsid taskset -c $FRONT_CPUS $BIN --config $AG/authgate.toml serve)"
 PIDS+=("$AG_PID")
 for _ in $(seq 100); do
     code=$(curl -sk -o /dev/null -w '%{http_code}' "https://127.0.0.1:$AG_PORT/" || true)
@@ -464,6 +468,7 @@ run_one() { # scenario front round
         body1m) cmd=(wrk -t"$WRK_THREADS" -c16 -d"${DURATION}s" --latency -H "$AUTH" "$url") ;;
         badtoken) cmd=(wrk -t"$WRK_THREADS" -c64 -d"${DURATION}s" --latency -H "Authorization: Bearer $FORGED" "$url") ;;
         c8) cmd=(wrk -t1 -c8 -d"${DURATION}s" --latency -H "$AUTH" "$url") ;;
+        rate8) cmd=(h2load --h1 -t1 -c8 --rps="$RATE" -D "$DURATION" --log-file="$log" -H "$AUTH" "$url") ;;
     esac
     show_cmd taskset -c "$LOAD_CPUS" "${cmd[@]}"
     rm -f "$log"
