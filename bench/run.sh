@@ -98,6 +98,12 @@ for set in "$FRONT_CPUS" "$UPSTREAM_CPUS" "$LOAD_CPUS"; do
     taskset -c "$set" true 2>/dev/null || die "cannot pin to CPUs '$set' (this machine has $NCPU)"
 done
 
+for port in "$UP_PORT" "$UP_H2C_PORT" "$NGINX_PORT" "$AG_PORT"; do
+    if ss -Hltn "( sport = :$port )" | grep -q .; then
+        die "port $port is in use; pick others with BENCH_UP_PORT, BENCH_UP_H2C_PORT, BENCH_NGINX_PORT, BENCH_AUTHGATE_PORT"
+    fi
+done
+
 # Idle connections need descriptors in the holder and in each server.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 FD_LIMIT=$(ulimit -n)
