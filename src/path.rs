@@ -147,14 +147,10 @@ fn decode_segment(piece: &str) -> Result<(String, bool), PathError> {
                 match value {
                     b'/' | b'\\' => return Err(PathError::EncodedSeparator),
                     0..=0x1f | 0x7f => return Err(PathError::ControlCharacter),
-                    b'%' => {
-                        // "%25" followed by two hex digits decodes to another escape.
-                        let next = bytes.get(i + 3..i + 5);
-                        if next.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
-                            return Err(PathError::DoubleEncoding);
-                        }
-                        out.push_str("%25");
-                    }
+                    // Whether an escaped '%' starts a second escape is checked
+                    // on the decoded segment below: the hex digits after it
+                    // may themselves arrive escaped ("%25%32%65").
+                    b'%' => out.push_str("%25"),
                     b';' => return Err(PathError::PathParameter),
                     v if is_unreserved(v) => {
                         decoded_dot |= v == b'.';
@@ -189,8 +185,23 @@ fn decode_segment(piece: &str) -> Result<(String, bool), PathError> {
         // Overlong forms such as %C0%AF ("/" to some decoders) are invalid UTF-8.
         return Err(PathError::InvalidUtf8);
     }
+    if contains_double_escape(&out) {
+        return Err(PathError::DoubleEncoding);
+    }
     let was_encoded_dot = decoded_dot && (out == "." || out == "..");
     Ok((out, was_encoded_dot))
+}
+
+/// True when the decoded segment holds "%25" followed by two hex digits: a
+/// backend that decodes once more would read another escape there. In a
+/// decoded segment '%' only ever starts an escape, so this is exact.
+fn contains_double_escape(decoded: &str) -> bool {
+    decoded.match_indices("%25").any(|(at, _)| {
+        decoded
+            .as_bytes()
+            .get(at + 3..at + 5)
+            .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+    })
 }
 
 /// RFC 3986 §2.3: decoding these never changes what a URI means.

@@ -180,3 +180,14 @@ proptest! {
         prop_assert!(decide(&raw).is_err(), "{:?} accepted", raw);
     }
 }
+
+/// Found by the `path_decision` fuzz target (inputs in `fuzz/findings/`):
+/// `%25` followed by escapes of hex digits would decide to `%25XX`: double
+/// encoding that a backend decoding twice reads as `/a/../admin`. Found by
+/// the `path_decision` fuzz target (fuzz/findings/).
+#[test]
+fn escaped_hex_digits_after_an_escaped_percent_are_double_encoding() {
+    for raw in ["/%25%62F", "/%25%34%31", "/a/%25%32%65%25%32%65/admin"] {
+        assert_eq!(decide(raw), Err(PathError::DoubleEncoding), "{raw:?}");
+    }
+}

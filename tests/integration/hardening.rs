@@ -35,6 +35,7 @@ async fn ambiguous_paths_are_refused_and_never_reach_admin() {
         "/x/%2e%2e/admin/panel",
         "/x/.%2e/admin/panel",
         "/x/%252e%252e/admin/panel",
+        "/x/%25%32%65%25%32%65/admin/panel",
         "/admin/panel%00",
         "/x%00/../admin/panel",
         "/admin;x=1/panel",
