@@ -147,9 +147,11 @@ def summarize(rows):
 
 
 def status_note(scenario, s):
-    if scenario == "badtoken":
+    if scenario == "badtoken" and s["requests"]:
         return "all 401" if s["non2xx"] == s["requests"] else f"{s['requests'] - s['non2xx']} not 401!"
     notes = []
+    if not s["requests"]:
+        notes.append("NO REQUESTS: see raw/")
     if s["non2xx"]:
         notes.append(f"{s['non2xx']} non-2xx!")
     if s["socket_errors"]:

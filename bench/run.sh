@@ -18,7 +18,7 @@ NGINX_PORT=${BENCH_NGINX_PORT:-18443}
 AG_PORT=${BENCH_AUTHGATE_PORT:-18444}
 SKIP_BUILD=${BENCH_SKIP_BUILD:-0}
 SCENARIOS=${BENCH_SCENARIOS:-h1 h2 newconn body1m badtoken c8 rate8}
-RATE=${BENCH_RATE:-500}               # rate8: requests/s per connection (x 8)
+RPS_PER_CONN=${BENCH_RATE:-500}       # rate8: requests/s per connection (x 8)
 SKIP_MEMORY=${BENCH_SKIP_MEMORY:-0}   # 1: skip streaming, idle-connection and login-flood parts
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -474,7 +474,7 @@ run_one() { # scenario front round
         body1m) cmd=(wrk -t"$WRK_THREADS" -c16 -d"${DURATION}s" --latency -H "$AUTH" "$url") ;;
         badtoken) cmd=(wrk -t"$WRK_THREADS" -c64 -d"${DURATION}s" --latency -H "Authorization: Bearer $FORGED" "$url") ;;
         c8) cmd=(wrk -t1 -c8 -d"${DURATION}s" --latency -H "$AUTH" "$url") ;;
-        rate8) cmd=(h2load --h1 -t1 -c8 --rps="$RATE" -D "$DURATION" --log-file="$log" -H "$AUTH" "$url") ;;
+        rate8) cmd=(h2load --h1 -t1 -c8 --rps="$RPS_PER_CONN" -D "$DURATION" --log-file="$log" -H "$AUTH" "$url") ;;
     esac
     show_cmd taskset -c "$LOAD_CPUS" "${cmd[@]}"
     rm -f "$log"
