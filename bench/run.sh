@@ -201,7 +201,7 @@ start_nginx() { # $1 = name, $2 = cpus
     local dir=$TMP/$1
     nginx -t -q -e "$dir/error.log" -p "$dir/" -c "$dir/nginx.conf" -g "worker_processes 1;" \
         || die "nginx config $1 invalid; see $dir/nginx.conf"
-    show_cmd taskset -c "$2" nginx -e "$dir/error.log" -p "$dir/" -c "$dir/nginx.conf" -g "'worker_processes 1;'"
+    show_cmd taskset -c "$2" nginx -e "$dir/error.log" -p "$dir/" -c "$dir/nginx.conf" -g "worker_processes 1;"
     taskset -c "$2" nginx -e "$dir/error.log" -p "$dir/" -c "$dir/nginx.conf" -g "worker_processes 1;"
     NGINX_DIRS+=("$dir")
     for _ in $(seq 50); do [[ -s $dir/nginx.pid ]] && break; sleep 0.1; done
