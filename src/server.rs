@@ -189,31 +189,34 @@ impl ConnectionTask {
         let io = TokioIo::new(tls);
         let result = if is_h2 {
             let conn = self.protocols.http2.serve_connection(io, service);
-            tokio::pin!(conn);
-            tokio::select! {
-                result = conn.as_mut() => result,
-                () = stopped(&mut self.stop) => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            }
+            until_stopped(conn, &mut self.stop, |conn| conn.graceful_shutdown()).await
         } else {
             let conn = self
                 .protocols
                 .http1
                 .serve_connection(io, service)
                 .with_upgrades();
-            tokio::pin!(conn);
-            tokio::select! {
-                result = conn.as_mut() => result,
-                () = stopped(&mut self.stop) => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            }
+            until_stopped(conn, &mut self.stop, |conn| conn.graceful_shutdown()).await
         };
         if let Err(err) = result {
             tracing::debug!(%peer, error = %err, "connection ended with an error");
+        }
+    }
+}
+
+/// Drives a connection to its end; when the gateway stops first, asks it to
+/// finish in-flight requests (`begin_shutdown`) and then drives it to its end.
+async fn until_stopped<C: Future>(
+    conn: C,
+    stop: &mut watch::Receiver<bool>,
+    begin_shutdown: impl FnOnce(std::pin::Pin<&mut C>),
+) -> C::Output {
+    tokio::pin!(conn);
+    tokio::select! {
+        output = conn.as_mut() => output,
+        () = stopped(stop) => {
+            begin_shutdown(conn.as_mut());
+            conn.await
         }
     }
 }
