@@ -93,9 +93,7 @@ impl Proxy {
                     .map_err(GatewayError::internal)?;
                 return Ok(echo::respond(&Request::from_parts(parts, ())));
             }
-            Upstream::Http {
-                scheme, authority, ..
-            } => (scheme, authority),
+            Upstream::Http(set) => (&set.targets[0].scheme, &set.targets[0].authority),
         };
         let path_and_query =
             PathAndQuery::try_from(path_and_query).map_err(GatewayError::internal)?;
@@ -138,9 +136,10 @@ impl Proxy {
 /// the route prefix removed when the route says `strip_prefix`.
 fn upstream_path(route: &RouteConfig, path: &DecidedPath) -> String {
     let path = path.as_str();
-    let Upstream::Http { base_path, .. } = &route.upstream else {
+    let Upstream::Http(set) = &route.upstream else {
         return path.to_owned();
     };
+    let base_path = &set.targets[0].base_path;
     let rest = if route.strip_prefix {
         let bare = route.path_prefix.trim_end_matches('/');
         match path.strip_prefix(bare) {
