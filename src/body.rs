@@ -16,6 +16,7 @@ use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 
 use crate::proxy::headers::IdentityScrubber;
+use crate::proxy::upstream::body::UpstreamBody;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -24,7 +25,7 @@ pin_project! {
     #[project = ResponseBodyProj]
     pub enum ResponseBody {
         Full { #[pin] inner: Full<Bytes> },
-        Upstream { #[pin] inner: Incoming },
+        Upstream { #[pin] inner: UpstreamBody },
         Empty,
     }
 }
@@ -40,7 +41,7 @@ impl ResponseBody {
         Self::Empty
     }
 
-    pub fn upstream(inner: Incoming) -> Self {
+    pub fn upstream(inner: UpstreamBody) -> Self {
         Self::Upstream { inner }
     }
 }

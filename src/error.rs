@@ -82,6 +82,12 @@ pub enum GatewayError {
     UpstreamUnavailable(#[source] BoxError),
     #[error("upstream did not answer within {0:?}")]
     UpstreamTimeout(Duration),
+    /// Every target of the route is ejected or failed its health check.
+    #[error("no healthy upstream target")]
+    NoHealthyUpstream,
+    /// The target is at `max_upstream_connections` with a full wait queue.
+    #[error("upstream busy: {0}")]
+    UpstreamBusy(#[source] BoxError),
     #[error("internal error: {0}")]
     Internal(#[source] BoxError),
 }
@@ -114,7 +120,8 @@ impl GatewayError {
             EmailTaken => StatusCode::CONFLICT,
             TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
+            UpstreamUnavailable(_) | NoHealthyUpstream => StatusCode::BAD_GATEWAY,
+            UpstreamBusy(_) => StatusCode::SERVICE_UNAVAILABLE,
             UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -150,7 +157,8 @@ impl GatewayError {
             UserNotFound => "USER_NOT_FOUND",
             TooManyRequests { .. } => "TOO_MANY_REQUESTS",
             Busy { .. } => "SERVICE_BUSY",
-            UpstreamUnavailable(_) => "UPSTREAM_UNAVAILABLE",
+            UpstreamUnavailable(_) | NoHealthyUpstream => "UPSTREAM_UNAVAILABLE",
+            UpstreamBusy(_) => "UPSTREAM_BUSY",
             UpstreamTimeout(_) => "UPSTREAM_TIMEOUT",
             Internal(_) => "INTERNAL_ERROR",
         }
@@ -189,7 +197,8 @@ impl GatewayError {
             UserNotFound => "No such user.",
             TooManyRequests { .. } => "Too many attempts; try again later.",
             Busy { .. } => "The server is busy; try again shortly.",
-            UpstreamUnavailable(_) => "The upstream service is unavailable.",
+            UpstreamUnavailable(_) | NoHealthyUpstream => "The upstream service is unavailable.",
+            UpstreamBusy(_) => "The upstream service is busy; try again shortly.",
             UpstreamTimeout(_) => "The upstream service did not answer in time.",
             Internal(_) => "Internal error.",
         }
@@ -216,6 +225,7 @@ impl GatewayError {
             Self::TooManyRequests { retry_after } | Self::Busy { retry_after } => {
                 Some(*retry_after)
             }
+            Self::UpstreamBusy(_) => Some(Duration::from_secs(1)),
             _ => None,
         }
     }

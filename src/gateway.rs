@@ -32,8 +32,8 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    #[error("invalid [server] identity_header_prefix: {0}")]
-    IdentityPrefix(#[from] http::header::InvalidHeaderName),
+    #[error(transparent)]
+    Proxy(#[from] crate::proxy::ProxySetupError),
     #[error("cannot open the store ([store] path): {0}")]
     Store(#[from] StoreError),
     #[error("cannot start password hashing ([auth.password]): {0}")]
@@ -65,6 +65,7 @@ impl Gateway {
         let proxy = Proxy::new(
             &config.server.identity_header_prefix,
             config.server.body_read_timeout,
+            &config.routes,
         )?;
         let passwords = PasswordPool::new(&config.auth.password)?;
         let accounts = Accounts::new(
@@ -85,11 +86,15 @@ impl Gateway {
         })
     }
 
-    /// Sweeps expired sessions in the background until the returned handle
-    /// is aborted.
+    /// Sweeps expired sessions and runs the upstream health checks in the
+    /// background until the returned handle is aborted.
     pub fn spawn_maintenance(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let gateway = Arc::clone(self);
         tokio::spawn(async move {
+            // Owned by this task: aborting it drops the set, which aborts
+            // every health check with it.
+            let mut health_checks = tokio::task::JoinSet::new();
+            gateway.proxy.spawn_health_checks(&mut health_checks);
             let mut ticks = tokio::time::interval(SWEEP_INTERVAL);
             loop {
                 ticks.tick().await;

@@ -126,7 +126,10 @@ fn every_upstream_key_is_read() {
     assert_eq!(check.path, "/healthz");
     assert_eq!(check.interval, Duration::from_secs(5));
     assert_eq!(check.timeout, Duration::from_secs(2));
-    assert_eq!(set.tls.ca.as_deref(), Some(Path::new("certs/internal-ca.pem")));
+    assert_eq!(
+        set.tls.ca.as_deref(),
+        Some(Path::new("certs/internal-ca.pem"))
+    );
     assert!(set.tls.client_auth.is_some());
     assert_eq!(set.protocol, UpstreamProtocol::Http2);
     assert_eq!(set.max_connections, 32);
@@ -148,17 +151,44 @@ fn one_upstream_gets_the_defaults() {
 #[test]
 fn upstream_key_problems_name_file_line_and_key() {
     let cases = [
-        ("upstream = \"http://a:1\"\nupstreams = [\"http://b:1\"]", "route[0].upstreams"),
+        (
+            "upstream = \"http://a:1\"\nupstreams = [\"http://b:1\"]",
+            "route[0].upstreams",
+        ),
         ("auth = \"public\"", "route[0].upstream"),
         ("upstreams = []", "route[0].upstreams"),
-        ("upstreams = [\"http://a:1\", \"http://a:1\"]", "route[0].upstreams"),
-        ("upstreams = [\"http://a:1\", \"builtin:echo\"]", "route[0].upstreams"),
-        ("upstream = \"http://a:1\"\nupstream_ca = \"ca.pem\"", "route[0].upstream_ca"),
-        ("upstream = \"https://a:1\"\nupstream_client_cert = \"c.pem\"", "route[0].upstream_client_key"),
-        ("upstream = \"http://a:1\"\nmax_upstream_connections = 0", "route[0].max_upstream_connections"),
-        ("upstream = \"builtin:echo\"\nbalance = \"round_robin\"", "route[0].balance"),
-        ("upstream = \"http://a:1\"\nhealth_check = { path = \"healthz\" }", "route[0].health_check"),
-        ("upstream = \"http://a:1\"\nhealth_check = { path = \"/h\", interval = \"0s\" }", "route[0].health_check"),
+        (
+            "upstreams = [\"http://a:1\", \"http://a:1\"]",
+            "route[0].upstreams",
+        ),
+        (
+            "upstreams = [\"http://a:1\", \"builtin:echo\"]",
+            "route[0].upstreams",
+        ),
+        (
+            "upstream = \"http://a:1\"\nupstream_ca = \"ca.pem\"",
+            "route[0].upstream_ca",
+        ),
+        (
+            "upstream = \"https://a:1\"\nupstream_client_cert = \"c.pem\"",
+            "route[0].upstream_client_key",
+        ),
+        (
+            "upstream = \"http://a:1\"\nmax_upstream_connections = 0",
+            "route[0].max_upstream_connections",
+        ),
+        (
+            "upstream = \"builtin:echo\"\nbalance = \"round_robin\"",
+            "route[0].balance",
+        ),
+        (
+            "upstream = \"http://a:1\"\nhealth_check = { path = \"healthz\" }",
+            "route[0].health_check",
+        ),
+        (
+            "upstream = \"http://a:1\"\nhealth_check = { path = \"/h\", interval = \"0s\" }",
+            "route[0].health_check",
+        ),
     ];
     for (keys, key) in cases {
         let message = route_with(keys).unwrap_err().to_string();
@@ -167,9 +197,21 @@ fn upstream_key_problems_name_file_line_and_key() {
     }
     // Values serde refuses carry their own line.
     let cases = [
-        ("upstream = \"http://a:1\"\nbalance = \"random\"", "gw.toml:10:", "balance"),
-        ("upstream = \"http://a:1\"\nupstream_protocol = \"h3\"", "gw.toml:10:", "upstream_protocol"),
-        ("upstream = \"http://a:1\"\nhealth_check = { path = \"/h\", every = \"1s\" }", "gw.toml:10:", "every"),
+        (
+            "upstream = \"http://a:1\"\nbalance = \"random\"",
+            "gw.toml:10:",
+            "balance",
+        ),
+        (
+            "upstream = \"http://a:1\"\nupstream_protocol = \"h3\"",
+            "gw.toml:10:",
+            "upstream_protocol",
+        ),
+        (
+            "upstream = \"http://a:1\"\nhealth_check = { path = \"/h\", every = \"1s\" }",
+            "gw.toml:10:",
+            "every",
+        ),
     ];
     for (keys, at, key) in cases {
         let message = route_with(keys).unwrap_err().to_string();

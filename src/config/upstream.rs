@@ -9,8 +9,8 @@ use std::time::Duration;
 use http::uri::{Authority, Scheme};
 use http::Uri;
 
-pub use super::file::{Balance, UpstreamProtocol};
 use super::file::RouteFile;
+pub use super::file::{Balance, UpstreamProtocol};
 
 /// Where a route sends its traffic.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,7 +90,11 @@ pub fn build(raw: &RouteFile) -> Result<Upstream, KeyError> {
             ))
         }
         (Some(one), None) => vec![one.get_ref().as_str()],
-        (None, Some(list)) => list.get_ref().iter().map(|u| u.get_ref().as_str()).collect(),
+        (None, Some(list)) => list
+            .get_ref()
+            .iter()
+            .map(|u| u.get_ref().as_str())
+            .collect(),
     };
     if urls == ["builtin:echo"] {
         return echo_only(raw);
@@ -193,7 +197,10 @@ fn health_check(raw: &super::file::HealthCheckFile) -> Result<HealthCheck, KeyEr
     if !raw.path.starts_with('/') || raw.path.contains(['#', '\\', ' ']) {
         return Err((
             KEY,
-            format!("path {:?} must be an absolute path such as \"/healthz\"", raw.path),
+            format!(
+                "path {:?} must be an absolute path such as \"/healthz\"",
+                raw.path
+            ),
         ));
     }
     let interval = raw.interval.map_or(Duration::from_secs(5), |d| d.0);

@@ -33,7 +33,7 @@ pub fn restore_handshake_headers(headers: &mut HeaderMap) {
 
 /// When the upstream switched protocols, joins the two upgraded connections
 /// in a background task; otherwise does nothing.
-pub fn tunnel_if_switched(client: OnUpgrade, upstream: &mut Response<Incoming>) {
+pub fn tunnel_if_switched<B>(client: OnUpgrade, upstream: &mut Response<B>) {
     if upstream.status() != StatusCode::SWITCHING_PROTOCOLS {
         return;
     }
