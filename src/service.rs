@@ -58,6 +58,7 @@ pub async fn handle(
 ) -> Result<Response<ResponseBody>, Infallible> {
     let started = Instant::now();
     let method = request.method().clone();
+    let grpc = crate::error::is_grpc(request.headers());
     let mut outcome = Outcome::default();
     let response = match dispatch(&gateway, connection, request, &mut outcome).await {
         Ok(response) => response,
@@ -67,7 +68,7 @@ pub async fn handle(
             } else {
                 tracing::debug!(reason = %err, "request refused");
             }
-            err.into_response()
+            err.into_response_for(grpc)
         }
     };
     if gateway.access_log() {

@@ -58,11 +58,25 @@ impl Body for UpstreamBody {
             conn.drive(cx);
         }
         let polled = this.inner.poll_frame(cx);
-        if let Poll::Ready(None | Some(Err(_))) = polled {
-            if let Some(conn) = this.conn.take() {
-                conn.release();
+        match &polled {
+            Poll::Ready(None | Some(Err(_))) => {
+                if let Some(conn) = this.conn.take() {
+                    conn.release();
+                }
+                this.in_flight.take();
             }
-            this.in_flight.take();
+            // The last frame of a body of known length: hyper may never poll
+            // again, so the exchange is over now. The connection goes back at
+            // once if it is ready; otherwise the end or the drop returns it.
+            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => {
+                this.in_flight.take();
+                if this.conn.as_mut().is_some_and(H1Conn::is_reusable) {
+                    if let Some(conn) = this.conn.take() {
+                        conn.release();
+                    }
+                }
+            }
+            _ => {}
         }
         polled
     }
