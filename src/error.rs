@@ -295,7 +295,10 @@ impl GatewayError {
         let mut response = Response::new(ResponseBody::empty());
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-        headers.insert("grpc-status", HeaderValue::from(self.grpc_status()));
+        headers.insert(
+            "grpc-status",
+            HeaderValue::from(u16::from(self.grpc_status())),
+        );
         if let Ok(message) = HeaderValue::from_str(&grpc_percent_encode(self.message())) {
             headers.insert("grpc-message", message);
         }

@@ -53,11 +53,11 @@ impl Body for UpstreamBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = self.project();
+        let mut this = self.project();
         if let Some(conn) = this.conn.as_mut() {
             conn.drive(cx);
         }
-        let polled = this.inner.poll_frame(cx);
+        let polled = this.inner.as_mut().poll_frame(cx);
         match &polled {
             Poll::Ready(None | Some(Err(_))) => {
                 if let Some(conn) = this.conn.take() {

@@ -65,20 +65,12 @@ async fn check_once(target: &TargetState, check: &HealthCheck, protocol: Upstrea
         let status = match protocol {
             UpstreamProtocol::Http1 => {
                 let (mut sender, connection) = http1::handshake(io).await.ok()?;
-                let response = sender.send_request(request);
-                tokio::select! {
-                    response = response => response.ok()?.status(),
-                    _ = connection => return None,
-                }
+                answer(sender.send_request(request), connection).await?
             }
             UpstreamProtocol::Http2 => {
                 let (mut sender, connection) =
                     http2::handshake(TokioExecutor::new(), io).await.ok()?;
-                let response = sender.send_request(request);
-                tokio::select! {
-                    response = response => response.ok()?.status(),
-                    _ = connection => return None,
-                }
+                answer(sender.send_request(request), connection).await?
             }
         };
         Some(status.is_success() || status.is_redirection())
@@ -87,4 +79,20 @@ async fn check_once(target: &TargetState, check: &HealthCheck, protocol: Upstrea
         tokio::time::timeout_at(deadline, exchange).await,
         Ok(Some(true))
     )
+}
+
+/// The status of `response`, driving `connection` meanwhile. The
+/// connection may end in the same poll that completes the response (the
+/// check asks for `Connection: close`), so its end is not a failure.
+async fn answer<B>(
+    response: impl std::future::Future<Output = hyper::Result<http::Response<B>>>,
+    connection: impl std::future::Future,
+) -> Option<http::StatusCode> {
+    let mut response = std::pin::pin!(response);
+    tokio::select! {
+        biased;
+        answered = &mut response => return answered.ok().map(|r| r.status()),
+        _ = connection => {}
+    }
+    response.await.ok().map(|r| r.status())
 }

@@ -128,10 +128,11 @@ impl Upstream {
                         });
                         match acceptor {
                             // A refused handshake just ends the connection.
-                            Some(acceptor) => match acceptor.accept(stream).await {
-                                Ok(tls) => serve(TokioIo::new(tls), service, h2).await,
-                                Err(_) => {}
-                            },
+                            Some(acceptor) => {
+                                if let Ok(tls) = acceptor.accept(stream).await {
+                                    serve(TokioIo::new(tls), service, h2).await;
+                                }
+                            }
                             None => serve(TokioIo::new(stream), service, h2).await,
                         }
                     });
