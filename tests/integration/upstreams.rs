@@ -259,6 +259,40 @@ async fn an_https_upstream_is_verified_against_upstream_ca() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mtls_upstream_gets_the_configured_client_certificate() {
+    let (_dir, internal) = pki();
+    let (_client_dir, gateway_identity) = pki();
+    let upstream = Upstream::start_with(
+        Behavior::Ok,
+        UpstreamOptions {
+            tls: Some(internal.server_config_requiring(&gateway_identity)),
+            ..UpstreamOptions::default()
+        },
+    )
+    .await;
+    let url = [format!("https://{}", upstream.addr)];
+    let ca = format!("upstream_ca = {:?}", internal.ca_path);
+    let with_cert = format!(
+        "{ca}\nupstream_client_cert = {:?}\nupstream_client_key = {:?}",
+        gateway_identity.cert_path, gateway_identity.key_path
+    );
+    let routes = format!(
+        "{}{}",
+        route("/nocert/", &url, &ca),
+        route("/mtls/", &url, &with_cert)
+    );
+    let gw = TestGateway::start(&routes).await;
+
+    let refused = gw.client().get("/nocert/x").send().await;
+    assert_eq!(refused.status, 502);
+    assert!(upstream.received().is_empty());
+
+    let ok = gw.client().get("/mtls/x").send().await;
+    assert_eq!(ok.status, 200);
+    assert_eq!(upstream.only().target, "/mtls/x");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_h2_upstream_is_spoken_to_with_prior_knowledge() {
     let upstream = Upstream::start_with(
         Behavior::Ok,

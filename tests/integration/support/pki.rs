@@ -44,6 +44,29 @@ impl TestPki {
         }
     }
 
+    /// As [`TestPki::server_config`], but requiring a client certificate
+    /// issued by `clients`' CA (an mTLS upstream).
+    pub fn server_config_requiring(&self, clients: &TestPki) -> rustls::ServerConfig {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(clients.ca_pem.as_bytes()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let verifier = rustls::server::WebPkiClientVerifier::builder(std::sync::Arc::new(roots))
+            .build()
+            .unwrap();
+        let certs = CertificateDer::pem_file_iter(&self.cert_path)
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_file(&self.key_path).unwrap();
+        rustls::ServerConfig::builder()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(certs, key)
+            .unwrap()
+    }
+
     /// A rustls server config presenting the leaf (for TLS upstreams).
     pub fn server_config(&self) -> rustls::ServerConfig {
         use rustls_pki_types::pem::PemObject;
