@@ -1,6 +1,9 @@
 //! The listener: accepts TCP connections (bounded by `max_connections`),
 //! performs the TLS handshake inside each connection's task under a timeout,
-//! serves HTTP/1.1 or HTTP/2 as ALPN chose, and drains on shutdown.
+//! serves HTTP/1.1 or HTTP/2 as ALPN chose, lingers on closed connections
+//! (`linger.rs`), and drains on shutdown.
+
+mod linger;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -166,8 +169,8 @@ impl ConnectionTask {
     async fn run(mut self) {
         let peer = self.connection.peer;
         let _ = self.stream.set_nodelay(true);
-        let handshake =
-            tokio::time::timeout(self.handshake_timeout, self.acceptor.accept(self.stream));
+        let (stream, mut returned) = linger::LingeringStream::new(self.stream);
+        let handshake = tokio::time::timeout(self.handshake_timeout, self.acceptor.accept(stream));
         let tls = match handshake.await {
             Ok(Ok(tls)) => tls,
             Ok(Err(err)) => {
@@ -200,6 +203,13 @@ impl ConnectionTask {
         };
         if let Err(err) = result {
             tracing::debug!(%peer, error = %err, "connection ended with an error");
+        }
+        // hyper has dropped the connection (an upgraded one lives on in its
+        // tunnel and is not returned): discard what the client still sends
+        // so it reads the answer instead of a reset. The permit is held
+        // meanwhile, so lingering is bounded by the connection limit too.
+        if let Ok(stream) = returned.try_recv() {
+            linger::linger(stream).await;
         }
     }
 }

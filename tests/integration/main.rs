@@ -11,6 +11,7 @@ mod durability;
 mod flood;
 mod forged_tokens;
 mod hardening;
+mod lifecycle;
 mod limits;
 mod operations;
 mod proxying;
