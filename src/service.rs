@@ -6,7 +6,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use http::header::{HOST, UPGRADE};
 use http::{Method, Request, Response, Version};
@@ -91,6 +91,8 @@ async fn dispatch(
     outcome: &mut Outcome,
 ) -> Result<Response<ResponseBody>, GatewayError> {
     check_request_line(gateway, &request)?;
+    // The one clock reading every time-dependent decision of this request uses.
+    let now = SystemTime::now();
     let host = {
         let headers = &mut request
             .headers()
@@ -116,6 +118,7 @@ async fn dispatch(
                 sub_path,
                 connection.peer.ip(),
                 gateway.authenticator(),
+                now,
                 &mut account,
             )
             .await;
@@ -142,7 +145,9 @@ async fn dispatch(
     let identity: Option<Identity> = match route.auth {
         RouteAuth::Public => None,
         RouteAuth::Required => {
-            let identity = gateway.authenticator().authenticate(request.headers())?;
+            let identity = gateway
+                .authenticator()
+                .authenticate(request.headers(), now)?;
             outcome.user = Some(identity.user_id.clone());
             if let Some(roles) = &route.roles {
                 if !roles.contains(&identity.role) {

@@ -137,6 +137,7 @@ impl Accounts {
         sub_path: &str,
         peer: IpAddr,
         authenticator: &Authenticator,
+        now: SystemTime,
         outcome: &mut AccountOutcome,
     ) -> Result<Response<ResponseBody>, GatewayError> {
         let (parts, body) = request.into_parts();
@@ -144,7 +145,7 @@ impl Accounts {
         let endpoint = Endpoint::parse(&method, sub_path)?;
         // Bearer-authenticated endpoints check the token before reading a body.
         let identity = if endpoint.needs_bearer() {
-            let identity = authenticator.authenticate(&parts.headers)?;
+            let identity = authenticator.authenticate(&parts.headers, now)?;
             outcome.user = Some(identity.user_id.clone());
             if endpoint.needs_admin() && identity.role != "admin" {
                 return Err(GatewayError::Forbidden);
