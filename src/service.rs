@@ -11,6 +11,7 @@ use std::time::{Instant, SystemTime};
 use http::header::{HOST, UPGRADE};
 use http::{Method, Request, Response, Version};
 use hyper::body::Incoming;
+use tracing::Instrument;
 
 use crate::api::AccountOutcome;
 use crate::auth::Identity;
@@ -59,9 +60,22 @@ pub async fn handle(
     let started = Instant::now();
     let method = request.method().clone();
     let mut outcome = Outcome::default();
-    let response = match dispatch(&gateway, connection, request, &mut outcome).await {
+    // Every line logged while serving this request carries these fields;
+    // route and user are filled in once decided.
+    let span = tracing::info_span!(
+        "request",
+        method = %method,
+        peer = %connection.peer.ip(),
+        route = tracing::field::Empty,
+        user = tracing::field::Empty,
+    );
+    let result = dispatch(&gateway, connection, request, &mut outcome)
+        .instrument(span.clone())
+        .await;
+    let response = match result {
         Ok(response) => response,
         Err(err) => {
+            let _in_request = span.enter();
             if err.is_server_fault() {
                 tracing::error!(error = %error_chain(&err), "request failed");
             } else {
@@ -122,6 +136,9 @@ async fn dispatch(
                 &mut account,
             )
             .await;
+        if let Some(user) = &account.user {
+            tracing::Span::current().record("user", tracing::field::display(user));
+        }
         outcome.user = account.user;
         return result;
     }
@@ -130,6 +147,7 @@ async fn dispatch(
         .router()
         .route(host.as_deref(), decided.as_str())
         .ok_or(GatewayError::NotFound)?;
+    tracing::Span::current().record("route", tracing::field::display(&route.name));
     outcome.route = Some(Arc::clone(route));
 
     if request.headers().contains_key(UPGRADE)
@@ -148,6 +166,7 @@ async fn dispatch(
             let identity = gateway
                 .authenticator()
                 .authenticate(request.headers(), now)?;
+            tracing::Span::current().record("user", tracing::field::display(&identity.user_id));
             outcome.user = Some(identity.user_id.clone());
             if let Some(roles) = &route.roles {
                 if !roles.contains(&identity.role) {

@@ -135,3 +135,26 @@ async fn no_credential_ever_reaches_the_log_even_at_debug() {
     let signature = access.rsplit('.').next().unwrap();
     assert!(!log.contains(signature));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_fault_is_logged_with_the_request_it_belongs_to() {
+    let dead = crate::support::upstream::Upstream::refused_addr().await;
+    let files = GatewayFiles::create(&GatewayOptions {
+        routes: format!(
+            "[[route]]\nname = \"deadend\"\npath_prefix = \"/dead/\"\n\
+             upstream = \"http://{dead}\"\nauth = \"public\"\n"
+        ),
+        ..GatewayOptions::default()
+    });
+    let gateway = BinaryGateway::start(&files, "info");
+    let answer = gateway.client(&files).get("/dead/x").send().await;
+    assert_eq!(answer.status, 502);
+    let log = gateway.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("request failed"))
+        .unwrap_or_else(|| panic!("no error line for the 502: {log}"));
+    for field in ["method=GET", "peer=127.0.0.1", "route=deadend"] {
+        assert!(line.contains(field), "{field} missing from {line:?}");
+    }
+}
