@@ -77,6 +77,7 @@ fuzz_target!(|data: &[u8]| {
         &ClientSide {
             peer: PEER,
             peer_trusted,
+            client: PEER,
             host,
         },
         Some(&identity),

@@ -25,6 +25,7 @@ fn prepare(headers: &mut HeaderMap, trusted: bool, forward_authorization: bool) 
     let client = ClientSide {
         peer: "192.0.2.7".parse().unwrap(),
         peer_trusted: trusted,
+        client: "192.0.2.7".parse().unwrap(),
         host: Some("gw.example"),
     };
     prepare_request_headers(
