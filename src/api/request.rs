@@ -136,6 +136,7 @@ mod tests {
     #[test]
     fn a_malformed_body_is_described_without_quoting_it() {
         #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
         #[allow(dead_code)]
         struct Login {
             email: String,
@@ -148,6 +149,7 @@ mod tests {
             br#"{"email": "a@b", "hunter2-secret": 1}"#,
             br#"{"email": hunter2-secret}"#,
             br#"{"email": "hunter2-secret"#,
+            br#""hunter2-secret""#,
         ] {
             let parsed: Result<Login, _> = parse_json(&headers, body);
             let Err(GatewayError::MalformedJson(message)) = parsed else {
