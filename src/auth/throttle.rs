@@ -165,11 +165,12 @@ impl Throttle {
     pub fn admit_registration(&self, peer: IpAddr, now: Instant) -> Result<(), Throttled> {
         let limit = self.limits.registrations_per_hour;
         let mut state = self.lock();
-        let count = state
-            .registrations
-            .entry(address_key(peer, self.limits.ipv6_prefix), now, || {
-                WindowCount::new(now)
-            });
+        let count =
+            state
+                .registrations
+                .entry(address_key(peer, self.limits.ipv6_prefix), now, || {
+                    WindowCount::new(now)
+                });
         count.roll(now, REGISTRATION_WINDOW);
         if let Some(until) = count.full_until(limit, REGISTRATION_WINDOW, now) {
             return Err(Throttled {
@@ -464,6 +465,10 @@ impl Tracked for WindowCount {
     }
 }
 
+/// Order of eviction, lowest first: idle before busy, then by
+/// [`Tracked::weight`], then nearest to expiry first.
+type EvictionRank = (bool, (u8, u32), Instant);
+
 /// A map of at most `capacity` entries, so an attacker cycling addresses or
 /// emails cannot grow memory without bound. Inserting into a full map first
 /// drops expired entries, then, if too few were, the lightest ones (clean
@@ -526,7 +531,7 @@ impl<K: Copy + Eq + Hash, V: Tracked> BoundedMap<K, V> {
             return;
         }
         let window = self.window;
-        let mut ranked: Vec<((bool, (u8, u32), Instant), K)> = self
+        let mut ranked: Vec<(EvictionRank, K)> = self
             .entries
             .iter()
             .map(|(key, entry)| {

@@ -65,7 +65,11 @@ async fn reserved_character_never_dodges_the_protected_prefix(c: char) {
             );
         }
     }
-    assert!(protected.received().is_empty(), "{:#?}", protected.received());
+    assert!(
+        protected.received().is_empty(),
+        "{:#?}",
+        protected.received()
+    );
     assert!(public.received().is_empty(), "{:#?}", public.received());
     // The path works for its owner: encoded '/' and ';' are refused for
     // everyone (400), every other character reaches the protected upstream.
@@ -173,7 +177,10 @@ async fn client_address_headers_from_untrusted_clients_never_reach_the_upstream(
         assert_eq!(h["x-forwarded-for"], "127.0.0.1", "h2 {http2}");
         assert!(!h.contains_key("forwarded"), "h2 {http2}");
         for name in CLIENT_ADDRESS_HEADERS {
-            assert!(!h.contains_key(name), "h2 {http2}: {name} reached the upstream");
+            assert!(
+                !h.contains_key(name),
+                "h2 {http2}: {name} reached the upstream"
+            );
         }
     }
 }
@@ -243,7 +250,10 @@ async fn a_malformed_body_never_puts_its_content_in_the_log() {
     }
     let log = gateway.log();
     // The refusals were logged at debug, with their position.
-    assert!(log.contains("MALFORMED_JSON") || log.contains("malformed JSON"), "{log}");
+    assert!(
+        log.contains("MALFORMED_JSON") || log.contains("malformed JSON"),
+        "{log}"
+    );
     assert!(log.contains("line 1 column"), "{log}");
     assert!(!log.contains(marker), "the body reached the log:\n{log}");
 }

@@ -374,7 +374,12 @@ fn the_ipv6_prefix_length_is_configurable() {
         "2001:db8:1:ffff::1"
     ));
     // Per address.
-    assert!(!share_a_counter(128, "2001:db8::1", "2001:db8::1", "2001:db8::2"));
+    assert!(!share_a_counter(
+        128,
+        "2001:db8::1",
+        "2001:db8::1",
+        "2001:db8::2"
+    ));
 }
 
 #[test]
@@ -424,7 +429,12 @@ fn an_address_close_to_its_limit_outlives_a_flood_of_fresh_addresses() {
     }
     for i in 0..1_000u32 {
         let peer = IpAddr::from(std::net::Ipv4Addr::from(0x0A00_0000 + i));
-        fail(&throttle, &format!("noise{i}@example.com"), peer, t0 + secs(1));
+        fail(
+            &throttle,
+            &format!("noise{i}@example.com"),
+            peer,
+            t0 + secs(1),
+        );
     }
     fail(&throttle, "victim9@example.com", sprayer, t0 + secs(2));
     assert!(refusal(&throttle, "other@example.com", sprayer, t0 + secs(2)).is_some());
