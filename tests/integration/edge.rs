@@ -156,7 +156,14 @@ async fn send_spoofed(gw: &TestGateway, http2: bool) -> u16 {
     if http2 {
         request = request.http2();
     }
-    request.send().await.status.as_u16()
+    let response = request.send().await;
+    let expected = if http2 {
+        http::Version::HTTP_2
+    } else {
+        http::Version::HTTP_11
+    };
+    assert_eq!(response.version, expected);
+    response.status.as_u16()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
