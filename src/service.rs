@@ -20,6 +20,7 @@ use crate::config::{RouteAuth, RouteConfig};
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::path;
+use crate::proxy::client_addr::client_address;
 use crate::proxy::headers::ClientSide;
 use crate::proxy::upgrade;
 use crate::router;
@@ -120,6 +121,13 @@ async fn dispatch(
         router::request_host(authority, headers).map_err(GatewayError::BadRequest)?
     };
     let decided = path::decide(request.uri().path()).map_err(GatewayError::InvalidPath)?;
+    // Decided once: the throttle keys on it and the upstream gets it as X-Real-IP.
+    let client_addr = client_address(
+        connection.peer.ip(),
+        connection.peer_trusted,
+        request.headers(),
+        &gateway.config().server.trusted_proxies,
+    );
 
     if gateway.is_account_path(decided.as_str()) {
         outcome.account = true;
@@ -130,7 +138,7 @@ async fn dispatch(
             .handle(
                 request,
                 sub_path,
-                connection.peer.ip(),
+                client_addr,
                 gateway.authenticator(),
                 now,
                 &mut account,
@@ -186,6 +194,7 @@ async fn dispatch(
     let client = ClientSide {
         peer: connection.peer.ip(),
         peer_trusted: connection.peer_trusted,
+        client: client_addr,
         host: host_header.as_deref(),
     };
     gateway

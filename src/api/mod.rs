@@ -129,8 +129,9 @@ impl Accounts {
     }
 
     /// Serves one request under the prefix; `sub_path` is what follows it.
-    /// `peer` is the socket address of the client, never a forwarded one:
-    /// login and registration are throttled by it.
+    /// `peer` is the client address: the socket peer, or the forwarded client
+    /// when the peer is a trusted proxy (`proxy::client_addr`). Login and
+    /// registration are throttled by it.
     pub async fn handle(
         &self,
         request: Request<Incoming>,

@@ -109,13 +109,14 @@ pub struct ThrottleFile {
     pub max_lockout: Option<ConfigDuration>,
     pub registrations_per_hour: Option<u32>,
     pub max_entries: Option<usize>,
+    pub ipv6_prefix: Option<Spanned<u8>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteFile {
     pub name: String,
-    pub path_prefix: String,
+    pub path_prefix: Spanned<String>,
     pub host: Option<String>,
     pub upstream: String,
     #[serde(default)]

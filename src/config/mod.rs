@@ -115,6 +115,8 @@ pub struct ThrottleConfig {
     pub max_lockout: Duration,
     pub registrations_per_hour: u32,
     pub max_entries: usize,
+    /// Leading bits of an IPv6 address that make one throttle key.
+    pub ipv6_prefix: u8,
 }
 
 #[derive(Debug, Clone)]
@@ -375,13 +377,16 @@ fn build_auth(raw: file::AuthFile, at: &Locator) -> Result<AuthConfig, ConfigErr
         None => "/auth".to_owned(),
         Some(prefix) => {
             let trimmed = prefix.get_ref().trim_end_matches('/');
-            if !trimmed.starts_with('/') || trimmed.len() < 2 || trimmed.contains(['?', '#', '%']) {
+            if trimmed.len() < 2 {
                 return Err(at.error(
                     prefix.span(),
                     Some("auth.path_prefix"),
                     "must be an absolute path such as \"/auth\"".to_owned(),
                 ));
             }
+            // The account endpoints are matched like routes, so spelled like them.
+            check_path_prefix(trimmed)
+                .map_err(|message| at.error(prefix.span(), Some("auth.path_prefix"), message))?;
             trimmed.to_owned()
         }
     };
@@ -405,6 +410,20 @@ fn build_auth(raw: file::AuthFile, at: &Locator) -> Result<AuthConfig, ConfigErr
         hash_queue: raw.password.hash_queue.unwrap_or(64),
     };
     let t = raw.throttle;
+    let ipv6_prefix = match t.ipv6_prefix {
+        None => 56,
+        Some(bits) if (32..=128).contains(bits.get_ref()) => *bits.get_ref(),
+        Some(bits) => {
+            return Err(at.error(
+                bits.span(),
+                Some("auth.throttle.ipv6_prefix"),
+                format!(
+                    "{} is not a prefix length from 32 to 128 (56 groups a household's block)",
+                    bits.get_ref()
+                ),
+            ))
+        }
+    };
     let or = |value: Option<ConfigDuration>, default: u64| {
         value.map_or(Duration::from_secs(default), |d| d.0)
     };
@@ -416,6 +435,7 @@ fn build_auth(raw: file::AuthFile, at: &Locator) -> Result<AuthConfig, ConfigErr
         max_lockout: or(t.max_lockout, 3_600),
         registrations_per_hour: t.registrations_per_hour.unwrap_or(60),
         max_entries: t.max_entries.unwrap_or(100_000),
+        ipv6_prefix,
     };
     Ok(AuthConfig {
         path_prefix,
@@ -456,15 +476,10 @@ fn build_route(
     if raw.name.trim().is_empty() {
         return Err(fail("name", "must not be empty".to_owned()));
     }
-    if !raw.path_prefix.starts_with('/') || raw.path_prefix.contains(['?', '#', '%', '\\']) {
-        return Err(fail(
-            "path_prefix",
-            format!(
-                "{:?} must be an absolute path such as \"/api/\", without '?', '#', '%' or '\\'",
-                raw.path_prefix
-            ),
-        ));
-    }
+    let prefix_span = raw.path_prefix.span();
+    let path_prefix = raw.path_prefix.into_inner();
+    check_path_prefix(&path_prefix)
+        .map_err(|message| at.error(prefix_span, Some(&key("path_prefix")), message))?;
     let host = match raw.host {
         None => None,
         Some(host) => {
@@ -496,7 +511,7 @@ fn build_route(
     }
     Ok(RouteConfig {
         name: raw.name,
-        path_prefix: raw.path_prefix,
+        path_prefix,
         host,
         upstream,
         auth: raw.auth,
@@ -507,6 +522,47 @@ fn build_route(
         max_body: raw.max_body,
         websocket: raw.websocket,
     })
+}
+
+/// A route prefix must be spelled exactly as [`crate::path::decide`] spells
+/// the paths it is matched against, or two spellings of one path could route
+/// differently. Decided paths keep reserved characters (RFC 3986 §2.2) as
+/// the client sent them, raw or percent-encoded, while backends decode both
+/// to the same byte: a prefix `/team:admin/` would miss `/team%3Aadmin/`,
+/// which would fall through to a broader route. So a prefix holds only
+/// unreserved characters (RFC 3986 §2.3, which the decision always decodes)
+/// and `/`, and must already be in decided form (no `//`, `.` or `..`
+/// segments); anything else is refused rather than matched by a second
+/// decoder whose rules would have to agree with every backend's.
+fn check_path_prefix(prefix: &str) -> Result<(), String> {
+    if !prefix.starts_with('/') {
+        return Err(format!(
+            "{prefix:?} must be an absolute path such as \"/api/\""
+        ));
+    }
+    if let Some(c) = prefix
+        .chars()
+        .find(|&c| !(c == '/' || c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~')))
+    {
+        return Err(if ":?#[]@!$&'()*+,;=".contains(c) {
+            format!(
+                "{prefix:?} holds {c:?}, a reserved character (RFC 3986 §2.2): a client \
+                 may send it percent-encoded, which the backend decodes but the prefix \
+                 would not match; put the route on the parent path instead"
+            )
+        } else {
+            format!(
+                "{prefix:?} holds {c:?}, which no request path matches as written; use \
+                 only letters, digits, '-', '.', '_', '~' and '/'"
+            )
+        });
+    }
+    match crate::path::decide(prefix) {
+        Ok(decided) if decided.as_str() == prefix => Ok(()),
+        _ => Err(format!(
+            "{prefix:?} can never match: request paths have no empty, '.' or '..' segments"
+        )),
+    }
 }
 
 /// Host names compare case-insensitively and without a trailing dot (RFC 9110 §4.2.3).

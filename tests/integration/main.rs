@@ -8,6 +8,7 @@ mod support;
 
 mod accounts;
 mod durability;
+mod edge;
 mod flood;
 mod forged_tokens;
 mod hardening;

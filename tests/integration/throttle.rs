@@ -255,3 +255,28 @@ async fn every_spelling_of_an_email_is_one_account() {
         );
     }
 }
+
+/// Behind a trusted load balancer every login arrives from its address: the
+/// throttle keys on the forwarded client instead, so one sprayer is throttled
+/// and everyone else behind the same balancer is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_trusted_proxies_the_forwarded_client_is_the_key() {
+    let gw = TestGateway::start_with(GatewayOptions {
+        server: "trusted_proxies = [\"127.0.0.0/8\"]".to_owned(),
+        auth: format!(
+            "{FAST_HASHING}[auth.throttle]\nwindow = \"10m\"\naccount_failures = 100\naddress_failures = 3\n"
+        ),
+        ..GatewayOptions::default()
+    })
+    .await;
+    for i in 0..3 {
+        let email = format!("user{i}@example.com");
+        // The left-most entry is the sprayer's own claim; the right-most
+        // entry not a trusted proxy is what the balancer saw.
+        let chain = format!("192.0.2.{i}, 203.0.113.7, 127.0.0.2");
+        assert_rejected(&login_from(&gw, &email, "Summer2026!", &chain).await);
+    }
+    assert_throttled(&login_from(&gw, "user9@example.com", "x", "203.0.113.7").await);
+    // Another client behind the same balancer is not held to it.
+    assert_rejected(&login_from(&gw, "user9@example.com", "x", "203.0.113.8").await);
+}
