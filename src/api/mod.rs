@@ -177,7 +177,7 @@ impl Accounts {
             (Endpoint::Logout, _) => self.logout(headers, &body).await,
             (Endpoint::LogoutAll, Some(id)) => self.logout_all(id).await,
             (Endpoint::Me, Some(id)) => self.me(id),
-            (Endpoint::Password, Some(id)) => self.change_password(id, headers, &body).await,
+            (Endpoint::Password, Some(id)) => self.change_password(id, headers, &body, peer).await,
             (Endpoint::ListUsers, Some(_)) => self.list_users(parts.uri.query()),
             (Endpoint::ShowUser(user), Some(_)) => self.show_user(user),
             (Endpoint::ChangeRole(user), Some(_)) => self.change_role(user, headers, &body).await,

@@ -17,7 +17,9 @@ use sled::transaction::{
 use sled::{IVec, Tree};
 
 use super::flush::FlushGroup;
-use super::{hex, Family, FlushFuture, RefreshRecord, RotateOutcome, Store, StoreError, User};
+use super::{
+    hex, Family, FlushFuture, RefreshRecord, RotateOutcome, Store, StoreError, User, UserStamp,
+};
 
 /// sled's page cache; the working set (users, live sessions) is far smaller.
 const CACHE_BYTES: u64 = 64 * 1024 * 1024;
@@ -179,18 +181,19 @@ impl SledStore {
         })
     }
 
-    /// Applies `change` to the user `id`, if it exists.
+    /// Applies `change` to the user `id`, if it exists; an error from
+    /// `change` aborts the transaction and is returned.
     fn update_user(
         &self,
         id: &str,
-        change: impl Fn(&mut User),
+        change: impl Fn(&mut User) -> Result<(), StoreError>,
     ) -> Result<Option<User>, StoreError> {
         self.transact(|tx| {
             let Some(bytes) = tx.users.get(id)? else {
                 return Ok(None);
             };
             let mut user: User = decode_tx("user", id.as_bytes(), &bytes)?;
-            change(&mut user);
+            change(&mut user).map_err(ConflictableTransactionError::Abort)?;
             tx.users.insert(id, encode_tx(&user)?)?;
             Ok(Some(user))
         })
@@ -306,26 +309,33 @@ impl Store for SledStore {
         self.update_user(id, |user| {
             role.clone_into(&mut user.role);
             user.token_version = next_version(user.token_version);
+            Ok(())
         })
     }
 
     fn set_password(
         &self,
         id: &str,
+        verified: &str,
         hash: &str,
         bump_version: bool,
     ) -> Result<Option<User>, StoreError> {
         self.update_user(id, |user| {
+            if user.password_hash != verified {
+                return Err(StoreError::UserChanged(user.id.clone()));
+            }
             hash.clone_into(&mut user.password_hash);
             if bump_version {
                 user.token_version = next_version(user.token_version);
             }
+            Ok(())
         })
     }
 
     fn bump_token_version(&self, id: &str) -> Result<Option<User>, StoreError> {
         self.update_user(id, |user| {
             user.token_version = next_version(user.token_version);
+            Ok(())
         })
     }
 
@@ -396,6 +406,7 @@ impl Store for SledStore {
         family: &Family,
         first_token: &[u8; 32],
         record: &RefreshRecord,
+        verified: &UserStamp,
     ) -> Result<(), StoreError> {
         check_id(&family.id)?;
         if record.family_id != family.id || record.user_id != family.user_id {
@@ -411,9 +422,15 @@ impl Store for SledStore {
         let record_bytes = encode(&record)?;
         self.transact(|tx| {
             // Read inside the transaction so a concurrent delete_user either
-            // sees this family or makes this call fail.
-            if tx.users.get(family.user_id.as_bytes())?.is_none() {
+            // sees this family or makes this call fail, and a concurrent
+            // password change, logout-all or role change either revokes
+            // this family or makes this call fail.
+            let Some(bytes) = tx.users.get(family.user_id.as_bytes())? else {
                 return abort(StoreError::UnknownUser(family.user_id.clone()));
+            };
+            let user: User = decode_tx("user", family.user_id.as_bytes(), &bytes)?;
+            if !verified.matches(&user) {
+                return abort(StoreError::UserChanged(user.id));
             }
             if tx.families.get(family.id.as_bytes())?.is_some() {
                 return abort(StoreError::Invalid("a family with this id already exists"));
