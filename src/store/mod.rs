@@ -240,6 +240,13 @@ pub trait Store: Send + Sync + 'static {
     /// once every access token issued before them has expired
     /// (`before = now - access_ttl`), they no longer matter.
     fn prune_revocations(&self, before: u64) -> Result<usize, StoreError>;
+    /// Records, durably, that this run mints access tokens living up to
+    /// `lifetime` seconds (leeway included), and returns the longest
+    /// lifetime a token minted by this or an earlier run may still have at
+    /// `now`. Revocations must be kept (and reloaded) for that long: after
+    /// `access_ttl` is lowered across a restart, tokens minted under the old
+    /// value live on until their own expiry.
+    fn note_access_lifetime(&self, lifetime: u64, now: u64) -> Result<u64, StoreError>;
     /// Completes when every write made before the call is on disk.
     /// Concurrent callers share one disk flush.
     fn flush(&self) -> FlushFuture<'_>;

@@ -36,6 +36,9 @@ const SEP: u8 = 0;
 const FORMAT_KEY: &[u8] = b"format";
 const FORMAT: &[u8] = b"authgate-store-1";
 
+/// Access lifetimes of this and earlier runs, see [`Store::note_access_lifetime`].
+const LIFETIMES_KEY: &[u8] = b"access_lifetimes";
+
 /// The value of index entries, whose information is all in the key.
 const EMPTY: &[u8] = &[];
 
@@ -53,6 +56,8 @@ pub struct SledStore {
 
 /// The trees, named by what they map.
 struct Trees {
+    /// format marker, access lifetimes → their values.
+    meta: Tree,
     /// user id → [`User`] JSON.
     users: Tree,
     /// canonical email → user id.
@@ -109,8 +114,10 @@ impl SledStore {
             db.open_tree(name)
                 .map_err(|source| classify_open_error(path, source))
         };
-        check_format(path, &db, &open("meta")?, existed)?;
+        let meta = open("meta")?;
+        check_format(path, &db, &meta, existed)?;
         let trees = Trees {
+            meta,
             users: open("users")?,
             emails: open("emails")?,
             families: open("families")?,
@@ -626,9 +633,62 @@ impl Store for SledStore {
         Ok(removed)
     }
 
+    fn note_access_lifetime(&self, lifetime: u64, now: u64) -> Result<u64, StoreError> {
+        let earlier: Vec<LifetimeInUse> = match self.trees.meta.get(LIFETIMES_KEY)? {
+            Some(bytes) => decode("meta", LIFETIMES_KEY, &bytes)?,
+            None => Vec::new(),
+        };
+        let (longest, kept) = lifetimes_in_use(earlier, lifetime, now);
+        self.trees.meta.insert(LIFETIMES_KEY, encode(&kept)?)?;
+        // At start, before any token of this run exists: durable at once.
+        self.trees.meta.flush()?;
+        Ok(longest)
+    }
+
     fn flush(&self) -> FlushFuture<'_> {
         Box::pin(self.flusher.flush())
     }
+}
+
+/// An access lifetime some run minted tokens with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct LifetimeInUse {
+    /// Seconds, leeway included.
+    lifetime: u64,
+    /// When the last token minted with it expires; `None` while the run
+    /// using it may still be minting (it is closed at the next start).
+    until: Option<u64>,
+}
+
+/// Closes the entries of earlier runs (they stopped minting by `now`), drops
+/// those whose tokens have all expired or that `lifetime` covers anyway, and
+/// opens one for this run. Returns the longest lifetime still in use.
+fn lifetimes_in_use(
+    earlier: Vec<LifetimeInUse>,
+    lifetime: u64,
+    now: u64,
+) -> (u64, Vec<LifetimeInUse>) {
+    let mut kept: Vec<LifetimeInUse> = earlier
+        .into_iter()
+        .map(|entry| LifetimeInUse {
+            until: Some(
+                entry
+                    .until
+                    .unwrap_or_else(|| now.saturating_add(entry.lifetime)),
+            ),
+            ..entry
+        })
+        .filter(|entry| entry.lifetime > lifetime && entry.until.is_some_and(|u| u > now))
+        .collect();
+    let longest = kept
+        .iter()
+        .map(|entry| entry.lifetime)
+        .fold(lifetime, u64::max);
+    kept.push(LifetimeInUse {
+        lifetime,
+        until: None,
+    });
+    (longest, kept)
 }
 
 /// Marks a family revoked inside a transaction; true if this call did.

@@ -471,3 +471,24 @@ fn a_password_is_replaced_only_over_the_hash_verified() {
         .unwrap()
         .is_none());
 }
+
+#[test]
+fn a_lowered_access_lifetime_is_remembered_until_its_tokens_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    {
+        let store = SledStore::open(&path).unwrap();
+        // First run: one hour.
+        assert_eq!(store.note_access_lifetime(3_600, 1_000).unwrap(), 3_600);
+    }
+    let store = SledStore::open(&path).unwrap();
+    // Restarted at 2_000 with five minutes: the first run's tokens may live
+    // until 2_000 + 3_600.
+    assert_eq!(store.note_access_lifetime(300, 2_000).unwrap(), 3_600);
+    assert_eq!(store.note_access_lifetime(300, 5_599).unwrap(), 3_600);
+    // Once they have all expired, the shorter lifetime is the window.
+    assert_eq!(store.note_access_lifetime(300, 5_600).unwrap(), 300);
+    // A longer lifetime is its own window at once.
+    assert_eq!(store.note_access_lifetime(7_200, 5_700).unwrap(), 7_200);
+    assert_eq!(store.note_access_lifetime(60, 5_800).unwrap(), 7_200);
+}
