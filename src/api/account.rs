@@ -136,7 +136,9 @@ impl Accounts {
                     .store
                     .set_password(&user.id, &user.password_hash, &hash, false)
                 {
-                    Ok(Some(updated)) => user = updated,
+                    // Only the hash: the session below must still be
+                    // checked against the version this login read.
+                    Ok(Some(updated)) => user.password_hash = updated.password_hash,
                     Ok(None) | Err(StoreError::UserChanged(_)) => {}
                     Err(err) => tracing::error!(error = %err, "storing a rehashed password failed"),
                 }
