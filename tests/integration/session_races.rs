@@ -369,6 +369,7 @@ async fn a_lowered_access_ttl_does_not_revive_revoked_sessions() {
     let gw = TestGateway::start_files(files).await;
 
     let refused = gw.client().get("/api/x").bearer(&old_token).send().await;
+    assert_eq!(refused.status, 401, "{:?}", refused.body);
     assert_eq!(
         (refused.status.as_u16(), refused.code().as_str()),
         (401, "TOKEN_REVOKED"),
