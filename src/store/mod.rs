@@ -237,8 +237,9 @@ pub trait Store: Send + Sync + 'static {
     /// family with its tokens); returns how many records it removed.
     fn sweep_expired(&self, now: u64) -> Result<usize, StoreError>;
     /// Forgets revocation entries and user tombstones older than `before`:
-    /// once every access token issued before them has expired
-    /// (`before = now - access_ttl`), they no longer matter.
+    /// once every access token issued before them has expired (`before =
+    /// now -` the longest access lifetime in use, see
+    /// [`Store::note_access_lifetime`]), they no longer matter.
     fn prune_revocations(&self, before: u64) -> Result<usize, StoreError>;
     /// Records, durably, that this run mints access tokens living up to
     /// `lifetime` seconds (leeway included), and returns the longest
