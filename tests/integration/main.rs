@@ -15,5 +15,6 @@ mod hardening;
 mod limits;
 mod operations;
 mod proxying;
+mod session_races;
 mod streaming;
 mod throttle;
