@@ -46,11 +46,13 @@ pub struct ServerConfig {
     /// Connections beyond this are closed at accept, before the TLS handshake.
     pub max_connections: usize,
     pub handshake_timeout: Duration,
-    /// A client must finish sending request headers within this time (slowloris).
+    /// A client must finish sending request headers within this time
+    /// (slowloris); on HTTP/2, the preface and the first request.
     pub header_read_timeout: Duration,
     /// Longest pause allowed between two pieces of a request body.
     pub body_read_timeout: Duration,
-    /// An HTTP/1 keep-alive connection with no request for this long is closed.
+    /// An HTTP/2 connection with no open stream for this long is closed
+    /// with GOAWAY; half of it is the HTTP/2 keep-alive PING interval.
     pub idle_timeout: Duration,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,

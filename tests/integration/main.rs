@@ -16,3 +16,4 @@ mod operations;
 mod proxying;
 mod streaming;
 mod throttle;
+mod timeouts;
