@@ -135,3 +135,74 @@ async fn no_credential_ever_reaches_the_log_even_at_debug() {
     let signature = access.rsplit('.').next().unwrap();
     assert!(!log.contains(signature));
 }
+
+/// Starts the binary on `files` and waits (bounded) for it to exit; a
+/// gateway that starts serving instead fails the test.
+fn exit_of_start(files: &GatewayFiles) -> (Option<i32>, String) {
+    use std::io::Read;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_authgate"))
+        .arg("--config")
+        .arg(&files.config_path)
+        .arg("serve")
+        .env_remove("AUTHGATE_ACCESS_SECRET")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the gateway started instead of refusing its config");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (status.code(), stderr)
+}
+
+#[test]
+fn absurd_durations_and_counts_stop_the_start_at_their_line_without_a_panic() {
+    for (options, line, key) in [
+        (
+            GatewayOptions {
+                tokens: "access_ttl = \"18446744073709551615s\"".to_owned(),
+                ..GatewayOptions::default()
+            },
+            8,
+            "access_ttl",
+        ),
+        (
+            GatewayOptions {
+                // One past tokio's semaphore maximum on 64-bit targets.
+                server: "max_connections = 2305843009213693952".to_owned(),
+                ..GatewayOptions::default()
+            },
+            5,
+            "max_connections",
+        ),
+    ] {
+        let files = GatewayFiles::create(&options);
+        let (code, stderr) = exit_of_start(&files);
+        assert_eq!(code, Some(1), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        let config = files.config_path.display().to_string();
+        assert!(
+            stderr.contains(&format!("{config}:{line}:")),
+            "expected {config}:{line}: in {stderr}"
+        );
+        assert!(stderr.contains(&format!(": {key}: ")), "{stderr}");
+        assert!(stderr.contains("out of range"), "{stderr}");
+    }
+}
