@@ -206,3 +206,60 @@ fn absurd_durations_and_counts_stop_the_start_at_their_line_without_a_panic() {
         assert!(stderr.contains("out of range"), "{stderr}");
     }
 }
+
+#[cfg(unix)]
+#[test]
+fn the_database_is_created_private_and_exposed_secrets_are_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    let chmod = |path: &std::path::Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    let files = GatewayFiles::create(&GatewayOptions::default());
+    let key = files.path().join("leaf-key.pem");
+    let secret = files.path().join("access.secret");
+    let store = files.path().join("store.sled");
+    chmod(&key, 0o644);
+    chmod(&secret, 0o644);
+    let gateway = BinaryGateway::start(&files, "info");
+    // Created by the gateway (sled would follow the umask, 0755 under 022).
+    assert_eq!(mode(&store), 0o700);
+    for name in ["db", "conf"] {
+        let file = store.join(name);
+        assert_eq!(
+            mode(&file) & 0o077,
+            0,
+            "{} is {:o}",
+            file.display(),
+            mode(&file)
+        );
+    }
+    let log = gateway.log();
+    let warned = |path: &std::path::Path| {
+        log.lines().any(|l| {
+            l.contains("WARN")
+                && l.contains("readable by other users")
+                && l.contains(&path.display().to_string())
+        })
+    };
+    assert!(warned(&key), "no warning for a 0644 TLS key: {log}");
+    assert!(warned(&secret), "no warning for a 0644 secret file: {log}");
+    assert!(
+        !warned(&store),
+        "a private database directory was warned about: {log}"
+    );
+    drop(gateway);
+
+    // An operator-made directory open to others is kept, and warned about.
+    chmod(&store, 0o755);
+    let gateway = BinaryGateway::start(&files, "info");
+    assert_eq!(mode(&store), 0o755);
+    let log = gateway.log();
+    assert!(
+        log.lines().any(|l| l.contains("WARN")
+            && l.contains("database directory")
+            && l.contains(&store.display().to_string())),
+        "no warning for a 0755 database directory: {log}"
+    );
+}
