@@ -66,7 +66,8 @@ pub fn warn_if_readable_by_others(what: &str, path: &Path) {
     let _ = (what, path);
 }
 
-#[cfg(all(test, unix))]
+#[cfg(test)]
+#[cfg(unix)]
 mod tests {
     use std::os::unix::fs::PermissionsExt;
 
