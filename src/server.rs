@@ -1,6 +1,7 @@
 //! The listener: accepts TCP connections (bounded by `max_connections`),
 //! performs the TLS handshake inside each connection's task under a timeout,
-//! serves HTTP/1.1 or HTTP/2 as ALPN chose, and drains on shutdown.
+//! serves HTTP/1.1 or HTTP/2 as ALPN chose (closing quiet HTTP/2
+//! connections, which hyper does not time out), and drains on shutdown.
 
 mod idle;
 
@@ -288,6 +289,7 @@ where
         }
     }
 }
+
 /// Drives a connection to its end; when the gateway stops first, asks it to
 /// finish in-flight requests (`begin_shutdown`) and then drives it to its end.
 async fn until_stopped<C: Future>(
