@@ -166,7 +166,7 @@ async fn h2_connection_idle_after_a_request_is_closed_after_the_idle_timeout() {
     let upstream = Upstream::start(Behavior::Ok).await;
     let gw = gateway(
         &upstream,
-        "header_read_timeout = \"1s\"\nidle_timeout = \"2s\"",
+        "header_read_timeout = \"1s\"\nidle_timeout = \"3s\"",
         "",
     )
     .await;
@@ -194,12 +194,10 @@ async fn h2_connection_idle_after_a_request_is_closed_after_the_idle_timeout() {
         .unwrap_or_else(|| panic!("closed without GOAWAY: {:?}", received.frames));
     // The request was processed: last stream id 1, NO_ERROR.
     assert_eq!(goaway.payload[..8], [0, 0, 0, 1, 0, 0, 0, 0], "{goaway:?}");
-    // The idle timeout (2 s), not the header timeout (1 s), ran from the answer.
+    // The idle timeout (3 s), not the header timeout (1 s), ran from the
+    // answer (the margin covers the delivery of the answer itself).
     let quiet = goaway.at - received.frames[answered].at;
-    assert!(
-        quiet >= Duration::from_millis(1_900),
-        "GOAWAY after {quiet:?}"
-    );
+    assert!(quiet >= Duration::from_secs(2), "GOAWAY after {quiet:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
