@@ -1,3 +1,5 @@
+use std::collections::BTreeSet;
+
 use super::*;
 
 const MINIMAL: &str =
@@ -97,6 +99,228 @@ fn upstream_urls_keep_their_base_path() {
     assert_eq!(authority.as_str(), "10.0.0.1:9000");
     assert!(parse_upstream("https://x").is_err());
     assert!(parse_upstream("127.0.0.1:9000").is_err());
+}
+
+/// Each value is refused at load with `gw.toml:LINE:COL: key: ...out of range`,
+/// instead of overflowing a deadline or a semaphore after the start.
+fn assert_out_of_range(table: &str, line: &str) {
+    let text = format!("{MINIMAL}{table}\n{line}\n");
+    let key = line.split('=').next().unwrap().trim();
+    let line_number = text.lines().count();
+    let message = error_text(&text);
+    assert!(
+        message.starts_with(&format!("gw.toml:{line_number}:")),
+        "{line}: {message}"
+    );
+    assert!(message.contains(&format!(": {key}: ")), "{line}: {message}");
+    assert!(message.contains("out of range"), "{line}: {message}");
+}
+
+#[test]
+fn absurd_durations_are_refused_with_their_key() {
+    for (table, line) in [
+        ("[tokens]", "access_ttl = \"18446744073709551615s\""),
+        ("[tokens]", "access_ttl = \"2d\""),
+        ("[tokens]", "refresh_ttl = \"100000d\""),
+        ("[tokens]", "session_max_age = \"0s\""),
+        ("[tokens]", "leeway = \"2h\""),
+        (
+            "[tokens]",
+            "refresh_reuse_grace = \"18446744073709551615ms\"",
+        ),
+        ("", "body_read_timeout = \"18446744073709551615s\""),
+        ("", "header_read_timeout = \"0ms\""),
+        ("", "idle_timeout = \"1000d\""),
+        ("", "shutdown_grace = \"2d\""),
+        ("[auth.throttle]", "window = \"100000d\""),
+        ("[auth.throttle]", "max_lockout = \"18446744073709551615s\""),
+    ] {
+        assert_out_of_range(table, line);
+    }
+    let route = format!(
+        "{MINIMAL}[[route]]\nname = \"r\"\npath_prefix = \"/r/\"\nupstream = \"builtin:echo\"\ntimeout = \"18446744073709551615s\"\n"
+    );
+    let message = error_text(&route);
+    assert!(message.starts_with("gw.toml:9:"), "{message}");
+    assert!(message.contains("timeout"), "{message}");
+}
+
+#[test]
+fn absurd_counts_are_refused_with_their_key() {
+    for (table, line) in [
+        // One past tokio's semaphore maximum (usize::MAX >> 3) on 64 bits.
+        ("", "max_connections = 2305843009213693952"),
+        ("", "max_connections = 0"),
+        ("", "max_headers = 1000000"),
+        ("", "max_header_bytes = 9223372036854775807"),
+        ("", "max_uri_bytes = -1"),
+        ("", "h2_max_concurrent_streams = 0"),
+        ("[auth]", "max_body = 1073741824"),
+        ("[auth.password]", "hash_queue = 9223372036854775807"),
+        ("[auth.password]", "hash_workers = 0"),
+        ("[auth.password]", "memory_kib = 4294967295"),
+        ("[auth.throttle]", "max_entries = 9223372036854775807"),
+        ("[auth.throttle]", "account_failures = -5"),
+    ] {
+        assert_out_of_range(table, line);
+    }
+}
+
+#[test]
+fn bounded_values_inside_their_ranges_are_kept() {
+    let text = format!(
+        "{MINIMAL}max_connections = 1000000\nshutdown_grace = \"0s\"\n\
+         [tokens]\naccess_ttl = \"1d\"\nrefresh_ttl = \"3650d\"\nleeway = \"0s\"\n\
+         [auth.password]\nhash_queue = 0\n"
+    );
+    let config = parse(&text).unwrap();
+    assert_eq!(config.server.max_connections, 1_000_000);
+    assert_eq!(config.server.shutdown_grace, Duration::ZERO);
+    assert_eq!(config.tokens.access_ttl, Duration::from_secs(86_400));
+    assert_eq!(
+        config.tokens.refresh_ttl,
+        Duration::from_secs(3_650 * 86_400)
+    );
+    assert_eq!(config.auth.password.hash_queue, 0);
+}
+
+/// A key no table accepts, so the loader answers with the keys it does.
+const PROBE: &str = "zz_probe";
+
+/// The keys the table at `path` accepts, or `None` when `path` is not a
+/// table (or array of tables). Asks the loader itself: serde's
+/// `deny_unknown_fields` refuses the probe key with the list of accepted ones.
+fn accepted_fields(path: &[&str]) -> Option<Vec<String>> {
+    for as_array in [false, true] {
+        let mut doc: toml::Table = MINIMAL.parse().unwrap();
+        let mut probe = toml::Table::new();
+        probe.insert(PROBE.to_owned(), toml::Value::Integer(1));
+        let Some((last, parents)) = path.split_last() else {
+            doc.extend(probe);
+            return refused_fields(&doc);
+        };
+        let mut table = &mut doc;
+        for segment in parents {
+            let entry = table
+                .entry(segment.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            table = entry.as_table_mut()?;
+        }
+        if as_array {
+            table.insert(
+                last.to_string(),
+                toml::Value::Array(vec![toml::Value::Table(probe)]),
+            );
+        } else {
+            let entry = table
+                .entry(last.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            match entry.as_table_mut() {
+                Some(existing) => existing.extend(probe),
+                None => *entry = toml::Value::Table(probe),
+            }
+        }
+        if let Some(fields) = refused_fields(&doc) {
+            return Some(fields);
+        }
+    }
+    None
+}
+
+/// The accepted keys the loader names when it refuses the probe in `doc`.
+fn refused_fields(doc: &toml::Table) -> Option<Vec<String>> {
+    let message = error_text(&toml::to_string(doc).unwrap());
+    let (_, rest) = message.split_once(&format!("unknown field `{PROBE}`"))?;
+    // "expected one of `a`, `b`", "expected `a` or `b`", or "there are no fields".
+    Some(
+        rest.split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_owned)
+            .collect(),
+    )
+}
+
+/// Every key the loader accepts, as `table.key` (`auth.password.memory_kib`,
+/// `route.websocket` for `[[route]]`), walking the tables from the root.
+fn accepted_keys(path: &mut Vec<String>, keys: &mut BTreeSet<String>) {
+    let borrowed: Vec<&str> = path.iter().map(String::as_str).collect();
+    let Some(fields) = accepted_fields(&borrowed) else {
+        keys.insert(path.join("."));
+        return;
+    };
+    for field in fields {
+        path.push(field);
+        accepted_keys(path, keys);
+        path.pop();
+    }
+}
+
+/// The keys `config/authgate.toml` lists, set or commented out, as `table.key`.
+fn shipped_keys(text: &str) -> BTreeSet<String> {
+    let mut keys = BTreeSet::new();
+    let mut table = String::new();
+    for line in text.lines() {
+        let line = line.trim_start_matches([' ', '#']).trim_end();
+        let header = line
+            .strip_prefix("[[")
+            .and_then(|l| l.strip_suffix("]]"))
+            .or_else(|| line.strip_prefix('[').and_then(|l| l.strip_suffix(']')));
+        if let Some(name) = header.filter(|n| {
+            n.bytes()
+                .all(|b| b.is_ascii_lowercase() || b == b'.' || b == b'_')
+        }) {
+            table = name.to_owned();
+            continue;
+        }
+        let Some((key, _)) = line.split_once('=') else {
+            continue;
+        };
+        let key = key.trim();
+        if !key.is_empty()
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            keys.insert(if table.is_empty() {
+                key.to_owned()
+            } else {
+                format!("{table}.{key}")
+            });
+        }
+    }
+    keys
+}
+
+#[test]
+fn the_shipped_config_lists_every_key_the_loader_accepts() {
+    let mut accepted = BTreeSet::new();
+    accepted_keys(&mut Vec::new(), &mut accepted);
+    // The walk itself works: it reaches nested tables and the route array.
+    for known in [
+        "server.listen",
+        "tokens.access_ttl",
+        "store.path",
+        "auth.throttle.window",
+        "route.upstream",
+    ] {
+        assert!(
+            accepted.contains(known),
+            "{known} not found in {accepted:?}"
+        );
+    }
+    let shipped = shipped_keys(include_str!("../../config/authgate.toml"));
+    let missing: Vec<_> = accepted.difference(&shipped).collect();
+    assert!(
+        missing.is_empty(),
+        "config/authgate.toml claims to list every key but lacks {missing:?}; add each, \
+         commented out with its default unless the example sets it"
+    );
+    let unknown: Vec<_> = shipped.difference(&accepted).collect();
+    assert!(
+        unknown.is_empty(),
+        "config/authgate.toml lists keys the loader refuses: {unknown:?}"
+    );
 }
 
 #[test]

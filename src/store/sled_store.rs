@@ -20,6 +20,7 @@ use super::flush::FlushGroup;
 use super::{
     hex, Family, FlushFuture, RefreshRecord, RotateOutcome, Store, StoreError, User, UserStamp,
 };
+use crate::private_files;
 
 /// sled's page cache; the working set (users, live sessions) is far smaller.
 const CACHE_BYTES: u64 = 64 * 1024 * 1024;
@@ -99,9 +100,12 @@ impl SledStore {
     /// that sled finds corrupt, naming the path; never starts empty over
     /// existing data it cannot read.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|source| StoreError::CreateDir {
-                path: parent.to_owned(),
+        // It holds password hashes and emails: created readable by the owner
+        // only (0700, parents included); sled would follow the umask.
+        let created = !path.exists();
+        if created {
+            private_files::create_dir_all(path).map_err(|source| StoreError::CreateDir {
+                path: path.to_owned(),
                 source,
             })?;
         }
@@ -116,6 +120,12 @@ impl SledStore {
         };
         let meta = open("meta")?;
         check_format(path, &db, &meta, existed)?;
+        if created {
+            private_files::restrict_contents(path).map_err(|source| StoreError::CreateDir {
+                path: path.to_owned(),
+                source,
+            })?;
+        }
         let trees = Trees {
             meta,
             users: open("users")?,

@@ -18,3 +18,4 @@ mod proxying;
 mod session_races;
 mod streaming;
 mod throttle;
+mod timeouts;
