@@ -76,6 +76,9 @@ pub struct AuthFile {
     pub registration: Option<Registration>,
     pub default_role: Option<Spanned<String>>,
     pub max_body: Option<usize>,
+    pub max_sessions_per_user: Option<Spanned<usize>>,
+    pub refresh_per_session_per_minute: Option<Spanned<u32>>,
+    pub refresh_per_address_per_minute: Option<Spanned<u32>>,
     #[serde(default)]
     pub password: PasswordFile,
     #[serde(default)]

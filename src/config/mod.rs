@@ -17,6 +17,7 @@ use std::time::Duration;
 use http::uri::{Authority, Scheme};
 use http::Uri;
 use jsonwebtoken::Algorithm;
+use toml::Spanned;
 
 pub use cidr::Cidr;
 pub use duration::ConfigDuration;
@@ -91,6 +92,13 @@ pub struct AuthConfig {
     pub default_role: String,
     /// Largest request body the account endpoints read.
     pub max_body: usize,
+    /// Sessions (refresh families) one user may hold; a login past it ends
+    /// the oldest, revoked ones first.
+    pub max_sessions_per_user: usize,
+    /// Rotations one session may make per minute (429 past it).
+    pub refresh_per_session_per_minute: u32,
+    /// Refresh requests one client address may make per minute.
+    pub refresh_per_address_per_minute: u32,
     pub password: PasswordConfig,
     pub throttle: ThrottleConfig,
 }
@@ -417,14 +425,54 @@ fn build_auth(raw: file::AuthFile, at: &Locator) -> Result<AuthConfig, ConfigErr
         registrations_per_hour: t.registrations_per_hour.unwrap_or(60),
         max_entries: t.max_entries.unwrap_or(100_000),
     };
+    let max_sessions_per_user = count(raw.max_sessions_per_user, "auth.max_sessions_per_user", 32, at)?;
+    let refresh_per_session_per_minute = count(
+        raw.refresh_per_session_per_minute,
+        "auth.refresh_per_session_per_minute",
+        10,
+        at,
+    )?;
+    let refresh_per_address_per_minute = count(
+        raw.refresh_per_address_per_minute,
+        "auth.refresh_per_address_per_minute",
+        300,
+        at,
+    )?;
     Ok(AuthConfig {
         path_prefix,
         registration: raw.registration.unwrap_or(Registration::Open),
         default_role,
         max_body: raw.max_body.unwrap_or(16 * 1024),
+        max_sessions_per_user,
+        refresh_per_session_per_minute,
+        refresh_per_address_per_minute,
         password,
         throttle,
     })
+}
+
+/// Largest value a per-user or per-minute count may take: far above any
+/// sensible setting, and small enough for every map and counter it sizes.
+const MAX_COUNT: u32 = 1_000_000;
+
+/// A count between 1 and [`MAX_COUNT`], or `default` when absent: 0 would
+/// refuse every refresh (or every login's session), so it is an error.
+fn count<T>(value: Option<Spanned<T>>, key: &str, default: T, at: &Locator) -> Result<T, ConfigError>
+where
+    T: Copy + TryInto<u64>,
+{
+    let Some(value) = value else {
+        return Ok(default);
+    };
+    let number: u64 = (*value.get_ref()).try_into().unwrap_or(u64::MAX);
+    if number == 0 || number > u64::from(MAX_COUNT) {
+        return Err(at.error(
+            value.span(),
+            Some(key),
+            format!("must be between 1 and {MAX_COUNT}"),
+        ));
+    }
+    Ok(*value.get_ref())
 }
 
 /// One argon2 thread per core but one, so hashing never takes every core from proxying.

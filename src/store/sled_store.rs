@@ -17,7 +17,10 @@ use sled::transaction::{
 use sled::{IVec, Tree};
 
 use super::flush::FlushGroup;
-use super::{hex, Family, FlushFuture, RefreshRecord, RotateOutcome, Store, StoreError, User};
+use super::{
+    hash_from_hex, hex, Chain, ChainStep, Family, FlushFuture, RecordCounts, RefreshRecord, Retired,
+    RotateOutcome, Store, StoreError, User,
+};
 
 /// sled's page cache; the working set (users, live sessions) is far smaller.
 const CACHE_BYTES: u64 = 64 * 1024 * 1024;
@@ -25,6 +28,10 @@ const CACHE_BYTES: u64 = 64 * 1024 * 1024;
 /// How many expired entries `sweep_expired` reads before acting on them, so
 /// a sweep after long downtime does not load every key at once.
 const SWEEP_BATCH: usize = 1024;
+
+/// How many of a family's tokens one purge transaction removes, so purging
+/// a family with a long history never holds all of it in one transaction.
+const PURGE_BATCH: usize = 256;
 
 /// Separates the two ids in a composite index key; ids never contain it.
 const SEP: u8 = 0;
@@ -69,6 +76,8 @@ struct Trees {
     revocations: Tree,
     /// user id → deleted_at (big-endian): deleted users.
     tombstones: Tree,
+    /// family id → [`Chain`] JSON: rotation state, from a first rotation.
+    chains: Tree,
 }
 
 /// The trees as seen inside one transaction.
@@ -82,6 +91,7 @@ struct Tx<'a> {
     expiry: &'a TransactionalTree,
     revocations: &'a TransactionalTree,
     tombstones: &'a TransactionalTree,
+    chains: &'a TransactionalTree,
 }
 
 type TxResult<T> = ConflictableTransactionResult<T, StoreError>;
@@ -118,6 +128,7 @@ impl SledStore {
             expiry: open("expiry")?,
             revocations: open("revocations")?,
             tombstones: open("tombstones")?,
+            chains: open("chains")?,
         };
         let flush_db = db.clone();
         let flusher = FlushGroup::new(Box::new(move || flush_db.flush().map(|_| ())));
@@ -147,6 +158,7 @@ impl SledStore {
             &t.expiry,
             &t.revocations,
             &t.tombstones,
+            &t.chains,
         );
         let result = trees.transaction(
             |(
@@ -159,6 +171,7 @@ impl SledStore {
                 expiry,
                 revocations,
                 tombstones,
+                chains,
             )| {
                 body(&Tx {
                     users,
@@ -170,6 +183,7 @@ impl SledStore {
                     expiry,
                     revocations,
                     tombstones,
+                    chains,
                 })
             },
         );
@@ -222,17 +236,39 @@ impl SledStore {
         Ok(hashes)
     }
 
-    /// Deletes a family and all its tokens; returns how many records went.
-    fn purge_family(&self, family_id: &str) -> Result<usize, StoreError> {
-        let hashes = self.family_hashes(family_id)?;
-        let mut removed = self.transact(|tx| remove_family(tx, family_id, &hashes))?;
-        // A rotation may have added a token between the scan and the
-        // transaction; with the family gone no more can appear.
-        let late = self.family_hashes(family_id)?;
-        if !late.is_empty() {
-            removed += self.transact(|tx| remove_tokens(tx, family_id, &late))?;
+    /// Up to `limit` hashes of a family's refresh tokens, from the index.
+    fn family_hashes_batch(
+        &self,
+        family_id: &str,
+        limit: usize,
+    ) -> Result<Vec<[u8; 32]>, StoreError> {
+        let prefix = composite(family_id.as_bytes(), b"");
+        let mut hashes = Vec::new();
+        for entry in self.trees.family_tokens.scan_prefix(&prefix).take(limit) {
+            let (key, _) = entry?;
+            let rest = key.get(prefix.len()..).unwrap_or_default();
+            let hash = <[u8; 32]>::try_from(rest)
+                .map_err(|_| StoreError::Corrupt(format!("family_tokens key for {family_id:?}")))?;
+            hashes.push(hash);
         }
-        Ok(removed)
+        Ok(hashes)
+    }
+
+    /// Deletes a family and all its tokens; returns how many records went.
+    /// The family record goes first (so no rotation can add a token), then
+    /// its tokens in transactions of at most [`PURGE_BATCH`]: a crash in
+    /// between leaves tokens whose family is gone, which refuse rotation and
+    /// which the sweep removes at their expiry.
+    fn purge_family(&self, family_id: &str) -> Result<usize, StoreError> {
+        let first = self.family_hashes_batch(family_id, PURGE_BATCH)?;
+        let mut removed = self.transact(|tx| remove_family(tx, family_id, &first))?;
+        loop {
+            let batch = self.family_hashes_batch(family_id, PURGE_BATCH)?;
+            if batch.is_empty() {
+                return Ok(removed);
+            }
+            removed += self.transact(|tx| remove_tokens(tx, family_id, &batch))?;
+        }
     }
 
     /// Removes one refresh token found expired; 1 if it still existed.
@@ -450,13 +486,22 @@ impl Store for SledStore {
         }
     }
 
+    fn chain(&self, family_id: &str) -> Result<Option<Chain>, StoreError> {
+        match self.trees.chains.get(family_id)? {
+            Some(bytes) => decode("chain", family_id.as_bytes(), &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
     fn rotate(
         &self,
         presented: &[u8; 32],
         new_hash: &[u8; 32],
         new_record: &RefreshRecord,
+        step: &ChainStep,
         now: u64,
     ) -> Result<RotateOutcome, StoreError> {
+        let tag_key = hex(&step.tag_key);
         self.transact(|tx| {
             let Some(bytes) = tx.refresh.get(presented)? else {
                 return Ok(RotateOutcome::Unknown);
@@ -495,9 +540,63 @@ impl Store for SledStore {
             if tx.refresh.get(new_hash)?.is_some() {
                 return abort(StoreError::Invalid("this refresh token is already stored"));
             }
-            record.rotated_at = Some(now);
-            record.replaced_by = Some(hex(new_hash));
-            tx.refresh.insert(&presented[..], encode_tx(&record)?)?;
+            let family_key = record.family_id.as_bytes();
+            let previous: Option<Chain> = match tx.chains.get(family_key)? {
+                Some(bytes) => Some(decode_tx("chain", family_key, &bytes)?),
+                None => None,
+            };
+            let expected = previous.as_ref().map_or(1, |c| c.generation.saturating_add(1));
+            if step.generation != expected
+                || previous.as_ref().is_some_and(|c| c.tag_key != tag_key)
+            {
+                // Only one token of a family is ever unrotated, so a step
+                // computed from a stale chain means a caller bug.
+                return abort(StoreError::Invalid(
+                    "a rotation must advance its family's chain by one, with its key",
+                ));
+            }
+            let mut retired = None;
+            if let Some(Retired { hash, keep_until }) =
+                previous.and_then(|chain| chain.retired)
+            {
+                match hash_from_hex(&hash) {
+                    Some(old) if keep_until <= now => {
+                        remove_tokens(tx, &record.family_id, &[old])?;
+                    }
+                    // Still within its grace: the sweep takes it at `keep_until`.
+                    Some(_) => {}
+                    None => return abort(StoreError::Corrupt("chain retired hash".to_owned())),
+                }
+            }
+            match step.keep_presented_until {
+                Some(keep_until) if keep_until <= now => {
+                    remove_tokens(tx, &record.family_id, &[*presented])?;
+                }
+                keep => {
+                    let old_expiry = record.expires_at;
+                    record.rotated_at = Some(now);
+                    record.replaced_by = Some(hex(new_hash));
+                    if let Some(keep_until) = keep {
+                        // The expiry index then drops it after the grace.
+                        record.expires_at = record.expires_at.min(keep_until);
+                        retired = Some(Retired {
+                            hash: hex(presented),
+                            keep_until: record.expires_at,
+                        });
+                    }
+                    tx.refresh.insert(&presented[..], encode_tx(&record)?)?;
+                    tx.expiry
+                        .remove(expiry_key(old_expiry, &[TOKEN], presented))?;
+                    tx.expiry
+                        .insert(expiry_key(record.expires_at, &[TOKEN], presented), EMPTY)?;
+                }
+            }
+            let chain = Chain {
+                generation: step.generation,
+                tag_key: tag_key.clone(),
+                retired,
+            };
+            tx.chains.insert(family_key, encode_tx(&chain)?)?;
             let successor = RefreshRecord {
                 family_id: record.family_id.clone(),
                 user_id: record.user_id.clone(),
@@ -534,6 +633,49 @@ impl Store for SledStore {
                 }
             }
             Ok(revoked)
+        })
+    }
+
+    fn cap_user_families(
+        &self,
+        user_id: &str,
+        max: usize,
+        now: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut occupying = Vec::new();
+        for id in self.user_family_ids(user_id)? {
+            if let Some(family) = self.family(&id)? {
+                if family.expires_at > now {
+                    occupying.push(family);
+                }
+            }
+        }
+        let Some(excess) = occupying.len().checked_sub(max).filter(|n| *n > 0) else {
+            return Ok(Vec::new());
+        };
+        // Revoked sessions only take room: they go first, then the oldest.
+        occupying.sort_by_key(|f| (f.revoked_at.is_none(), f.created_at));
+        let victims: Vec<String> = occupying.into_iter().take(excess).map(|f| f.id).collect();
+        self.transact(|tx| {
+            let mut revoked = Vec::new();
+            for id in &victims {
+                if revoke_in(tx, id, now)? {
+                    revoked.push(id.clone());
+                }
+                expire_in(tx, id, now)?;
+            }
+            Ok(revoked)
+        })
+    }
+
+    fn record_counts(&self) -> Result<RecordCounts, StoreError> {
+        let t = &self.trees;
+        Ok(RecordCounts {
+            users: t.users.len(),
+            families: t.families.len(),
+            chains: t.chains.len(),
+            refresh_tokens: t.refresh.len(),
+            index_entries: t.family_tokens.len() + t.expiry.len(),
         })
     }
 
@@ -631,6 +773,29 @@ fn revoke_in(tx: &Tx, family_id: &str, now: u64) -> TxResult<bool> {
     Ok(true)
 }
 
+/// Ends a family at `now` (never later than it would have), moving its
+/// expiry index entry so the sweep purges it.
+fn expire_in(tx: &Tx, family_id: &str, now: u64) -> TxResult<()> {
+    let Some(bytes) = tx.families.get(family_id.as_bytes())? else {
+        return Ok(());
+    };
+    let mut family: Family = decode_tx("family", family_id.as_bytes(), &bytes)?;
+    if family.expires_at <= now {
+        return Ok(());
+    }
+    tx.expiry.remove(expiry_key(
+        family.expires_at,
+        &[FAMILY],
+        family_id.as_bytes(),
+    ))?;
+    family.expires_at = now;
+    tx.families
+        .insert(family_id.as_bytes(), encode_tx(&family)?)?;
+    tx.expiry
+        .insert(expiry_key(now, &[FAMILY], family_id.as_bytes()), EMPTY)?;
+    Ok(())
+}
+
 /// Stores a refresh token with its family and expiry index entries.
 fn insert_token(tx: &Tx, hash: &[u8; 32], record: &RefreshRecord, bytes: Vec<u8>) -> TxResult<()> {
     tx.refresh.insert(&hash[..], bytes)?;
@@ -644,6 +809,9 @@ fn insert_token(tx: &Tx, hash: &[u8; 32], record: &RefreshRecord, bytes: Vec<u8>
 /// Removes a family record, its index entries and the given tokens.
 fn remove_family(tx: &Tx, family_id: &str, hashes: &[[u8; 32]]) -> TxResult<usize> {
     let mut removed = remove_tokens(tx, family_id, hashes)?;
+    if tx.chains.remove(family_id.as_bytes())?.is_some() {
+        removed += 1;
+    }
     if let Some(bytes) = tx.families.remove(family_id.as_bytes())? {
         removed += 1;
         // An unreadable record still goes; only its index entries may stay
