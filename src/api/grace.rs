@@ -59,7 +59,11 @@ impl<V: Clone> GraceCache<V> {
 
     fn pop_oldest(&mut self) {
         if let Some((at, key)) = self.order.pop_front() {
-            if self.entries.get(&key).is_some_and(|(inserted, _)| *inserted == at) {
+            if self
+                .entries
+                .get(&key)
+                .is_some_and(|(inserted, _)| *inserted == at)
+            {
                 self.entries.remove(&key);
             }
         }

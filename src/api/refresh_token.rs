@@ -94,7 +94,15 @@ mod tests {
 
     #[test]
     fn untagged_and_malformed_tokens_do_not_parse() {
-        for token in ["", "random-login-token", "f.x.s.t", "f.1.s", "f.1..t", ".1.s.t", "f.1.s.t.u"] {
+        for token in [
+            "",
+            "random-login-token",
+            "f.x.s.t",
+            "f.1.s",
+            "f.1..t",
+            ".1.s.t",
+            "f.1.s.t.u",
+        ] {
             assert!(parse(token).is_none(), "{token:?}");
         }
     }

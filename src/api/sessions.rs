@@ -28,9 +28,7 @@ use tokio::sync::OnceCell;
 use crate::auth::jwt::{unix_seconds, MintedToken, TokenIssuer};
 use crate::auth::revocation::RevocationList;
 use crate::error::GatewayError;
-use crate::store::{
-    hash_from_hex, ChainStep, Family, RefreshRecord, RotateOutcome, Store, User,
-};
+use crate::store::{hash_from_hex, ChainStep, Family, RefreshRecord, RotateOutcome, Store, User};
 
 use super::grace::GraceCache;
 use super::refresh_limit::RefreshLimits;

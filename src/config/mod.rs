@@ -425,7 +425,12 @@ fn build_auth(raw: file::AuthFile, at: &Locator) -> Result<AuthConfig, ConfigErr
         registrations_per_hour: t.registrations_per_hour.unwrap_or(60),
         max_entries: t.max_entries.unwrap_or(100_000),
     };
-    let max_sessions_per_user = count(raw.max_sessions_per_user, "auth.max_sessions_per_user", 32, at)?;
+    let max_sessions_per_user = count(
+        raw.max_sessions_per_user,
+        "auth.max_sessions_per_user",
+        32,
+        at,
+    )?;
     let refresh_per_session_per_minute = count(
         raw.refresh_per_session_per_minute,
         "auth.refresh_per_session_per_minute",
@@ -457,7 +462,12 @@ const MAX_COUNT: u32 = 1_000_000;
 
 /// A count between 1 and [`MAX_COUNT`], or `default` when absent: 0 would
 /// refuse every refresh (or every login's session), so it is an error.
-fn count<T>(value: Option<Spanned<T>>, key: &str, default: T, at: &Locator) -> Result<T, ConfigError>
+fn count<T>(
+    value: Option<Spanned<T>>,
+    key: &str,
+    default: T,
+    at: &Locator,
+) -> Result<T, ConfigError>
 where
     T: Copy + TryInto<u64>,
 {

@@ -76,10 +76,15 @@ pub struct Chain {
     /// Hex of the 32-byte key the tags of this family's tokens are made
     /// with. Reading it lets one forge a reuse (a logout), never a token.
     pub tag_key: String,
-    /// The last rotated token, if still kept for the grace: dropped by the
-    /// next rotation once `keep_until` has passed (or by the sweep).
-    pub retired: Option<Retired>,
+    /// Rotated tokens still kept for the grace, oldest first: each
+    /// rotation drops those whose `keep_until` has passed. At most
+    /// [`MAX_TRACKED_RETIRED`]; any beyond are left to the sweep.
+    pub retired: Vec<Retired>,
 }
+
+/// Most retired tokens a [`Chain`] tracks: only a session rotating faster
+/// than its grace has more than one or two.
+pub const MAX_TRACKED_RETIRED: usize = 16;
 
 /// A rotated token still kept for the reuse grace.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -18,8 +18,8 @@ use sled::{IVec, Tree};
 
 use super::flush::FlushGroup;
 use super::{
-    hash_from_hex, hex, Chain, ChainStep, Family, FlushFuture, RecordCounts, RefreshRecord, Retired,
-    RotateOutcome, Store, StoreError, User,
+    hash_from_hex, hex, Chain, ChainStep, Family, FlushFuture, RecordCounts, RefreshRecord,
+    Retired, RotateOutcome, Store, StoreError, User, MAX_TRACKED_RETIRED,
 };
 
 /// sled's page cache; the working set (users, live sessions) is far smaller.
@@ -545,7 +545,9 @@ impl Store for SledStore {
                 Some(bytes) => Some(decode_tx("chain", family_key, &bytes)?),
                 None => None,
             };
-            let expected = previous.as_ref().map_or(1, |c| c.generation.saturating_add(1));
+            let expected = previous
+                .as_ref()
+                .map_or(1, |c| c.generation.saturating_add(1));
             if step.generation != expected
                 || previous.as_ref().is_some_and(|c| c.tag_key != tag_key)
             {
@@ -555,17 +557,15 @@ impl Store for SledStore {
                     "a rotation must advance its family's chain by one, with its key",
                 ));
             }
-            let mut retired = None;
-            if let Some(Retired { hash, keep_until }) =
-                previous.and_then(|chain| chain.retired)
-            {
-                match hash_from_hex(&hash) {
-                    Some(old) if keep_until <= now => {
-                        remove_tokens(tx, &record.family_id, &[old])?;
-                    }
-                    // Still within its grace: the sweep takes it at `keep_until`.
-                    Some(_) => {}
-                    None => return abort(StoreError::Corrupt("chain retired hash".to_owned())),
+            let mut retired = Vec::new();
+            for entry in previous.map(|chain| chain.retired).unwrap_or_default() {
+                let Some(old) = hash_from_hex(&entry.hash) else {
+                    return abort(StoreError::Corrupt("chain retired hash".to_owned()));
+                };
+                if entry.keep_until <= now {
+                    remove_tokens(tx, &record.family_id, &[old])?;
+                } else {
+                    retired.push(entry);
                 }
             }
             match step.keep_presented_until {
@@ -577,9 +577,10 @@ impl Store for SledStore {
                     record.rotated_at = Some(now);
                     record.replaced_by = Some(hex(new_hash));
                     if let Some(keep_until) = keep {
-                        // The expiry index then drops it after the grace.
+                        // The expiry index then drops it after the grace,
+                        // should no later rotation come to do it.
                         record.expires_at = record.expires_at.min(keep_until);
-                        retired = Some(Retired {
+                        retired.push(Retired {
                             hash: hex(presented),
                             keep_until: record.expires_at,
                         });
@@ -591,6 +592,9 @@ impl Store for SledStore {
                         .insert(expiry_key(record.expires_at, &[TOKEN], presented), EMPTY)?;
                 }
             }
+            // Untracked ones still leave at their `keep_until`, by the sweep.
+            let excess = retired.len().saturating_sub(MAX_TRACKED_RETIRED);
+            retired.drain(..excess);
             let chain = Chain {
                 generation: step.generation,
                 tag_key: tag_key.clone(),
