@@ -493,3 +493,6 @@ pub fn random_token(bytes: usize) -> String {
     rand::rng().fill_bytes(&mut raw);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
 }
+
+#[cfg(test)]
+mod tests;
