@@ -98,3 +98,27 @@ fn upstream_urls_keep_their_base_path() {
     assert!(parse_upstream("https://x").is_err());
     assert!(parse_upstream("127.0.0.1:9000").is_err());
 }
+
+#[test]
+fn session_and_refresh_limits_have_defaults_and_refuse_zero() {
+    let config = parse(MINIMAL).unwrap();
+    assert_eq!(config.auth.max_sessions_per_user, 32);
+    assert_eq!(config.auth.refresh_per_session_per_minute, 10);
+    assert_eq!(config.auth.refresh_per_address_per_minute, 300);
+    let text =
+        format!("{MINIMAL}[auth]\nmax_sessions_per_user = 4\nrefresh_per_session_per_minute = 2\n");
+    let config = parse(&text).unwrap();
+    assert_eq!(config.auth.max_sessions_per_user, 4);
+    assert_eq!(config.auth.refresh_per_session_per_minute, 2);
+    for key in [
+        "max_sessions_per_user",
+        "refresh_per_session_per_minute",
+        "refresh_per_address_per_minute",
+    ] {
+        let message = error_text(&format!("{MINIMAL}[auth]\n{key} = 0\n"));
+        assert!(message.starts_with("gw.toml:6:"), "{message}");
+        assert!(message.contains(&format!("auth.{key}")), "{message}");
+        let message = error_text(&format!("{MINIMAL}[auth]\n{key} = 2000000\n"));
+        assert!(message.contains("between 1 and 1000000"), "{message}");
+    }
+}
