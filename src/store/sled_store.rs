@@ -52,6 +52,8 @@ const TOKEN: u8 = b'r';
 /// second process (or a second open in this one) gets [`StoreError::InUse`].
 pub struct SledStore {
     path: PathBuf,
+    /// The database itself, for its monotonic id generator.
+    db: sled::Db,
     trees: Trees,
     flusher: FlushGroup,
 }
@@ -64,7 +66,9 @@ struct Trees {
     emails: Tree,
     /// family id → [`Family`] JSON.
     families: Tree,
-    /// user id, 0, family id → (): a user's sessions.
+    /// user id, 0, family id → () or, once the session cap has seen it, a
+    /// sequence number (big-endian) ordering the user's sessions by creation
+    /// more finely than `created_at`'s seconds.
     user_families: Tree,
     /// SHA-256 of a refresh token → [`RefreshRecord`] JSON.
     refresh: Tree,
@@ -134,6 +138,7 @@ impl SledStore {
         let flusher = FlushGroup::new(Box::new(move || flush_db.flush().map(|_| ())));
         Ok(Self {
             path: path.to_owned(),
+            db,
             trees,
             flusher,
         })
@@ -220,6 +225,48 @@ impl SledStore {
             ids.push(utf8("user_families key", rest)?);
         }
         Ok(ids)
+    }
+
+    /// The user's family ids with their creation sequence. A family not yet
+    /// numbered (new since the last cap, which runs after every creation)
+    /// gets the next number now; only an entry still unnumbered is changed,
+    /// so a family purged meanwhile is not brought back into the index.
+    fn user_family_order(&self, user_id: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let prefix = composite(user_id.as_bytes(), b"");
+        let mut order = Vec::new();
+        for entry in self.trees.user_families.scan_prefix(&prefix) {
+            let (key, value) = entry?;
+            let id = utf8(
+                "user_families key",
+                key.get(prefix.len()..).unwrap_or_default(),
+            )?;
+            let seq = match <[u8; 8]>::try_from(value.as_ref()) {
+                Ok(bytes) => u64::from_be_bytes(bytes),
+                Err(_) => {
+                    let seq = self.db.generate_id()?;
+                    let numbered = self.trees.user_families.compare_and_swap(
+                        &key,
+                        Some(value),
+                        Some(&seq.to_be_bytes()[..]),
+                    )?;
+                    match numbered {
+                        Ok(()) => seq,
+                        // Numbered by a concurrent cap: take its number.
+                        Err(sled::CompareAndSwapError {
+                            current: Some(current),
+                            ..
+                        }) => match <[u8; 8]>::try_from(current.as_ref()) {
+                            Ok(bytes) => u64::from_be_bytes(bytes),
+                            Err(_) => continue,
+                        },
+                        // Purged meanwhile.
+                        Err(_) => continue,
+                    }
+                }
+            };
+            order.push((id, seq));
+        }
+        Ok(order)
     }
 
     /// The hashes of a family's refresh tokens, from the index.
@@ -647,10 +694,10 @@ impl Store for SledStore {
         now: u64,
     ) -> Result<Vec<String>, StoreError> {
         let mut occupying = Vec::new();
-        for id in self.user_family_ids(user_id)? {
+        for (id, seq) in self.user_family_order(user_id)? {
             if let Some(family) = self.family(&id)? {
                 if family.expires_at > now {
-                    occupying.push(family);
+                    occupying.push((seq, family));
                 }
             }
         }
@@ -658,8 +705,12 @@ impl Store for SledStore {
             return Ok(Vec::new());
         };
         // Revoked sessions only take room: they go first, then the oldest.
-        occupying.sort_by_key(|f| (f.revoked_at.is_none(), f.created_at));
-        let victims: Vec<String> = occupying.into_iter().take(excess).map(|f| f.id).collect();
+        occupying.sort_by_key(|(seq, f)| (f.revoked_at.is_none(), f.created_at, *seq));
+        let victims: Vec<String> = occupying
+            .into_iter()
+            .take(excess)
+            .map(|(_, f)| f.id)
+            .collect();
         self.transact(|tx| {
             let mut revoked = Vec::new();
             for id in &victims {

@@ -14,5 +14,6 @@ mod hardening;
 mod limits;
 mod operations;
 mod proxying;
+mod refresh_bounds;
 mod streaming;
 mod throttle;
