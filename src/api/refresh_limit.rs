@@ -36,12 +36,24 @@ impl RefreshLimits {
         }
     }
 
-    /// Counts one rotation of the session `family_id`.
-    pub fn admit_session(&self, family_id: &str, now: Instant) -> Result<(), Throttled> {
+    /// Refuses a rotation of the session `family_id` once it made its
+    /// limit this minute. Counts nothing: only a rotation that happens
+    /// counts ([`Self::count_session`]), so presentations of a token already
+    /// rotated still reach reuse detection, and since a session's rotations
+    /// follow one another, concurrent checks cannot overshoot the limit.
+    pub fn check_session(&self, family_id: &str, now: Instant) -> Result<(), Throttled> {
         self.sessions
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .admit(family_id, now)
+            .check(family_id, now)
+    }
+
+    /// Counts one rotation the session `family_id` made.
+    pub fn count_session(&self, family_id: &str, now: Instant) {
+        self.sessions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .count(family_id, now);
     }
 
     /// Counts one refresh request from `peer`, before any store work.
@@ -90,14 +102,34 @@ impl<K: Hash + Eq + Clone> Windows<K> {
         K: std::borrow::Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
+        self.check(key, now)?;
+        self.count(key, now);
+        Ok(())
+    }
+
+    fn check<Q>(&mut self, key: &Q, now: Instant) -> Result<(), Throttled>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         self.expire(now);
-        if let Some((start, count)) = self.entries.get_mut(key) {
-            if *count >= self.limit {
-                let retry_after = (*start + WINDOW).saturating_duration_since(now);
-                return Err(Throttled { retry_after });
-            }
-            *count += 1;
-            return Ok(());
+        match self.entries.get(key) {
+            Some((start, count)) if *count >= self.limit => Err(Throttled {
+                retry_after: (*start + WINDOW).saturating_duration_since(now),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn count<Q>(&mut self, key: &Q, now: Instant)
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        self.expire(now);
+        if let Some((_, count)) = self.entries.get_mut(key) {
+            *count = count.saturating_add(1);
+            return;
         }
         while self.entries.len() >= self.max_entries && !self.order.is_empty() {
             self.pop_oldest();
@@ -105,7 +137,6 @@ impl<K: Hash + Eq + Clone> Windows<K> {
         let key = key.to_owned();
         self.entries.insert(key.clone(), (now, 1));
         self.order.push_back((now, key));
-        Ok(())
     }
 
     fn expire(&mut self, now: Instant) {
@@ -147,14 +178,16 @@ mod tests {
     fn the_limit_holds_for_the_minute_then_resets() {
         let start = Instant::now();
         let limits = RefreshLimits::new(2, 100, 10);
-        assert!(limits.admit_session("f", start).is_ok());
-        assert!(limits.admit_session("f", start).is_ok());
+        for _ in 0..2 {
+            assert!(limits.check_session("f", start).is_ok());
+            limits.count_session("f", start);
+        }
         let refused = limits
-            .admit_session("f", start + Duration::from_secs(20))
+            .check_session("f", start + Duration::from_secs(20))
             .unwrap_err();
         assert_eq!(refused.retry_after, Duration::from_secs(40));
-        assert!(limits.admit_session("g", start).is_ok());
-        assert!(limits.admit_session("f", start + WINDOW).is_ok());
+        assert!(limits.check_session("g", start).is_ok());
+        assert!(limits.check_session("f", start + WINDOW).is_ok());
     }
 
     #[test]
@@ -174,7 +207,7 @@ mod tests {
         let start = Instant::now();
         let limits = RefreshLimits::new(1, 1, 3);
         for i in 0..50 {
-            assert!(limits.admit_session(&format!("f{i}"), start).is_ok());
+            limits.count_session(&format!("f{i}"), start);
         }
         let sessions = limits.sessions.lock().unwrap();
         assert_eq!(sessions.entries.len(), 3);

@@ -184,24 +184,33 @@ impl Sessions {
         else {
             return Err(self.unknown_token(presented, now_secs).await);
         };
-        let issued = if self.policy.reuse_grace.is_zero() {
+        if self.policy.reuse_grace.is_zero() {
             // Strict mode: every presentation after the first is reuse.
             self.limits
-                .admit_session(&record.family_id, Instant::now())?;
-            self.rotate_once(presented, presented_hash, record, now)
-                .await?
-        } else {
-            let cell = self.shared_rotation(presented_hash, &record.family_id)?;
-            cell.get_or_init(|| self.rotate_once(presented, presented_hash, record, now))
-                .await
-                .clone()?
-        };
-        self.ensure_live(&issued.family_id, now_secs)?;
+                .check_session(&record.family_id, Instant::now())?;
+            return Ok(self
+                .rotate_once(presented, presented_hash, record, now)
+                .await?);
+        }
+        let cell = self.shared_rotation(presented_hash, &record.family_id)?;
+        let mut rotated_here = false;
+        let issued = cell
+            .get_or_init(|| {
+                rotated_here = true;
+                self.rotate_once(presented, presented_hash, record, now)
+            })
+            .await
+            .clone()?;
+        if !rotated_here {
+            // A pair minted for an earlier presentation: the session may
+            // have ended since (logout, password change, reuse).
+            self.ensure_live(&issued.family_id, now_secs)?;
+        }
         Ok(issued)
     }
 
     /// The rotation every presentation of this token within the grace
-    /// shares; a new one counts against the session's rate limit.
+    /// shares; a new one is refused once the session made its rate limit.
     fn shared_rotation(
         &self,
         presented_hash: [u8; 32],
@@ -216,15 +225,15 @@ impl Sessions {
         if let Some(cell) = rotations.get(&presented_hash) {
             return Ok(cell);
         }
-        self.limits.admit_session(family_id, now)?;
+        self.limits.check_session(family_id, now)?;
         let cell = Arc::new(OnceCell::new());
         rotations.insert(presented_hash, Arc::clone(&cell), now);
         Ok(cell)
     }
 
-    /// A pair shared from the grace (or minted just before a revocation)
-    /// is handed out only while its session lives: after a logout or a
-    /// password change the old token answers 401, not the dead pair.
+    /// A pair shared from the grace is handed out only while its session
+    /// lives: after a logout or a password change the old token answers
+    /// 401, not the dead pair.
     fn ensure_live(&self, family_id: &str, now_secs: u64) -> Result<(), GatewayError> {
         let family = self
             .store
@@ -312,7 +321,10 @@ impl Sessions {
             .rotate(&presented, &new_hash, &new_record, &step, now_secs)
             .map_err(|err| internal(&err))?;
         let family = match outcome {
-            RotateOutcome::Rotated { family } => family,
+            RotateOutcome::Rotated { family } => {
+                self.limits.count_session(&family.id, Instant::now());
+                family
+            }
             RotateOutcome::AlreadyRotated {
                 rotated_at,
                 family_id,
