@@ -381,13 +381,28 @@ impl Sessions {
         self.store.flush().await.map_err(GatewayError::internal)
     }
 
-    /// The family a refresh token belongs to, if the token is known.
+    /// The family a refresh token belongs to: from its record, or, for a
+    /// rotated token already dropped from the store, from its verified tag.
     pub fn family_of(&self, presented: &str) -> Result<Option<String>, GatewayError> {
-        Ok(self
+        let record = self
             .store
             .refresh_record(&hash_token(presented))
-            .map_err(GatewayError::internal)?
-            .map(|record| record.family_id))
+            .map_err(GatewayError::internal)?;
+        if let Some(record) = record {
+            return Ok(Some(record.family_id));
+        }
+        let Some(tagged) = refresh_token::parse(presented) else {
+            return Ok(None);
+        };
+        let chain = self
+            .store
+            .chain(tagged.family_id)
+            .map_err(GatewayError::internal)?;
+        let issued_here = chain.is_some_and(|chain| {
+            tagged.generation <= chain.generation
+                && hash_from_hex(&chain.tag_key).is_some_and(|key| tagged.verify(&key))
+        });
+        Ok(issued_here.then(|| tagged.family_id.to_owned()))
     }
 
     /// Revokes every session of a user except `keep`; the caller flushes.

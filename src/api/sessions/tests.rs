@@ -136,3 +136,38 @@ async fn a_token_dropped_after_its_grace_is_still_recognised_as_reuse() {
         "{live:?}"
     );
 }
+
+#[tokio::test]
+async fn logout_with_a_dropped_token_still_finds_its_session() {
+    let f = fixture(Duration::from_secs(2));
+    f.store.create_user(&user()).unwrap();
+    let start = SystemTime::now();
+    let session = f.sessions.start(user(), start).unwrap();
+    let first = f
+        .sessions
+        .rotate(&session.refresh_token, start)
+        .await
+        .unwrap();
+    let later = start + Duration::from_secs(60);
+    let second = f
+        .sessions
+        .rotate(&first.refresh_token, later)
+        .await
+        .unwrap();
+    f.sessions
+        .rotate(&second.refresh_token, later + Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(f
+        .store
+        .refresh_record(&hash_token(&first.refresh_token))
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        f.sessions.family_of(&first.refresh_token).unwrap(),
+        Some(session.family_id.clone())
+    );
+    let forged = first.refresh_token.replacen(".1.", ".0.", 1);
+    assert_eq!(f.sessions.family_of(&forged).unwrap(), None);
+    assert_eq!(f.sessions.family_of("made-up").unwrap(), None);
+}
