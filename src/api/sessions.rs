@@ -184,15 +184,19 @@ impl Sessions {
         else {
             return Err(self.unknown_token(presented, now_secs).await);
         };
+        // Only a token that can still rotate is held to the session's limit:
+        // a rotated one mints nothing, and its reuse must never wait.
+        let limited = record.rotated_at.is_none().then_some(record.family_id.as_str());
         if self.policy.reuse_grace.is_zero() {
             // Strict mode: every presentation after the first is reuse.
-            self.limits
-                .check_session(&record.family_id, Instant::now())?;
+            if let Some(family_id) = limited {
+                self.limits.check_session(family_id, Instant::now())?;
+            }
             return Ok(self
                 .rotate_once(presented, presented_hash, record, now)
                 .await?);
         }
-        let cell = self.shared_rotation(presented_hash, &record.family_id)?;
+        let cell = self.shared_rotation(presented_hash, limited)?;
         let mut rotated_here = false;
         let issued = cell
             .get_or_init(|| {
@@ -210,11 +214,12 @@ impl Sessions {
     }
 
     /// The rotation every presentation of this token within the grace
-    /// shares; a new one is refused once the session made its rate limit.
+    /// shares; a new one is refused once the session `limited` (if any)
+    /// made its rate limit.
     fn shared_rotation(
         &self,
         presented_hash: [u8; 32],
-        family_id: &str,
+        limited: Option<&str>,
     ) -> Result<Rotation, GatewayError> {
         let now = Instant::now();
         let mut rotations = self
@@ -225,7 +230,9 @@ impl Sessions {
         if let Some(cell) = rotations.get(&presented_hash) {
             return Ok(cell);
         }
-        self.limits.check_session(family_id, now)?;
+        if let Some(family_id) = limited {
+            self.limits.check_session(family_id, now)?;
+        }
         let cell = Arc::new(OnceCell::new());
         rotations.insert(presented_hash, Arc::clone(&cell), now);
         Ok(cell)
