@@ -186,7 +186,10 @@ impl Sessions {
         };
         // Only a token that can still rotate is held to the session's limit:
         // a rotated one mints nothing, and its reuse must never wait.
-        let limited = record.rotated_at.is_none().then_some(record.family_id.as_str());
+        let limited = record
+            .rotated_at
+            .is_none()
+            .then_some(record.family_id.as_str());
         if self.policy.reuse_grace.is_zero() {
             // Strict mode: every presentation after the first is reuse.
             if let Some(family_id) = limited {

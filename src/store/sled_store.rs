@@ -269,20 +269,6 @@ impl SledStore {
         Ok(order)
     }
 
-    /// The hashes of a family's refresh tokens, from the index.
-    fn family_hashes(&self, family_id: &str) -> Result<Vec<[u8; 32]>, StoreError> {
-        let prefix = composite(family_id.as_bytes(), b"");
-        let mut hashes = Vec::new();
-        for entry in self.trees.family_tokens.scan_prefix(&prefix) {
-            let (key, _) = entry?;
-            let rest = key.get(prefix.len()..).unwrap_or_default();
-            let hash = <[u8; 32]>::try_from(rest)
-                .map_err(|_| StoreError::Corrupt(format!("family_tokens key for {family_id:?}")))?;
-            hashes.push(hash);
-        }
-        Ok(hashes)
-    }
-
     /// Up to `limit` hashes of a family's refresh tokens, from the index.
     fn family_hashes_batch(
         &self,
@@ -308,7 +294,14 @@ impl SledStore {
     /// which the sweep removes at their expiry.
     fn purge_family(&self, family_id: &str) -> Result<usize, StoreError> {
         let first = self.family_hashes_batch(family_id, PURGE_BATCH)?;
-        let mut removed = self.transact(|tx| remove_family(tx, family_id, &first))?;
+        let removed = self.transact(|tx| remove_family(tx, family_id, &first))?;
+        Ok(removed + self.purge_tokens(family_id)?)
+    }
+
+    /// Deletes what tokens a family still has in the index, in transactions
+    /// of at most [`PURGE_BATCH`]; counts records.
+    fn purge_tokens(&self, family_id: &str) -> Result<usize, StoreError> {
+        let mut removed = 0;
         loop {
             let batch = self.family_hashes_batch(family_id, PURGE_BATCH)?;
             if batch.is_empty() {
@@ -413,14 +406,9 @@ impl Store for SledStore {
     }
 
     fn delete_user(&self, id: &str, now: u64) -> Result<Option<User>, StoreError> {
-        let families: Vec<(String, Vec<[u8; 32]>)> = self
-            .user_family_ids(id)?
-            .into_iter()
-            .map(|family| {
-                let hashes = self.family_hashes(&family)?;
-                Ok((family, hashes))
-            })
-            .collect::<Result<_, StoreError>>()?;
+        // Family records go in the transaction, their tokens after it in
+        // bounded batches: a session's history is never held at once.
+        let families = self.user_family_ids(id)?;
         let deleted = self.transact(|tx| {
             let Some(bytes) = tx.users.remove(id.as_bytes())? else {
                 return Ok(None);
@@ -430,8 +418,8 @@ impl Store for SledStore {
             if tx.emails.get(user.email.as_bytes())?.as_deref() == Some(id.as_bytes()) {
                 tx.emails.remove(user.email.as_bytes())?;
             }
-            for (family, hashes) in &families {
-                remove_family(tx, family, hashes)?;
+            for family in &families {
+                remove_family(tx, family, &[])?;
             }
             tx.tombstones
                 .insert(id.as_bytes(), &now.to_be_bytes()[..])?;
@@ -443,11 +431,8 @@ impl Store for SledStore {
             for family in self.user_family_ids(id)? {
                 self.purge_family(&family)?;
             }
-            for (family, _) in &families {
-                let late = self.family_hashes(family)?;
-                if !late.is_empty() {
-                    self.transact(|tx| remove_tokens(tx, family, &late))?;
-                }
+            for family in &families {
+                self.purge_tokens(family)?;
             }
         }
         Ok(deleted)

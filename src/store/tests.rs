@@ -587,3 +587,26 @@ fn purging_a_family_with_a_long_history_takes_every_token() {
         }
     );
 }
+
+#[test]
+fn deleting_a_user_with_a_long_session_history_removes_every_token() {
+    let (_dir, store) = with_session();
+    let next = record("f1", "u1", 9_000);
+    store
+        .rotate(&[1; 32], &nth_hash(0), &next, &first_step(), 1_100)
+        .unwrap();
+    for i in 0..600u32 {
+        store
+            .rotate(
+                &nth_hash(i),
+                &nth_hash(i + 1),
+                &next,
+                &step(u64::from(i) + 2, None),
+                1_101,
+            )
+            .unwrap();
+    }
+    assert!(store.delete_user("u1", 2_000).unwrap().is_some());
+    assert_eq!(store.record_counts().unwrap(), RecordCounts::default());
+    assert_eq!(store.deleted_user_ids().unwrap(), ["u1"]);
+}
