@@ -15,6 +15,7 @@ mod hardening;
 mod limits;
 mod operations;
 mod proxying;
+mod refresh_bounds;
 mod session_races;
 mod streaming;
 mod throttle;
