@@ -84,6 +84,7 @@ impl Accounts {
             config.auth.refresh_per_session_per_minute,
             config.auth.refresh_per_address_per_minute,
             config.auth.throttle.max_entries,
+            config.auth.throttle.ipv6_prefix,
         );
         Self {
             settings: AccountSettings {

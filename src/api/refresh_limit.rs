@@ -7,32 +7,32 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::auth::throttle::Throttled;
+use crate::auth::throttle::{client_block, Throttled};
 
 /// The span requests are counted over.
 const WINDOW: Duration = Duration::from_secs(60);
-
-/// IPv6 clients are counted per /56, the block a household is usually
-/// given; IPv4-mapped addresses count as the IPv4 address.
-const IPV6_PREFIX_BITS: u32 = 56;
 
 /// The two counters, each behind its own lock, never held across `.await`.
 pub struct RefreshLimits {
     sessions: Mutex<Windows<String>>,
     addresses: Mutex<Windows<IpAddr>>,
+    /// IPv6 clients sharing this many leading bits count as one, as in the
+    /// login throttle (`[auth.throttle] ipv6_prefix`).
+    ipv6_prefix: u8,
 }
 
 impl RefreshLimits {
     /// `max_entries` bounds each map; when one is full the oldest window
     /// goes first (forgetting a count only ever admits a little more).
-    pub fn new(per_session: u32, per_address: u32, max_entries: usize) -> Self {
+    pub fn new(per_session: u32, per_address: u32, max_entries: usize, ipv6_prefix: u8) -> Self {
         Self {
             sessions: Mutex::new(Windows::new(per_session, max_entries)),
             addresses: Mutex::new(Windows::new(per_address, max_entries)),
+            ipv6_prefix,
         }
     }
 
@@ -61,7 +61,7 @@ impl RefreshLimits {
         self.addresses
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .admit(&address_key(peer), now)
+            .admit(&client_block(peer, self.ipv6_prefix), now)
     }
 
     /// Forgets windows that ended.
@@ -157,19 +157,6 @@ impl<K: Hash + Eq + Clone> Windows<K> {
     }
 }
 
-fn address_key(peer: IpAddr) -> IpAddr {
-    match peer {
-        IpAddr::V4(_) => peer,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let mask = u128::MAX << (128 - IPV6_PREFIX_BITS);
-                IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask))
-            }
-        },
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,7 +164,7 @@ mod tests {
     #[test]
     fn the_limit_holds_for_the_minute_then_resets() {
         let start = Instant::now();
-        let limits = RefreshLimits::new(2, 100, 10);
+        let limits = RefreshLimits::new(2, 100, 10, 56);
         for _ in 0..2 {
             assert!(limits.check_session("f", start).is_ok());
             limits.count_session("f", start);
@@ -193,7 +180,7 @@ mod tests {
     #[test]
     fn addresses_share_a_count_per_ipv6_prefix() {
         let start = Instant::now();
-        let limits = RefreshLimits::new(100, 1, 10);
+        let limits = RefreshLimits::new(100, 1, 10, 56);
         let a: IpAddr = "2001:db8:0:1::1".parse().unwrap();
         let b: IpAddr = "2001:db8:0:2::2".parse().unwrap();
         let c: IpAddr = "2001:db8:1:1::1".parse().unwrap();
@@ -205,7 +192,7 @@ mod tests {
     #[test]
     fn the_maps_stay_within_their_bound() {
         let start = Instant::now();
-        let limits = RefreshLimits::new(1, 1, 3);
+        let limits = RefreshLimits::new(1, 1, 3, 56);
         for i in 0..50 {
             limits.count_session(&format!("f{i}"), start);
         }

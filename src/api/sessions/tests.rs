@@ -37,7 +37,7 @@ fn fixture(reuse_grace: Duration) -> Fixture {
         issuer,
         Arc::new(RevocationList::default()),
         policy,
-        RefreshLimits::new(1_000, 1_000, 1_000),
+        RefreshLimits::new(1_000, 1_000, 1_000, 56),
     );
     Fixture {
         _dir: dir,
