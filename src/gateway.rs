@@ -54,7 +54,7 @@ impl Gateway {
         store: Arc<dyn Store>,
     ) -> Result<Self, BuildError> {
         let revocations = Arc::new(RevocationList::default());
-        Accounts::load_revocations(
+        let revocation_window = Accounts::load_revocations(
             store.as_ref(),
             &revocations,
             config.tokens.access_ttl + config.tokens.leeway,
@@ -74,6 +74,7 @@ impl Gateway {
             passwords,
             Arc::clone(&issuer),
             Arc::clone(&revocations),
+            revocation_window,
         );
         Ok(Self {
             router: Router::new(&config.routes),
@@ -99,7 +100,7 @@ impl Gateway {
             loop {
                 ticks.tick().await;
                 let gateway = Arc::clone(&gateway);
-                let lifetime = gateway.config.tokens.access_ttl + gateway.config.tokens.leeway;
+                let lifetime = gateway.accounts.revocation_window();
                 let swept = tokio::task::spawn_blocking(move || {
                     gateway.accounts.sweep(lifetime, SystemTime::now());
                 })

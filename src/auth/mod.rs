@@ -51,10 +51,15 @@ impl Authenticator {
         }
     }
 
-    /// The identity behind the request's bearer token.
-    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Identity, GatewayError> {
+    /// The identity behind the request's bearer token, as of `now` (read
+    /// once per request by the caller).
+    pub fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        now: SystemTime,
+    ) -> Result<Identity, GatewayError> {
         let token = bearer::token(headers)?;
-        let claims = self.verifier.verify(token, SystemTime::now())?;
+        let claims = self.verifier.verify(token, now)?;
         if !self
             .revocations
             .allows(&claims.sub, claims.ver, claims.sid.as_deref())

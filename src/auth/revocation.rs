@@ -41,13 +41,16 @@ impl RevocationList {
     }
 
     /// Records the user's current token version (tokens below it die).
+    /// The floor only rises: two revocations finishing out of order (each
+    /// reporting the version its own store write produced) must leave the
+    /// higher one, and nothing lowers a deletion ([`DELETED`] is the top).
     pub fn set_min_version(&self, user: &str, version: u32) {
-        let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
         if version == 0 {
-            inner.min_version.remove(user);
-        } else {
-            inner.min_version.insert(user.to_owned(), version);
+            return; // Every version passes a floor of 0.
         }
+        let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        let floor = inner.min_version.entry(user.to_owned()).or_insert(0);
+        *floor = (*floor).max(version);
     }
 
     /// Every token of this user is refused from now on.
@@ -91,5 +94,23 @@ mod tests {
         list.delete_user("u1");
         assert!(!list.allows("u1", u32::MAX - 1, None));
         assert!(!list.allows("u1", DELETED, None));
+    }
+
+    #[test]
+    fn the_version_floor_never_goes_down() {
+        let list = RevocationList::default();
+        // A password change (version 3) reported after a logout-all that
+        // committed later (version 4).
+        list.set_min_version("u1", 4);
+        list.set_min_version("u1", 3);
+        assert!(!list.allows("u1", 3, None));
+        assert!(list.allows("u1", 4, None));
+        list.set_min_version("u1", 0);
+        assert!(!list.allows("u1", 3, None));
+        // A role change reported after the deletion it raced.
+        list.delete_user("u1");
+        list.set_min_version("u1", 5);
+        assert!(!list.allows("u1", 5, None));
+        assert!(!list.allows("u1", DELETED - 1, None));
     }
 }

@@ -3,6 +3,7 @@
 //! upstream connection frame by frame, and the upstream's body to hyper.
 //! Choosing a target and holding its connection is `upstream/`'s job.
 
+pub mod client_addr;
 pub mod echo;
 pub mod headers;
 pub mod upgrade;

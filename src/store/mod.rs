@@ -33,6 +33,29 @@ pub struct User {
     pub token_version: u32,
 }
 
+/// What a slow check (an argon2 verification) read about a user. A session
+/// is created, and a password rewritten, only while the user still carries
+/// exactly this version and hash: a password change, logout-all, role change
+/// or deletion committed during the check makes the write fail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserStamp {
+    pub token_version: u32,
+    pub password_hash: String,
+}
+
+impl UserStamp {
+    pub fn of(user: &User) -> Self {
+        Self {
+            token_version: user.token_version,
+            password_hash: user.password_hash.clone(),
+        }
+    }
+
+    fn matches(&self, user: &User) -> bool {
+        self.token_version == user.token_version && self.password_hash == user.password_hash
+    }
+}
+
 /// One login session: the chain of refresh tokens descending from one login.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Family {
@@ -48,8 +71,11 @@ pub struct Family {
 }
 
 /// A refresh token, stored under the SHA-256 of the token (the raw token is
-/// never stored). Kept after rotation, until `expires_at`, so a second use
-/// can be recognised as reuse.
+/// never stored). After rotation it is kept only while a retry may still be
+/// answered from the grace (its `expires_at` is lowered to that moment);
+/// reuse after that is recognised from the family's [`Chain`] instead.
+/// Tokens of the first generation (from login) carry no tag and are kept
+/// until their own expiry, as before.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RefreshRecord {
     pub family_id: String,
@@ -60,6 +86,61 @@ pub struct RefreshRecord {
     pub rotated_at: Option<u64>,
     /// Hex of the successor's hash, set together with `rotated_at`.
     pub replaced_by: Option<String>,
+}
+
+/// The rotation state of a family, created by its first rotation: which
+/// generation its live token is, and the key its tokens' tags are made with,
+/// so a token dropped from the store is still recognised as one this family
+/// issued (reuse) without keeping a record per rotation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chain {
+    /// Generation of the family's live token; tokens from login are 0.
+    pub generation: u64,
+    /// Hex of the 32-byte key the tags of this family's tokens are made
+    /// with. Reading it lets one forge a reuse (a logout), never a token.
+    pub tag_key: String,
+    /// Rotated tokens still kept for the grace, oldest first: each
+    /// rotation drops those whose `keep_until` has passed. At most
+    /// [`MAX_TRACKED_RETIRED`]; any beyond are left to the sweep.
+    pub retired: Vec<Retired>,
+}
+
+/// Most retired tokens a [`Chain`] tracks: only a session rotating faster
+/// than its grace has more than one or two.
+pub const MAX_TRACKED_RETIRED: usize = 16;
+
+/// A rotated token still kept for the reuse grace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retired {
+    /// Hex of the token's hash.
+    pub hash: String,
+    /// Unix seconds after which it may go.
+    pub keep_until: u64,
+}
+
+/// What a rotation changes besides the tokens: the successor's generation,
+/// the family's tag key, and how long the presented token is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainStep {
+    /// Must be the family's generation plus one (1 on a first rotation).
+    pub generation: u64,
+    /// Must equal the family's key, or start its chain on a first rotation.
+    pub tag_key: [u8; 32],
+    /// `Some(t)`: drop the presented token at `t` (at once when `t <= now`).
+    /// `None`: keep it until its own expiry (an untagged token, whose reuse
+    /// could not be recognised once it is gone).
+    pub keep_presented_until: Option<u64>,
+}
+
+/// How many records of each kind the store holds (operators and tests).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecordCounts {
+    pub users: usize,
+    pub families: usize,
+    pub chains: usize,
+    pub refresh_tokens: usize,
+    /// Entries of the per-family token index and of the expiry index.
+    pub index_entries: usize,
 }
 
 /// What [`Store::rotate`] found.
@@ -94,6 +175,9 @@ pub enum StoreError {
     EmailTaken,
     #[error("no user with id {0:?}")]
     UnknownUser(String),
+    /// A compare-and-fail write found the user changed since it was read.
+    #[error("user {0:?} changed since it was read")]
+    UserChanged(String),
     #[error("cannot open the database at {path}: {source}")]
     Open {
         path: PathBuf,
@@ -146,11 +230,15 @@ pub trait Store: Send + Sync + 'static {
     fn list_users(&self, after_id: Option<&str>, limit: usize) -> Result<Vec<User>, StoreError>;
     /// Sets the role and bumps `token_version`.
     fn set_role(&self, id: &str, role: &str) -> Result<Option<User>, StoreError>;
-    /// `bump_version`: true for a password change (other sessions' access
-    /// tokens die), false for a transparent rehash at login.
+    /// Replaces the password hash, but only if it is still `verified` (the
+    /// hash the caller checked the password against): otherwise fails with
+    /// [`StoreError::UserChanged`], so a change committed meanwhile is never
+    /// reverted. `bump_version`: true for a password change (other sessions'
+    /// access tokens die), false for a transparent rehash at login.
     fn set_password(
         &self,
         id: &str,
+        verified: &str,
         hash: &str,
         bump_version: bool,
     ) -> Result<Option<User>, StoreError>;
@@ -163,27 +251,36 @@ pub trait Store: Send + Sync + 'static {
     fn deleted_user_ids(&self) -> Result<Vec<String>, StoreError>;
     /// `(user id, token_version)` for every user with a version above 0.
     fn token_versions(&self) -> Result<Vec<(String, u32)>, StoreError>;
-    /// Stores a new session and its first refresh token, atomically. Fails
-    /// with [`StoreError::UnknownUser`] when the user was deleted meanwhile.
+    /// Stores a new session and its first refresh token, atomically, if the
+    /// user is still as `verified` (same token version and password hash).
+    /// Fails with [`StoreError::UnknownUser`] when the user was deleted
+    /// meanwhile and [`StoreError::UserChanged`] when it changed.
     fn create_family(
         &self,
         family: &Family,
         first_token: &[u8; 32],
         record: &RefreshRecord,
+        verified: &UserStamp,
     ) -> Result<(), StoreError>;
     fn refresh_record(&self, token_hash: &[u8; 32]) -> Result<Option<RefreshRecord>, StoreError>;
     fn family(&self, id: &str) -> Result<Option<Family>, StoreError>;
+    /// The family's rotation state; `None` before its first rotation.
+    fn chain(&self, family_id: &str) -> Result<Option<Chain>, StoreError>;
     /// Atomic compare-and-swap rotation: succeeds only if the presented
     /// token exists, was not rotated, its family exists, is not revoked, and
     /// neither is expired at `now`. Then, in one transaction, marks it
-    /// rotated (`rotated_at = now`, `replaced_by = hex(new_hash)`) and stores
-    /// `new_record` under `new_hash`. `new_record` must name the presented
-    /// token's family and user; its `expires_at` is capped at the family's.
+    /// rotated (`rotated_at = now`, `replaced_by = hex(new_hash)`, kept until
+    /// `step.keep_presented_until`, or dropped at once when that has
+    /// passed), drops the previously retired token once its time has passed,
+    /// advances the family's [`Chain`] to `step`, and stores `new_record`
+    /// under `new_hash`. `new_record` must name the presented token's family
+    /// and user; its `expires_at` is capped at the family's.
     fn rotate(
         &self,
         presented: &[u8; 32],
         new_hash: &[u8; 32],
         new_record: &RefreshRecord,
+        step: &ChainStep,
         now: u64,
     ) -> Result<RotateOutcome, StoreError>;
     /// Idempotent; true when this call revoked it.
@@ -196,17 +293,38 @@ pub trait Store: Send + Sync + 'static {
         except_family: Option<&str>,
         now: u64,
     ) -> Result<Vec<String>, StoreError>;
+    /// Keeps at most `max` sessions of the user occupying the store: past
+    /// that, revoked ones go first, then the oldest live ones are revoked.
+    /// Either kind is marked expired at `now`, so the sweep purges it off
+    /// the request path. Returns the ids this call revoked.
+    fn cap_user_families(
+        &self,
+        user_id: &str,
+        max: usize,
+        now: u64,
+    ) -> Result<Vec<String>, StoreError>;
+    /// Counts records by kind; walks every tree, so not for the request path.
+    fn record_counts(&self) -> Result<RecordCounts, StoreError>;
     /// `(family id, revoked_at)` for revocations at or after `since`, for
     /// the revocation list at start. Entries outlive their swept family
     /// until [`Store::prune_revocations`].
     fn revoked_families_since(&self, since: u64) -> Result<Vec<(String, u64)>, StoreError>;
     /// Deletes refresh tokens and families whose `expires_at <= now` (a
-    /// family with its tokens); returns how many records it removed.
+    /// family with its tokens, in bounded batches); returns how many records
+    /// it removed. Blocking: run it off the async workers.
     fn sweep_expired(&self, now: u64) -> Result<usize, StoreError>;
     /// Forgets revocation entries and user tombstones older than `before`:
-    /// once every access token issued before them has expired
-    /// (`before = now - access_ttl`), they no longer matter.
+    /// once every access token issued before them has expired (`before =
+    /// now -` the longest access lifetime in use, see
+    /// [`Store::note_access_lifetime`]), they no longer matter.
     fn prune_revocations(&self, before: u64) -> Result<usize, StoreError>;
+    /// Records, durably, that this run mints access tokens living up to
+    /// `lifetime` seconds (leeway included), and returns the longest
+    /// lifetime a token minted by this or an earlier run may still have at
+    /// `now`. Revocations must be kept (and reloaded) for that long: after
+    /// `access_ttl` is lowered across a restart, tokens minted under the old
+    /// value live on until their own expiry.
+    fn note_access_lifetime(&self, lifetime: u64, now: u64) -> Result<u64, StoreError>;
     /// Completes when every write made before the call is on disk.
     /// Concurrent callers share one disk flush.
     fn flush(&self) -> FlushFuture<'_>;
@@ -221,6 +339,19 @@ pub fn hex(bytes: &[u8]) -> String {
         let _ = write!(text, "{byte:02x}");
     }
     text
+}
+
+/// The 32 bytes a 64-digit hex string (as [`hex`] writes it) stands for.
+pub fn hash_from_hex(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 64 {
+        return None;
+    }
+    let mut hash = [0u8; 32];
+    for (byte, pair) in hash.iter_mut().zip(text.as_bytes().chunks(2)) {
+        let pair = std::str::from_utf8(pair).ok()?;
+        *byte = u8::from_str_radix(pair, 16).ok()?;
+    }
+    Some(hash)
 }
 
 #[cfg(test)]

@@ -17,7 +17,11 @@ use sled::transaction::{
 use sled::{IVec, Tree};
 
 use super::flush::FlushGroup;
-use super::{hex, Family, FlushFuture, RefreshRecord, RotateOutcome, Store, StoreError, User};
+use super::{
+    hash_from_hex, hex, Chain, ChainStep, Family, FlushFuture, RecordCounts, RefreshRecord,
+    Retired, RotateOutcome, Store, StoreError, User, UserStamp, MAX_TRACKED_RETIRED,
+};
+use crate::private_files;
 
 /// sled's page cache; the working set (users, live sessions) is far smaller.
 const CACHE_BYTES: u64 = 64 * 1024 * 1024;
@@ -26,6 +30,10 @@ const CACHE_BYTES: u64 = 64 * 1024 * 1024;
 /// a sweep after long downtime does not load every key at once.
 const SWEEP_BATCH: usize = 1024;
 
+/// How many of a family's tokens one purge transaction removes, so purging
+/// a family with a long history never holds all of it in one transaction.
+const PURGE_BATCH: usize = 256;
+
 /// Separates the two ids in a composite index key; ids never contain it.
 const SEP: u8 = 0;
 
@@ -33,6 +41,9 @@ const SEP: u8 = 0;
 /// sled lost the data.
 const FORMAT_KEY: &[u8] = b"format";
 const FORMAT: &[u8] = b"authgate-store-1";
+
+/// Access lifetimes of this and earlier runs, see [`Store::note_access_lifetime`].
+const LIFETIMES_KEY: &[u8] = b"access_lifetimes";
 
 /// The value of index entries, whose information is all in the key.
 const EMPTY: &[u8] = &[];
@@ -45,19 +56,25 @@ const TOKEN: u8 = b'r';
 /// second process (or a second open in this one) gets [`StoreError::InUse`].
 pub struct SledStore {
     path: PathBuf,
+    /// The database itself, for its monotonic id generator.
+    db: sled::Db,
     trees: Trees,
     flusher: FlushGroup,
 }
 
 /// The trees, named by what they map.
 struct Trees {
+    /// format marker, access lifetimes → their values.
+    meta: Tree,
     /// user id → [`User`] JSON.
     users: Tree,
     /// canonical email → user id.
     emails: Tree,
     /// family id → [`Family`] JSON.
     families: Tree,
-    /// user id, 0, family id → (): a user's sessions.
+    /// user id, 0, family id → () or, once the session cap has seen it, a
+    /// sequence number (big-endian) ordering the user's sessions by creation
+    /// more finely than `created_at`'s seconds.
     user_families: Tree,
     /// SHA-256 of a refresh token → [`RefreshRecord`] JSON.
     refresh: Tree,
@@ -69,6 +86,8 @@ struct Trees {
     revocations: Tree,
     /// user id → deleted_at (big-endian): deleted users.
     tombstones: Tree,
+    /// family id → [`Chain`] JSON: rotation state, from a first rotation.
+    chains: Tree,
 }
 
 /// The trees as seen inside one transaction.
@@ -82,6 +101,7 @@ struct Tx<'a> {
     expiry: &'a TransactionalTree,
     revocations: &'a TransactionalTree,
     tombstones: &'a TransactionalTree,
+    chains: &'a TransactionalTree,
 }
 
 type TxResult<T> = ConflictableTransactionResult<T, StoreError>;
@@ -92,9 +112,12 @@ impl SledStore {
     /// that sled finds corrupt, naming the path; never starts empty over
     /// existing data it cannot read.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|source| StoreError::CreateDir {
-                path: parent.to_owned(),
+        // It holds password hashes and emails: created readable by the owner
+        // only (0700, parents included); sled would follow the umask.
+        let created = !path.exists();
+        if created {
+            private_files::create_dir_all(path).map_err(|source| StoreError::CreateDir {
+                path: path.to_owned(),
                 source,
             })?;
         }
@@ -107,8 +130,16 @@ impl SledStore {
             db.open_tree(name)
                 .map_err(|source| classify_open_error(path, source))
         };
-        check_format(path, &db, &open("meta")?, existed)?;
+        let meta = open("meta")?;
+        check_format(path, &db, &meta, existed)?;
+        if created {
+            private_files::restrict_contents(path).map_err(|source| StoreError::CreateDir {
+                path: path.to_owned(),
+                source,
+            })?;
+        }
         let trees = Trees {
+            meta,
             users: open("users")?,
             emails: open("emails")?,
             families: open("families")?,
@@ -118,11 +149,13 @@ impl SledStore {
             expiry: open("expiry")?,
             revocations: open("revocations")?,
             tombstones: open("tombstones")?,
+            chains: open("chains")?,
         };
         let flush_db = db.clone();
         let flusher = FlushGroup::new(Box::new(move || flush_db.flush().map(|_| ())));
         Ok(Self {
             path: path.to_owned(),
+            db,
             trees,
             flusher,
         })
@@ -147,6 +180,7 @@ impl SledStore {
             &t.expiry,
             &t.revocations,
             &t.tombstones,
+            &t.chains,
         );
         let result = trees.transaction(
             |(
@@ -159,6 +193,7 @@ impl SledStore {
                 expiry,
                 revocations,
                 tombstones,
+                chains,
             )| {
                 body(&Tx {
                     users,
@@ -170,6 +205,7 @@ impl SledStore {
                     expiry,
                     revocations,
                     tombstones,
+                    chains,
                 })
             },
         );
@@ -179,18 +215,19 @@ impl SledStore {
         })
     }
 
-    /// Applies `change` to the user `id`, if it exists.
+    /// Applies `change` to the user `id`, if it exists; an error from
+    /// `change` aborts the transaction and is returned.
     fn update_user(
         &self,
         id: &str,
-        change: impl Fn(&mut User),
+        change: impl Fn(&mut User) -> Result<(), StoreError>,
     ) -> Result<Option<User>, StoreError> {
         self.transact(|tx| {
             let Some(bytes) = tx.users.get(id)? else {
                 return Ok(None);
             };
             let mut user: User = decode_tx("user", id.as_bytes(), &bytes)?;
-            change(&mut user);
+            change(&mut user).map_err(ConflictableTransactionError::Abort)?;
             tx.users.insert(id, encode_tx(&user)?)?;
             Ok(Some(user))
         })
@@ -208,11 +245,57 @@ impl SledStore {
         Ok(ids)
     }
 
-    /// The hashes of a family's refresh tokens, from the index.
-    fn family_hashes(&self, family_id: &str) -> Result<Vec<[u8; 32]>, StoreError> {
+    /// The user's family ids with their creation sequence. A family not yet
+    /// numbered (new since the last cap, which runs after every creation)
+    /// gets the next number now; only an entry still unnumbered is changed,
+    /// so a family purged meanwhile is not brought back into the index.
+    fn user_family_order(&self, user_id: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let prefix = composite(user_id.as_bytes(), b"");
+        let mut order = Vec::new();
+        for entry in self.trees.user_families.scan_prefix(&prefix) {
+            let (key, value) = entry?;
+            let id = utf8(
+                "user_families key",
+                key.get(prefix.len()..).unwrap_or_default(),
+            )?;
+            let seq = match <[u8; 8]>::try_from(value.as_ref()) {
+                Ok(bytes) => u64::from_be_bytes(bytes),
+                Err(_) => {
+                    let seq = self.db.generate_id()?;
+                    let numbered = self.trees.user_families.compare_and_swap(
+                        &key,
+                        Some(value),
+                        Some(&seq.to_be_bytes()[..]),
+                    )?;
+                    match numbered {
+                        Ok(()) => seq,
+                        // Numbered by a concurrent cap: take its number.
+                        Err(sled::CompareAndSwapError {
+                            current: Some(current),
+                            ..
+                        }) => match <[u8; 8]>::try_from(current.as_ref()) {
+                            Ok(bytes) => u64::from_be_bytes(bytes),
+                            Err(_) => continue,
+                        },
+                        // Purged meanwhile.
+                        Err(_) => continue,
+                    }
+                }
+            };
+            order.push((id, seq));
+        }
+        Ok(order)
+    }
+
+    /// Up to `limit` hashes of a family's refresh tokens, from the index.
+    fn family_hashes_batch(
+        &self,
+        family_id: &str,
+        limit: usize,
+    ) -> Result<Vec<[u8; 32]>, StoreError> {
         let prefix = composite(family_id.as_bytes(), b"");
         let mut hashes = Vec::new();
-        for entry in self.trees.family_tokens.scan_prefix(&prefix) {
+        for entry in self.trees.family_tokens.scan_prefix(&prefix).take(limit) {
             let (key, _) = entry?;
             let rest = key.get(prefix.len()..).unwrap_or_default();
             let hash = <[u8; 32]>::try_from(rest)
@@ -223,16 +306,27 @@ impl SledStore {
     }
 
     /// Deletes a family and all its tokens; returns how many records went.
+    /// The family record goes first (so no rotation can add a token), then
+    /// its tokens in transactions of at most [`PURGE_BATCH`]: a crash in
+    /// between leaves tokens whose family is gone, which refuse rotation and
+    /// which the sweep removes at their expiry.
     fn purge_family(&self, family_id: &str) -> Result<usize, StoreError> {
-        let hashes = self.family_hashes(family_id)?;
-        let mut removed = self.transact(|tx| remove_family(tx, family_id, &hashes))?;
-        // A rotation may have added a token between the scan and the
-        // transaction; with the family gone no more can appear.
-        let late = self.family_hashes(family_id)?;
-        if !late.is_empty() {
-            removed += self.transact(|tx| remove_tokens(tx, family_id, &late))?;
+        let first = self.family_hashes_batch(family_id, PURGE_BATCH)?;
+        let removed = self.transact(|tx| remove_family(tx, family_id, &first))?;
+        Ok(removed + self.purge_tokens(family_id)?)
+    }
+
+    /// Deletes what tokens a family still has in the index, in transactions
+    /// of at most [`PURGE_BATCH`]; counts records.
+    fn purge_tokens(&self, family_id: &str) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        loop {
+            let batch = self.family_hashes_batch(family_id, PURGE_BATCH)?;
+            if batch.is_empty() {
+                return Ok(removed);
+            }
+            removed += self.transact(|tx| remove_tokens(tx, family_id, &batch))?;
         }
-        Ok(removed)
     }
 
     /// Removes one refresh token found expired; 1 if it still existed.
@@ -306,38 +400,40 @@ impl Store for SledStore {
         self.update_user(id, |user| {
             role.clone_into(&mut user.role);
             user.token_version = next_version(user.token_version);
+            Ok(())
         })
     }
 
     fn set_password(
         &self,
         id: &str,
+        verified: &str,
         hash: &str,
         bump_version: bool,
     ) -> Result<Option<User>, StoreError> {
         self.update_user(id, |user| {
+            if user.password_hash != verified {
+                return Err(StoreError::UserChanged(user.id.clone()));
+            }
             hash.clone_into(&mut user.password_hash);
             if bump_version {
                 user.token_version = next_version(user.token_version);
             }
+            Ok(())
         })
     }
 
     fn bump_token_version(&self, id: &str) -> Result<Option<User>, StoreError> {
         self.update_user(id, |user| {
             user.token_version = next_version(user.token_version);
+            Ok(())
         })
     }
 
     fn delete_user(&self, id: &str, now: u64) -> Result<Option<User>, StoreError> {
-        let families: Vec<(String, Vec<[u8; 32]>)> = self
-            .user_family_ids(id)?
-            .into_iter()
-            .map(|family| {
-                let hashes = self.family_hashes(&family)?;
-                Ok((family, hashes))
-            })
-            .collect::<Result<_, StoreError>>()?;
+        // Family records go in the transaction, their tokens after it in
+        // bounded batches: a session's history is never held at once.
+        let families = self.user_family_ids(id)?;
         let deleted = self.transact(|tx| {
             let Some(bytes) = tx.users.remove(id.as_bytes())? else {
                 return Ok(None);
@@ -347,8 +443,8 @@ impl Store for SledStore {
             if tx.emails.get(user.email.as_bytes())?.as_deref() == Some(id.as_bytes()) {
                 tx.emails.remove(user.email.as_bytes())?;
             }
-            for (family, hashes) in &families {
-                remove_family(tx, family, hashes)?;
+            for family in &families {
+                remove_family(tx, family, &[])?;
             }
             tx.tombstones
                 .insert(id.as_bytes(), &now.to_be_bytes()[..])?;
@@ -360,11 +456,8 @@ impl Store for SledStore {
             for family in self.user_family_ids(id)? {
                 self.purge_family(&family)?;
             }
-            for (family, _) in &families {
-                let late = self.family_hashes(family)?;
-                if !late.is_empty() {
-                    self.transact(|tx| remove_tokens(tx, family, &late))?;
-                }
+            for family in &families {
+                self.purge_tokens(family)?;
             }
         }
         Ok(deleted)
@@ -396,6 +489,7 @@ impl Store for SledStore {
         family: &Family,
         first_token: &[u8; 32],
         record: &RefreshRecord,
+        verified: &UserStamp,
     ) -> Result<(), StoreError> {
         check_id(&family.id)?;
         if record.family_id != family.id || record.user_id != family.user_id {
@@ -411,9 +505,15 @@ impl Store for SledStore {
         let record_bytes = encode(&record)?;
         self.transact(|tx| {
             // Read inside the transaction so a concurrent delete_user either
-            // sees this family or makes this call fail.
-            if tx.users.get(family.user_id.as_bytes())?.is_none() {
+            // sees this family or makes this call fail, and a concurrent
+            // password change, logout-all or role change either revokes
+            // this family or makes this call fail.
+            let Some(bytes) = tx.users.get(family.user_id.as_bytes())? else {
                 return abort(StoreError::UnknownUser(family.user_id.clone()));
+            };
+            let user: User = decode_tx("user", family.user_id.as_bytes(), &bytes)?;
+            if !verified.matches(&user) {
+                return abort(StoreError::UserChanged(user.id));
             }
             if tx.families.get(family.id.as_bytes())?.is_some() {
                 return abort(StoreError::Invalid("a family with this id already exists"));
@@ -450,13 +550,22 @@ impl Store for SledStore {
         }
     }
 
+    fn chain(&self, family_id: &str) -> Result<Option<Chain>, StoreError> {
+        match self.trees.chains.get(family_id)? {
+            Some(bytes) => decode("chain", family_id.as_bytes(), &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
     fn rotate(
         &self,
         presented: &[u8; 32],
         new_hash: &[u8; 32],
         new_record: &RefreshRecord,
+        step: &ChainStep,
         now: u64,
     ) -> Result<RotateOutcome, StoreError> {
+        let tag_key = hex(&step.tag_key);
         self.transact(|tx| {
             let Some(bytes) = tx.refresh.get(presented)? else {
                 return Ok(RotateOutcome::Unknown);
@@ -495,9 +604,67 @@ impl Store for SledStore {
             if tx.refresh.get(new_hash)?.is_some() {
                 return abort(StoreError::Invalid("this refresh token is already stored"));
             }
-            record.rotated_at = Some(now);
-            record.replaced_by = Some(hex(new_hash));
-            tx.refresh.insert(&presented[..], encode_tx(&record)?)?;
+            let family_key = record.family_id.as_bytes();
+            let previous: Option<Chain> = match tx.chains.get(family_key)? {
+                Some(bytes) => Some(decode_tx("chain", family_key, &bytes)?),
+                None => None,
+            };
+            let expected = previous
+                .as_ref()
+                .map_or(1, |c| c.generation.saturating_add(1));
+            if step.generation != expected
+                || previous.as_ref().is_some_and(|c| c.tag_key != tag_key)
+            {
+                // Only one token of a family is ever unrotated, so a step
+                // computed from a stale chain means a caller bug.
+                return abort(StoreError::Invalid(
+                    "a rotation must advance its family's chain by one, with its key",
+                ));
+            }
+            let mut retired = Vec::new();
+            for entry in previous.map(|chain| chain.retired).unwrap_or_default() {
+                let Some(old) = hash_from_hex(&entry.hash) else {
+                    return abort(StoreError::Corrupt("chain retired hash".to_owned()));
+                };
+                if entry.keep_until <= now {
+                    remove_tokens(tx, &record.family_id, &[old])?;
+                } else {
+                    retired.push(entry);
+                }
+            }
+            match step.keep_presented_until {
+                Some(keep_until) if keep_until <= now => {
+                    remove_tokens(tx, &record.family_id, &[*presented])?;
+                }
+                keep => {
+                    let old_expiry = record.expires_at;
+                    record.rotated_at = Some(now);
+                    record.replaced_by = Some(hex(new_hash));
+                    if let Some(keep_until) = keep {
+                        // The expiry index then drops it after the grace,
+                        // should no later rotation come to do it.
+                        record.expires_at = record.expires_at.min(keep_until);
+                        retired.push(Retired {
+                            hash: hex(presented),
+                            keep_until: record.expires_at,
+                        });
+                    }
+                    tx.refresh.insert(&presented[..], encode_tx(&record)?)?;
+                    tx.expiry
+                        .remove(expiry_key(old_expiry, &[TOKEN], presented))?;
+                    tx.expiry
+                        .insert(expiry_key(record.expires_at, &[TOKEN], presented), EMPTY)?;
+                }
+            }
+            // Untracked ones still leave at their `keep_until`, by the sweep.
+            let excess = retired.len().saturating_sub(MAX_TRACKED_RETIRED);
+            retired.drain(..excess);
+            let chain = Chain {
+                generation: step.generation,
+                tag_key: tag_key.clone(),
+                retired,
+            };
+            tx.chains.insert(family_key, encode_tx(&chain)?)?;
             let successor = RefreshRecord {
                 family_id: record.family_id.clone(),
                 user_id: record.user_id.clone(),
@@ -534,6 +701,53 @@ impl Store for SledStore {
                 }
             }
             Ok(revoked)
+        })
+    }
+
+    fn cap_user_families(
+        &self,
+        user_id: &str,
+        max: usize,
+        now: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut occupying = Vec::new();
+        for (id, seq) in self.user_family_order(user_id)? {
+            if let Some(family) = self.family(&id)? {
+                if family.expires_at > now {
+                    occupying.push((seq, family));
+                }
+            }
+        }
+        let Some(excess) = occupying.len().checked_sub(max).filter(|n| *n > 0) else {
+            return Ok(Vec::new());
+        };
+        // Revoked sessions only take room: they go first, then the oldest.
+        occupying.sort_by_key(|(seq, f)| (f.revoked_at.is_none(), f.created_at, *seq));
+        let victims: Vec<String> = occupying
+            .into_iter()
+            .take(excess)
+            .map(|(_, f)| f.id)
+            .collect();
+        self.transact(|tx| {
+            let mut revoked = Vec::new();
+            for id in &victims {
+                if revoke_in(tx, id, now)? {
+                    revoked.push(id.clone());
+                }
+                expire_in(tx, id, now)?;
+            }
+            Ok(revoked)
+        })
+    }
+
+    fn record_counts(&self) -> Result<RecordCounts, StoreError> {
+        let t = &self.trees;
+        Ok(RecordCounts {
+            users: t.users.len(),
+            families: t.families.len(),
+            chains: t.chains.len(),
+            refresh_tokens: t.refresh.len(),
+            index_entries: t.family_tokens.len() + t.expiry.len(),
         })
     }
 
@@ -609,9 +823,62 @@ impl Store for SledStore {
         Ok(removed)
     }
 
+    fn note_access_lifetime(&self, lifetime: u64, now: u64) -> Result<u64, StoreError> {
+        let earlier: Vec<LifetimeInUse> = match self.trees.meta.get(LIFETIMES_KEY)? {
+            Some(bytes) => decode("meta", LIFETIMES_KEY, &bytes)?,
+            None => Vec::new(),
+        };
+        let (longest, kept) = lifetimes_in_use(earlier, lifetime, now);
+        self.trees.meta.insert(LIFETIMES_KEY, encode(&kept)?)?;
+        // At start, before any token of this run exists: durable at once.
+        self.trees.meta.flush()?;
+        Ok(longest)
+    }
+
     fn flush(&self) -> FlushFuture<'_> {
         Box::pin(self.flusher.flush())
     }
+}
+
+/// An access lifetime some run minted tokens with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct LifetimeInUse {
+    /// Seconds, leeway included.
+    lifetime: u64,
+    /// When the last token minted with it expires; `None` while the run
+    /// using it may still be minting (it is closed at the next start).
+    until: Option<u64>,
+}
+
+/// Closes the entries of earlier runs (they stopped minting by `now`), drops
+/// those whose tokens have all expired or that `lifetime` covers anyway, and
+/// opens one for this run. Returns the longest lifetime still in use.
+fn lifetimes_in_use(
+    earlier: Vec<LifetimeInUse>,
+    lifetime: u64,
+    now: u64,
+) -> (u64, Vec<LifetimeInUse>) {
+    let mut kept: Vec<LifetimeInUse> = earlier
+        .into_iter()
+        .map(|entry| LifetimeInUse {
+            until: Some(
+                entry
+                    .until
+                    .unwrap_or_else(|| now.saturating_add(entry.lifetime)),
+            ),
+            ..entry
+        })
+        .filter(|entry| entry.lifetime > lifetime && entry.until.is_some_and(|u| u > now))
+        .collect();
+    let longest = kept
+        .iter()
+        .map(|entry| entry.lifetime)
+        .fold(lifetime, u64::max);
+    kept.push(LifetimeInUse {
+        lifetime,
+        until: None,
+    });
+    (longest, kept)
 }
 
 /// Marks a family revoked inside a transaction; true if this call did.
@@ -631,6 +898,29 @@ fn revoke_in(tx: &Tx, family_id: &str, now: u64) -> TxResult<bool> {
     Ok(true)
 }
 
+/// Ends a family at `now` (never later than it would have), moving its
+/// expiry index entry so the sweep purges it.
+fn expire_in(tx: &Tx, family_id: &str, now: u64) -> TxResult<()> {
+    let Some(bytes) = tx.families.get(family_id.as_bytes())? else {
+        return Ok(());
+    };
+    let mut family: Family = decode_tx("family", family_id.as_bytes(), &bytes)?;
+    if family.expires_at <= now {
+        return Ok(());
+    }
+    tx.expiry.remove(expiry_key(
+        family.expires_at,
+        &[FAMILY],
+        family_id.as_bytes(),
+    ))?;
+    family.expires_at = now;
+    tx.families
+        .insert(family_id.as_bytes(), encode_tx(&family)?)?;
+    tx.expiry
+        .insert(expiry_key(now, &[FAMILY], family_id.as_bytes()), EMPTY)?;
+    Ok(())
+}
+
 /// Stores a refresh token with its family and expiry index entries.
 fn insert_token(tx: &Tx, hash: &[u8; 32], record: &RefreshRecord, bytes: Vec<u8>) -> TxResult<()> {
     tx.refresh.insert(&hash[..], bytes)?;
@@ -644,6 +934,9 @@ fn insert_token(tx: &Tx, hash: &[u8; 32], record: &RefreshRecord, bytes: Vec<u8>
 /// Removes a family record, its index entries and the given tokens.
 fn remove_family(tx: &Tx, family_id: &str, hashes: &[[u8; 32]]) -> TxResult<usize> {
     let mut removed = remove_tokens(tx, family_id, hashes)?;
+    if tx.chains.remove(family_id.as_bytes())?.is_some() {
+        removed += 1;
+    }
     if let Some(bytes) = tx.families.remove(family_id.as_bytes())? {
         removed += 1;
         // An unreadable record still goes; only its index entries may stay

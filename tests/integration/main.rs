@@ -8,6 +8,7 @@ mod support;
 
 mod accounts;
 mod durability;
+mod edge;
 mod flood;
 mod forged_tokens;
 mod hardening;
@@ -15,6 +16,9 @@ mod lifecycle;
 mod limits;
 mod operations;
 mod proxying;
+mod refresh_bounds;
+mod session_races;
 mod streaming;
 mod throttle;
+mod timeouts;
 mod upstreams;
