@@ -28,6 +28,7 @@ pub mod gateway;
 pub mod path;
 pub mod private_files;
 pub mod proxy;
+pub mod request_id;
 pub mod router;
 pub mod server;
 pub mod service;

@@ -1,7 +1,8 @@
 //! The per-request entry point hyper calls. It decides everything about a
 //! request once — host, path, route, caller — then hands it to the account
 //! endpoints or the proxy, turns any error into its JSON answer, and writes
-//! the one access-log line.
+//! the one access-log line. Each request gets its id (`request_id.rs`)
+//! here, on its span, upstream and in the answer.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -23,6 +24,7 @@ use crate::path;
 use crate::proxy::client_addr::client_address;
 use crate::proxy::headers::ClientSide;
 use crate::proxy::upgrade;
+use crate::request_id::{RequestId, X_REQUEST_ID};
 use crate::router;
 
 /// What the gateway knows about the connection a request came on.
@@ -56,9 +58,14 @@ impl Outcome {
 pub async fn handle(
     gateway: Arc<Gateway>,
     connection: Connection,
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let started = Instant::now();
+    let request_id = RequestId::for_request(request.headers(), connection.peer_trusted);
+    // Replaces whatever the client sent: the upstream sees the id we log.
+    request
+        .headers_mut()
+        .insert(X_REQUEST_ID, request_id.header().clone());
     let method = request.method().clone();
     let grpc = crate::error::is_grpc(request.headers());
     let mut outcome = Outcome::default();
@@ -66,6 +73,7 @@ pub async fn handle(
     // route and user are filled in once decided.
     let span = tracing::info_span!(
         "request",
+        request_id = request_id.as_str(),
         method = %method,
         peer = %connection.peer.ip(),
         route = tracing::field::Empty,
@@ -74,7 +82,7 @@ pub async fn handle(
     let result = dispatch(&gateway, connection, request, &mut outcome)
         .instrument(span.clone())
         .await;
-    let response = match result {
+    let mut response = match result {
         Ok(response) => response,
         Err(err) => {
             let _in_request = span.enter();
@@ -95,8 +103,12 @@ pub async fn handle(
             latency_us = started.elapsed().as_micros() as u64,
             user = outcome.user.as_deref().unwrap_or("-"),
             peer = %connection.peer.ip(),
+            request_id = request_id.as_str(),
         );
     }
+    response
+        .headers_mut()
+        .insert(X_REQUEST_ID, request_id.header().clone());
     Ok(response)
 }
 

@@ -8,6 +8,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Versio
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tracing::Instrument;
 
 /// True for a well-formed HTTP/1.1 WebSocket handshake request.
 pub fn is_websocket_handshake<B>(request: &Request<B>) -> bool {
@@ -52,5 +53,7 @@ pub fn tunnel_if_switched<B>(client: OnUpgrade, upstream: &mut Response<B>) {
             Ok((up, down)) => tracing::debug!(up, down, "websocket tunnel closed"),
             Err(err) => tracing::debug!(error = %err, "websocket tunnel ended"),
         }
-    });
+    }
+    // The tunnel's log lines keep the request's id.
+    .in_current_span());
 }
