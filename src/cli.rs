@@ -1,5 +1,5 @@
-//! Command-line interface: `serve` (the default), `token` and `user` for
-//! operators, and the global `--config`, accepted before or after the subcommand.
+//! Command-line interface: `serve` (the default), `check-config`, `token`
+//! and `user` for operators, and the global `--config`, accepted before or after the subcommand.
 
 use std::path::PathBuf;
 
@@ -26,6 +26,10 @@ pub struct Cli {
 pub enum Command {
     /// Run the gateway (the default when no command is given).
     Serve,
+    /// Validate the configuration file (and the certificate, key and CA
+    /// files it names) without starting anything: exit 0 when it is valid,
+    /// 1 with the file:line:key error otherwise. For CI and deploy hooks.
+    CheckConfig,
     /// Print a signed access token for a subject and role.
     Token {
         /// The user id the token asserts (becomes X-User-Id upstream).

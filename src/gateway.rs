@@ -1,10 +1,13 @@
-//! The gateway's shared state, assembled once at startup from the config:
-//! router, authenticator, token issuer, proxy, store and account service.
-//! Everything a request needs hangs off one `Arc<Gateway>`.
+//! The gateway's shared state, assembled at startup from the config:
+//! authenticator, token issuer, store and account service, plus the [`Live`]
+//! part a reload replaces atomically (router, proxy, the config they came
+//! from). Everything a request needs hangs off one `Arc<Gateway>`.
 
 use std::sync::Arc;
-
 use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
 
 use crate::api::Accounts;
 use crate::auth::jwt::{TokenIssuer, TokenVerifier};
@@ -18,13 +21,44 @@ use crate::router::Router;
 use crate::store::{SledStore, Store, StoreError};
 
 pub struct Gateway {
+    /// The configuration the gateway started with: what only a restart
+    /// changes (listener, store, tokens, accounts) is read from here.
     config: Arc<Config>,
-    router: Router,
+    /// Routes, upstreams and per-request limits; a reload swaps the whole
+    /// snapshot, and each request keeps the one it started with.
+    live: ArcSwap<Live>,
+    /// Bumped by every reload, so the maintenance task restarts the health
+    /// checks of the new upstreams.
+    reloads: watch::Sender<u64>,
     authenticator: Authenticator,
     issuer: Arc<TokenIssuer>,
-    proxy: Proxy,
     revocations: Arc<RevocationList>,
     accounts: Accounts,
+}
+
+/// What a reload replaces, as one unit: the routing table, the upstream
+/// pools and the configuration both were built from.
+pub struct Live {
+    pub config: Arc<Config>,
+    pub router: Router,
+    pub proxy: Proxy,
+}
+
+impl Live {
+    /// Builds everything from `config` without touching the running
+    /// gateway; an error leaves nothing half-applied.
+    pub fn build(config: Config) -> Result<Self, crate::proxy::ProxySetupError> {
+        let proxy = Proxy::new(
+            &config.server.identity_header_prefix,
+            config.server.body_read_timeout,
+            &config.routes,
+        )?;
+        Ok(Self {
+            router: Router::new(&config.routes),
+            proxy,
+            config: Arc::new(config),
+        })
+    }
 }
 
 /// How often expired sessions and stale revocations are swept.
@@ -62,11 +96,7 @@ impl Gateway {
         )?;
         let verifier = TokenVerifier::new(&config.tokens, secret);
         let issuer = Arc::new(TokenIssuer::new(&config.tokens, secret));
-        let proxy = Proxy::new(
-            &config.server.identity_header_prefix,
-            config.server.body_read_timeout,
-            &config.routes,
-        )?;
+        let live = Live::build(config.clone())?;
         let passwords = PasswordPool::new(&config.auth.password)?;
         let accounts = Accounts::new(
             &config,
@@ -77,10 +107,10 @@ impl Gateway {
             revocation_window,
         );
         Ok(Self {
-            router: Router::new(&config.routes),
+            live: ArcSwap::from_pointee(live),
+            reloads: watch::Sender::new(0),
             authenticator: Authenticator::new(verifier, Arc::clone(&revocations)),
             issuer,
-            proxy,
             revocations,
             accounts,
             config: Arc::new(config),
@@ -95,10 +125,21 @@ impl Gateway {
             // Owned by this task: aborting it drops the set, which aborts
             // every health check with it.
             let mut health_checks = tokio::task::JoinSet::new();
-            gateway.proxy.spawn_health_checks(&mut health_checks);
+            let mut reloads = gateway.reloads.subscribe();
+            gateway.live().proxy.spawn_health_checks(&mut health_checks);
             let mut ticks = tokio::time::interval(SWEEP_INTERVAL);
             loop {
-                ticks.tick().await;
+                tokio::select! {
+                    _ = ticks.tick() => {}
+                    changed = reloads.changed() => {
+                        if changed.is_ok() {
+                            // Dropping the old set stops the old upstreams' checks.
+                            health_checks = tokio::task::JoinSet::new();
+                            gateway.live().proxy.spawn_health_checks(&mut health_checks);
+                        }
+                        continue;
+                    }
+                }
                 let gateway = Arc::clone(&gateway);
                 let lifetime = gateway.accounts.revocation_window();
                 let swept = tokio::task::spawn_blocking(move || {
@@ -112,12 +153,24 @@ impl Gateway {
         })
     }
 
+    /// The configuration the gateway started with (see [`Gateway::live`]
+    /// for the part a reload changes).
     pub fn config(&self) -> &Config {
         &self.config
     }
 
-    pub fn router(&self) -> &Router {
-        &self.router
+    /// The current routes, upstreams and limits. A request loads this once
+    /// and keeps it to its end, whatever reloads happen meanwhile.
+    pub fn live(&self) -> Arc<Live> {
+        self.live.load_full()
+    }
+
+    /// Makes `live` the configuration of every request from now on, and
+    /// applies its throttle settings. Requests already running keep theirs.
+    pub fn install(&self, live: Live) {
+        self.accounts.reconfigure(&live.config);
+        self.live.store(Arc::new(live));
+        self.reloads.send_modify(|generation| *generation += 1);
     }
 
     pub fn authenticator(&self) -> &Authenticator {
@@ -128,20 +181,8 @@ impl Gateway {
         &self.issuer
     }
 
-    pub fn proxy(&self) -> &Proxy {
-        &self.proxy
-    }
-
     pub fn revocations(&self) -> &Arc<RevocationList> {
         &self.revocations
-    }
-
-    pub fn access_log(&self) -> bool {
-        self.config.server.access_log
-    }
-
-    pub fn max_uri_bytes(&self) -> usize {
-        self.config.server.max_uri_bytes
     }
 
     /// True for paths served by the account endpoints (`/auth` and below).

@@ -28,6 +28,7 @@ pub mod gateway;
 pub mod path;
 pub mod private_files;
 pub mod proxy;
+pub mod reload;
 pub mod request_id;
 pub mod router;
 pub mod server;
@@ -62,11 +63,17 @@ pub enum StartupError {
     },
 }
 
+/// What [`prepare`] assembles for [`server::serve`].
+pub struct Prepared {
+    pub gateway: Arc<gateway::Gateway>,
+    pub tls: Arc<rustls::ServerConfig>,
+    /// The certificate the listener presents, which a reload replaces.
+    pub certs: Arc<tls::CertStore>,
+}
+
 /// Prepares everything `serve` needs from a validated config: the secret, the
 /// TLS settings and the shared gateway state. Logs what dev mode generated.
-pub fn prepare(
-    config: Config,
-) -> Result<(Arc<gateway::Gateway>, Arc<rustls::ServerConfig>), StartupError> {
+pub fn prepare(config: Config) -> Result<Prepared, StartupError> {
     let (secret, origin) = secret::resolve(&config)?;
     match &origin {
         SecretOrigin::GeneratedForDev(path) => tracing::warn!(
@@ -79,7 +86,7 @@ pub fn prepare(
             tracing::info!(path = %path.display(), "access-token secret from file")
         }
     }
-    let (tls, generated) = tls::server_config(&config)?;
+    let (tls, certs, generated) = tls::server_config(&config)?;
     if generated {
         tracing::warn!(
             cert = %config.server.tls_cert.display(),
@@ -95,7 +102,21 @@ pub fn prepare(
     }
     private_files::warn_if_readable_by_others("the TLS private key ([server] tls_key)", &key_path);
     private_files::warn_if_readable_by_others("the database directory ([store] path)", &store_path);
-    Ok((Arc::new(gateway), tls))
+    Ok(Prepared {
+        gateway: Arc::new(gateway),
+        tls,
+        certs,
+    })
+}
+
+/// Validates a configuration completely without starting anything: the
+/// file, the TLS certificate and key, and every route's upstream settings
+/// (CA and client-certificate files). The access-token secret is not read:
+/// in dev mode that would create it.
+pub fn check(config: Config) -> Result<(), StartupError> {
+    tls::check(&config)?;
+    gateway::Live::build(config).map_err(gateway::BuildError::from)?;
+    Ok(())
 }
 
 /// Prepares and serves on an already-bound listener until `shutdown` completes.
@@ -104,10 +125,44 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartupError> {
-    let (gateway, tls) = prepare(config)?;
+    let path = config.source.clone();
+    let Prepared {
+        gateway,
+        tls,
+        certs,
+    } = prepare(config)?;
+    let reloader = Arc::new(reload::Reloader::new(Arc::clone(&gateway), certs, path));
+    let reloads = tokio::spawn(reload_on_hangup(reloader));
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "listening on {addr}");
     }
     server::serve(listener, gateway, tls, shutdown).await;
+    reloads.abort();
     Ok(())
+}
+
+/// Reloads the configuration on every SIGHUP until aborted.
+async fn reload_on_hangup(reloader: Arc<reload::Reloader>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(hangups) => hangups,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot listen for SIGHUP; reloads are off");
+                return;
+            }
+        };
+        while hangups.recv().await.is_some() {
+            tracing::info!("SIGHUP received: reloading the configuration");
+            // Reading files and building pools: off the async workers.
+            let reloader = Arc::clone(&reloader);
+            let _ = tokio::task::spawn_blocking(move || reloader.reload()).await;
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = reloader;
+        std::future::pending::<()>().await;
+    }
 }

@@ -1,6 +1,6 @@
 //! The `authgate` binary: parses the command line, starts logging, loads the
-//! config and runs the chosen command (`serve`, `token`, or a `user` account
-//! tool on the store). Failures print their cause chain and exit non-zero.
+//! config and runs the chosen command (`serve`, `check-config`, `token`, or a
+//! `user` account tool on the store). Failures print their cause chain and exit non-zero.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
@@ -25,6 +25,7 @@ fn main() -> ExitCode {
     let _log_flush = init_tracing();
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(&cli.config),
+        Command::CheckConfig => check_config(&cli.config),
         Command::Token { sub, role } => token(&cli.config, &sub, &role),
         Command::User { command } => user(&cli.config, command),
     };
@@ -73,6 +74,14 @@ fn serve(config_path: &std::path::Path) -> Result<(), String> {
             .await
             .map_err(|e| error_chain(&e))
     })
+}
+
+/// Validates the file and what it names; prints one line on success.
+fn check_config(config_path: &Path) -> Result<(), String> {
+    let config = Config::load(config_path).map_err(|e| error_chain(&e))?;
+    authgate::check(config).map_err(|e| error_chain(&e))?;
+    println!("{}: configuration is valid", config_path.display());
+    Ok(())
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -77,7 +77,11 @@ pub async fn serve(
             stream,
             connection: Connection {
                 peer,
-                peer_trusted: settings
+                // From the live config: a reload may change the list.
+                peer_trusted: gateway
+                    .live()
+                    .config
+                    .server
                     .trusted_proxies
                     .iter()
                     .any(|cidr| cidr.contains(peer.ip())),

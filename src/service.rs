@@ -19,7 +19,7 @@ use crate::auth::Identity;
 use crate::body::ResponseBody;
 use crate::config::{RouteAuth, RouteConfig};
 use crate::error::GatewayError;
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, Live};
 use crate::path;
 use crate::proxy::client_addr::client_address;
 use crate::proxy::headers::ClientSide;
@@ -79,7 +79,10 @@ pub async fn handle(
         route = tracing::field::Empty,
         user = tracing::field::Empty,
     );
-    let result = dispatch(&gateway, connection, request, &mut outcome)
+    // The routes and limits this request lives with to its end, even if a
+    // reload installs others meanwhile.
+    let live = gateway.live();
+    let result = dispatch(&gateway, &live, connection, request, &mut outcome)
         .instrument(span.clone())
         .await;
     let mut response = match result {
@@ -94,7 +97,7 @@ pub async fn handle(
             err.into_response_for(grpc)
         }
     };
-    if gateway.access_log() {
+    if live.config.server.access_log {
         tracing::info!(
             target: "authgate::access",
             method = %method,
@@ -114,11 +117,12 @@ pub async fn handle(
 
 async fn dispatch(
     gateway: &Gateway,
+    live: &Live,
     connection: Connection,
     request: Request<Incoming>,
     outcome: &mut Outcome,
 ) -> Result<Response<ResponseBody>, GatewayError> {
-    check_request_line(gateway, &request)?;
+    check_request_line(live, &request)?;
     // The one clock reading every time-dependent decision of this request uses.
     let now = SystemTime::now();
     let host = {
@@ -139,7 +143,7 @@ async fn dispatch(
         connection.peer.ip(),
         connection.peer_trusted,
         request.headers(),
-        &gateway.config().server.trusted_proxies,
+        &live.config.server.trusted_proxies,
     );
 
     if gateway.is_account_path(decided.as_str()) {
@@ -164,8 +168,8 @@ async fn dispatch(
         return result;
     }
 
-    let route = gateway
-        .router()
+    let route = live
+        .router
         .route(host.as_deref(), decided.as_str())
         .ok_or(GatewayError::NotFound)?;
     tracing::Span::current().record("route", tracing::field::display(&route.name));
@@ -210,14 +214,13 @@ async fn dispatch(
         client: client_addr,
         host: host_header.as_deref(),
     };
-    gateway
-        .proxy()
+    live.proxy
         .forward(request, route, &decided, identity.as_ref(), &client)
         .await
 }
 
 /// Refuses request lines a reverse proxy must not act on.
-fn check_request_line<B>(gateway: &Gateway, request: &Request<B>) -> Result<(), GatewayError> {
+fn check_request_line<B>(live: &Live, request: &Request<B>) -> Result<(), GatewayError> {
     if request.method() == Method::CONNECT {
         // Never an open proxy: no tunnels to arbitrary hosts.
         return Err(GatewayError::MethodNotAllowed);
@@ -234,7 +237,7 @@ fn check_request_line<B>(gateway: &Gateway, request: &Request<B>) -> Result<(), 
         .uri()
         .path_and_query()
         .map_or(0, |pq| pq.as_str().len());
-    if uri_len > gateway.max_uri_bytes() {
+    if uri_len > live.config.server.max_uri_bytes {
         return Err(GatewayError::UriTooLong);
     }
     Ok(())

@@ -137,6 +137,12 @@ impl Accounts {
         Ok(Duration::from_secs(window))
     }
 
+    /// Applies a reloaded configuration's throttle limits; the counters
+    /// already kept stay.
+    pub fn reconfigure(&self, config: &Config) {
+        self.throttle.reconfigure(&config.auth.throttle);
+    }
+
     /// How long a revocation must last: the longest lifetime a live access
     /// token can have (see [`Accounts::load_revocations`]).
     pub fn revocation_window(&self) -> Duration {

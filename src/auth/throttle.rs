@@ -15,6 +15,7 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
 
 use super::email::canonical_email;
@@ -60,7 +61,8 @@ impl AccountKey {
 /// The login and registration counters, behind one lock that is never held
 /// across an `.await`.
 pub struct Throttle {
-    limits: Limits,
+    /// Swapped whole by a reload; read once per decision.
+    limits: ArcSwap<Limits>,
     state: Mutex<State>,
 }
 
@@ -77,6 +79,24 @@ struct Limits {
     ipv6_prefix: u8,
 }
 
+impl Limits {
+    /// Counts below 1 are read as 1, durations clamped to what arithmetic
+    /// on deadlines can hold.
+    fn from_config(config: &ThrottleConfig) -> Self {
+        let window = config.window.clamp(Duration::from_secs(1), LONGEST);
+        let max_lockout = config.max_lockout.min(LONGEST);
+        Self {
+            account_failures: config.account_failures.max(1),
+            address_failures: config.address_failures.max(1),
+            window,
+            base_lockout: config.base_lockout.min(max_lockout),
+            max_lockout,
+            registrations_per_hour: config.registrations_per_hour.max(1),
+            ipv6_prefix: config.ipv6_prefix.min(128),
+        }
+    }
+}
+
 struct State {
     /// Failure streaks and lockouts per account.
     accounts: BoundedMap<AccountKey, AccountEntry>,
@@ -90,28 +110,27 @@ impl Throttle {
     /// Counts below 1 are read as 1, so a limit can never be switched off by
     /// accident; `registration = "closed"` is the way to stop registrations.
     pub fn new(config: &ThrottleConfig) -> Self {
-        let window = config.window.clamp(Duration::from_secs(1), LONGEST);
-        let max_lockout = config.max_lockout.min(LONGEST);
-        let limits = Limits {
-            account_failures: config.account_failures.max(1),
-            address_failures: config.address_failures.max(1),
-            window,
-            base_lockout: config.base_lockout.min(max_lockout),
-            max_lockout,
-            registrations_per_hour: config.registrations_per_hour.max(1),
-            ipv6_prefix: config.ipv6_prefix.min(128),
-        };
+        let limits = Limits::from_config(config);
         let capacity = config.max_entries.max(1);
         Self {
-            limits,
+            limits: ArcSwap::from_pointee(limits),
             state: Mutex::new(State {
-                accounts: BoundedMap::new(capacity, window),
-                addresses: BoundedMap::new(capacity, window),
+                accounts: BoundedMap::new(capacity, limits.window),
+                addresses: BoundedMap::new(capacity, limits.window),
                 registrations: BoundedMap::new(capacity, REGISTRATION_WINDOW),
             }),
         }
     }
 
+    /// New limits from a reloaded configuration, for the next decisions.
+    /// The table sizes (`max_entries`) stay as they were until a restart.
+    pub fn reconfigure(&self, config: &ThrottleConfig) {
+        self.limits.store(std::sync::Arc::new(Limits::from_config(config)));
+    }
+
+    fn limits(&self) -> Limits {
+        **self.limits.load()
+    }
     /// Admits a login attempt for `account` from `peer`, or refuses it while
     /// the account is locked or the address is throttled. Report the outcome
     /// on the returned [`LoginAttempt`].
@@ -121,7 +140,7 @@ impl Throttle {
         peer: IpAddr,
         now: Instant,
     ) -> Result<LoginAttempt<'_>, Throttled> {
-        let limits = self.limits;
+        let limits = self.limits();
         let address = client_block(peer, limits.ipv6_prefix);
         let mut state = self.lock();
         let mut wait = state
@@ -163,12 +182,12 @@ impl Throttle {
     /// Counts a registration attempt from `peer`, or refuses it once the
     /// address has used its hourly allowance.
     pub fn admit_registration(&self, peer: IpAddr, now: Instant) -> Result<(), Throttled> {
-        let limit = self.limits.registrations_per_hour;
+        let limit = self.limits().registrations_per_hour;
         let mut state = self.lock();
         let count =
             state
                 .registrations
-                .entry(client_block(peer, self.limits.ipv6_prefix), now, || {
+                .entry(client_block(peer, self.limits().ipv6_prefix), now, || {
                     WindowCount::new(now)
                 });
         count.roll(now, REGISTRATION_WINDOW);
@@ -184,7 +203,7 @@ impl Throttle {
     /// Gives back a registration that did no work (the password pool was busy).
     pub fn refund_registration(&self, peer: IpAddr) {
         let mut state = self.lock();
-        let address = client_block(peer, self.limits.ipv6_prefix);
+        let address = client_block(peer, self.limits().ipv6_prefix);
         if let Some(count) = state.registrations.get_mut(&address) {
             count.count = count.count.saturating_sub(1);
         }
@@ -199,7 +218,7 @@ impl Throttle {
     }
 
     fn record_failure(&self, account: AccountKey, address: IpAddr, now: Instant) {
-        let limits = self.limits;
+        let limits = self.limits();
         let mut state = self.lock();
         let count = state
             .addresses

@@ -50,24 +50,8 @@ impl GatewayFiles {
     pub fn create(options: &GatewayOptions) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let pki = TestPki::create(dir.path());
-        let secret_path = dir.path().join("access.secret");
-        std::fs::write(&secret_path, SECRET).unwrap();
-        let store_path = dir.path().join("store.sled");
-        let text = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\ntls_cert = {cert:?}\ntls_key = {key:?}\n{server}\n\
-             [tokens]\nsecret_file = {secret:?}\n{tokens}\n\
-             [store]\npath = {store:?}\n\
-             [auth]\n{auth}\n\
-             {routes}\n",
-            cert = pki.cert_path,
-            key = pki.key_path,
-            secret = secret_path,
-            store = store_path,
-            server = options.server,
-            tokens = options.tokens,
-            auth = options.auth,
-            routes = options.routes,
-        );
+        std::fs::write(dir.path().join("access.secret"), SECRET).unwrap();
+        let text = config_text(dir.path(), options);
         let config_path = dir.path().join("authgate.toml");
         std::fs::write(&config_path, text).unwrap();
         Self {
@@ -86,12 +70,37 @@ impl GatewayFiles {
     }
 }
 
+/// The config file for the files in `dir` ([`TestPki`]'s leaf, the secret,
+/// the store) with `options` added.
+pub fn config_text(dir: &Path, options: &GatewayOptions) -> String {
+    let cert = dir.join("leaf.pem");
+    let key = dir.join("leaf-key.pem");
+    let secret_path = dir.join("access.secret");
+    let store_path = dir.join("store.sled");
+    format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\ntls_cert = {cert:?}\ntls_key = {key:?}\n{server}\n\
+             [tokens]\nsecret_file = {secret:?}\n{tokens}\n\
+             [store]\npath = {store:?}\n\
+             [auth]\n{auth}\n\
+             {routes}\n",
+        cert = cert,
+        key = key,
+        secret = secret_path,
+        store = store_path,
+        server = options.server,
+        tokens = options.tokens,
+        auth = options.auth,
+        routes = options.routes,
+    )
+}
+
 /// The gateway running inside the test process.
 pub struct TestGateway {
     pub addr: SocketAddr,
     pub files: GatewayFiles,
     config: Config,
     gateway: Arc<authgate::gateway::Gateway>,
+    reloader: authgate::reload::Reloader,
     running: Running,
 }
 
@@ -119,7 +128,11 @@ impl TestGateway {
         // After a stop in this process, sled's background threads may hold the
         // database lock a moment longer: poll (bounded) until it is free.
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        let (gateway, tls) = loop {
+        let authgate::Prepared {
+            gateway,
+            tls,
+            certs,
+        } = loop {
             match authgate::prepare(config.clone()) {
                 Ok(prepared) => break prepared,
                 Err(authgate::StartupError::Build(authgate::gateway::BuildError::Store(
@@ -131,6 +144,8 @@ impl TestGateway {
             }
         };
         let shared = Arc::clone(&gateway);
+        let reloader =
+            authgate::reload::Reloader::new(Arc::clone(&gateway), certs, files.config_path.clone());
         let task = tokio::spawn(async move {
             authgate::server::serve(listener, gateway, tls, async {
                 let _ = rx.await;
@@ -142,6 +157,7 @@ impl TestGateway {
             files,
             config,
             gateway: shared,
+            reloader,
             running: Running {
                 shutdown: Some(tx),
                 task: Some(task),
@@ -175,14 +191,26 @@ impl TestGateway {
             .token
     }
 
+    /// Rewrites the config file with `options` (same TLS files, secret and
+    /// store) and reloads it, as SIGHUP would.
+    pub fn reload_with(
+        &self,
+        options: &GatewayOptions,
+    ) -> Result<(), authgate::reload::ReloadError> {
+        std::fs::write(&self.files.config_path, config_text(self.files.path(), options)).unwrap();
+        self.reloader.reload()
+    }
+
     /// Stops serving and waits for the drain; the files stay for a restart.
     pub async fn stop(self) -> GatewayFiles {
         let Self {
             files,
             mut running,
             gateway,
+            reloader,
             ..
         } = self;
+        drop(reloader);
         if let Some(tx) = running.shutdown.take() {
             let _ = tx.send(());
         }
