@@ -164,3 +164,204 @@ async fn request_id_from_a_trusted_proxy_is_kept_upstream_back_and_in_the_logs()
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// `authgate check-config --config PATH`: its exit code, stdout and stderr.
+fn check_config(path: &std::path::Path) -> (Option<i32>, String, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_authgate"))
+        .arg("check-config")
+        .arg("--config")
+        .arg(path)
+        .env("AUTHGATE_LOG", "warn")
+        .output()
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_config_exits_0_for_a_valid_file_and_1_with_file_line_key_otherwise() {
+    let upstream = Upstream::start(Behavior::Ok).await;
+    let files = GatewayFiles::create(&GatewayOptions::routes(route(
+        "api",
+        "/api/",
+        &upstream.url(),
+        "",
+    )));
+    let (code, stdout, _) = check_config(&files.config_path);
+    assert_eq!(code, Some(0));
+    assert!(stdout.contains("configuration is valid"), "{stdout}");
+    // Nothing was started: no store was created.
+    assert!(!files.path().join("store.sled").exists());
+
+    // An unknown key in a route: named with file, line and key.
+    let bad = files.path().join("bad.toml");
+    let text = std::fs::read_to_string(&files.config_path).unwrap();
+    std::fs::write(&bad, format!("{text}balance_typo = \"round_robin\"\n")).unwrap();
+    let (code, _, stderr) = check_config(&bad);
+    assert_eq!(code, Some(1));
+    let lines = text.lines().count() + 1;
+    assert!(
+        stderr.contains(&format!("bad.toml:{lines}:")) && stderr.contains("balance_typo"),
+        "{stderr}"
+    );
+
+    // A certificate file that does not exist is caught too, not only syntax.
+    std::fs::remove_file(files.path().join("leaf.pem")).unwrap();
+    let (code, _, stderr) = check_config(&files.config_path);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("tls_cert"), "{stderr}");
+}
+
+/// Bounded wait for `done` (reloads and log lines take effect asynchronously).
+async fn eventually(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !done().await {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_adds_a_route_while_a_long_download_continues() {
+    use http_body_util::BodyExt;
+    const SIZE: u64 = 32 * 1024 * 1024;
+    let bulk = Upstream::start(Behavior::Download(SIZE)).await;
+    let fresh = Upstream::start(Behavior::Ok).await;
+    let old_routes = route("bulk", "/bulk/", &bulk.url(), "auth = \"public\"");
+    let gw = TestGateway::start(&old_routes).await;
+    assert_eq!(gw.client().get("/new/x").send().await.status, 404);
+
+    let (response, _) = gw.client().get("/bulk/file").send_streaming().await;
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let mut received = 0u64;
+    while received < 1024 * 1024 {
+        let frame = body.frame().await.unwrap().unwrap();
+        received += frame.into_data().map_or(0, |d| d.len() as u64);
+    }
+
+    gw.reload_with(&GatewayOptions::routes(format!(
+        "{old_routes}{}",
+        route("new", "/new/", &fresh.url(), "auth = \"public\"")
+    )))
+    .unwrap();
+    let added = gw.client().get("/new/x").send().await;
+    assert_eq!(added.status, 200);
+    assert_eq!(fresh.count(), 1);
+
+    // The download started before the reload runs to its last byte.
+    while let Some(frame) = body.frame().await {
+        received += frame.unwrap().into_data().map_or(0, |d| d.len() as u64);
+    }
+    assert_eq!(received, SIZE);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_reload_is_rejected_and_the_old_routes_keep_serving() {
+    let upstream = Upstream::start(Behavior::Ok).await;
+    let routes = route("api", "/api/", &upstream.url(), "auth = \"public\"");
+    let gw = TestGateway::start(&routes).await;
+
+    let bad = format!(
+        "{routes}{}",
+        route("new", "/new/", &upstream.url(), "balance = \"fastest\"")
+    );
+    let err = gw.reload_with(&GatewayOptions::routes(bad)).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("authgate.toml:") && text.contains("balance"),
+        "{text}"
+    );
+    assert_eq!(gw.client().get("/new/x").send().await.status, 404);
+    assert!(upstream.received().is_empty());
+    assert_eq!(gw.client().get("/api/x").send().await.status, 200);
+    assert_eq!(upstream.count(), 1);
+
+    // A file that parses but names an upstream CA that does not exist is
+    // refused as a whole too: validation covers what the file points to.
+    let missing_ca = format!(
+        "{routes}{}",
+        route(
+            "tls",
+            "/tls/",
+            "https://localhost:1",
+            "upstream_ca = \"/nonexistent/ca.pem\""
+        )
+    );
+    assert!(gw.reload_with(&GatewayOptions::routes(missing_ca)).is_err());
+    assert_eq!(gw.client().get("/tls/x").send().await.status, 404);
+    assert_eq!(gw.client().get("/api/x").send().await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_swaps_the_tls_certificate_for_new_handshakes() {
+    let upstream = Upstream::start(Behavior::Ok).await;
+    let options = GatewayOptions::routes(route("api", "/api/", &upstream.url(), "auth = \"public\""));
+    let gw = TestGateway::start_with(options.clone()).await;
+    let old_client = gw.client();
+    // An open connection made with the old certificate.
+    let (kept, _) = old_client.get("/api/x").send_streaming().await;
+    assert_eq!(kept.status(), 200);
+
+    // A renewed certificate from another CA, written over the same files.
+    let renewed = crate::support::pki::TestPki::create(gw.files.path());
+    let new_client = crate::support::TestClient::new(gw.addr, renewed.ca_pem.clone());
+    assert!(
+        new_client.try_tls(Alpn::Http1).await.is_err(),
+        "the new certificate was served before the reload"
+    );
+
+    gw.reload_with(&options).unwrap();
+    assert_eq!(new_client.get("/api/x").send().await.status, 200);
+    assert!(old_client.try_tls(Alpn::Http1).await.is_err());
+    assert_eq!(upstream.count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_binary_and_a_bad_file_keeps_the_running_config() {
+    let upstream = Upstream::start(Behavior::Ok).await;
+    let routes = route("api", "/api/", &upstream.url(), "auth = \"public\"");
+    let files = GatewayFiles::create(&GatewayOptions::routes(routes.clone()));
+    let gateway = BinaryGateway::start(&files, "info");
+    let client = gateway.client(&files);
+    assert_eq!(client.get("/new/x").send().await.status, 404);
+
+    // A bad file: rejected with its file:line:key error, old routes serve.
+    let text = std::fs::read_to_string(&files.config_path).unwrap();
+    std::fs::write(&files.config_path, format!("{text}typo_key = 1\n")).unwrap();
+    gateway.signal("HUP");
+    eventually("the rejection is logged", async || {
+        gateway.log().contains("configuration reload rejected")
+    })
+    .await;
+    assert!(gateway.log().contains("typo_key"), "{}", gateway.log());
+    assert_eq!(client.get("/api/x").send().await.status, 200);
+
+    // A good file with a new route and a key that needs a restart.
+    let good = crate::support::gateway::config_text(
+        files.path(),
+        &GatewayOptions {
+            server: "max_connections = 77".to_owned(),
+            routes: format!(
+                "{routes}{}",
+                route("new", "/new/", &upstream.url(), "auth = \"public\"")
+            ),
+            ..GatewayOptions::default()
+        },
+    );
+    std::fs::write(&files.config_path, good).unwrap();
+    gateway.signal("HUP");
+    eventually("the new route serves", async || {
+        client.get("/new/x").send().await.status == 200
+    })
+    .await;
+    let log = gateway.log();
+    assert!(log.contains("configuration reloaded"), "{log}");
+    assert!(
+        log.contains("max_connections") && log.contains("after a restart"),
+        "{log}"
+    );
+}

@@ -54,6 +54,13 @@ impl TestClient {
         TlsConnector::from(Arc::new(config))
     }
 
+    /// A TLS handshake that may fail (a certificate the client does not trust).
+    pub async fn try_tls(&self, alpn: Alpn) -> std::io::Result<TlsStream<TcpStream>> {
+        let tcp = TcpStream::connect(self.addr).await?;
+        let name = ServerName::try_from("localhost").unwrap();
+        self.connector(alpn).connect(name, tcp).await
+    }
+
     /// A TLS connection with the given ALPN, for raw-bytes tests.
     pub async fn tls(&self, alpn: Alpn) -> TlsStream<TcpStream> {
         let tcp = TcpStream::connect(self.addr).await.unwrap();
