@@ -1,5 +1,6 @@
 //! The body types that cross the gateway: what it answers with (its own JSON,
-//! or an upstream's body streamed through) and what it forwards (the client's
+//! or an upstream's body streamed through, cut when its session ends) and
+//! what it forwards (the client's
 //! body, limited, timed and with identity trailers removed).
 
 use std::future::Future;
@@ -15,6 +16,7 @@ use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 
+use crate::auth::session_watch::{SessionEnded, SessionWatch};
 use crate::proxy::headers::IdentityScrubber;
 use crate::proxy::upstream::body::UpstreamBody;
 
@@ -26,6 +28,10 @@ pin_project! {
     pub enum ResponseBody {
         Full { #[pin] inner: Full<Bytes> },
         Upstream { #[pin] inner: UpstreamBody },
+        /// An upstream body that ends with an error (hyper then closes the
+        /// HTTP/1 connection or resets the HTTP/2 stream) once `ended`
+        /// completes: the session behind the request was revoked.
+        Watched { #[pin] inner: UpstreamBody, ended: Pin<Box<dyn Future<Output = ()> + Send>> },
         Empty,
     }
 }
@@ -44,16 +50,24 @@ impl ResponseBody {
     pub fn upstream(inner: UpstreamBody) -> Self {
         Self::Upstream { inner }
     }
+
+    /// An upstream body cut when `watch`'s session ends.
+    pub fn watched(inner: UpstreamBody, watch: SessionWatch) -> Self {
+        Self::Watched {
+            inner,
+            ended: Box::pin(watch.ended()),
+        }
+    }
 }
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project() {
             ResponseBodyProj::Full { inner } => match inner.poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
@@ -61,7 +75,15 @@ impl Body for ResponseBody {
                 Poll::Ready(None) => Poll::Ready(None),
                 Poll::Pending => Poll::Pending,
             },
-            ResponseBodyProj::Upstream { inner } => inner.poll_frame(cx),
+            ResponseBodyProj::Upstream { inner } => inner.poll_frame(cx).map_err(Into::into),
+            ResponseBodyProj::Watched { inner, ended } => {
+                // Checked before every frame, so even a body that is always
+                // ready stops at once; the wait also wakes an idle stream.
+                if ended.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Some(Err(Box::new(SessionEnded))));
+                }
+                inner.poll_frame(cx).map_err(Into::into)
+            }
             ResponseBodyProj::Empty => Poll::Ready(None),
         }
     }
@@ -69,7 +91,7 @@ impl Body for ResponseBody {
     fn is_end_stream(&self) -> bool {
         match self {
             Self::Full { inner } => inner.is_end_stream(),
-            Self::Upstream { inner } => inner.is_end_stream(),
+            Self::Upstream { inner } | Self::Watched { inner, .. } => inner.is_end_stream(),
             Self::Empty => true,
         }
     }
@@ -77,7 +99,7 @@ impl Body for ResponseBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             Self::Full { inner } => inner.size_hint(),
-            Self::Upstream { inner } => inner.size_hint(),
+            Self::Upstream { inner } | Self::Watched { inner, .. } => inner.size_hint(),
             Self::Empty => SizeHint::with_exact(0),
         }
     }

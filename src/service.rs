@@ -215,7 +215,14 @@ async fn dispatch(
         host: host_header.as_deref(),
     };
     live.proxy
-        .forward(request, route, &decided, identity.as_ref(), &client)
+        .forward(
+            request,
+            route,
+            &decided,
+            identity.as_ref(),
+            gateway.revocations(),
+            &client,
+        )
         .await
 }
 

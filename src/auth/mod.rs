@@ -7,6 +7,7 @@ pub mod email;
 pub mod jwt;
 pub mod password;
 pub mod revocation;
+pub mod session_watch;
 pub mod throttle;
 
 use std::sync::Arc;
@@ -25,6 +26,10 @@ pub struct Identity {
     pub role: String,
     /// The session this token belongs to, when it came from a login.
     pub session: Option<String>,
+    /// The user's token version the token carries (see [`RevocationList`]).
+    pub version: u32,
+    /// When the access token expires (unix seconds).
+    pub expires_at: u64,
 }
 
 impl From<AccessClaims> for Identity {
@@ -33,6 +38,8 @@ impl From<AccessClaims> for Identity {
             user_id: claims.sub,
             role: claims.role,
             session: claims.sid,
+            version: claims.ver,
+            expires_at: claims.exp,
         }
     }
 }

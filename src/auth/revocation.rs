@@ -3,17 +3,31 @@
 //!
 //! It is loaded from the store at start and updated by every change the
 //! account endpoints make, so the proxied path does two hash lookups, never
-//! a database read.
+//! a database read. Every revocation also bumps a generation counter that
+//! live tunnels and streams watch ([`RevocationList::changes`]), so they
+//! re-check their session at once instead of polling.
 
 use std::collections::HashMap;
 use std::sync::{PoisonError, RwLock};
 
+use tokio::sync::watch;
+
 /// A user whose tokens can never be valid again (deleted).
 pub const DELETED: u32 = u32::MAX;
 
-#[derive(Default)]
 pub struct RevocationList {
     inner: RwLock<Inner>,
+    /// Bumped after every revocation, once the new state is readable.
+    changes: watch::Sender<u64>,
+}
+
+impl Default for RevocationList {
+    fn default() -> Self {
+        Self {
+            inner: RwLock::default(),
+            changes: watch::Sender::new(0),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -40,6 +54,17 @@ impl RevocationList {
         }
     }
 
+    /// Notified after every revocation: a live connection subscribes, then
+    /// re-checks [`RevocationList::allows`] each time this changes.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn notify(&self) {
+        self.changes
+            .send_modify(|generation| *generation = generation.wrapping_add(1));
+    }
+
     /// Records the user's current token version (tokens below it die).
     /// The floor only rises: two revocations finishing out of order (each
     /// reporting the version its own store write produced) must leave the
@@ -51,6 +76,8 @@ impl RevocationList {
         let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
         let floor = inner.min_version.entry(user.to_owned()).or_insert(0);
         *floor = (*floor).max(version);
+        drop(inner);
+        self.notify();
     }
 
     /// Every token of this user is refused from now on.
@@ -63,6 +90,8 @@ impl RevocationList {
     pub fn revoke_session(&self, session: &str, until: u64) {
         let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
         inner.revoked_sessions.insert(session.to_owned(), until);
+        drop(inner);
+        self.notify();
     }
 
     /// Forgets session revocations whose tokens have all expired.
@@ -94,6 +123,23 @@ mod tests {
         list.delete_user("u1");
         assert!(!list.allows("u1", u32::MAX - 1, None));
         assert!(!list.allows("u1", DELETED, None));
+    }
+
+    #[test]
+    fn every_revocation_is_announced_and_pruning_is_not() {
+        let list = RevocationList::default();
+        let mut changes = list.changes();
+        list.revoke_session("s1", 100);
+        assert!(changes.has_changed().unwrap());
+        changes.mark_unchanged();
+        list.set_min_version("u1", 3);
+        assert!(changes.has_changed().unwrap());
+        changes.mark_unchanged();
+        list.delete_user("u2");
+        assert!(changes.has_changed().unwrap());
+        changes.mark_unchanged();
+        list.prune(1_000);
+        assert!(!changes.has_changed().unwrap());
     }
 
     #[test]

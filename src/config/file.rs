@@ -168,6 +168,8 @@ pub struct RouteFile {
     pub max_body: Option<u64>,
     #[serde(default)]
     pub websocket: bool,
+    #[serde(default)]
+    pub close_on_expiry: bool,
 }
 
 /// How a route picks one of its targets for each request.

@@ -147,6 +147,9 @@ pub struct RouteConfig {
     pub forward_authorization: bool,
     pub max_body: Option<u64>,
     pub websocket: bool,
+    /// Live tunnels and streams also end when the access token that opened
+    /// them expires (they always end when its session is revoked).
+    pub close_on_expiry: bool,
 }
 
 /// A configuration problem, located in its file.
@@ -527,6 +530,7 @@ fn build_route(
         forward_authorization: raw.forward_authorization,
         max_body: raw.max_body,
         websocket: raw.websocket,
+        close_on_expiry: raw.close_on_expiry,
     })
 }
 

@@ -17,6 +17,8 @@ use http::{HeaderValue, Request, Response, Uri};
 use hyper::body::Incoming;
 use tokio::task::JoinSet;
 
+use crate::auth::revocation::RevocationList;
+use crate::auth::session_watch::SessionWatch;
 use crate::auth::Identity;
 use crate::body::{ForwardBody, ForwardBodyError, ResponseBody};
 use crate::config::{RouteConfig, Upstream};
@@ -75,13 +77,16 @@ impl Proxy {
         &self.scrubber
     }
 
-    /// Sends `request` to `route`'s upstream at the decided path.
+    /// Sends `request` to `route`'s upstream at the decided path. A tunnel
+    /// or streamed answer of an authenticated request is closed when its
+    /// session ends (`revocations`).
     pub async fn forward(
         &self,
         mut request: Request<Incoming>,
         route: &RouteConfig,
         path: &DecidedPath,
         identity: Option<&Identity>,
+        revocations: &Arc<RevocationList>,
         client: &ClientSide<'_>,
     ) -> Result<Response<ResponseBody>, GatewayError> {
         // The service admits a handshake only on routes that allow WebSockets.
@@ -148,9 +153,19 @@ impl Proxy {
             .send(request, &path_and_query, deadline)
             .await
             .map_err(|err| classify_upstream_error(err, route.timeout))?;
+        let watch = || {
+            identity.map(|identity| {
+                SessionWatch::new(
+                    revocations,
+                    identity,
+                    route.close_on_expiry,
+                    std::time::SystemTime::now(),
+                )
+            })
+        };
         let switched = match client_upgrade {
             Some(client_upgrade) => {
-                upgrade::tunnel_if_switched(client_upgrade, &mut response);
+                upgrade::tunnel_if_switched(client_upgrade, &mut response, watch());
                 response.status() == http::StatusCode::SWITCHING_PROTOCOLS
             }
             None => false,
@@ -160,7 +175,11 @@ impl Proxy {
         if switched {
             upgrade::restore_handshake_headers(&mut parts.headers);
         }
-        Ok(Response::from_parts(parts, ResponseBody::upstream(body)))
+        let body = match watch().filter(|_| !switched && is_streamed(&parts.headers)) {
+            Some(watch) => ResponseBody::watched(body, watch),
+            None => ResponseBody::upstream(body),
+        };
+        Ok(Response::from_parts(parts, body))
     }
 }
 
@@ -176,6 +195,15 @@ fn upstream_path<'a>(route: &RouteConfig, path: &'a DecidedPath) -> &'a str {
         Some("") | None => "/",
         Some(rest) => rest,
     }
+}
+
+/// Answers that may outlive a revocation by more than a moment: without a
+/// length (SSE, chunked, gRPC streams) or longer than this many bytes.
+/// Shorter ones end on their own and are not worth a watch.
+const STREAMED_ABOVE: u64 = 64 * 1024;
+
+fn is_streamed(headers: &http::HeaderMap) -> bool {
+    content_length(headers).is_none_or(|length| length > STREAMED_ABOVE)
 }
 
 fn content_length(headers: &http::HeaderMap) -> Option<u64> {

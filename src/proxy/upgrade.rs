@@ -8,7 +8,13 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Versio
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
 use tracing::Instrument;
+
+use crate::auth::session_watch::SessionWatch;
+
+/// Longest an ended tunnel waits for an orderly close before dropping both ends.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// True for a well-formed HTTP/1.1 WebSocket handshake request.
 pub fn is_websocket_handshake<B>(request: &Request<B>) -> bool {
@@ -33,8 +39,13 @@ pub fn restore_handshake_headers(headers: &mut HeaderMap) {
 }
 
 /// When the upstream switched protocols, joins the two upgraded connections
-/// in a background task; otherwise does nothing.
-pub fn tunnel_if_switched<B>(client: OnUpgrade, upstream: &mut Response<B>) {
+/// in a background task; otherwise does nothing. With a `watch`, the tunnel
+/// is closed at both ends when the session that opened it ends.
+pub fn tunnel_if_switched<B>(
+    client: OnUpgrade,
+    upstream: &mut Response<B>,
+    watch: Option<SessionWatch>,
+) {
     if upstream.status() != StatusCode::SWITCHING_PROTOCOLS {
         return;
     }
@@ -49,10 +60,31 @@ pub fn tunnel_if_switched<B>(client: OnUpgrade, upstream: &mut Response<B>) {
         };
         let mut client = TokioIo::new(client);
         let mut upstream = TokioIo::new(upstream);
-        match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-            Ok((up, down)) => tracing::debug!(up, down, "websocket tunnel closed"),
-            Err(err) => tracing::debug!(error = %err, "websocket tunnel ended"),
+        let ended = async move {
+            match watch {
+                Some(watch) => watch.ended().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            copied = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+                match copied {
+                    Ok((up, down)) => tracing::debug!(up, down, "websocket tunnel closed"),
+                    Err(err) => tracing::debug!(error = %err, "websocket tunnel ended"),
+                }
+                return;
+            }
+            () = ended => {}
         }
+        tracing::info!("closing a websocket tunnel: its session ended");
+        // An orderly close of both ends (TLS close_notify and FIN to the
+        // client, FIN to the upstream), bounded: a peer that does not read
+        // cannot hold the tunnel open; dropping both then closes them.
+        let _ = tokio::time::timeout(CLOSE_GRACE, async {
+            let _ = client.shutdown().await;
+            let _ = upstream.shutdown().await;
+        })
+        .await;
     }
     // The tunnel's log lines keep the request's id.
     .in_current_span());

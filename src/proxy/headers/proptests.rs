@@ -91,6 +91,8 @@ fn prepare(headers: &mut HeaderMap) {
         user_id: "u-42".into(),
         role: "viewer".into(),
         session: None,
+        version: 0,
+        expires_at: 0,
     };
     prepare_request_headers(
         headers,

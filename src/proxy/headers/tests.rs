@@ -16,6 +16,8 @@ fn identity() -> Identity {
         user_id: "u-1".into(),
         role: "editor".into(),
         session: None,
+        version: 0,
+        expires_at: 0,
     }
 }
 
