@@ -14,6 +14,7 @@ mod forged_tokens;
 mod hardening;
 mod lifecycle;
 mod limits;
+mod live_sessions;
 mod operations;
 mod proxying;
 mod refresh_bounds;

@@ -43,8 +43,12 @@ pub enum Behavior {
     Download(u64),
     /// Sets cookies named like the gateway's, plus one of its own.
     SetGatewayCookies,
-    /// Accepts WebSocket handshakes (101) and echoes the tunnel's bytes.
+    /// Accepts WebSocket handshakes (101) and echoes the tunnel's bytes;
+    /// counts the tunnel in [`Upstream::closed`] when the gateway closes it.
     WebSocketEcho,
+    /// A server-sent-events stream: one event, then open and silent until
+    /// the gateway closes it (counted in [`Upstream::closed`]).
+    Events,
     /// Answers every request with this status.
     Status(u16),
     /// A gRPC answer: a length-prefixed message, then `grpc-status: 0`
@@ -69,6 +73,8 @@ struct Counters {
     accepted: AtomicUsize,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
+    /// Tunnels and event streams that ended from the gateway's side.
+    closed: AtomicUsize,
 }
 
 pub struct Upstream {
@@ -151,6 +157,11 @@ impl Upstream {
     /// Connections accepted so far.
     pub fn connections(&self) -> usize {
         self.counters.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Tunnels and event streams the gateway closed.
+    pub fn closed(&self) -> usize {
+        self.counters.closed.load(Ordering::SeqCst)
     }
 
     /// The most requests this upstream was handling at the same time.
@@ -265,7 +276,7 @@ async fn handle(
 ) -> Result<Response<UpstreamBody>, Infallible> {
     let now = counters.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     counters.max_in_flight.fetch_max(now, Ordering::SeqCst);
-    let _in_flight = InFlight(counters);
+    let _in_flight = InFlight(Arc::clone(&counters));
     let on_upgrade = hyper::upgrade::on(&mut request);
     let (parts, mut body) = request.into_parts();
     let mut body_len = 0u64;
@@ -321,6 +332,7 @@ async fn handle(
                         break;
                     }
                 }
+                counters.closed.fetch_add(1, Ordering::SeqCst);
             });
             Response::builder()
                 .status(StatusCode::SWITCHING_PROTOCOLS)
@@ -329,6 +341,16 @@ async fn handle(
                 .body(full(b""))
                 .unwrap()
         }
+        Behavior::Events => Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(
+                EventStream {
+                    first: Some(Bytes::from_static(b"data: hello\n\n")),
+                    counters,
+                }
+                .boxed(),
+            )
+            .unwrap(),
         Behavior::Status(code) => Response::builder()
             .status(code)
             .body(full(b"status"))
@@ -350,4 +372,32 @@ async fn handle(
         }
     };
     Ok(response)
+}
+
+/// One event, then silence; counts itself closed when hyper drops it (the
+/// gateway closed the connection or reset the stream).
+struct EventStream {
+    first: Option<Bytes>,
+    counters: Arc<Counters>,
+}
+
+impl http_body::Body for EventStream {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        match self.first.take() {
+            Some(event) => std::task::Poll::Ready(Some(Ok(http_body::Frame::data(event)))),
+            None => std::task::Poll::Pending,
+        }
+    }
+}
+
+impl Drop for EventStream {
+    fn drop(&mut self) {
+        self.counters.closed.fetch_add(1, Ordering::SeqCst);
+    }
 }
