@@ -19,6 +19,8 @@ const WITHIN: Duration = Duration::from_secs(1);
 
 async fn live_gateway(ws: &Upstream, events: &Upstream) -> TestGateway {
     TestGateway::start_with(GatewayOptions {
+        // Strict refresh: a second presentation of a token is reuse at once.
+        tokens: "refresh_reuse_grace = \"0s\"".to_owned(),
         auth: FAST_HASHING.to_owned(),
         routes: format!(
             "[[route]]\nname = \"ws\"\npath_prefix = \"/ws/\"\nupstream = \"{}\"\nwebsocket = true\n\
@@ -239,4 +241,72 @@ async fn close_on_expiry_closes_a_tunnel_when_its_token_expires_and_only_there()
     // Past the expiry: the route without close_on_expiry keeps its tunnel.
     assert_echoes(&mut lasting).await;
     assert_eq!(ws.closed(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_refresh_reuse_and_deletion_each_close_the_sessions_websocket() {
+    let ws = Upstream::start(Behavior::WebSocketEcho).await;
+    let events = Upstream::start(Behavior::Events).await;
+    let gw = live_gateway(&ws, &events).await;
+    signed_in(&gw, "root@example.com").await;
+    promote(&gw, "root@example.com");
+    let admin = access(&login(&gw, "root@example.com", "password-1").await);
+    let bystander = signed_in(&gw, "zoe@example.com").await;
+    let mut bystander_tunnel = open_tunnel(&gw, "/ws/chat", &access(&bystander)).await;
+
+    // Logout of this one session.
+    let erin = signed_in(&gw, "erin@example.com").await;
+    let erin_other = login(&gw, "erin@example.com", "password-1").await;
+    let mut tunnel = open_tunnel(&gw, "/ws/chat", &access(&erin)).await;
+    let mut other_session = open_tunnel(&gw, "/ws/chat", &access(&erin_other)).await;
+    let out = gw
+        .client()
+        .post("/auth/logout")
+        .json(&json!({"refreshToken": erin.json()["refreshToken"]}))
+        .send()
+        .await;
+    assert_eq!(out.status, 204);
+    assert_closed_within(&mut tunnel, WITHIN).await;
+    upstream_sees_closes(&ws, 1).await;
+    // The same user's other session keeps its tunnel.
+    assert_echoes(&mut other_session).await;
+
+    // Reuse of a rotated refresh token revokes the whole family.
+    let frank = signed_in(&gw, "frank@example.com").await;
+    let mut tunnel = open_tunnel(&gw, "/ws/chat", &access(&frank)).await;
+    let first_refresh = frank.json()["refreshToken"].clone();
+    let rotate = |token: serde_json::Value| {
+        gw.client()
+            .post("/auth/refresh")
+            .json(&json!({"refreshToken": token}))
+            .send()
+    };
+    assert_eq!(rotate(first_refresh.clone()).await.status, 200);
+    let reused = rotate(first_refresh).await;
+    assert_eq!(reused.code(), "TOKEN_REUSE_DETECTED");
+    assert_closed_within(&mut tunnel, WITHIN).await;
+    upstream_sees_closes(&ws, 2).await;
+
+    // Deletion by an admin.
+    let gina = signed_in(&gw, "gina@example.com").await;
+    let mut tunnel = open_tunnel(&gw, "/ws/chat", &access(&gina)).await;
+    let gina_id = gw
+        .store()
+        .user_by_email("gina@example.com")
+        .unwrap()
+        .unwrap()
+        .id;
+    let deleted = gw
+        .client()
+        .request(http::Method::DELETE, &format!("/auth/users/{gina_id}"))
+        .bearer(&admin)
+        .send()
+        .await;
+    assert!(deleted.status.is_success(), "{deleted:?}");
+    assert_closed_within(&mut tunnel, WITHIN).await;
+    upstream_sees_closes(&ws, 3).await;
+
+    assert_echoes(&mut bystander_tunnel).await;
+    assert_echoes(&mut other_session).await;
+    assert_eq!(ws.closed(), 3);
 }
