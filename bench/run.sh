@@ -132,7 +132,11 @@ section "machine and versions"
     say "host:      $(uname -srm)"
     say "cpus:      $NCPU x $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
     say "memory:    $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
-    say "authgate:  $("$BIN" --version) at $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo ' (+ uncommitted changes)')"
+    if [[ -n ${BENCH_BIN:-} ]]; then
+        say "authgate:  $("$BIN" --version), BENCH_BIN=$BIN (not built from this tree)"
+    else
+        say "authgate:  $("$BIN" --version) at $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo ' (+ uncommitted changes)')"
+    fi
     say "rustc:     $(rustc --version)"
     say "nginx:     $(nginx -v 2>&1 | sed 's/^nginx version: //')"
     say "wrk:       $(wrk -v 2>&1 | head -1)"

@@ -132,6 +132,8 @@ impl UpstreamGroup {
             *request.method(),
             Method::GET | Method::HEAD | Method::OPTIONS
         );
+        // Read once: a retry must not inherit the first target's authority.
+        let client_host = request.headers().get(HOST).cloned();
         let mut first_error = None;
         let mut exclude = None;
         loop {
@@ -141,7 +143,7 @@ impl UpstreamGroup {
             let Some(target) = self.targets.get(index) else {
                 return Err(UpstreamError::NoHealthyTarget);
             };
-            self.aim(&mut request, target, path_and_query)?;
+            self.aim(&mut request, target, path_and_query, client_host.as_ref())?;
             let outcome = match &target.connections {
                 Connections::Http1(pool) => self.attempt_h1(target, pool, request, deadline).await,
                 Connections::Http2(shared) => {
@@ -162,12 +164,14 @@ impl UpstreamGroup {
     }
 
     /// Points `request` at `target`: origin-form and a Host header for
-    /// HTTP/1, an absolute URI whose authority is the client's Host for HTTP/2.
+    /// HTTP/1, an absolute URI whose authority is the client's Host for
+    /// HTTP/2. Without a client Host, the target's authority stands in.
     fn aim(
         &self,
         request: &mut Request<ForwardBody>,
         target: &TargetState,
         path_and_query: &str,
+        client_host: Option<&HeaderValue>,
     ) -> Result<(), UpstreamError> {
         let base = &target.target.base_path;
         let path_and_query = if base.is_empty() {
@@ -178,7 +182,7 @@ impl UpstreamGroup {
         .map_err(|e| UpstreamError::Request(e.into()))?;
         let (uri, version) = match self.protocol {
             UpstreamProtocol::Http1 => {
-                if !request.headers().contains_key(HOST) {
+                if client_host.is_none() {
                     let host = HeaderValue::from_str(target.target.authority.as_str())
                         .map_err(|e| UpstreamError::Request(e.into()))?;
                     request.headers_mut().insert(HOST, host);
@@ -187,11 +191,10 @@ impl UpstreamGroup {
             }
             UpstreamProtocol::Http2 => {
                 // RFC 9113 §8.3.1: :authority replaces Host.
-                let authority = match request.headers_mut().remove(HOST) {
-                    Some(host) => Authority::try_from(host.as_bytes())
-                        .unwrap_or_else(|_| target.target.authority.clone()),
-                    None => target.target.authority.clone(),
-                };
+                request.headers_mut().remove(HOST);
+                let authority = client_host
+                    .and_then(|host| Authority::try_from(host.as_bytes()).ok())
+                    .unwrap_or_else(|| target.target.authority.clone());
                 let uri = Uri::builder()
                     .scheme(target.target.scheme.clone())
                     .authority(authority)
