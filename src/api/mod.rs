@@ -1,15 +1,11 @@
 //! The account endpoints under `[auth] path_prefix`: routing within the
 //! prefix, body reading, and the bearer/admin checks. Each endpoint group
-//! lives in its own file; sessions (refresh rotation) in `sessions.rs`.
+//! lives in its own file; the session logic they call is `auth::sessions`.
 
 mod account;
 mod admin;
-mod grace;
-mod refresh_limit;
-pub mod refresh_token;
 pub mod request;
 pub mod response;
-pub mod sessions;
 pub mod views;
 
 use std::net::IpAddr;
@@ -22,14 +18,13 @@ use hyper::body::Incoming;
 use crate::auth::jwt::{unix_seconds, TokenIssuer};
 use crate::auth::password::{PasswordError, PasswordPool};
 use crate::auth::revocation::RevocationList;
+use crate::auth::sessions::{RefreshLimits, SessionPolicy, Sessions};
 use crate::auth::throttle::Throttle;
 use crate::auth::Authenticator;
 use crate::body::ResponseBody;
 use crate::config::{Config, Registration};
 use crate::error::GatewayError;
 use crate::store::{Store, StoreError};
-use refresh_limit::RefreshLimits;
-use sessions::{SessionPolicy, Sessions};
 
 /// Settings the endpoints read on every request.
 pub struct AccountSettings {

@@ -1,12 +1,14 @@
 //! Who is calling: bearer extraction, pinned JWT verification and the
 //! revocation check, combined into one [`Authenticator::authenticate`] call
-//! that yields the caller's [`Identity`].
+//! that yields the caller's [`Identity`]. The submodules also hold what
+//! issues credentials (`sessions`, `password`) for the account endpoints.
 
 pub mod bearer;
 pub mod email;
 pub mod jwt;
 pub mod password;
 pub mod revocation;
+pub mod sessions;
 pub mod throttle;
 
 use std::sync::Arc;

@@ -15,6 +15,12 @@
 //! family's chain, so the store holds a bounded number of records per
 //! session however often it rotates.
 
+mod grace;
+mod refresh_limit;
+pub mod refresh_token;
+
+pub use refresh_limit::RefreshLimits;
+
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
@@ -25,17 +31,15 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::OnceCell;
 
-use crate::auth::jwt::{unix_seconds, MintedToken, TokenIssuer};
-use crate::auth::revocation::RevocationList;
+use super::jwt::{unix_seconds, MintedToken, TokenIssuer};
+use super::revocation::RevocationList;
 use crate::error::GatewayError;
 use crate::store::{
     hash_from_hex, ChainStep, Family, RefreshRecord, RotateOutcome, Store, StoreError, User,
     UserStamp,
 };
 
-use super::grace::GraceCache;
-use super::refresh_limit::RefreshLimits;
-use super::refresh_token;
+use grace::GraceCache;
 
 /// Most rotations the grace cache remembers. Refreshes are rate-limited per
 /// address, so this is reached only by a wide flood; an entry evicted early
