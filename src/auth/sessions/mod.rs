@@ -16,9 +16,11 @@
 //! session however often it rotates.
 
 mod grace;
+mod load;
 mod refresh_limit;
 pub mod refresh_token;
 
+pub use load::load_revocations;
 pub use refresh_limit::RefreshLimits;
 
 use std::net::IpAddr;
