@@ -14,13 +14,13 @@ use super::Accounts;
 use crate::auth::email::canonical_email;
 use crate::auth::jwt::unix_seconds;
 use crate::auth::password::PasswordError;
+use crate::auth::sessions::cookies::REFRESH_COOKIE;
 use crate::auth::sessions::{csrf_matches, IssuedSession};
 use crate::auth::throttle::AccountKey;
 use crate::auth::Identity;
 use crate::body::ResponseBody;
 use crate::config::Registration;
 use crate::error::GatewayError;
-use crate::proxy::headers::REFRESH_COOKIE;
 use crate::store::{StoreError, User};
 
 /// Passwords are refused past this many bytes before any hashing, so a

@@ -15,6 +15,7 @@
 //! family's chain, so the store holds a bounded number of records per
 //! session however often it rotates.
 
+pub mod cookies;
 mod grace;
 mod load;
 mod refresh_limit;
