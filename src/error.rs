@@ -13,6 +13,8 @@ use http::{HeaderValue, Response, StatusCode};
 
 use crate::auth::bearer::BearerError;
 use crate::auth::jwt::{MintError, TokenError};
+use crate::auth::sessions::SessionError;
+use crate::auth::throttle::Throttled;
 use crate::auth::AuthError;
 use crate::body::{BoxError, ResponseBody};
 
@@ -278,9 +280,34 @@ impl From<AuthError> for GatewayError {
     }
 }
 
+impl From<SessionError> for GatewayError {
+    fn from(err: SessionError) -> Self {
+        match err {
+            // The same answer as a wrong password: the check raced a change.
+            SessionError::UserChanged => Self::InvalidCredentials,
+            SessionError::UnknownToken => Self::InvalidRefreshToken,
+            SessionError::Expired => Self::RefreshExpired,
+            SessionError::Reused => Self::TokenReuseDetected,
+            SessionError::Throttled(refusal) => refusal.into(),
+            err @ (SessionError::Store(_)
+            | SessionError::Mint(_)
+            | SessionError::UnreadableTagKey
+            | SessionError::RotationFailed) => Self::internal(err),
+        }
+    }
+}
+
 impl From<MintError> for GatewayError {
     fn from(err: MintError) -> Self {
         Self::internal(err)
+    }
+}
+
+impl From<Throttled> for GatewayError {
+    fn from(refusal: Throttled) -> Self {
+        Self::TooManyRequests {
+            retry_after: refusal.retry_after,
+        }
     }
 }
 

@@ -135,6 +135,60 @@ fn auth_errors_become_their_rows() {
 }
 
 #[test]
+fn session_errors_become_their_rows() {
+    let bare = Some("Bearer realm=\"authgate\"".to_owned());
+    let mint = || {
+        MintError(jsonwebtoken::errors::Error::from(
+            jsonwebtoken::errors::ErrorKind::InvalidKeyFormat,
+        ))
+    };
+    let rows: Vec<(SessionError, u16, &str, Option<String>)> = vec![
+        (
+            SessionError::UserChanged,
+            401,
+            "INVALID_CREDENTIALS",
+            bare.clone(),
+        ),
+        (
+            SessionError::UnknownToken,
+            401,
+            "INVALID_REFRESH_TOKEN",
+            bare.clone(),
+        ),
+        (SessionError::Expired, 401, "REFRESH_EXPIRED", bare.clone()),
+        (SessionError::Reused, 401, "TOKEN_REUSE_DETECTED", bare),
+        (
+            SessionError::Throttled(Throttled {
+                retry_after: Duration::from_secs(3),
+            }),
+            429,
+            "TOO_MANY_REQUESTS",
+            None,
+        ),
+        (
+            SessionError::Store(crate::store::StoreError::Invalid("x")),
+            500,
+            "INTERNAL_ERROR",
+            None,
+        ),
+        (SessionError::Mint(mint()), 500, "INTERNAL_ERROR", None),
+        (SessionError::UnreadableTagKey, 500, "INTERNAL_ERROR", None),
+        (SessionError::RotationFailed, 500, "INTERNAL_ERROR", None),
+    ];
+    for (err, status, code, challenge) in rows {
+        let what = format!("{err:?}");
+        assert_eq!(row(err.into()), (status, code, challenge), "{what}");
+    }
+    assert_eq!(row(mint().into()), (500, "INTERNAL_ERROR", None));
+    let throttled = GatewayError::from(Throttled {
+        retry_after: Duration::from_secs(3),
+    })
+    .into_response();
+    assert_eq!(throttled.status(), 429);
+    assert_eq!(throttled.headers().get(RETRY_AFTER).unwrap(), "3");
+}
+
+#[test]
 fn waits_carry_retry_after_rounded_up() {
     let response = GatewayError::TooManyRequests {
         retry_after: Duration::from_millis(1500),
