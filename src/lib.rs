@@ -25,6 +25,8 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod gateway;
+#[cfg(test)]
+mod module_graph;
 pub mod path;
 pub mod private_files;
 pub mod proxy;
