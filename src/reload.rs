@@ -103,7 +103,10 @@ fn needs_restart(running: &Config, new: &Config) -> Vec<&'static str> {
         "[server] header_read_timeout",
         old.header_read_timeout != next.header_read_timeout,
     );
-    check("[server] idle_timeout", old.idle_timeout != next.idle_timeout);
+    check(
+        "[server] idle_timeout",
+        old.idle_timeout != next.idle_timeout,
+    );
     check(
         "[server] shutdown_grace",
         old.shutdown_grace != next.shutdown_grace,

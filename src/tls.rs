@@ -51,7 +51,9 @@ pub enum TlsError {
 /// Builds the rustls config from the configured files, generating them first
 /// in dev mode when both are missing. Returns the config, the certificate
 /// holder a reload swaps, and whether a certificate was generated.
-pub fn server_config(config: &Config) -> Result<(Arc<ServerConfig>, Arc<CertStore>, bool), TlsError> {
+pub fn server_config(
+    config: &Config,
+) -> Result<(Arc<ServerConfig>, Arc<CertStore>, bool), TlsError> {
     let cert_path = &config.server.tls_cert;
     let key_path = &config.server.tls_key;
     let generated = config.server.dev && !cert_path.exists() && !key_path.exists();

@@ -116,7 +116,8 @@ impl Throttle {
     /// New limits from a reloaded configuration, for the next decisions.
     /// The table sizes (`max_entries`) stay as they were until a restart.
     pub fn reconfigure(&self, config: &ThrottleConfig) {
-        self.limits.store(std::sync::Arc::new(Limits::from_config(config)));
+        self.limits
+            .store(std::sync::Arc::new(Limits::from_config(config)));
     }
 
     fn limits(&self) -> Limits {

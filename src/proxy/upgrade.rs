@@ -50,42 +50,44 @@ pub fn tunnel_if_switched<B>(
         return;
     }
     let upstream_upgrade = hyper::upgrade::on(upstream);
-    tokio::spawn(async move {
-        let (client, upstream) = match tokio::try_join!(client, upstream_upgrade) {
-            Ok(pair) => pair,
-            Err(err) => {
-                tracing::debug!(error = %err, "websocket upgrade did not complete");
-                return;
-            }
-        };
-        let mut client = TokioIo::new(client);
-        let mut upstream = TokioIo::new(upstream);
-        let ended = async move {
-            match watch {
-                Some(watch) => watch.ended().await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            copied = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
-                match copied {
-                    Ok((up, down)) => tracing::debug!(up, down, "websocket tunnel closed"),
-                    Err(err) => tracing::debug!(error = %err, "websocket tunnel ended"),
+    tokio::spawn(
+        async move {
+            let (client, upstream) = match tokio::try_join!(client, upstream_upgrade) {
+                Ok(pair) => pair,
+                Err(err) => {
+                    tracing::debug!(error = %err, "websocket upgrade did not complete");
+                    return;
                 }
-                return;
+            };
+            let mut client = TokioIo::new(client);
+            let mut upstream = TokioIo::new(upstream);
+            let ended = async move {
+                match watch {
+                    Some(watch) => watch.ended().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                copied = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+                    match copied {
+                        Ok((up, down)) => tracing::debug!(up, down, "websocket tunnel closed"),
+                        Err(err) => tracing::debug!(error = %err, "websocket tunnel ended"),
+                    }
+                    return;
+                }
+                () = ended => {}
             }
-            () = ended => {}
+            tracing::info!("closing a websocket tunnel: its session ended");
+            // An orderly close of both ends (TLS close_notify and FIN to the
+            // client, FIN to the upstream), bounded: a peer that does not read
+            // cannot hold the tunnel open; dropping both then closes them.
+            let _ = tokio::time::timeout(CLOSE_GRACE, async {
+                let _ = client.shutdown().await;
+                let _ = upstream.shutdown().await;
+            })
+            .await;
         }
-        tracing::info!("closing a websocket tunnel: its session ended");
-        // An orderly close of both ends (TLS close_notify and FIN to the
-        // client, FIN to the upstream), bounded: a peer that does not read
-        // cannot hold the tunnel open; dropping both then closes them.
-        let _ = tokio::time::timeout(CLOSE_GRACE, async {
-            let _ = client.shutdown().await;
-            let _ = upstream.shutdown().await;
-        })
-        .await;
-    }
-    // The tunnel's log lines keep the request's id.
-    .in_current_span());
+        // The tunnel's log lines keep the request's id.
+        .in_current_span(),
+    );
 }

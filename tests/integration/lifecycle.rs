@@ -299,7 +299,8 @@ async fn a_bad_reload_is_rejected_and_the_old_routes_keep_serving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_swaps_the_tls_certificate_for_new_handshakes() {
     let upstream = Upstream::start(Behavior::Ok).await;
-    let options = GatewayOptions::routes(route("api", "/api/", &upstream.url(), "auth = \"public\""));
+    let options =
+        GatewayOptions::routes(route("api", "/api/", &upstream.url(), "auth = \"public\""));
     let gw = TestGateway::start_with(options.clone()).await;
     let old_client = gw.client();
     // An open connection made with the old certificate.

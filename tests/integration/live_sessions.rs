@@ -95,7 +95,10 @@ async fn assert_closed_within(tls: &mut TlsStream<TcpStream>, limit: Duration) {
 async fn upstream_sees_closes(upstream: &Upstream, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(5);
     while upstream.closed() < n {
-        assert!(Instant::now() < deadline, "the upstream never saw the close");
+        assert!(
+            Instant::now() < deadline,
+            "the upstream never saw the close"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -194,10 +197,7 @@ async fn logout_cuts_a_streamed_answer_and_a_password_change_an_http2_stream() {
     let next = tokio::time::timeout(WITHIN, stream.frame())
         .await
         .expect("the stream stayed open after logout");
-    assert!(
-        !matches!(next, Some(Ok(_))),
-        "the stream went on: {next:?}"
-    );
+    assert!(!matches!(next, Some(Ok(_))), "the stream went on: {next:?}");
     upstream_sees_closes(&events, 1).await;
 
     // Dave's HTTP/2 stream lived through Carol's logout; his password
@@ -214,10 +214,7 @@ async fn logout_cuts_a_streamed_answer_and_a_password_change_an_http2_stream() {
     let next = tokio::time::timeout(WITHIN, untouched.frame())
         .await
         .expect("the HTTP/2 stream stayed open after the password change");
-    assert!(
-        !matches!(next, Some(Ok(_))),
-        "the stream went on: {next:?}"
-    );
+    assert!(!matches!(next, Some(Ok(_))), "the stream went on: {next:?}");
     upstream_sees_closes(&events, 2).await;
 }
 

@@ -78,7 +78,7 @@ pub fn config_text(dir: &Path, options: &GatewayOptions) -> String {
     let secret_path = dir.join("access.secret");
     let store_path = dir.join("store.sled");
     format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\ntls_cert = {cert:?}\ntls_key = {key:?}\n{server}\n\
+        "[server]\nlisten = \"127.0.0.1:0\"\ntls_cert = {cert:?}\ntls_key = {key:?}\n{server}\n\
              [tokens]\nsecret_file = {secret:?}\n{tokens}\n\
              [store]\npath = {store:?}\n\
              [auth]\n{auth}\n\
@@ -197,7 +197,11 @@ impl TestGateway {
         &self,
         options: &GatewayOptions,
     ) -> Result<(), authgate::reload::ReloadError> {
-        std::fs::write(&self.files.config_path, config_text(self.files.path(), options)).unwrap();
+        std::fs::write(
+            &self.files.config_path,
+            config_text(self.files.path(), options),
+        )
+        .unwrap();
         self.reloader.reload()
     }
 
