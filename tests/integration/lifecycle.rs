@@ -58,15 +58,32 @@ async fn early_401_to_a_2mb_upload_is_read_by_an_http1_client_sending_it_all_fir
     assert!(answer.contains("www-authenticate"));
     assert!(upstream.received().is_empty());
 
-    // HTTP/2 answers the same upload as before: the 401, then RST_STREAM.
-    let h2 = gw
-        .client()
-        .post("/api/upload")
-        .zeros(TWO_MB as u64)
-        .http2()
-        .send()
-        .await;
-    assert_eq!(h2.status, 401);
+    // HTTP/2 answers the same upload as before: the 401 while the body is
+    // still being sent, then RST_STREAM NO_ERROR for the rest (RFC 9113 §8.1).
+    let tls = gw.client().tls(Alpn::Http2).await;
+    let (client, connection) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let request = http::Request::post("https://localhost/api/upload")
+        .header("content-length", TWO_MB.to_string())
+        .body(())
+        .unwrap();
+    let (response, mut body) = client.send_request(request, false).unwrap();
+    body.send_data(bytes::Bytes::from(vec![b'x'; 16 * 1024]), false)
+        .unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(10), response)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let reset = tokio::time::timeout(
+        Duration::from_secs(10),
+        std::future::poll_fn(|cx| body.poll_reset(cx)),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(reset, h2::Reason::NO_ERROR);
     assert!(upstream.received().is_empty());
 
     // One valid upload proves the route works.
