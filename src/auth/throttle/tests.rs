@@ -455,3 +455,19 @@ fn limits_below_one_are_read_as_one() {
     throttle.admit_registration(peer, t0).unwrap();
     assert!(throttle.admit_registration(peer, t0).is_err());
 }
+
+#[test]
+fn a_reload_applies_new_limits_and_keeps_the_counters() {
+    let throttle = Throttle::new(&defaults());
+    let (peer, t0) = (ip("192.0.2.1"), Instant::now());
+    for i in 0..3 {
+        fail(&throttle, ALICE, peer, t0 + secs(i));
+    }
+    assert_eq!(refusal(&throttle, ALICE, peer, t0 + secs(3)), None);
+    throttle.reconfigure(&ThrottleConfig {
+        account_failures: 3,
+        ..defaults()
+    });
+    // The three failures already counted now reach the lower limit.
+    assert!(refusal(&throttle, ALICE, peer, t0 + secs(3)).is_some());
+}
