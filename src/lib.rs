@@ -17,7 +17,7 @@
 //! Configuration is read once (`config/`), assembled into one shared
 //! [`gateway::Gateway`], and served by [`server::serve`]. Every client-visible
 //! failure is a [`error::GatewayError`], mapped to a response in one place.
-//! What names an account (role, user id, a new password) is parsed
+//! What names an account (email, role, user id, a new password) is parsed
 //! once where it enters, into the types of [`account`], and passed inward.
 
 pub mod account;

@@ -11,7 +11,7 @@ use clap::Parser;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
-use authgate::auth::email::canonical_email;
+use authgate::account::Email;
 use authgate::auth::password::PasswordPool;
 use authgate::cli::{Cli, Command, UserCommand};
 use authgate::config::{is_valid_role, Config};
@@ -157,7 +157,7 @@ fn user(config_path: &Path, command: UserCommand) -> Result<(), String> {
     }
 }
 
-async fn set_role(store: &SledStore, email: &str, role: &str) -> Result<(), String> {
+async fn set_role(store: &SledStore, email: &Email, role: &str) -> Result<(), String> {
     let found = existing(store, email)?;
     let updated = store
         .set_role(&found.id, role)
@@ -171,7 +171,7 @@ async fn set_role(store: &SledStore, email: &str, role: &str) -> Result<(), Stri
     Ok(())
 }
 
-async fn delete_user(store: &SledStore, email: &str) -> Result<(), String> {
+async fn delete_user(store: &SledStore, email: &Email) -> Result<(), String> {
     let found = existing(store, email)?;
     store
         .delete_user(&found.id, unix_now())
@@ -182,7 +182,7 @@ async fn delete_user(store: &SledStore, email: &str) -> Result<(), String> {
     Ok(())
 }
 
-async fn revoke_sessions(store: &SledStore, email: &str) -> Result<(), String> {
+async fn revoke_sessions(store: &SledStore, email: &Email) -> Result<(), String> {
     let found = existing(store, email)?;
     let revoked = store
         .revoke_user_families(&found.id, None, unix_now())
@@ -204,11 +204,11 @@ async fn revoke_sessions(store: &SledStore, email: &str) -> Result<(), String> {
 async fn add_user(
     config: &Config,
     store: &SledStore,
-    email: String,
+    email: Email,
     role: String,
 ) -> Result<(), String> {
     if store
-        .user_by_email(&email)
+        .user_by_email(email.as_str())
         .map_err(|e| error_chain(&e))?
         .is_some()
     {
@@ -222,7 +222,7 @@ async fn add_user(
     let password_hash = pool.hash(password).await.map_err(|e| error_chain(&e))?;
     let user = User {
         id: uuid::Uuid::new_v4().to_string(),
-        email,
+        email: email.into_string(),
         role,
         password_hash,
         created_at: unix_now(),
@@ -265,8 +265,8 @@ fn list_users(store: &SledStore) -> Result<(), String> {
     }
 }
 
-fn email_arg(email: &str) -> Result<String, String> {
-    canonical_email(email).map_err(|e| format!("--email {email:?}: {e}"))
+fn email_arg(email: &str) -> Result<Email, String> {
+    Email::parse(email).map_err(|e| format!("--email {email:?}: {e}"))
 }
 
 fn role_arg(role: &str) -> Result<(), String> {
@@ -279,14 +279,14 @@ fn role_arg(role: &str) -> Result<(), String> {
     }
 }
 
-fn existing(store: &SledStore, email: &str) -> Result<User, String> {
+fn existing(store: &SledStore, email: &Email) -> Result<User, String> {
     store
-        .user_by_email(email)
+        .user_by_email(email.as_str())
         .map_err(|e| error_chain(&e))?
         .ok_or_else(|| no_such_user(email))
 }
 
-fn no_such_user(email: &str) -> String {
+fn no_such_user(email: &Email) -> String {
     format!("no user with email {email}")
 }
 
@@ -296,7 +296,7 @@ async fn flush(store: &SledStore) -> Result<(), String> {
 
 /// One line from standard input, without its line ending. On a terminal the
 /// prompt goes to stderr so stdout stays clean for scripts.
-fn read_password(email: &str) -> Result<String, String> {
+fn read_password(email: &Email) -> Result<String, String> {
     let stdin = std::io::stdin();
     if stdin.is_terminal() {
         eprint!("Password for {email}: ");

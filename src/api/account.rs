@@ -12,7 +12,7 @@ use super::response::{clear_session_cookies, json, no_content, set_session_cooki
 use super::sessions::{csrf_matches, IssuedSession};
 use super::views::{Credentials, PasswordChange, RefreshBody, SessionView, UserView};
 use super::Accounts;
-use crate::auth::email::canonical_email;
+use crate::account::Email;
 use crate::auth::jwt::unix_seconds;
 use crate::auth::password::PasswordError;
 use crate::auth::throttle::AccountKey;
@@ -61,7 +61,7 @@ impl Accounts {
         let now = SystemTime::now();
         let user = User {
             id: uuid::Uuid::new_v4().to_string(),
-            email,
+            email: email.into_string(),
             role: self.settings.default_role.clone(),
             password_hash: hash,
             created_at: unix_seconds(now),
@@ -98,11 +98,11 @@ impl Accounts {
         }
         // An address that cannot be canonical cannot be registered either:
         // answer exactly as for an unknown account.
-        let email = canonical_email(&credentials.email).ok();
+        let email = Email::parse(&credentials.email).ok();
         let user = match &email {
             Some(email) => self
                 .store
-                .user_by_email(email)
+                .user_by_email(email.as_str())
                 .map_err(GatewayError::internal)?,
             None => None,
         };
@@ -318,8 +318,8 @@ impl Accounts {
     }
 }
 
-fn checked_email(raw: &str) -> Result<String, GatewayError> {
-    canonical_email(raw).map_err(|_| GatewayError::Validation {
+fn checked_email(raw: &str) -> Result<Email, GatewayError> {
+    Email::parse(raw).map_err(|_| GatewayError::Validation {
         code: "INVALID_EMAIL",
         message: "The email address is not valid.",
     })

@@ -3,7 +3,6 @@
 //! that yields the caller's [`Identity`].
 
 pub mod bearer;
-pub mod email;
 pub mod jwt;
 pub mod password;
 pub mod revocation;
