@@ -11,7 +11,7 @@ use clap::Parser;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
-use authgate::account::Email;
+use authgate::account::{Email, NewPassword};
 use authgate::auth::password::PasswordPool;
 use authgate::cli::{Cli, Command, UserCommand};
 use authgate::config::{is_valid_role, Config};
@@ -117,11 +117,6 @@ fn token(config_path: &std::path::Path, sub: &str, role: &str) -> Result<(), Str
     Ok(())
 }
 
-/// Passwords shorter than this are refused (NIST SP 800-63B §5.1.1.2).
-const MIN_PASSWORD_BYTES: usize = 8;
-/// Longer passwords only cost argon2 time.
-const MAX_PASSWORD_BYTES: usize = 256;
-
 /// Runs a `user` command against the store named in the config. Arguments
 /// are checked before the store is opened, the store before a password is
 /// asked for, and every change is flushed to disk before success is printed.
@@ -219,7 +214,10 @@ async fn add_user(
     let mut params = config.auth.password.clone();
     params.hash_workers = 1;
     let pool = PasswordPool::new(&params).map_err(|e| error_chain(&e))?;
-    let password_hash = pool.hash(password).await.map_err(|e| error_chain(&e))?;
+    let password_hash = pool
+        .hash(password.into_string())
+        .await
+        .map_err(|e| error_chain(&e))?;
     let user = User {
         id: uuid::Uuid::new_v4().to_string(),
         email: email.into_string(),
@@ -294,9 +292,10 @@ async fn flush(store: &SledStore) -> Result<(), String> {
     store.flush().await.map_err(|e| error_chain(&e))
 }
 
-/// One line from standard input, without its line ending. On a terminal the
-/// prompt goes to stderr so stdout stays clean for scripts.
-fn read_password(email: &Email) -> Result<String, String> {
+/// One line from standard input, without its line ending, held to the same
+/// policy as `/auth/register`. On a terminal the prompt goes to stderr so
+/// stdout stays clean for scripts.
+fn read_password(email: &Email) -> Result<NewPassword, String> {
     let stdin = std::io::stdin();
     if stdin.is_terminal() {
         eprint!("Password for {email}: ");
@@ -313,12 +312,7 @@ fn read_password(email: &Email) -> Result<String, String> {
     let password = line
         .strip_suffix('\n')
         .map_or(line.as_str(), |l| l.strip_suffix('\r').unwrap_or(l));
-    if !(MIN_PASSWORD_BYTES..=MAX_PASSWORD_BYTES).contains(&password.len()) {
-        return Err(format!(
-            "the password must be {MIN_PASSWORD_BYTES} to {MAX_PASSWORD_BYTES} bytes long"
-        ));
-    }
-    Ok(password.to_owned())
+    NewPassword::parse(password.to_owned()).map_err(|e| e.to_string())
 }
 
 fn unix_now() -> u64 {

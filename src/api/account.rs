@@ -12,7 +12,8 @@ use super::response::{clear_session_cookies, json, no_content, set_session_cooki
 use super::sessions::{csrf_matches, IssuedSession};
 use super::views::{Credentials, PasswordChange, RefreshBody, SessionView, UserView};
 use super::Accounts;
-use crate::account::Email;
+use crate::account::new_password::MAX_PASSWORD_BYTES;
+use crate::account::{Email, NewPassword, NewPasswordError};
 use crate::auth::jwt::unix_seconds;
 use crate::auth::password::PasswordError;
 use crate::auth::throttle::AccountKey;
@@ -22,11 +23,6 @@ use crate::config::Registration;
 use crate::error::GatewayError;
 use crate::proxy::headers::REFRESH_COOKIE;
 use crate::store::{StoreError, User};
-
-/// Passwords are refused past this many bytes before any hashing, so a
-/// megabyte password cannot buy a megabyte of argon2 work.
-pub const MAX_PASSWORD_BYTES: usize = 256;
-pub const MIN_PASSWORD_CHARS: usize = 8;
 
 const CSRF_HEADER: &str = "x-csrf-token";
 
@@ -42,14 +38,14 @@ impl Accounts {
         }
         let credentials: Credentials = parse_json(headers, body)?;
         let email = checked_email(&credentials.email)?;
-        check_new_password(&credentials.password)?;
+        let password = checked_password(credentials.password)?;
         // Counted once it is valid enough to cost a hash, taken or not.
         self.throttle.admit_registration(peer, Instant::now())?;
         // Hash before looking at the email index, so a taken address costs
         // the same work (and time) as a free one.
         let hash = self
             .passwords
-            .hash(credentials.password)
+            .hash(password.into_string())
             .await
             .map_err(|err| {
                 if matches!(err, PasswordError::Busy) {
@@ -93,6 +89,7 @@ impl Accounts {
             peer,
             Instant::now(),
         )?;
+        // Not a new password, but the same cap on argon2 work.
         if credentials.password.len() > MAX_PASSWORD_BYTES {
             return Err(password_too_long());
         }
@@ -226,7 +223,7 @@ impl Accounts {
         if change.current_password.len() > MAX_PASSWORD_BYTES {
             return Err(password_too_long());
         }
-        check_new_password(&change.new_password)?;
+        let new_password = checked_password(change.new_password)?;
         let user = self
             .store
             .user_by_id(&identity.user_id)
@@ -251,7 +248,7 @@ impl Accounts {
         attempt.succeeded();
         let hash = self
             .passwords
-            .hash(change.new_password)
+            .hash(new_password.into_string())
             .await
             .map_err(super::password_error)?;
         // Over the hash just verified only: of two changes racing with the
@@ -325,17 +322,14 @@ fn checked_email(raw: &str) -> Result<Email, GatewayError> {
     })
 }
 
-fn check_new_password(password: &str) -> Result<(), GatewayError> {
-    if password.len() > MAX_PASSWORD_BYTES {
-        return Err(password_too_long());
-    }
-    if password.chars().count() < MIN_PASSWORD_CHARS {
-        return Err(GatewayError::Validation {
+fn checked_password(password: String) -> Result<NewPassword, GatewayError> {
+    NewPassword::parse(password).map_err(|err| match err {
+        NewPasswordError::TooLong => password_too_long(),
+        NewPasswordError::TooShort => GatewayError::Validation {
             code: "WEAK_PASSWORD",
             message: "The password must be at least 8 characters long.",
-        });
-    }
-    Ok(())
+        },
+    })
 }
 
 fn password_too_long() -> GatewayError {
