@@ -11,10 +11,10 @@ use clap::Parser;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
-use authgate::account::{Email, NewPassword};
+use authgate::account::{Email, NewPassword, Role};
 use authgate::auth::password::PasswordPool;
 use authgate::cli::{Cli, Command, UserCommand};
-use authgate::config::{is_valid_role, Config};
+use authgate::config::Config;
 use authgate::service::error_chain;
 use authgate::store::{SledStore, Store, User};
 use authgate::StartupError;
@@ -102,16 +102,14 @@ async fn shutdown_signal() {
 
 fn token(config_path: &std::path::Path, sub: &str, role: &str) -> Result<(), String> {
     let config = Config::load(config_path).map_err(|e| error_chain(&e))?;
-    if !is_valid_role(role) {
-        return Err(format!("{role:?} is not a valid role"));
-    }
+    let role = Role::parse(role).map_err(|_| format!("{role:?} is not a valid role"))?;
     if sub.is_empty() || http::HeaderValue::from_str(sub).is_err() {
         return Err("--sub must be a non-empty printable value".to_owned());
     }
     let (secret, _) = authgate::config::secret::resolve(&config).map_err(|e| error_chain(&e))?;
     let issuer = authgate::auth::jwt::TokenIssuer::new(&config.tokens, &secret);
     let minted = issuer
-        .mint(sub, role, 0, None, SystemTime::now())
+        .mint(sub, role.as_str(), 0, None, SystemTime::now())
         .map_err(|e| error_chain(&e))?;
     println!("{}", minted.token);
     Ok(())
@@ -131,14 +129,14 @@ fn user(config_path: &Path, command: UserCommand) -> Result<(), String> {
     match command {
         UserCommand::Add { email, role } => {
             let email = email_arg(&email)?;
-            role_arg(&role)?;
+            let role = role_arg(&role)?;
             let store = open()?;
             runtime.block_on(add_user(&config, &store, email, role))
         }
         UserCommand::List => list_users(&open()?),
         UserCommand::SetRole { email, role } => {
             let email = email_arg(&email)?;
-            role_arg(&role)?;
+            let role = role_arg(&role)?;
             runtime.block_on(set_role(&open()?, &email, &role))
         }
         UserCommand::Delete { email } => {
@@ -152,10 +150,10 @@ fn user(config_path: &Path, command: UserCommand) -> Result<(), String> {
     }
 }
 
-async fn set_role(store: &SledStore, email: &Email, role: &str) -> Result<(), String> {
+async fn set_role(store: &SledStore, email: &Email, role: &Role) -> Result<(), String> {
     let found = existing(store, email)?;
     let updated = store
-        .set_role(&found.id, role)
+        .set_role(&found.id, role.as_str())
         .map_err(|e| error_chain(&e))?
         .ok_or_else(|| no_such_user(email))?;
     flush(store).await?;
@@ -200,7 +198,7 @@ async fn add_user(
     config: &Config,
     store: &SledStore,
     email: Email,
-    role: String,
+    role: Role,
 ) -> Result<(), String> {
     if store
         .user_by_email(email.as_str())
@@ -221,7 +219,7 @@ async fn add_user(
     let user = User {
         id: uuid::Uuid::new_v4().to_string(),
         email: email.into_string(),
-        role,
+        role: role.as_str().to_owned(),
         password_hash,
         created_at: unix_now(),
         token_version: 0,
@@ -267,14 +265,8 @@ fn email_arg(email: &str) -> Result<Email, String> {
     Email::parse(email).map_err(|e| format!("--email {email:?}: {e}"))
 }
 
-fn role_arg(role: &str) -> Result<(), String> {
-    if is_valid_role(role) {
-        Ok(())
-    } else {
-        Err(format!(
-            "--role {role:?}: a role is 1-64 characters of a-z, A-Z, 0-9, '-', '_', '.' or ':'"
-        ))
-    }
+fn role_arg(role: &str) -> Result<Role, String> {
+    Role::parse(role).map_err(|e| format!("--role {role:?}: {e}"))
 }
 
 fn existing(store: &SledStore, email: &Email) -> Result<User, String> {

@@ -177,7 +177,7 @@ async fn dispatch(
             tracing::Span::current().record("user", tracing::field::display(&identity.user_id));
             outcome.user = Some(identity.user_id.clone());
             if let Some(roles) = &route.roles {
-                if !roles.contains(&identity.role) {
+                if !roles.iter().any(|role| role.as_str() == identity.role) {
                     return Err(GatewayError::Forbidden);
                 }
             }

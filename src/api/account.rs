@@ -58,7 +58,7 @@ impl Accounts {
         let user = User {
             id: uuid::Uuid::new_v4().to_string(),
             email: email.into_string(),
-            role: self.settings.default_role.clone(),
+            role: self.settings.default_role.as_str().to_owned(),
             password_hash: hash,
             created_at: unix_seconds(now),
             token_version: 0,

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 
+use crate::account::Role;
 use crate::auth::jwt::{unix_seconds, TokenIssuer};
 use crate::auth::password::{PasswordError, PasswordPool};
 use crate::auth::revocation::RevocationList;
@@ -35,7 +36,7 @@ use sessions::{SessionPolicy, Sessions};
 pub struct AccountSettings {
     pub path_prefix: String,
     pub registration: Registration,
-    pub default_role: String,
+    pub default_role: Role,
     pub max_body: usize,
     pub body_timeout: Duration,
 }
