@@ -11,7 +11,7 @@ use clap::Parser;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
-use authgate::account::{Email, NewPassword, Role};
+use authgate::account::{Email, NewPassword, Role, UserId};
 use authgate::auth::password::PasswordPool;
 use authgate::cli::{Cli, Command, UserCommand};
 use authgate::config::Config;
@@ -103,13 +103,13 @@ async fn shutdown_signal() {
 fn token(config_path: &std::path::Path, sub: &str, role: &str) -> Result<(), String> {
     let config = Config::load(config_path).map_err(|e| error_chain(&e))?;
     let role = Role::parse(role).map_err(|_| format!("{role:?} is not a valid role"))?;
-    if sub.is_empty() || http::HeaderValue::from_str(sub).is_err() {
-        return Err("--sub must be a non-empty printable value".to_owned());
-    }
+    // The gateway refuses a token whose `sub` it could not pass on as a header.
+    let sub = UserId::parse(sub)
+        .map_err(|_| "--sub must be non-empty, without control characters or surrounding spaces")?;
     let (secret, _) = authgate::config::secret::resolve(&config).map_err(|e| error_chain(&e))?;
     let issuer = authgate::auth::jwt::TokenIssuer::new(&config.tokens, &secret);
     let minted = issuer
-        .mint(sub, role.as_str(), 0, None, SystemTime::now())
+        .mint(sub.as_str(), role.as_str(), 0, None, SystemTime::now())
         .map_err(|e| error_chain(&e))?;
     println!("{}", minted.token);
     Ok(())

@@ -175,9 +175,9 @@ async fn dispatch(
                 .authenticator()
                 .authenticate(request.headers(), now)?;
             tracing::Span::current().record("user", tracing::field::display(&identity.user_id));
-            outcome.user = Some(identity.user_id.clone());
+            outcome.user = Some(identity.user_id.to_string());
             if let Some(roles) = &route.roles {
-                if !roles.iter().any(|role| role.as_str() == identity.role) {
+                if !roles.contains(&identity.role) {
                     return Err(GatewayError::Forbidden);
                 }
             }

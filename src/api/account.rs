@@ -191,7 +191,7 @@ impl Accounts {
         let now = unix_seconds(SystemTime::now());
         let user = self
             .store
-            .bump_token_version(&identity.user_id)
+            .bump_token_version(identity.user_id.as_str())
             .map_err(GatewayError::internal)?
             .ok_or(GatewayError::TokenRevoked)?;
         self.revocations
@@ -206,7 +206,7 @@ impl Accounts {
     pub(super) fn me(&self, identity: &Identity) -> Result<Response<ResponseBody>, GatewayError> {
         let user = self
             .store
-            .user_by_id(&identity.user_id)
+            .user_by_id(identity.user_id.as_str())
             .map_err(GatewayError::internal)?
             .ok_or(GatewayError::TokenRevoked)?;
         json(StatusCode::OK, &UserView::from(&user))
@@ -226,7 +226,7 @@ impl Accounts {
         let new_password = checked_password(change.new_password)?;
         let user = self
             .store
-            .user_by_id(&identity.user_id)
+            .user_by_id(identity.user_id.as_str())
             .map_err(GatewayError::internal)?
             .ok_or(GatewayError::TokenRevoked)?;
         // A wrong current password is a guess at the account's password,

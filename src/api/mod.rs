@@ -183,8 +183,8 @@ impl Accounts {
         // Bearer-authenticated endpoints check the token before reading a body.
         let identity = if endpoint.needs_bearer() {
             let identity = authenticator.authenticate(&parts.headers, now)?;
-            outcome.user = Some(identity.user_id.clone());
-            if endpoint.needs_admin() && identity.role != "admin" {
+            outcome.user = Some(identity.user_id.to_string());
+            if endpoint.needs_admin() && identity.role.as_str() != "admin" {
                 return Err(GatewayError::Forbidden);
             }
             Some(identity)
