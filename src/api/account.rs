@@ -13,7 +13,7 @@ use super::sessions::{csrf_matches, IssuedSession};
 use super::views::{Credentials, PasswordChange, RefreshBody, SessionView, UserView};
 use super::Accounts;
 use crate::account::new_password::MAX_PASSWORD_BYTES;
-use crate::account::{Email, NewPassword, NewPasswordError};
+use crate::account::{Email, NewPassword};
 use crate::auth::jwt::unix_seconds;
 use crate::auth::password::PasswordError;
 use crate::auth::throttle::AccountKey;
@@ -37,8 +37,8 @@ impl Accounts {
             return Err(GatewayError::RegistrationClosed);
         }
         let credentials: Credentials = parse_json(headers, body)?;
-        let email = checked_email(&credentials.email)?;
-        let password = checked_password(credentials.password)?;
+        let email = Email::parse(&credentials.email)?;
+        let password = NewPassword::parse(credentials.password)?;
         // Counted once it is valid enough to cost a hash, taken or not.
         self.throttle.admit_registration(peer, Instant::now())?;
         // Hash before looking at the email index, so a taken address costs
@@ -91,7 +91,7 @@ impl Accounts {
         )?;
         // Not a new password, but the same cap on argon2 work.
         if credentials.password.len() > MAX_PASSWORD_BYTES {
-            return Err(password_too_long());
+            return Err(GatewayError::PasswordTooLong);
         }
         // An address that cannot be canonical cannot be registered either:
         // answer exactly as for an unknown account.
@@ -221,9 +221,9 @@ impl Accounts {
     ) -> Result<Response<ResponseBody>, GatewayError> {
         let change: PasswordChange = parse_json(headers, body)?;
         if change.current_password.len() > MAX_PASSWORD_BYTES {
-            return Err(password_too_long());
+            return Err(GatewayError::PasswordTooLong);
         }
-        let new_password = checked_password(change.new_password)?;
+        let new_password = NewPassword::parse(change.new_password)?;
         let user = self
             .store
             .user_by_id(identity.user_id.as_str())
@@ -312,29 +312,5 @@ impl Accounts {
             session.refresh_max_age,
         );
         Ok(response)
-    }
-}
-
-fn checked_email(raw: &str) -> Result<Email, GatewayError> {
-    Email::parse(raw).map_err(|_| GatewayError::Validation {
-        code: "INVALID_EMAIL",
-        message: "The email address is not valid.",
-    })
-}
-
-fn checked_password(password: String) -> Result<NewPassword, GatewayError> {
-    NewPassword::parse(password).map_err(|err| match err {
-        NewPasswordError::TooLong => password_too_long(),
-        NewPasswordError::TooShort => GatewayError::Validation {
-            code: "WEAK_PASSWORD",
-            message: "The password must be at least 8 characters long.",
-        },
-    })
-}
-
-fn password_too_long() -> GatewayError {
-    GatewayError::Validation {
-        code: "PASSWORD_TOO_LONG",
-        message: "The password must be at most 256 bytes long.",
     }
 }

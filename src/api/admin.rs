@@ -77,10 +77,7 @@ impl Accounts {
         body: &[u8],
     ) -> Result<Response<ResponseBody>, GatewayError> {
         let change: RoleChange = parse_json(headers, body)?;
-        let role = Role::parse(&change.role).map_err(|_| GatewayError::Validation {
-            code: "INVALID_ROLE",
-            message: "A role is 1-64 characters of letters, digits, '-', '_', '.' or ':'.",
-        })?;
+        let role = Role::parse(&change.role)?;
         let user = self
             .store
             .set_role(id, role.as_str())
