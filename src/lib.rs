@@ -32,6 +32,7 @@ pub mod router;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod tasks;
 pub mod tls;
 
 use std::future::Future;
