@@ -20,3 +20,4 @@ mod session_races;
 mod streaming;
 mod throttle;
 mod timeouts;
+mod tunnels;
