@@ -17,6 +17,8 @@
 //! Configuration is read once (`config/`), assembled into one shared
 //! [`gateway::Gateway`], and served by [`server::serve`]. Every client-visible
 //! failure is a [`error::GatewayError`], mapped to a response in one place.
+//! Every task `serve` starts (connections, HTTP/2 streams, WebSocket tunnels,
+//! maintenance) runs on one [`tasks::Tasks`] set, so shutdown waits for all.
 
 pub mod api;
 pub mod auth;

@@ -86,6 +86,7 @@ impl Server {
         }
     }
 
+    /// The connection slots, readable while serving and after.
     pub fn slots(&self) -> ConnectionSlots {
         self.slots.clone()
     }
