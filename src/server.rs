@@ -156,7 +156,10 @@ impl Server {
                     idle: settings.idle_timeout,
                     close_grace: GOAWAY_GRACE.min(settings.header_read_timeout),
                 },
-                stop: stop.clone(),
+                // A child token: each connection polls its token at every
+                // wakeup, which takes the token's lock; one shared token
+                // would be a lock every worker contends for.
+                stop: stop.child_token(),
                 tasks: ConnectionTasks::new(tasks.clone(), permit),
             };
             tasks.spawn(task.run());

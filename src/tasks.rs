@@ -29,8 +29,11 @@ impl Tasks {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
+        // A child token per task: waiting on it is polled at every wakeup
+        // of the task and takes the token's lock each time, so a token
+        // shared by every task would be one lock all workers contend for.
         self.tracker
-            .spawn(self.abort.clone().run_until_cancelled_owned(task));
+            .spawn(self.abort.child_token().run_until_cancelled_owned(task));
     }
 
     /// Runs `work` on the blocking pool. It cannot be cancelled, but it is
