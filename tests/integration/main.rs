@@ -21,3 +21,4 @@ mod session_races;
 mod streaming;
 mod throttle;
 mod timeouts;
+mod tunnels;
