@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::api::Accounts;
 use crate::auth::jwt::{TokenIssuer, TokenVerifier};
@@ -20,6 +21,7 @@ use crate::config::Config;
 use crate::proxy::Proxy;
 use crate::router::Router;
 use crate::store::{SledStore, Store, StoreError};
+use crate::tasks::Tasks;
 
 pub struct Gateway {
     /// The configuration the gateway started with: what only a restart
@@ -118,20 +120,23 @@ impl Gateway {
         })
     }
 
-    /// Sweeps expired sessions and runs the upstream health checks in the
-    /// background until the returned handle is aborted.
-    pub fn spawn_maintenance(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+    /// Sweeps expired sessions and runs the upstream health checks (those
+    /// of the configuration installed last) in the background, on `tasks`,
+    /// until `stop` is cancelled; a sweep under way finishes first.
+    pub fn spawn_maintenance(self: &Arc<Self>, tasks: &Tasks, stop: CancellationToken) {
         let gateway = Arc::clone(self);
-        tokio::spawn(async move {
-            // Owned by this task: aborting it drops the set, which aborts
-            // every health check with it.
+        let blocking = tasks.clone();
+        tasks.spawn(async move {
+            // Owned by this task: when it ends or is aborted, dropping the
+            // set aborts every health check with it.
             let mut health_checks = tokio::task::JoinSet::new();
             let mut reloads = gateway.reloads.subscribe();
             gateway.live().proxy.spawn_health_checks(&mut health_checks);
             let mut ticks = tokio::time::interval(SWEEP_INTERVAL);
             loop {
                 tokio::select! {
-                    _ = ticks.tick() => {}
+                    biased;
+                    () = stop.cancelled() => return,
                     changed = reloads.changed() => {
                         if changed.is_ok() {
                             // Dropping the old set stops the old upstreams' checks.
@@ -140,18 +145,20 @@ impl Gateway {
                         }
                         continue;
                     }
+                    _ = ticks.tick() => {}
                 }
                 let gateway = Arc::clone(&gateway);
                 let lifetime = gateway.accounts.revocation_window();
-                let swept = tokio::task::spawn_blocking(move || {
-                    gateway.accounts.sweep(lifetime, SystemTime::now());
-                })
-                .await;
+                let swept = blocking
+                    .spawn_blocking(move || {
+                        gateway.accounts.sweep(lifetime, SystemTime::now());
+                    })
+                    .await;
                 if let Err(err) = swept {
                     tracing::error!(error = %err, "session sweep task failed");
                 }
             }
-        })
+        });
     }
 
     /// The configuration the gateway started with (see [`Gateway::live`]

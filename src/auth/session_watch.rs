@@ -43,7 +43,7 @@ impl SessionWatch {
         });
         Self {
             revocations: Arc::clone(revocations),
-            user: identity.user_id.clone(),
+            user: identity.user_id.as_str().to_owned(),
             version: identity.version,
             session: identity.session.clone(),
             deadline,
@@ -85,8 +85,8 @@ mod tests {
 
     fn identity(session: &str) -> Identity {
         Identity {
-            user_id: "u1".into(),
-            role: "user".into(),
+            user_id: crate::account::user_id::UserId::parse("u1").unwrap(),
+            role: crate::account::role::Role::parse("user").unwrap(),
             session: Some(session.into()),
             version: 1,
             expires_at: 1_000,

@@ -1,7 +1,8 @@
 //! WebSocket tunnelling (RFC 6455 §4) on routes with `websocket = true`:
 //! the handshake is authorized and forwarded like any request, and only
 //! when the upstream answers 101 are the two connections joined. Any other
-//! answer (426, 401, ...) is returned as is and opens no tunnel.
+//! answer (426, 401, ...) is returned as is and opens no tunnel. A tunnel
+//! ends with the session that opened it.
 
 use http::header::{CONNECTION, UPGRADE};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version};
@@ -12,6 +13,7 @@ use tokio::io::AsyncWriteExt;
 use tracing::Instrument;
 
 use crate::auth::session_watch::SessionWatch;
+use crate::tasks::ConnectionTasks;
 
 /// Longest an ended tunnel waits for an orderly close before dropping both ends.
 const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
@@ -27,9 +29,21 @@ pub fn is_websocket_handshake<B>(request: &Request<B>) -> bool {
             .is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"))
 }
 
+/// The client side of a handshake: its pending upgrade, and the tasks of
+/// the connection it came on, where the tunnel will run.
+pub struct ClientUpgrade {
+    upgrade: OnUpgrade,
+    /// Put on the request by the server; a tunnel runs there so it keeps
+    /// the connection's slot and ends with the gateway.
+    tasks: Option<ConnectionTasks>,
+}
+
 /// Takes the client side's pending upgrade before the request is consumed.
-pub fn take_client_upgrade(request: &mut Request<Incoming>) -> OnUpgrade {
-    hyper::upgrade::on(request)
+pub fn take_client_upgrade(request: &mut Request<Incoming>) -> ClientUpgrade {
+    ClientUpgrade {
+        upgrade: hyper::upgrade::on(&mut *request),
+        tasks: request.extensions_mut().remove::<ConnectionTasks>(),
+    }
 }
 
 /// Hop-by-hop removal strips these; a WebSocket handshake needs them back.
@@ -39,18 +53,26 @@ pub fn restore_handshake_headers(headers: &mut HeaderMap) {
 }
 
 /// When the upstream switched protocols, joins the two upgraded connections
-/// in a background task; otherwise does nothing. With a `watch`, the tunnel
-/// is closed at both ends when the session that opened it ends.
+/// in a task of the client's connection; otherwise does nothing. With a
+/// `watch`, the tunnel is closed at both ends when the session that opened
+/// it ends.
 pub fn tunnel_if_switched<B>(
-    client: OnUpgrade,
+    client: ClientUpgrade,
     upstream: &mut Response<B>,
     watch: Option<SessionWatch>,
 ) {
     if upstream.status() != StatusCode::SWITCHING_PROTOCOLS {
         return;
     }
+    let Some(tasks) = client.tasks else {
+        // Not a request of the server's: with nowhere tracked to run, the
+        // upgrades are dropped, which closes both connections.
+        tracing::error!("websocket handshake outside a server connection; tunnel not opened");
+        return;
+    };
+    let client = client.upgrade;
     let upstream_upgrade = hyper::upgrade::on(upstream);
-    tokio::spawn(
+    tasks.spawn(
         async move {
             let (client, upstream) = match tokio::try_join!(client, upstream_upgrade) {
                 Ok(pair) => pair,

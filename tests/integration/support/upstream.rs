@@ -80,6 +80,7 @@ struct Counters {
 pub struct Upstream {
     pub addr: SocketAddr,
     received: Arc<Mutex<Vec<Recorded>>>,
+    /// Notified when a request arrives or a tunnel or event stream closes.
     arrived: Arc<Notify>,
     counters: Arc<Counters>,
     task: tokio::task::JoinHandle<()>,
@@ -216,6 +217,23 @@ impl Upstream {
         }
     }
 
+    /// Waits (bounded) until the gateway has closed `n` WebSocket tunnels
+    /// (or event streams).
+    pub async fn wait_for_tunnels_closed(&self, n: usize) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let notified = self.arrived.notified();
+            let closed = self.closed();
+            if closed >= n {
+                break;
+            }
+            assert!(
+                tokio::time::timeout_at(deadline, notified).await.is_ok(),
+                "upstream saw {closed} tunnels closed, expected {n}"
+            );
+        }
+    }
+
     pub fn clear(&self) {
         self.received.lock().unwrap().clear();
     }
@@ -333,6 +351,7 @@ async fn handle(
                     }
                 }
                 counters.closed.fetch_add(1, Ordering::SeqCst);
+                arrived.notify_waiters();
             });
             Response::builder()
                 .status(StatusCode::SWITCHING_PROTOCOLS)
