@@ -62,3 +62,52 @@ impl Balancer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::upstream::parse_target;
+    use crate::config::UpstreamProtocol;
+    use crate::proxy::upstream::connector::Connector;
+    use crate::proxy::upstream::pool::H1Pool;
+    use crate::proxy::upstream::target::Connections;
+
+    fn targets(n: u16) -> Vec<Arc<TargetState>> {
+        (0..n)
+            .map(|i| {
+                let target = parse_target(&format!("http://127.0.0.1:{}", 9000 + i)).unwrap();
+                let connector = Connector::new(&target, UpstreamProtocol::Http1, None).unwrap();
+                let pool = Connections::Http1(H1Pool::new(4, 16));
+                Arc::new(TargetState::new(target, connector, pool))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn round_robin_cycles_and_skips_ejected_and_excluded_targets() {
+        let targets = targets(3);
+        let balancer = Balancer::new(Balance::RoundRobin);
+        let now = Instant::now();
+        let picks: Vec<_> = (0..6).map(|_| balancer.pick(&targets, None, now)).collect();
+        assert_eq!(picks, [0, 1, 2, 0, 1, 2].map(Some));
+        targets[1].health.record_failure(now);
+        let picks: Vec<_> = (0..4)
+            .map(|_| balancer.pick(&targets, Some(0), now))
+            .collect();
+        assert_eq!(picks, [Some(2); 4]);
+        targets[2].health.record_failure(now);
+        assert_eq!(balancer.pick(&targets, Some(0), now), None);
+    }
+
+    #[test]
+    fn least_requests_never_picks_the_busier_of_two() {
+        let targets = targets(2);
+        let balancer = Balancer::new(Balance::LeastRequests);
+        let now = Instant::now();
+        let _busy = targets[0].start_request();
+        for _ in 0..50 {
+            assert_eq!(balancer.pick(&targets, None, now), Some(1));
+        }
+        assert_eq!(balancer.pick(&targets, Some(1), now), Some(0));
+    }
+}
