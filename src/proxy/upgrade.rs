@@ -47,7 +47,7 @@ pub fn restore_handshake_headers(headers: &mut HeaderMap) {
 
 /// When the upstream switched protocols, joins the two upgraded connections
 /// in a task of the client's connection; otherwise does nothing.
-pub fn tunnel_if_switched(client: ClientUpgrade, upstream: &mut Response<Incoming>) {
+pub fn tunnel_if_switched<B>(client: ClientUpgrade, upstream: &mut Response<B>) {
     if upstream.status() != StatusCode::SWITCHING_PROTOCOLS {
         return;
     }

@@ -22,3 +22,4 @@ mod streaming;
 mod throttle;
 mod timeouts;
 mod tunnels;
+mod upstreams;
