@@ -345,29 +345,6 @@ impl GatewayError {
     }
 }
 
-/// True for a gRPC request (`application/grpc`, `application/grpc+proto`, ...).
-pub fn is_grpc(headers: &http::HeaderMap) -> bool {
-    headers.get(CONTENT_TYPE).is_some_and(|v| {
-        let v = v.as_bytes();
-        v.get(..16)
-            .is_some_and(|head| head.eq_ignore_ascii_case(b"application/grpc"))
-            && matches!(v.get(16), None | Some(b'+' | b';'))
-    })
-}
-
-/// grpc-message is percent-encoded: bytes outside printable ASCII, and '%'.
-fn grpc_percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if (0x20..=0x7e).contains(&byte) && byte != b'%' {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
-
 impl From<BearerError> for GatewayError {
     fn from(err: BearerError) -> Self {
         match err {
@@ -436,6 +413,29 @@ impl From<NewPasswordError> for GatewayError {
             NewPasswordError::TooLong => Self::PasswordTooLong,
         }
     }
+}
+
+/// True for a gRPC request (`application/grpc`, `application/grpc+proto`, ...).
+pub fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers.get(CONTENT_TYPE).is_some_and(|v| {
+        let v = v.as_bytes();
+        v.get(..16)
+            .is_some_and(|head| head.eq_ignore_ascii_case(b"application/grpc"))
+            && matches!(v.get(16), None | Some(b'+' | b';'))
+    })
+}
+
+/// grpc-message is percent-encoded: bytes outside printable ASCII, and '%'.
+fn grpc_percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if (0x20..=0x7e).contains(&byte) && byte != b'%' {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::count::CountIn;
-use super::duration::{ConfigDuration, DurationIn};
+use super::duration::DurationIn;
 
 // The ranges every duration and count is held to. Nothing here is a
 // recommendation: they keep typos ("15d" for "15m") and overflowing values
@@ -198,8 +198,8 @@ pub enum UpstreamProtocol {
 #[serde(deny_unknown_fields)]
 pub struct HealthCheckFile {
     pub path: String,
-    pub interval: Option<ConfigDuration>,
-    pub timeout: Option<ConfigDuration>,
+    pub interval: Option<Timeout>,
+    pub timeout: Option<Timeout>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]

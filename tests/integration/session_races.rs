@@ -112,8 +112,8 @@ fn parse_response(raw: &[u8]) -> Response {
         status: http::StatusCode::from_u16(status).unwrap(),
         headers,
         body: bytes::Bytes::copy_from_slice(body.as_bytes()),
-        trailers: None,
         version: http::Version::HTTP_11,
+        trailers: None,
     }
 }
 

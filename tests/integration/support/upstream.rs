@@ -43,17 +43,16 @@ pub enum Behavior {
     Download(u64),
     /// Sets cookies named like the gateway's, plus one of its own.
     SetGatewayCookies,
-    /// Accepts WebSocket handshakes (101) and echoes the tunnel's bytes;
-    /// counts the tunnel in [`Upstream::closed`] when the gateway closes it.
+    /// Accepts WebSocket handshakes (101) and echoes the tunnel's bytes.
     WebSocketEcho,
-    /// A server-sent-events stream: one event, then open and silent until
-    /// the gateway closes it (counted in [`Upstream::closed`]).
-    Events,
     /// Answers every request with this status.
     Status(u16),
     /// A gRPC answer: a length-prefixed message, then `grpc-status: 0`
     /// and `grpc-message: done` as trailers.
     Grpc,
+    /// A server-sent-events stream: one event, then open and silent until
+    /// the gateway closes it (counted in [`Upstream::closed`]).
+    Events,
 }
 
 /// How the upstream speaks.
@@ -73,14 +72,16 @@ struct Counters {
     accepted: AtomicUsize,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
-    /// Tunnels and event streams that ended from the gateway's side.
-    closed: AtomicUsize,
+    /// WebSocket tunnels whose client side has closed.
+    tunnels_closed: AtomicUsize,
+    /// Event streams (`Behavior::Events`) the gateway closed.
+    streams_closed: AtomicUsize,
 }
 
 pub struct Upstream {
     pub addr: SocketAddr,
     received: Arc<Mutex<Vec<Recorded>>>,
-    /// Notified when a request arrives or a tunnel or event stream closes.
+    /// Notified when a request arrives or a tunnel closes.
     arrived: Arc<Notify>,
     counters: Arc<Counters>,
     task: tokio::task::JoinHandle<()>,
@@ -160,12 +161,13 @@ impl Upstream {
         self.counters.accepted.load(Ordering::SeqCst)
     }
 
+    /// The most requests this upstream was handling at the same time.
     /// Tunnels and event streams the gateway closed.
     pub fn closed(&self) -> usize {
-        self.counters.closed.load(Ordering::SeqCst)
+        self.counters.tunnels_closed.load(Ordering::SeqCst)
+            + self.counters.streams_closed.load(Ordering::SeqCst)
     }
 
-    /// The most requests this upstream was handling at the same time.
     pub fn max_in_flight(&self) -> usize {
         self.counters.max_in_flight.load(Ordering::SeqCst)
     }
@@ -217,13 +219,12 @@ impl Upstream {
         }
     }
 
-    /// Waits (bounded) until the gateway has closed `n` WebSocket tunnels
-    /// (or event streams).
+    /// Waits (bounded) until the gateway has closed `n` WebSocket tunnels.
     pub async fn wait_for_tunnels_closed(&self, n: usize) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             let notified = self.arrived.notified();
-            let closed = self.closed();
+            let closed = self.counters.tunnels_closed.load(Ordering::SeqCst);
             if closed >= n {
                 break;
             }
@@ -338,6 +339,7 @@ async fn handle(
             .body(full(b"cookies"))
             .unwrap(),
         Behavior::WebSocketEcho => {
+            let counters = Arc::clone(&counters);
             tokio::spawn(async move {
                 use tokio::io::{AsyncReadExt, AsyncWriteExt};
                 let Ok(upgraded) = on_upgrade.await else {
@@ -350,7 +352,7 @@ async fn handle(
                         break;
                     }
                 }
-                counters.closed.fetch_add(1, Ordering::SeqCst);
+                counters.tunnels_closed.fetch_add(1, Ordering::SeqCst);
                 arrived.notify_waiters();
             });
             Response::builder()
@@ -417,6 +419,6 @@ impl http_body::Body for EventStream {
 
 impl Drop for EventStream {
     fn drop(&mut self) {
-        self.counters.closed.fetch_add(1, Ordering::SeqCst);
+        self.counters.streams_closed.fetch_add(1, Ordering::SeqCst);
     }
 }
