@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use std::time::{Duration, SystemTime};
 
+use crate::admin::Observability;
 use crate::api::Accounts;
 use crate::auth::jwt::{TokenIssuer, TokenVerifier};
 use crate::auth::password::{PasswordError, PasswordPool};
@@ -25,6 +26,7 @@ pub struct Gateway {
     proxy: Proxy,
     revocations: Arc<RevocationList>,
     accounts: Accounts,
+    observability: Observability,
 }
 
 /// How often expired sessions and stale revocations are swept.
@@ -38,6 +40,8 @@ pub enum BuildError {
     Store(#[from] StoreError),
     #[error("cannot start password hashing ([auth.password]): {0}")]
     Password(#[from] PasswordError),
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
 }
 
 impl Gateway {
@@ -62,11 +66,13 @@ impl Gateway {
         )?;
         let verifier = TokenVerifier::new(&config.tokens, secret);
         let issuer = Arc::new(TokenIssuer::new(&config.tokens, secret));
-        let proxy = Proxy::new(
+        let mut proxy = Proxy::new(
             &config.server.identity_header_prefix,
             config.server.body_read_timeout,
         )?;
         let passwords = PasswordPool::new(&config.auth.password)?;
+        let observability = Observability::new(&config)?;
+        proxy.count_tunnels_in(observability.metrics().tunnels());
         let accounts = Accounts::new(
             &config,
             store,
@@ -74,7 +80,8 @@ impl Gateway {
             Arc::clone(&issuer),
             Arc::clone(&revocations),
             revocation_window,
-        );
+        )
+        .with_audit(Arc::clone(observability.audit()));
         Ok(Self {
             router: Router::new(&config.routes),
             authenticator: Authenticator::new(verifier, Arc::clone(&revocations)),
@@ -82,6 +89,7 @@ impl Gateway {
             proxy,
             revocations,
             accounts,
+            observability,
             config: Arc::new(config),
         })
     }
@@ -142,6 +150,17 @@ impl Gateway {
     /// True for paths served by the account endpoints (`/auth` and below).
     pub fn is_account_path(&self, path: &str) -> bool {
         crate::router::prefix_matches(&self.config.auth.path_prefix, path)
+    }
+
+    /// Metrics, audit trail and the admin listener's state.
+    pub fn observability(&self) -> &Observability {
+        &self.observability
+    }
+
+    /// Binds the admin listener (`[admin] listen`), before the gateway is shared.
+    pub fn bind_admin(&mut self) -> std::io::Result<()> {
+        let config = Arc::clone(&self.config);
+        self.observability.bind(&config)
     }
 
     pub fn accounts(&self) -> &Accounts {

@@ -18,7 +18,9 @@
 //! [`gateway::Gateway`], and served by [`server::serve`]. Every client-visible
 //! failure is a [`error::GatewayError`], mapped to a response in one place.
 
+pub mod admin;
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod body;
 pub mod cli;
@@ -53,6 +55,12 @@ pub enum StartupError {
     Tls(#[from] tls::TlsError),
     #[error(transparent)]
     Build(#[from] gateway::BuildError),
+    #[error("cannot listen on {addr} ([admin] listen): {source}")]
+    AdminBind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot listen on {addr} ([server] listen): {source}")]
     Bind {
         addr: std::net::SocketAddr,
@@ -87,7 +95,13 @@ pub fn prepare(
     }
     let store_path = config.store.path.clone();
     let key_path = config.server.tls_key.clone();
-    let gateway = gateway::Gateway::build(config, &secret)?;
+    let admin_listen = config.admin.listen;
+    let mut gateway = gateway::Gateway::build(config, &secret)?;
+    if let Some(addr) = admin_listen {
+        gateway
+            .bind_admin()
+            .map_err(|source| StartupError::AdminBind { addr, source })?;
+    }
     // After the build, so the database directory exists to be checked.
     if let SecretOrigin::File(path) | SecretOrigin::GeneratedForDev(path) = &origin {
         private_files::warn_if_readable_by_others("the access-token secret file", path);

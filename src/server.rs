@@ -45,6 +45,7 @@ pub async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
     let maintenance = gateway.spawn_maintenance();
     let pacer = spawn_timer_pacer();
+    let admin = crate::admin::listener::spawn(&gateway);
     let mut backoff = Duration::from_millis(5);
     tokio::pin!(shutdown);
 
@@ -103,6 +104,10 @@ pub async fn serve(
     // Wait for the abort, so the task's hold on the gateway (and its
     // database) is gone when serve returns.
     let _ = maintenance.await;
+    if let Some(admin) = admin {
+        admin.abort();
+        let _ = admin.await;
+    }
     tracing::info!("shutting down: draining connections");
     let _ = stop_tx.send(true);
     let all = u32::try_from(settings.max_connections).unwrap_or(u32::MAX);
@@ -182,6 +187,7 @@ struct ConnectionTask {
 impl ConnectionTask {
     async fn run(mut self) {
         let peer = self.connection.peer;
+        let _open = self.gateway.observability().metrics().connection_opened();
         let _ = self.stream.set_nodelay(true);
         let handshake =
             tokio::time::timeout(self.handshake_timeout, self.acceptor.accept(self.stream));

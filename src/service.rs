@@ -6,14 +6,16 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use http::header::{HOST, UPGRADE};
 use http::{Method, Request, Response, Version};
 use hyper::body::Incoming;
 use tracing::Instrument;
 
+use crate::admin::metrics::AccountAction;
 use crate::api::AccountOutcome;
+use crate::audit::{self, RequestContext};
 use crate::auth::Identity;
 use crate::body::ResponseBody;
 use crate::config::{RouteAuth, RouteConfig};
@@ -40,6 +42,10 @@ struct Outcome {
     /// The request went to the account endpoints rather than a route.
     account: bool,
     user: Option<String>,
+    /// The account endpoint, for the outcome metrics.
+    action: Option<AccountAction>,
+    /// How long the upstream took to answer, when it was asked.
+    upstream: Option<Duration>,
 }
 
 impl Outcome {
@@ -73,6 +79,8 @@ pub async fn handle(
     let result = dispatch(&gateway, connection, request, &mut outcome)
         .instrument(span.clone())
         .await;
+    let metrics = gateway.observability().metrics();
+    metrics.record_result(&result, outcome.action);
     let response = match result {
         Ok(response) => response,
         Err(err) => {
@@ -85,6 +93,9 @@ pub async fn handle(
             err.into_response()
         }
     };
+    let status = response.status();
+    let (route, upstream) = (outcome.route.as_deref(), outcome.upstream);
+    metrics.record_request(route, outcome.account, status, started.elapsed(), upstream);
     if gateway.access_log() {
         tracing::info!(
             target: "authgate::access",
@@ -133,17 +144,23 @@ async fn dispatch(
         outcome.account = true;
         let sub_path = gateway.account_sub_path(decided.as_str());
         let mut account = AccountOutcome::default();
-        let result = gateway
-            .accounts()
-            .handle(
+        let context = RequestContext {
+            client: client_addr,
+            request_id: None,
+        };
+        let result = audit::in_request(
+            context,
+            gateway.accounts().handle(
                 request,
                 sub_path,
                 client_addr,
                 gateway.authenticator(),
                 now,
                 &mut account,
-            )
-            .await;
+            ),
+        )
+        .await;
+        outcome.action = account.action;
         if let Some(user) = &account.user {
             tracing::Span::current().record("user", tracing::field::display(user));
         }
@@ -197,10 +214,13 @@ async fn dispatch(
         client: client_addr,
         host: host_header.as_deref(),
     };
-    gateway
+    let asked = Instant::now();
+    let result = gateway
         .proxy()
         .forward(request, route, &decided, identity.as_ref(), &client)
-        .await
+        .await;
+    outcome.upstream = Some(asked.elapsed());
+    result
 }
 
 /// Refuses request lines a reverse proxy must not act on.

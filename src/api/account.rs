@@ -12,6 +12,7 @@ use super::response::{clear_session_cookies, json, no_content, set_session_cooki
 use super::sessions::{csrf_matches, IssuedSession};
 use super::views::{Credentials, PasswordChange, RefreshBody, SessionView, UserView};
 use super::Accounts;
+use crate::audit::{AuditEvent, AuditKind};
 use crate::auth::email::canonical_email;
 use crate::auth::jwt::unix_seconds;
 use crate::auth::password::PasswordError;
@@ -74,6 +75,13 @@ impl Accounts {
         }
         let session = self.sessions.start(user, now)?;
         self.flush().await?;
+        self.audit
+            .record(
+                AuditEvent::new(AuditKind::Registration, now)
+                    .user(&session.user.id)
+                    .email(&session.user.email),
+            )
+            .await;
         self.session_response(StatusCode::CREATED, &session)
     }
 
@@ -112,7 +120,9 @@ impl Accounts {
                 .verify_dummy(credentials.password)
                 .await
                 .map_err(super::password_error)?;
-            attempt.failed(Instant::now());
+            let locked = attempt.failed(Instant::now());
+            self.audit_login_failure(None, email.as_deref(), locked, None)
+                .await;
             return Err(GatewayError::InvalidCredentials);
         };
         let verdict = self
@@ -121,7 +131,9 @@ impl Accounts {
             .await
             .map_err(super::password_error)?;
         if !verdict.matches {
-            attempt.failed(Instant::now());
+            let locked = attempt.failed(Instant::now());
+            self.audit_login_failure(Some(&user.id), Some(&user.email), locked, None)
+                .await;
             return Err(GatewayError::InvalidCredentials);
         }
         attempt.succeeded();
@@ -147,6 +159,13 @@ impl Accounts {
         let user_id = user.id.clone();
         let session = self.sessions.start(user, SystemTime::now())?;
         self.flush().await?;
+        self.audit
+            .record(
+                AuditEvent::new(AuditKind::LoginSuccess, SystemTime::now())
+                    .user(&session.user.id)
+                    .email(&session.user.email),
+            )
+            .await;
         Ok((self.session_response(StatusCode::OK, &session)?, user_id))
     }
 
@@ -161,8 +180,12 @@ impl Accounts {
         let presented = self
             .presented_refresh_token(headers, body)?
             .ok_or(GatewayError::InvalidRefreshToken)?;
-        let session = self.sessions.rotate(&presented, SystemTime::now()).await?;
-        self.session_response(StatusCode::OK, &session)
+        let rotated = self.sessions.rotate(&presented, SystemTime::now()).await;
+        if matches!(rotated, Err(GatewayError::TokenReuseDetected)) {
+            self.audit_session(AuditKind::RefreshReuseDetected, &presented)
+                .await;
+        }
+        self.session_response(StatusCode::OK, &rotated?)
     }
 
     pub(super) async fn logout(
@@ -181,6 +204,7 @@ impl Accounts {
             self.sessions
                 .revoke_family(&family, unix_seconds(SystemTime::now()))
                 .await?;
+            self.audit_session(AuditKind::Logout, &presented).await;
         }
         let mut response = no_content();
         clear_session_cookies(&mut response, &self.settings.path_prefix);
@@ -201,6 +225,13 @@ impl Accounts {
             .set_min_version(&user.id, user.token_version);
         self.sessions.revoke_user_sessions(&user.id, None, now)?;
         self.flush().await?;
+        self.audit
+            .record(
+                AuditEvent::new(AuditKind::LogoutAll, SystemTime::now())
+                    .user(&user.id)
+                    .email(&user.email),
+            )
+            .await;
         let mut response = no_content();
         clear_session_cookies(&mut response, &self.settings.path_prefix);
         Ok(response)
@@ -245,7 +276,14 @@ impl Accounts {
             .await
             .map_err(super::password_error)?;
         if !verdict.matches {
-            attempt.failed(Instant::now());
+            let locked = attempt.failed(Instant::now());
+            self.audit_login_failure(
+                Some(&user.id),
+                Some(&user.email),
+                locked,
+                Some("password change"),
+            )
+            .await;
             return Err(GatewayError::InvalidCredentials);
         }
         attempt.succeeded();
@@ -274,6 +312,13 @@ impl Accounts {
             unix_seconds(SystemTime::now()),
         )?;
         self.flush().await?;
+        self.audit
+            .record(
+                AuditEvent::new(AuditKind::PasswordChange, SystemTime::now())
+                    .user(&user.id)
+                    .email(&user.email),
+            )
+            .await;
         Ok(no_content())
     }
 

@@ -8,6 +8,7 @@ mod cidr;
 mod count;
 mod duration;
 mod file;
+mod observe;
 pub mod secret;
 
 use std::net::SocketAddr;
@@ -24,6 +25,7 @@ use count::CountIn;
 pub use duration::{ConfigDuration, DurationIn};
 use file::{FileConfig, RouteFile};
 pub use file::{Registration, RouteAuth};
+pub use observe::{AdminConfig, LogConfig, LogFormat};
 
 /// The whole gateway configuration, validated.
 #[derive(Debug, Clone)]
@@ -36,6 +38,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Routes in the order they were written; the router orders them for matching.
     pub routes: Vec<RouteConfig>,
+    pub admin: AdminConfig,
+    pub log: LogConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -132,6 +136,8 @@ pub struct ThrottleConfig {
 
 #[derive(Debug, Clone)]
 pub struct RouteConfig {
+    /// Position in the file: finds per-route state (metrics) without a lookup.
+    pub index: usize,
     pub name: String,
     /// Always starts with `/`.
     pub path_prefix: String,
@@ -249,6 +255,8 @@ fn build(raw: FileConfig, at: &Locator) -> Result<Config, ConfigError> {
     let server = build_server(raw.server, at)?;
     let tokens = build_tokens(raw.tokens, at)?;
     let auth = build_auth(raw.auth, at)?;
+    let admin = observe::build_admin(raw.admin, at)?;
+    let log = observe::build_log(raw.log);
     let store = StoreConfig {
         path: raw
             .store
@@ -288,6 +296,8 @@ fn build(raw: FileConfig, at: &Locator) -> Result<Config, ConfigError> {
         store,
         auth,
         routes,
+        admin,
+        log,
     })
 }
 
@@ -528,6 +538,7 @@ fn build_route(
         }
     }
     Ok(RouteConfig {
+        index,
         name: raw.name,
         path_prefix,
         host,

@@ -29,6 +29,8 @@ pub struct Proxy {
     scrubber: IdentityScrubber,
     names: IdentityHeaders,
     body_stall_timeout: std::time::Duration,
+    /// Open WebSocket tunnels, for the metrics.
+    tunnels: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl Proxy {
@@ -41,7 +43,13 @@ impl Proxy {
             scrubber: IdentityScrubber::new(identity_prefix),
             names: IdentityHeaders::new(identity_prefix)?,
             body_stall_timeout,
+            tunnels: Default::default(),
         })
+    }
+
+    /// Counts open WebSocket tunnels in `gauge`.
+    pub fn count_tunnels_in(&mut self, gauge: &prometheus_client::metrics::gauge::Gauge) {
+        self.tunnels = gauge.clone();
     }
 
     pub fn scrubber(&self) -> &IdentityScrubber {
@@ -121,7 +129,7 @@ impl Proxy {
             .map_err(classify_client_error)?;
         let switched = match client_upgrade {
             Some(client_upgrade) => {
-                upgrade::tunnel_if_switched(client_upgrade, &mut response);
+                upgrade::tunnel_if_switched(client_upgrade, &mut response, &self.tunnels);
                 response.status() == http::StatusCode::SWITCHING_PROTOCOLS
             }
             None => false,

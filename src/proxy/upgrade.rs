@@ -33,12 +33,18 @@ pub fn restore_handshake_headers(headers: &mut HeaderMap) {
 
 /// When the upstream switched protocols, joins the two upgraded connections
 /// in a background task; otherwise does nothing.
-pub fn tunnel_if_switched(client: OnUpgrade, upstream: &mut Response<Incoming>) {
+pub fn tunnel_if_switched(
+    client: OnUpgrade,
+    upstream: &mut Response<Incoming>,
+    tunnels: &prometheus_client::metrics::gauge::Gauge,
+) {
     if upstream.status() != StatusCode::SWITCHING_PROTOCOLS {
         return;
     }
     let upstream_upgrade = hyper::upgrade::on(upstream);
+    let open = crate::admin::metrics::GaugeGuard::new(tunnels);
     tokio::spawn(async move {
+        let _open = open;
         let (client, upstream) = match tokio::try_join!(client, upstream_upgrade) {
             Ok(pair) => pair,
             Err(err) => {
