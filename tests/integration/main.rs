@@ -13,6 +13,7 @@ mod flood;
 mod forged_tokens;
 mod hardening;
 mod limits;
+mod observability;
 mod operations;
 mod proxying;
 mod refresh_bounds;

@@ -28,6 +28,9 @@ pub struct GatewayOptions {
     pub tokens: String,
     pub auth: String,
     pub routes: String,
+    /// Further tables (`[admin]`, `[log]`), after the routes; `{dir}` is
+    /// replaced by the gateway's temp dir.
+    pub extra: String,
 }
 
 impl GatewayOptions {
@@ -58,7 +61,7 @@ impl GatewayFiles {
              [tokens]\nsecret_file = {secret:?}\n{tokens}\n\
              [store]\npath = {store:?}\n\
              [auth]\n{auth}\n\
-             {routes}\n",
+             {routes}\n{extra}\n",
             cert = pki.cert_path,
             key = pki.key_path,
             secret = secret_path,
@@ -67,6 +70,9 @@ impl GatewayFiles {
             tokens = options.tokens,
             auth = options.auth,
             routes = options.routes,
+            extra = options
+                .extra
+                .replace("{dir}", &dir.path().display().to_string()),
         );
         let config_path = dir.path().join("authgate.toml");
         std::fs::write(&config_path, text).unwrap();
@@ -151,6 +157,14 @@ impl TestGateway {
 
     pub fn client(&self) -> TestClient {
         TestClient::new(self.addr, self.files.ca_pem.clone())
+    }
+
+    /// Where the admin listener (`[admin] listen`) is bound.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.gateway
+            .observability()
+            .admin_addr()
+            .expect("the gateway has an admin listener")
     }
 
     pub fn config(&self) -> &Config {
@@ -255,7 +269,8 @@ impl BinaryGateway {
                     if let Some(addr) = line
                         .split("listening on ")
                         .nth(1)
-                        .and_then(|rest| rest.split_whitespace().next())
+                        // Text lines end the address with a space, JSON ones with a quote.
+                        .and_then(|rest| rest.split([' ', '"']).next())
                         .and_then(|a| a.parse::<SocketAddr>().ok())
                     {
                         if let Some(tx) = tx.take() {
