@@ -34,6 +34,7 @@ pub mod router;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod timestamp;
 pub mod tls;
 
 use std::future::Future;

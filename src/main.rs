@@ -11,13 +11,14 @@ use clap::Parser;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
-use authgate::audit::{utc_timestamp, Audit, AuditEvent, AuditKind};
+use authgate::audit::{Audit, AuditEvent, AuditKind};
 use authgate::auth::email::canonical_email;
 use authgate::auth::password::PasswordPool;
 use authgate::cli::{Cli, Command, UserCommand};
 use authgate::config::{is_valid_role, Config, LogFormat};
 use authgate::service::error_chain;
 use authgate::store::{SledStore, Store, User};
+use authgate::timestamp::utc_timestamp;
 use authgate::StartupError;
 
 fn main() -> ExitCode {
