@@ -6,17 +6,21 @@ use std::sync::Arc;
 
 use std::time::{Duration, SystemTime};
 
-use crate::admin::Observability;
+use tokio_util::sync::CancellationToken;
+
 use crate::api::Accounts;
 use crate::auth::jwt::{TokenIssuer, TokenVerifier};
 use crate::auth::password::{PasswordError, PasswordPool};
 use crate::auth::revocation::RevocationList;
+use crate::auth::sessions;
 use crate::auth::Authenticator;
 use crate::config::secret::AccessSecret;
 use crate::config::Config;
+use crate::observe::Observability;
 use crate::proxy::Proxy;
 use crate::router::Router;
 use crate::store::{SledStore, Store, StoreError};
+use crate::tasks::Tasks;
 
 pub struct Gateway {
     config: Arc<Config>,
@@ -58,7 +62,7 @@ impl Gateway {
         store: Arc<dyn Store>,
     ) -> Result<Self, BuildError> {
         let revocations = Arc::new(RevocationList::default());
-        let revocation_window = Accounts::load_revocations(
+        let revocation_window = sessions::load_revocations(
             store.as_ref(),
             &revocations,
             config.tokens.access_ttl + config.tokens.leeway,
@@ -94,25 +98,31 @@ impl Gateway {
         })
     }
 
-    /// Sweeps expired sessions in the background until the returned handle
-    /// is aborted.
-    pub fn spawn_maintenance(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+    /// Sweeps expired sessions in the background, on `tasks`, until `stop`
+    /// is cancelled; a sweep under way finishes first.
+    pub fn spawn_maintenance(self: &Arc<Self>, tasks: &Tasks, stop: CancellationToken) {
         let gateway = Arc::clone(self);
-        tokio::spawn(async move {
+        let blocking = tasks.clone();
+        tasks.spawn(async move {
             let mut ticks = tokio::time::interval(SWEEP_INTERVAL);
             loop {
-                ticks.tick().await;
+                tokio::select! {
+                    biased;
+                    () = stop.cancelled() => return,
+                    _ = ticks.tick() => {}
+                }
                 let gateway = Arc::clone(&gateway);
                 let lifetime = gateway.accounts.revocation_window();
-                let swept = tokio::task::spawn_blocking(move || {
-                    gateway.accounts.sweep(lifetime, SystemTime::now());
-                })
-                .await;
+                let swept = blocking
+                    .spawn_blocking(move || {
+                        gateway.accounts.sweep(lifetime, SystemTime::now());
+                    })
+                    .await;
                 if let Err(err) = swept {
                     tracing::error!(error = %err, "session sweep task failed");
                 }
             }
-        })
+        });
     }
 
     pub fn config(&self) -> &Config {

@@ -13,7 +13,6 @@ use http::{Method, Request, Response, Version};
 use hyper::body::Incoming;
 use tracing::Instrument;
 
-use crate::admin::metrics::AccountAction;
 use crate::api::AccountOutcome;
 use crate::audit::{self, RequestContext};
 use crate::auth::Identity;
@@ -21,6 +20,7 @@ use crate::body::ResponseBody;
 use crate::config::{RouteAuth, RouteConfig};
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
+use crate::observe::metrics::AccountAction;
 use crate::path;
 use crate::proxy::client_addr::client_address;
 use crate::proxy::headers::ClientSide;
@@ -192,7 +192,7 @@ async fn dispatch(
                 .authenticator()
                 .authenticate(request.headers(), now)?;
             tracing::Span::current().record("user", tracing::field::display(&identity.user_id));
-            outcome.user = Some(identity.user_id.clone());
+            outcome.user = Some(identity.user_id.to_string());
             if let Some(roles) = &route.roles {
                 if !roles.contains(&identity.role) {
                     return Err(GatewayError::Forbidden);

@@ -1,6 +1,7 @@
 //! The admin listener: plain HTTP/1.1 on `[admin] listen`, answering
-//! `GET /metrics`, `/healthz` and `/readyz`. Its connections live in the
-//! accept task's `JoinSet`, so aborting that task at shutdown ends them all.
+//! `GET /metrics`, `/healthz` and `/readyz`. It runs on the server's task
+//! set until the shutdown begins; its connections live in the accept task's
+//! `JoinSet`, so they end with it.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -15,10 +16,12 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use super::health;
 use crate::gateway::Gateway;
+use crate::tasks::Tasks;
 
 /// Admin connections served at once; more are closed at accept. Scrapers
 /// and probes need a handful.
@@ -26,21 +29,27 @@ const MAX_CONNECTIONS: usize = 64;
 /// A scraper must send its request head within this.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Starts serving the admin listener bound at start, if any. Abort the
-/// handle to stop it and every connection it holds.
-pub fn spawn(gateway: &Arc<Gateway>) -> Option<JoinHandle<()>> {
-    let listener = gateway.observability().take_listener()?;
+/// Serves the admin listener bound at start, if any, on `tasks` until
+/// `stop`: probes and scrapes answer until the drain begins.
+pub fn spawn(gateway: &Arc<Gateway>, tasks: &Tasks, stop: CancellationToken) {
+    let Some(listener) = gateway.observability().take_listener() else {
+        return;
+    };
     let listener = match TcpListener::from_std(listener) {
         Ok(listener) => listener,
         Err(err) => {
             tracing::error!(error = %err, "cannot serve the admin listener");
-            return None;
+            return;
         }
     };
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "admin endpoints (/metrics, /healthz, /readyz) on {addr}");
     }
-    Some(tokio::spawn(accept_loop(listener, Arc::clone(gateway))))
+    let gateway = Arc::clone(gateway);
+    tasks.spawn(async move {
+        stop.run_until_cancelled(accept_loop(listener, gateway))
+            .await;
+    });
 }
 
 async fn accept_loop(listener: TcpListener, gateway: Arc<Gateway>) {

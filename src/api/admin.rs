@@ -11,11 +11,11 @@ use super::request::parse_json;
 use super::response::{json, no_content};
 use super::views::{RoleChange, UserPage, UserView};
 use super::Accounts;
+use crate::account::Role;
 use crate::audit::{AuditEvent, AuditKind};
 use crate::auth::jwt::unix_seconds;
 use crate::auth::Identity;
 use crate::body::ResponseBody;
-use crate::config::is_valid_role;
 use crate::error::GatewayError;
 
 const DEFAULT_PAGE: usize = 50;
@@ -64,7 +64,8 @@ impl Accounts {
         };
         self.audit
             .record(
-                AuditEvent::new(AuditKind::AdminListUsers, SystemTime::now()).actor(&admin.user_id),
+                AuditEvent::new(AuditKind::AdminListUsers, SystemTime::now())
+                    .actor(admin.user_id.as_str()),
             )
             .await;
         json(StatusCode::OK, &page)
@@ -85,7 +86,7 @@ impl Accounts {
                 AuditEvent::new(AuditKind::AdminShowUser, SystemTime::now())
                     .user(&user.id)
                     .email(&user.email)
-                    .actor(&admin.user_id),
+                    .actor(admin.user_id.as_str()),
             )
             .await;
         json(StatusCode::OK, &UserView::from(&user))
@@ -99,15 +100,10 @@ impl Accounts {
         body: &[u8],
     ) -> Result<Response<ResponseBody>, GatewayError> {
         let change: RoleChange = parse_json(headers, body)?;
-        if !is_valid_role(&change.role) {
-            return Err(GatewayError::Validation {
-                code: "INVALID_ROLE",
-                message: "A role is 1-64 characters of letters, digits, '-', '_', '.' or ':'.",
-            });
-        }
+        let role = Role::parse(&change.role)?;
         let user = self
             .store
-            .set_role(id, &change.role)
+            .set_role(id, role.as_str())
             .map_err(GatewayError::internal)?
             .ok_or(GatewayError::UserNotFound)?;
         // The version bump kills every token carrying the old role; a refresh
@@ -120,7 +116,7 @@ impl Accounts {
                 AuditEvent::new(AuditKind::RoleChange, SystemTime::now())
                     .user(&user.id)
                     .email(&user.email)
-                    .actor(&admin.user_id)
+                    .actor(admin.user_id.as_str())
                     .detail(&user.role),
             )
             .await;
@@ -144,7 +140,7 @@ impl Accounts {
                 AuditEvent::new(AuditKind::UserDeletion, SystemTime::now())
                     .user(&deleted.id)
                     .email(&deleted.email)
-                    .actor(&admin.user_id),
+                    .actor(admin.user_id.as_str()),
             )
             .await;
         Ok(no_content())

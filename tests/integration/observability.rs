@@ -281,6 +281,10 @@ async fn readiness_fails_while_the_store_cannot_take_a_write() {
     assert_eq!(admin(addr, http::Method::GET, "/readyz").await.0, 200);
     assert_eq!(admin(addr, http::Method::GET, "/nope").await.0, 404);
     assert_eq!(admin(addr, http::Method::POST, "/metrics").await.0, 405);
+
+    // The admin listener stops with the gateway.
+    gw.stop().await;
+    assert!(TcpStream::connect(addr).await.is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,6 +3,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -47,7 +48,10 @@ pub enum Behavior {
 pub struct Upstream {
     pub addr: SocketAddr,
     received: Arc<Mutex<Vec<Recorded>>>,
+    /// Notified when a request arrives or a tunnel closes.
     arrived: Arc<Notify>,
+    /// How many WebSocket tunnels the client side has closed.
+    tunnels_closed: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -57,9 +61,11 @@ impl Upstream {
         let addr = listener.local_addr().unwrap();
         let received = Arc::new(Mutex::new(Vec::new()));
         let arrived = Arc::new(Notify::new());
+        let tunnels_closed = Arc::new(AtomicUsize::new(0));
         let task = {
             let received = Arc::clone(&received);
             let arrived = Arc::clone(&arrived);
+            let tunnels_closed = Arc::clone(&tunnels_closed);
             tokio::spawn(async move {
                 loop {
                     let Ok((stream, _)) = listener.accept().await else {
@@ -67,9 +73,16 @@ impl Upstream {
                     };
                     let received = Arc::clone(&received);
                     let arrived = Arc::clone(&arrived);
+                    let tunnels_closed = Arc::clone(&tunnels_closed);
                     tokio::spawn(async move {
                         let service = service_fn(move |req| {
-                            handle(req, behavior, Arc::clone(&received), Arc::clone(&arrived))
+                            handle(
+                                req,
+                                behavior,
+                                Arc::clone(&received),
+                                Arc::clone(&arrived),
+                                Arc::clone(&tunnels_closed),
+                            )
                         });
                         let _ = hyper::server::conn::http1::Builder::new()
                             .serve_connection(TokioIo::new(stream), service)
@@ -83,6 +96,7 @@ impl Upstream {
             addr,
             received,
             arrived,
+            tunnels_closed,
             task,
         }
     }
@@ -134,6 +148,22 @@ impl Upstream {
         }
     }
 
+    /// Waits (bounded) until the gateway has closed `n` WebSocket tunnels.
+    pub async fn wait_for_tunnels_closed(&self, n: usize) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let notified = self.arrived.notified();
+            let closed = self.tunnels_closed.load(Ordering::SeqCst);
+            if closed >= n {
+                break;
+            }
+            assert!(
+                tokio::time::timeout_at(deadline, notified).await.is_ok(),
+                "upstream saw {closed} tunnels closed, expected {n}"
+            );
+        }
+    }
+
     pub fn clear(&self) {
         self.received.lock().unwrap().clear();
     }
@@ -152,6 +182,7 @@ async fn handle(
     behavior: Behavior,
     received: Arc<Mutex<Vec<Recorded>>>,
     arrived: Arc<Notify>,
+    tunnels_closed: Arc<AtomicUsize>,
 ) -> Result<Response<UpstreamBody>, Infallible> {
     let on_upgrade = hyper::upgrade::on(&mut request);
     let (parts, mut body) = request.into_parts();
@@ -206,6 +237,8 @@ async fn handle(
                         break;
                     }
                 }
+                tunnels_closed.fetch_add(1, Ordering::SeqCst);
+                arrived.notify_waiters();
             });
             Response::builder()
                 .status(StatusCode::SWITCHING_PROTOCOLS)
