@@ -51,7 +51,7 @@ pub struct PasswordPool {
     /// start: verifying against it costs what a real verification costs, so
     /// an unknown email cannot be told apart by timing.
     dummy: String,
-    /// Jobs accepted and not yet finished (the metrics' queue depth).
+    /// Jobs accepted and not yet taken by a thread (the metrics' queue depth).
     pending: Arc<AtomicUsize>,
 }
 
@@ -111,7 +111,7 @@ impl PasswordPool {
         })
     }
 
-    /// Jobs waiting for a thread or being worked on.
+    /// Jobs waiting for a thread.
     pub fn queue_depth(&self) -> usize {
         self.pending.load(Ordering::Relaxed)
     }
@@ -251,6 +251,9 @@ fn work(queue: &Mutex<Receiver<Job>>, hasher: &Hasher, pending: &AtomicUsize) {
         let Ok(job) = next else {
             return;
         };
+        // Taken before any answer is sent, so an answered caller never
+        // still counts as waiting.
+        pending.fetch_sub(1, Ordering::Relaxed);
         match job {
             Job::Hash { password, reply } => {
                 // The caller gave up (client gone): skip the expensive part.
@@ -273,7 +276,6 @@ fn work(queue: &Mutex<Receiver<Job>>, hasher: &Hasher, pending: &AtomicUsize) {
                 let _ = release.recv();
             }
         }
-        pending.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -360,14 +362,17 @@ mod tests {
         })
         .unwrap();
         running.recv().unwrap();
+        assert_eq!(pool.queue_depth(), 0, "a running job is not waiting");
         // The worker is held; one job fits in the queue, the next does not.
         let queued = pool.submit_hash("first".to_owned()).unwrap();
         assert!(matches!(
             pool.hash("second".to_owned()).await,
             Err(PasswordError::Busy)
         ));
+        assert_eq!(pool.queue_depth(), 1, "a refused job does not count");
         release.send(()).unwrap();
         assert!(queued.await.unwrap().is_ok());
+        assert_eq!(pool.queue_depth(), 0);
         assert!(pool.hash("third".to_owned()).await.is_ok());
     }
 

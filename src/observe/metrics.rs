@@ -224,7 +224,7 @@ impl Metrics {
         let hash_queue = Gauge::default();
         registry.register(
             "authgate_password_hash_queue_depth",
-            "Password hashing jobs waiting for or running on an argon2 thread",
+            "Password hashing jobs waiting for an argon2 thread; at [auth.password] hash_queue, logins answer 503",
             hash_queue.clone(),
         );
         Self {

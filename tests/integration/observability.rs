@@ -225,6 +225,26 @@ async fn throttled_logins_and_open_connections_are_counted() {
     wait_for_gauge(addr, "authgate_open_connections", 0.0).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_tunnel_counts_until_it_closes() {
+    let upstream = Upstream::start(Behavior::WebSocketEcho).await;
+    let gw = TestGateway::start_with(GatewayOptions {
+        routes: format!(
+            "[[route]]\nname = \"ws\"\npath_prefix = \"/ws/\"\nupstream = \"{}\"\nwebsocket = true\n",
+            upstream.url()
+        ),
+        extra: ADMIN.to_owned(),
+        ..GatewayOptions::default()
+    })
+    .await;
+    let addr = gw.admin_addr();
+    assert_eq!(value(&scrape(addr).await, "authgate_open_tunnels"), 0.0);
+    let tunnel = crate::tunnels::open_tunnel(&gw).await;
+    wait_for_gauge(addr, "authgate_open_tunnels", 1.0).await;
+    drop(tunnel);
+    wait_for_gauge(addr, "authgate_open_tunnels", 0.0).await;
+}
+
 /// Polls (bounded) until a gauge reads `expected`.
 async fn wait_for_gauge(addr: SocketAddr, name: &str, expected: f64) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
