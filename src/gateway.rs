@@ -38,8 +38,8 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    #[error("invalid [server] identity_header_prefix: {0}")]
-    IdentityPrefix(#[from] http::header::InvalidHeaderName),
+    #[error(transparent)]
+    Proxy(#[from] crate::proxy::ProxySetupError),
     #[error("cannot open the store ([store] path): {0}")]
     Store(#[from] StoreError),
     #[error("cannot start password hashing ([auth.password]): {0}")]
@@ -73,6 +73,7 @@ impl Gateway {
         let mut proxy = Proxy::new(
             &config.server.identity_header_prefix,
             config.server.body_read_timeout,
+            &config.routes,
         )?;
         let passwords = PasswordPool::new(&config.auth.password)?;
         let observability = Observability::new(&config)?;
@@ -98,12 +99,17 @@ impl Gateway {
         })
     }
 
-    /// Sweeps expired sessions in the background, on `tasks`, until `stop`
-    /// is cancelled; a sweep under way finishes first.
+    /// Sweeps expired sessions and runs the upstream health checks in the
+    /// background, on `tasks`, until `stop` is cancelled; a sweep under way
+    /// finishes first.
     pub fn spawn_maintenance(self: &Arc<Self>, tasks: &Tasks, stop: CancellationToken) {
         let gateway = Arc::clone(self);
         let blocking = tasks.clone();
         tasks.spawn(async move {
+            // Owned by this task: when it returns at shutdown, dropping the
+            // set aborts every health check with it.
+            let mut health_checks = tokio::task::JoinSet::new();
+            gateway.proxy.spawn_health_checks(&mut health_checks);
             let mut ticks = tokio::time::interval(SWEEP_INTERVAL);
             loop {
                 tokio::select! {

@@ -1,6 +1,7 @@
 //! Readiness: can this gateway do its job right now? The store takes a
-//! durable write, and the serving certificate is within its validity.
-//! Each failed check is one fixed reason string in the `/readyz` answer.
+//! durable write, the serving certificate is within its validity, and each
+//! route whose targets are health-checked has one available. Each failed
+//! check is one reason string in the `/readyz` answer.
 
 use std::io::Write;
 use std::path::Path;
@@ -12,15 +13,28 @@ use crate::gateway::Gateway;
 pub const STORE_PROBE_FILE: &str = "readiness.probe";
 
 /// The reasons the gateway is not ready; empty when it is.
-pub async fn readiness(gateway: &Gateway, now: SystemTime) -> Vec<&'static str> {
+pub async fn readiness(gateway: &Gateway, now: SystemTime) -> Vec<String> {
     let mut problems = Vec::new();
     if !store_writable(gateway).await {
-        problems.push("store: a probe write to the database directory failed");
+        problems.push("store: a probe write to the database directory failed".to_owned());
     }
     match gateway.observability().cert_not_after() {
-        None => problems.push("certificate: its expiry could not be read"),
-        Some(not_after) if not_after <= now => problems.push("certificate: expired"),
+        None => problems.push("certificate: its expiry could not be read".to_owned()),
+        Some(not_after) if not_after <= now => problems.push("certificate: expired".to_owned()),
         Some(_) => {}
+    }
+    let checked_at = tokio::time::Instant::now();
+    for route in &gateway.config().routes {
+        let live = gateway
+            .proxy()
+            .upstreams(&route.name)
+            .and_then(|group| group.checked_live(checked_at));
+        if live == Some(false) {
+            problems.push(format!(
+                "route {}: no upstream target passes its health check",
+                route.name
+            ));
+        }
     }
     problems
 }

@@ -16,6 +16,7 @@ use prometheus_client::registry::Registry;
 
 use crate::config::RouteConfig;
 use crate::error::GatewayError;
+use crate::proxy::upstream::UpstreamError;
 
 /// Latency buckets in seconds: 250 µs to 10 s.
 const LATENCY_BUCKETS: [f64; 14] = [
@@ -206,7 +207,7 @@ impl Metrics {
         let upstream_errors = Family::<KindLabel, Counter>::default();
         registry.register(
             "authgate_upstream_errors",
-            "Failed upstream exchanges by kind (`timeout`, `connect`, `other`)",
+            "Failed upstream exchanges by kind (`timeout`, `connect`, `exchange`, `busy`, `no_healthy_target`, `other`)",
             upstream_errors.clone(),
         );
         let connections = Gauge::default();
@@ -323,11 +324,19 @@ impl Metrics {
                     .inc();
             }
             GatewayError::UpstreamUnavailable(cause) => {
-                let kind = if is_connect_error(cause.as_ref()) {
-                    "connect"
-                } else {
-                    "other"
-                };
+                let kind = upstream_error_kind(cause.as_ref());
+                self.upstream_errors
+                    .get_or_create(&KindLabel { kind })
+                    .inc();
+            }
+            GatewayError::NoHealthyUpstream => {
+                let kind = "no_healthy_target";
+                self.upstream_errors
+                    .get_or_create(&KindLabel { kind })
+                    .inc();
+            }
+            GatewayError::UpstreamBusy(_) => {
+                let kind = "busy";
                 self.upstream_errors
                     .get_or_create(&KindLabel { kind })
                     .inc();
@@ -357,20 +366,14 @@ impl Metrics {
     }
 }
 
-/// Connection refused, unreachable, DNS: the pooled client reports these as
-/// connect errors somewhere down the cause chain.
-fn is_connect_error(cause: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(cause);
-    while let Some(err) = source {
-        if err
-            .downcast_ref::<hyper_util::client::legacy::Error>()
-            .is_some_and(hyper_util::client::legacy::Error::is_connect)
-        {
-            return true;
-        }
-        source = err.source();
+/// `connect` (refused, unreachable, TLS refused) or `exchange` (the
+/// connection failed mid-request), from the upstream layer's error.
+fn upstream_error_kind(cause: &(dyn std::error::Error + Send + Sync + 'static)) -> &'static str {
+    match cause.downcast_ref::<UpstreamError>() {
+        Some(UpstreamError::Connect { .. }) => "connect",
+        Some(UpstreamError::Exchange { .. }) => "exchange",
+        _ => "other",
     }
-    false
 }
 
 /// Holds a gauge one higher while it lives.

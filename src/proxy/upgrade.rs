@@ -47,9 +47,9 @@ pub fn restore_handshake_headers(headers: &mut HeaderMap) {
 
 /// When the upstream switched protocols, joins the two upgraded connections
 /// in a task of the client's connection; otherwise does nothing.
-pub fn tunnel_if_switched(
+pub fn tunnel_if_switched<B>(
     client: ClientUpgrade,
-    upstream: &mut Response<Incoming>,
+    upstream: &mut Response<B>,
     tunnels: &prometheus_client::metrics::gauge::Gauge,
 ) {
     if upstream.status() != StatusCode::SWITCHING_PROTOCOLS {

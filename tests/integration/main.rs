@@ -23,3 +23,4 @@ mod streaming;
 mod throttle;
 mod timeouts;
 mod tunnels;
+mod upstreams;

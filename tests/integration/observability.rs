@@ -308,6 +308,44 @@ async fn readiness_fails_while_the_store_cannot_take_a_write() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_fails_while_a_checked_route_has_no_live_target() {
+    let upstream = Upstream::start(Behavior::Ok).await;
+    let refused = Upstream::refused_addr().await;
+    let check = "health_check = { path = \"/healthz\", interval = \"50ms\", timeout = \"1s\" }";
+    let gw = TestGateway::start_with(GatewayOptions {
+        routes: format!(
+            "[[route]]\nname = \"up\"\npath_prefix = \"/up/\"\nupstream = \"{}\"\n{check}\n\
+             [[route]]\nname = \"down\"\npath_prefix = \"/down/\"\nupstream = \"http://{refused}\"\n{check}\n\
+             [[route]]\nname = \"unchecked\"\npath_prefix = \"/other/\"\nupstream = \"http://{refused}\"\n",
+            upstream.url()
+        ),
+        extra: ADMIN.to_owned(),
+        ..GatewayOptions::default()
+    })
+    .await;
+    let addr = gw.admin_addr();
+    // The first check of the dead target fails within its interval.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        let (status, body) = admin(addr, http::Method::GET, "/readyz").await;
+        if status == 503 {
+            break body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still ready: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        answer["reasons"],
+        json!(["route down: no upstream target passes its health check"]),
+        "only the checked route without a live target is named"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_fails_with_an_expired_certificate() {
     let files = GatewayFiles::create(&GatewayOptions {
         extra: ADMIN.to_owned(),
