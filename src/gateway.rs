@@ -18,6 +18,7 @@ use crate::auth::sessions;
 use crate::auth::Authenticator;
 use crate::config::secret::AccessSecret;
 use crate::config::Config;
+use crate::observe::Observability;
 use crate::proxy::Proxy;
 use crate::router::Router;
 use crate::store::{SledStore, Store, StoreError};
@@ -37,6 +38,7 @@ pub struct Gateway {
     issuer: Arc<TokenIssuer>,
     revocations: Arc<RevocationList>,
     accounts: Accounts,
+    observability: Observability,
 }
 
 /// What a reload replaces, as one unit: the routing table, the upstream
@@ -75,6 +77,8 @@ pub enum BuildError {
     Store(#[from] StoreError),
     #[error("cannot start password hashing ([auth.password]): {0}")]
     Password(#[from] PasswordError),
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
 }
 
 impl Gateway {
@@ -99,8 +103,11 @@ impl Gateway {
         )?;
         let verifier = TokenVerifier::new(&config.tokens, secret);
         let issuer = Arc::new(TokenIssuer::new(&config.tokens, secret));
-        let live = Live::build(config.clone())?;
+        let mut live = Live::build(config.clone())?;
         let passwords = PasswordPool::new(&config.auth.password)?;
+        let observability = Observability::new(&config)?;
+        live.proxy
+            .count_tunnels_in(observability.metrics().tunnels());
         let accounts = Accounts::new(
             &config,
             store,
@@ -108,7 +115,8 @@ impl Gateway {
             Arc::clone(&issuer),
             Arc::clone(&revocations),
             revocation_window,
-        );
+        )
+        .with_audit(Arc::clone(observability.audit()));
         Ok(Self {
             live: ArcSwap::from_pointee(live),
             reloads: watch::Sender::new(0),
@@ -116,6 +124,7 @@ impl Gateway {
             issuer,
             revocations,
             accounts,
+            observability,
             config: Arc::new(config),
         })
     }
@@ -175,7 +184,9 @@ impl Gateway {
 
     /// Makes `live` the configuration of every request from now on, and
     /// applies its throttle settings. Requests already running keep theirs.
-    pub fn install(&self, live: Live) {
+    pub fn install(&self, mut live: Live) {
+        live.proxy
+            .count_tunnels_in(self.observability.metrics().tunnels());
         self.accounts.reconfigure(&live.config);
         self.live.store(Arc::new(live));
         self.reloads.send_modify(|generation| *generation += 1);
@@ -196,6 +207,17 @@ impl Gateway {
     /// True for paths served by the account endpoints (`/auth` and below).
     pub fn is_account_path(&self, path: &str) -> bool {
         crate::router::prefix_matches(&self.config.auth.path_prefix, path)
+    }
+
+    /// Metrics, audit trail and the admin listener's state.
+    pub fn observability(&self) -> &Observability {
+        &self.observability
+    }
+
+    /// Binds the admin listener (`[admin] listen`), before the gateway is shared.
+    pub fn bind_admin(&mut self) -> std::io::Result<()> {
+        let config = Arc::clone(&self.config);
+        self.observability.bind(&config)
     }
 
     pub fn accounts(&self) -> &Accounts {

@@ -29,7 +29,9 @@
 //! maintenance) runs on one [`tasks::Tasks`] set, so shutdown waits for all.
 
 pub mod account;
+pub mod admin;
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod body;
 pub mod cli;
@@ -38,6 +40,7 @@ pub mod error;
 pub mod gateway;
 #[cfg(test)]
 mod module_graph;
+pub mod observe;
 pub mod path;
 pub mod private_files;
 pub mod proxy;
@@ -48,6 +51,7 @@ pub mod server;
 pub mod service;
 pub mod store;
 pub mod tasks;
+pub mod timestamp;
 pub mod tls;
 
 use std::future::Future;
@@ -69,6 +73,12 @@ pub enum StartupError {
     Tls(#[from] tls::TlsError),
     #[error(transparent)]
     Build(#[from] gateway::BuildError),
+    #[error("cannot listen on {addr} ([admin] listen): {source}")]
+    AdminBind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot listen on {addr} ([server] listen): {source}")]
     Bind {
         addr: std::net::SocketAddr,
@@ -109,7 +119,13 @@ pub fn prepare(config: Config) -> Result<Prepared, StartupError> {
     }
     let store_path = config.store.path.clone();
     let key_path = config.server.tls_key.clone();
-    let gateway = gateway::Gateway::build(config, &secret)?;
+    let admin_listen = config.admin.listen;
+    let mut gateway = gateway::Gateway::build(config, &secret)?;
+    if let Some(addr) = admin_listen {
+        gateway
+            .bind_admin()
+            .map_err(|source| StartupError::AdminBind { addr, source })?;
+    }
     // After the build, so the database directory exists to be checked.
     if let SecretOrigin::File(path) | SecretOrigin::GeneratedForDev(path) = &origin {
         private_files::warn_if_readable_by_others("the access-token secret file", path);

@@ -79,8 +79,8 @@ impl Reloader {
 }
 
 /// The keys whose new value differs from the running one but which are only
-/// read at start: the listener, connection handling, the store, tokens and
-/// the account service (except its throttle).
+/// read at start: the listener, connection handling, the store, tokens,
+/// the admin listener, logging and the account service (except its throttle).
 fn needs_restart(running: &Config, new: &Config) -> Vec<&'static str> {
     let (old, next) = (&running.server, &new.server);
     let mut changed = Vec::new();
@@ -122,6 +122,8 @@ fn needs_restart(running: &Config, new: &Config) -> Vec<&'static str> {
     );
     check("[store]", debug(&running.store) != debug(&new.store));
     check("[tokens]", debug(&running.tokens) != debug(&new.tokens));
+    check("[admin]", debug(&running.admin) != debug(&new.admin));
+    check("[log]", debug(&running.log) != debug(&new.log));
     // The throttle is applied live; everything else in [auth] is not.
     let mut auth = running.auth.clone();
     auth.throttle = new.auth.throttle.clone();

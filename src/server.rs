@@ -114,6 +114,7 @@ impl Server {
         let acceptor = TlsAcceptor::from(tls);
         gateway.spawn_maintenance(&tasks, stop.clone());
         spawn_timer_pacer(&tasks, stop.clone());
+        crate::admin::listener::spawn(&gateway, &tasks, stop.clone());
         let mut backoff = Duration::from_millis(5);
         tokio::pin!(shutdown);
 
@@ -262,6 +263,7 @@ struct ConnectionTask {
 impl ConnectionTask {
     async fn run(self) {
         let peer = self.connection.peer;
+        let _open = self.gateway.observability().metrics().connection_opened();
         let _ = self.stream.set_nodelay(true);
         let (stream, mut returned) = linger::LingeringStream::new(self.stream);
         let handshake = tokio::time::timeout(self.handshake_timeout, self.acceptor.accept(stream));

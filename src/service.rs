@@ -7,7 +7,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use http::header::{HOST, UPGRADE};
 use http::{Method, Request, Response, Version};
@@ -15,11 +15,13 @@ use hyper::body::Incoming;
 use tracing::Instrument;
 
 use crate::api::AccountOutcome;
+use crate::audit::{self, RequestContext};
 use crate::auth::Identity;
 use crate::body::ResponseBody;
 use crate::config::{RouteAuth, RouteConfig};
 use crate::error::GatewayError;
 use crate::gateway::{Gateway, Live};
+use crate::observe::metrics::AccountAction;
 use crate::path;
 use crate::proxy::client_addr::client_address;
 use crate::proxy::headers::ClientSide;
@@ -42,6 +44,10 @@ struct Outcome {
     /// The request went to the account endpoints rather than a route.
     account: bool,
     user: Option<String>,
+    /// The account endpoint, for the outcome metrics.
+    action: Option<AccountAction>,
+    /// How long the upstream took to answer, when it was asked.
+    upstream: Option<Duration>,
 }
 
 impl Outcome {
@@ -85,6 +91,8 @@ pub async fn handle(
     let result = dispatch(&gateway, &live, connection, request, &mut outcome)
         .instrument(span.clone())
         .await;
+    let metrics = gateway.observability().metrics();
+    metrics.record_result(&result, outcome.action);
     let mut response = match result {
         Ok(response) => response,
         Err(err) => {
@@ -97,6 +105,9 @@ pub async fn handle(
             err.into_response_for(grpc)
         }
     };
+    let status = response.status();
+    let (route, upstream) = (outcome.route.as_deref(), outcome.upstream);
+    metrics.record_request(route, outcome.account, status, started.elapsed(), upstream);
     if live.config.server.access_log {
         tracing::info!(
             target: "authgate::access",
@@ -150,17 +161,23 @@ async fn dispatch(
         outcome.account = true;
         let sub_path = gateway.account_sub_path(decided.as_str());
         let mut account = AccountOutcome::default();
-        let result = gateway
-            .accounts()
-            .handle(
+        let context = RequestContext {
+            client: client_addr,
+            request_id: None,
+        };
+        let result = audit::in_request(
+            context,
+            gateway.accounts().handle(
                 request,
                 sub_path,
                 client_addr,
                 gateway.authenticator(),
                 now,
                 &mut account,
-            )
-            .await;
+            ),
+        )
+        .await;
+        outcome.action = account.action;
         if let Some(user) = &account.user {
             tracing::Span::current().record("user", tracing::field::display(user));
         }
@@ -214,7 +231,9 @@ async fn dispatch(
         client: client_addr,
         host: host_header.as_deref(),
     };
-    live.proxy
+    let asked = Instant::now();
+    let result = live
+        .proxy
         .forward(
             request,
             route,
@@ -223,7 +242,9 @@ async fn dispatch(
             gateway.revocations(),
             &client,
         )
-        .await
+        .await;
+    outcome.upstream = Some(asked.elapsed());
+    result
 }
 
 /// Refuses request lines a reverse proxy must not act on.

@@ -211,7 +211,7 @@ impl Throttle {
         state.registrations.prune(now);
     }
 
-    fn record_failure(&self, account: AccountKey, address: IpAddr, now: Instant) {
+    fn record_failure(&self, account: AccountKey, address: IpAddr, now: Instant) -> bool {
         let limits = self.limits();
         let mut state = self.lock();
         let count = state
@@ -247,7 +247,9 @@ impl Throttle {
                 lockouts = entry.lockouts,
                 "account locked after repeated login failures"
             );
+            return true;
         }
+        false
     }
 
     fn record_success(&self, account: AccountKey) {
@@ -303,11 +305,12 @@ pub struct LoginAttempt<'a> {
 }
 
 impl LoginAttempt<'_> {
-    /// Wrong password or unknown account.
-    pub fn failed(mut self, now: Instant) {
+    /// Wrong password or unknown account. True when this failure locked
+    /// the account (for the audit trail).
+    pub fn failed(mut self, now: Instant) -> bool {
         self.open = false;
         self.throttle
-            .record_failure(self.account, self.address, now);
+            .record_failure(self.account, self.address, now)
     }
 
     /// The password was right: the account's streak and lockout history end.

@@ -48,6 +48,10 @@ pub struct FileConfig {
     pub auth: AuthFile,
     #[serde(default, rename = "route")]
     pub routes: Vec<Spanned<RouteFile>>,
+    #[serde(default)]
+    pub admin: super::observe::AdminFile,
+    #[serde(default)]
+    pub log: super::observe::LogFile,
 }
 
 #[derive(Debug, Deserialize)]

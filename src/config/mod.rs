@@ -8,6 +8,7 @@ mod cidr;
 mod count;
 mod duration;
 mod file;
+mod observe;
 pub mod secret;
 pub mod upstream;
 
@@ -26,6 +27,7 @@ use count::CountIn;
 pub use duration::{ConfigDuration, DurationIn};
 use file::{FileConfig, RouteFile};
 pub use file::{Registration, RouteAuth};
+pub use observe::{AdminConfig, LogConfig, LogFormat};
 pub use upstream::{Balance, Upstream, UpstreamProtocol, UpstreamSet};
 
 /// The whole gateway configuration, validated.
@@ -39,6 +41,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Routes in the order they were written; the router orders them for matching.
     pub routes: Vec<RouteConfig>,
+    pub admin: AdminConfig,
+    pub log: LogConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -135,6 +139,8 @@ pub struct ThrottleConfig {
 
 #[derive(Debug, Clone)]
 pub struct RouteConfig {
+    /// Position in the file: finds per-route state (metrics) without a lookup.
+    pub index: usize,
     pub name: String,
     /// Always starts with `/`.
     pub path_prefix: String,
@@ -242,6 +248,8 @@ fn build(raw: FileConfig, at: &Locator) -> Result<Config, ConfigError> {
     let server = build_server(raw.server, at)?;
     let tokens = build_tokens(raw.tokens, at)?;
     let auth = build_auth(raw.auth, at)?;
+    let admin = observe::build_admin(raw.admin, at)?;
+    let log = observe::build_log(raw.log);
     let store = StoreConfig {
         path: raw
             .store
@@ -281,6 +289,8 @@ fn build(raw: FileConfig, at: &Locator) -> Result<Config, ConfigError> {
         store,
         auth,
         routes,
+        admin,
+        log,
     })
 }
 
@@ -515,6 +525,7 @@ fn build_route(
         })
         .transpose()?;
     Ok(RouteConfig {
+        index,
         name: raw.name,
         path_prefix,
         host,

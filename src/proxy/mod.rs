@@ -34,6 +34,8 @@ pub struct Proxy {
     scrubber: IdentityScrubber,
     names: IdentityHeaders,
     body_stall_timeout: std::time::Duration,
+    /// Open WebSocket tunnels, for the metrics.
+    tunnels: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl Proxy {
@@ -57,7 +59,13 @@ impl Proxy {
             scrubber: IdentityScrubber::new(identity_prefix),
             names: IdentityHeaders::new(identity_prefix)?,
             body_stall_timeout,
+            tunnels: Default::default(),
         })
+    }
+
+    /// Counts open WebSocket tunnels in `gauge`.
+    pub fn count_tunnels_in(&mut self, gauge: &prometheus_client::metrics::gauge::Gauge) {
+        self.tunnels = gauge.clone();
     }
 
     /// Starts every route's active health checks in `tasks`; they stop
@@ -165,7 +173,7 @@ impl Proxy {
         };
         let switched = match client_upgrade {
             Some(client_upgrade) => {
-                upgrade::tunnel_if_switched(client_upgrade, &mut response, watch());
+                upgrade::tunnel_if_switched(client_upgrade, &mut response, &self.tunnels, watch());
                 response.status() == http::StatusCode::SWITCHING_PROTOCOLS
             }
             None => false,

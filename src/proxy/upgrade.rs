@@ -59,6 +59,7 @@ pub fn restore_handshake_headers(headers: &mut HeaderMap) {
 pub fn tunnel_if_switched<B>(
     client: ClientUpgrade,
     upstream: &mut Response<B>,
+    tunnels: &prometheus_client::metrics::gauge::Gauge,
     watch: Option<SessionWatch>,
 ) {
     if upstream.status() != StatusCode::SWITCHING_PROTOCOLS {
@@ -72,8 +73,10 @@ pub fn tunnel_if_switched<B>(
     };
     let client = client.upgrade;
     let upstream_upgrade = hyper::upgrade::on(upstream);
+    let open = TunnelOpen::new(tunnels);
     tasks.spawn(
         async move {
+            let _open = open;
             let (client, upstream) = match tokio::try_join!(client, upstream_upgrade) {
                 Ok(pair) => pair,
                 Err(err) => {
@@ -112,4 +115,20 @@ pub fn tunnel_if_switched<B>(
         // The tunnel's log lines keep the request's id.
         .in_current_span(),
     );
+}
+
+/// Holds the open-tunnels gauge one higher while the tunnel lives.
+struct TunnelOpen(prometheus_client::metrics::gauge::Gauge);
+
+impl TunnelOpen {
+    fn new(gauge: &prometheus_client::metrics::gauge::Gauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for TunnelOpen {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }

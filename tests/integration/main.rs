@@ -16,6 +16,7 @@ mod inputs;
 mod lifecycle;
 mod limits;
 mod live_sessions;
+mod observability;
 mod operations;
 mod proxying;
 mod refresh_bounds;

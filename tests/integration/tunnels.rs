@@ -14,7 +14,7 @@ const SHORT: Duration = Duration::from_secs(3);
 const GRACE: Duration = Duration::from_millis(500);
 
 /// Opens a tunnel through `gw` and proves it carries bytes both ways.
-async fn open_tunnel(gw: &TestGateway) -> TlsStream<tokio::net::TcpStream> {
+pub async fn open_tunnel(gw: &TestGateway) -> TlsStream<tokio::net::TcpStream> {
     let mut tls = gw.client().tls(Alpn::Http1).await;
     let handshake = format!(
         "GET /ws/chat HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\

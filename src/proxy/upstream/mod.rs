@@ -110,6 +110,13 @@ impl UpstreamGroup {
         self.targets.iter().map(|t| t.live_connections()).collect()
     }
 
+    /// Whether a target is available now, for routes whose targets are
+    /// health-checked (`None` for the others: nothing is known ahead).
+    pub fn checked_live(&self, now: Instant) -> Option<bool> {
+        self.health_check.as_ref()?;
+        Some(self.targets.iter().any(|t| t.health.is_available(now)))
+    }
+
     /// Starts the active health checks of this route, if configured.
     pub fn spawn_health_checks(&self, tasks: &mut JoinSet<()>) {
         if let Some(check) = &self.health_check {

@@ -29,6 +29,9 @@ pub struct GatewayOptions {
     pub tokens: String,
     pub auth: String,
     pub routes: String,
+    /// Further tables (`[admin]`, `[log]`), after the routes; `{dir}` is
+    /// replaced by the gateway's temp dir.
+    pub extra: String,
 }
 
 impl GatewayOptions {
@@ -83,7 +86,7 @@ pub fn config_text(dir: &Path, options: &GatewayOptions) -> String {
              [tokens]\nsecret_file = {secret:?}\n{tokens}\n\
              [store]\npath = {store:?}\n\
              [auth]\n{auth}\n\
-             {routes}\n",
+             {routes}\n{extra}\n",
         cert = cert,
         key = key,
         secret = secret_path,
@@ -92,6 +95,7 @@ pub fn config_text(dir: &Path, options: &GatewayOptions) -> String {
         tokens = options.tokens,
         auth = options.auth,
         routes = options.routes,
+        extra = options.extra.replace("{dir}", &dir.display().to_string()),
     )
 }
 
@@ -169,6 +173,14 @@ impl TestGateway {
 
     pub fn client(&self) -> TestClient {
         TestClient::new(self.addr, self.files.ca_pem.clone())
+    }
+
+    /// Where the admin listener (`[admin] listen`) is bound.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.gateway
+            .observability()
+            .admin_addr()
+            .expect("the gateway has an admin listener")
     }
 
     pub fn config(&self) -> &Config {
@@ -283,7 +295,8 @@ impl BinaryGateway {
                     if let Some(addr) = line
                         .split("listening on ")
                         .nth(1)
-                        .and_then(|rest| rest.split_whitespace().next())
+                        // Text lines end the address with a space, JSON ones with a quote.
+                        .and_then(|rest| rest.split([' ', '"']).next())
                         .and_then(|a| a.parse::<SocketAddr>().ok())
                     {
                         if let Some(tx) = tx.take() {
