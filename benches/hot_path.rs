@@ -344,6 +344,7 @@ fn headers(c: &mut Criterion) {
         user_id: "user-04242".to_owned(),
         role: "editor".to_owned(),
         session: Some("live-session".to_owned()),
+        assertion: None,
     };
     let client = ClientSide {
         peer: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10)),

@@ -1,5 +1,7 @@
-//! Command-line interface: `serve` (the default), `token` and `user` for
+//! Command-line interface: `serve` (the default), `token`, `user` and `keys` for
 //! operators, and the global `--config`, accepted before or after the subcommand.
+
+pub mod keys;
 
 use std::path::PathBuf;
 
@@ -40,6 +42,11 @@ pub enum Command {
     User {
         #[command(subcommand)]
         command: UserCommand,
+    },
+    /// Manage the token signing keys in [tokens] keys_dir.
+    Keys {
+        #[command(subcommand)]
+        command: keys::KeysCommand,
     },
 }
 

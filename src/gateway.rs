@@ -8,10 +8,10 @@ use std::time::{Duration, SystemTime};
 
 use crate::api::Accounts;
 use crate::auth::jwt::{TokenIssuer, TokenVerifier};
+use crate::auth::keys::KeyRing;
 use crate::auth::password::{PasswordError, PasswordPool};
 use crate::auth::revocation::RevocationList;
 use crate::auth::Authenticator;
-use crate::config::secret::AccessSecret;
 use crate::config::Config;
 use crate::proxy::Proxy;
 use crate::router::Router;
@@ -22,6 +22,8 @@ pub struct Gateway {
     router: Router,
     authenticator: Authenticator,
     issuer: Arc<TokenIssuer>,
+    /// The signing and verifying keys, swapped whole on reload (SIGHUP).
+    keys: Arc<KeyRing>,
     proxy: Proxy,
     revocations: Arc<RevocationList>,
     accounts: Accounts,
@@ -42,15 +44,15 @@ pub enum BuildError {
 
 impl Gateway {
     /// Opens the store, loads the revocation state and assembles the rest.
-    pub fn build(config: Config, secret: &AccessSecret) -> Result<Self, BuildError> {
+    pub fn build(config: Config, keys: Arc<KeyRing>) -> Result<Self, BuildError> {
         let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.store.path)?);
-        Self::build_with_store(config, secret, store)
+        Self::build_with_store(config, keys, store)
     }
 
     /// As [`Gateway::build`], over a store the caller opened.
     pub fn build_with_store(
         config: Config,
-        secret: &AccessSecret,
+        keys: Arc<KeyRing>,
         store: Arc<dyn Store>,
     ) -> Result<Self, BuildError> {
         let revocations = Arc::new(RevocationList::default());
@@ -60,8 +62,8 @@ impl Gateway {
             config.tokens.access_ttl + config.tokens.leeway,
             SystemTime::now(),
         )?;
-        let verifier = TokenVerifier::new(&config.tokens, secret);
-        let issuer = Arc::new(TokenIssuer::new(&config.tokens, secret));
+        let verifier = TokenVerifier::with_keys(&config.tokens, Arc::clone(&keys));
+        let issuer = Arc::new(TokenIssuer::with_keys(&config.tokens, Arc::clone(&keys)));
         let proxy = Proxy::new(
             &config.server.identity_header_prefix,
             config.server.body_read_timeout,
@@ -79,6 +81,7 @@ impl Gateway {
             router: Router::new(&config.routes),
             authenticator: Authenticator::new(verifier, Arc::clone(&revocations)),
             issuer,
+            keys,
             proxy,
             revocations,
             accounts,
@@ -121,6 +124,10 @@ impl Gateway {
 
     pub fn issuer(&self) -> &Arc<TokenIssuer> {
         &self.issuer
+    }
+
+    pub fn keys(&self) -> &Arc<KeyRing> {
+        &self.keys
     }
 
     pub fn proxy(&self) -> &Proxy {

@@ -39,6 +39,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
+use auth::keys::{self, KeyRing, KeySource};
 use config::secret::{self, SecretOrigin};
 use config::Config;
 
@@ -49,6 +50,8 @@ pub enum StartupError {
     Config(#[from] config::ConfigError),
     #[error(transparent)]
     Secret(#[from] secret::SecretError),
+    #[error(transparent)]
+    Keys(#[from] keys::KeyError),
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
     #[error(transparent)]
@@ -66,17 +69,23 @@ pub enum StartupError {
 pub fn prepare(
     config: Config,
 ) -> Result<(Arc<gateway::Gateway>, Arc<rustls::ServerConfig>), StartupError> {
-    let (secret, origin) = secret::resolve(&config)?;
-    match &origin {
-        SecretOrigin::GeneratedForDev(path) => tracing::warn!(
-            path = %path.display(),
-            "DEV MODE: no AUTHGATE_ACCESS_SECRET set; using a generated secret kept in this file. \
-             Never run like this in production."
-        ),
-        SecretOrigin::Environment => tracing::info!("access-token secret from the environment"),
-        SecretOrigin::File(path) => {
-            tracing::info!(path = %path.display(), "access-token secret from file")
+    let keys = Arc::new(KeyRing::load(&config)?);
+    let current = keys.current();
+    let signing = current.signing();
+    match keys.source() {
+        KeySource::Secret(SecretOrigin::Environment) => {
+            tracing::info!("access-token key: the HMAC secret from AUTHGATE_ACCESS_SECRET")
         }
+        KeySource::Secret(origin) => {
+            tracing::info!(?origin, "access-token key: one HMAC secret from [tokens] secret_file")
+        }
+        KeySource::Dir(dir) => tracing::info!(
+            dir = %dir.display(),
+            signing_kid = %signing.kid,
+            algorithm = keys::material::algorithm_name(signing.algorithm),
+            verifying = current.kids().count(),
+            "access-token keys from [tokens] keys_dir"
+        ),
     }
     let (tls, generated) = tls::server_config(&config)?;
     if generated {
@@ -87,10 +96,16 @@ pub fn prepare(
     }
     let store_path = config.store.path.clone();
     let key_path = config.server.tls_key.clone();
-    let gateway = gateway::Gateway::build(config, &secret)?;
+    let gateway = gateway::Gateway::build(config, Arc::clone(&keys))?;
     // After the build, so the database directory exists to be checked.
-    if let SecretOrigin::File(path) | SecretOrigin::GeneratedForDev(path) = &origin {
-        private_files::warn_if_readable_by_others("the access-token secret file", path);
+    match keys.source() {
+        KeySource::Secret(SecretOrigin::File(path) | SecretOrigin::GeneratedForDev(path)) => {
+            private_files::warn_if_readable_by_others("the access-token secret file", path);
+        }
+        KeySource::Dir(dir) => {
+            private_files::warn_if_readable_by_others("the key directory ([tokens] keys_dir)", dir);
+        }
+        KeySource::Secret(SecretOrigin::Environment) => {}
     }
     private_files::warn_if_readable_by_others("the TLS private key ([server] tls_key)", &key_path);
     private_files::warn_if_readable_by_others("the database directory ([store] path)", &store_path);
@@ -107,6 +122,10 @@ pub async fn run(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "listening on {addr}");
     }
+    let reloader = keys::reload::spawn_on_sighup(Arc::clone(gateway.keys()));
     server::serve(listener, gateway, tls, shutdown).await;
+    if let Some(reloader) = reloader {
+        reloader.abort();
+    }
     Ok(())
 }

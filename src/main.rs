@@ -27,6 +27,7 @@ fn main() -> ExitCode {
         Command::Serve => serve(&cli.config),
         Command::Token { sub, role } => token(&cli.config, &sub, &role),
         Command::User { command } => user(&cli.config, command),
+        Command::Keys { command } => authgate::cli::keys::run(&cli.config, command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -108,8 +109,8 @@ fn token(config_path: &std::path::Path, sub: &str, role: &str) -> Result<(), Str
     if sub.is_empty() || http::HeaderValue::from_str(sub).is_err() {
         return Err("--sub must be a non-empty printable value".to_owned());
     }
-    let (secret, _) = authgate::config::secret::resolve(&config).map_err(|e| error_chain(&e))?;
-    let issuer = authgate::auth::jwt::TokenIssuer::new(&config.tokens, &secret);
+    let keys = authgate::auth::keys::KeyRing::load(&config).map_err(|e| error_chain(&e))?;
+    let issuer = authgate::auth::jwt::TokenIssuer::with_keys(&config.tokens, std::sync::Arc::new(keys));
     let minted = issuer
         .mint(sub, role, 0, None, SystemTime::now())
         .map_err(|e| error_chain(&e))?;

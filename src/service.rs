@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 use tracing::Instrument;
 
 use crate::api::AccountOutcome;
+use crate::auth::keys::jwks;
 use crate::auth::Identity;
 use crate::body::ResponseBody;
 use crate::config::{RouteAuth, RouteConfig};
@@ -129,6 +130,11 @@ async fn dispatch(
         &gateway.config().server.trusted_proxies,
     );
 
+    // The gateway's public keys, ahead of every route (RFC 8615 well-known URI).
+    if decided.as_str() == jwks::JWKS_PATH {
+        return jwks::response(&gateway.keys().current(), request.method());
+    }
+
     if gateway.is_account_path(decided.as_str()) {
         outcome.account = true;
         let sub_path = gateway.account_sub_path(decided.as_str());
@@ -171,7 +177,7 @@ async fn dispatch(
     let identity: Option<Identity> = match route.auth {
         RouteAuth::Public => None,
         RouteAuth::Required => {
-            let identity = gateway
+            let mut identity = gateway
                 .authenticator()
                 .authenticate(request.headers(), now)?;
             tracing::Span::current().record("user", tracing::field::display(&identity.user_id));
@@ -180,6 +186,9 @@ async fn dispatch(
                 if !roles.contains(&identity.role) {
                     return Err(GatewayError::Forbidden);
                 }
+            }
+            if route.identity_assertion {
+                identity.assertion = Some(assertion(gateway, route, &identity, now)?);
             }
             Some(identity)
         }
@@ -201,6 +210,27 @@ async fn dispatch(
         .proxy()
         .forward(request, route, &decided, identity.as_ref(), &client)
         .await
+}
+
+/// The signed identity assertion for `route`, reused while fresh.
+fn assertion(
+    gateway: &Gateway,
+    route: &RouteConfig,
+    identity: &Identity,
+    now: SystemTime,
+) -> Result<http::HeaderValue, GatewayError> {
+    let keys = gateway.keys().current();
+    // Startup and reload refuse an HMAC signing key when a route asserts.
+    let signer = keys
+        .asserting()
+        .ok_or_else(|| GatewayError::internal("no asymmetric signing key for the assertion"))?;
+    keys.assertions.assertion(
+        signer,
+        &gateway.config().tokens.issuer,
+        &route.name,
+        identity,
+        crate::auth::jwt::unix_seconds(now),
+    )
 }
 
 /// Refuses request lines a reverse proxy must not act on.

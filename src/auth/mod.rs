@@ -2,12 +2,15 @@
 //! revocation check, combined into one [`Authenticator::authenticate`] call
 //! that yields the caller's [`Identity`].
 
+pub mod assertion;
 pub mod bearer;
 pub mod email;
 pub mod jwt;
+pub mod keys;
 pub mod password;
 pub mod revocation;
 pub mod throttle;
+pub mod token_cache;
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -25,6 +28,8 @@ pub struct Identity {
     pub role: String,
     /// The session this token belongs to, when it came from a login.
     pub session: Option<String>,
+    /// The signed identity assertion for the route, when it asks for one.
+    pub assertion: Option<http::HeaderValue>,
 }
 
 impl From<AccessClaims> for Identity {
@@ -33,6 +38,7 @@ impl From<AccessClaims> for Identity {
             user_id: claims.sub,
             role: claims.role,
             session: claims.sid,
+            assertion: None,
         }
     }
 }

@@ -86,6 +86,7 @@ pub struct TokensFile {
     pub refresh_reuse_grace: Option<Tolerance>,
     pub leeway: Option<Tolerance>,
     pub secret_file: Option<PathBuf>,
+    pub keys_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -158,6 +159,8 @@ pub struct RouteFile {
     pub max_body: Option<u64>,
     #[serde(default)]
     pub websocket: bool,
+    #[serde(default)]
+    pub identity_assertion: bool,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]

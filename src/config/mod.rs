@@ -80,6 +80,9 @@ pub struct TokensConfig {
     pub refresh_reuse_grace: Duration,
     pub leeway: Duration,
     pub secret_file: Option<PathBuf>,
+    /// One file per key id plus `keys.json`; used unless the HMAC shortcut
+    /// (`AUTHGATE_ACCESS_SECRET` or `secret_file`) is set.
+    pub keys_dir: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -146,6 +149,8 @@ pub struct RouteConfig {
     pub forward_authorization: bool,
     pub max_body: Option<u64>,
     pub websocket: bool,
+    /// Send the backend a signed identity assertion (`<prefix>assertion`).
+    pub identity_assertion: bool,
 }
 
 /// Where a route sends its traffic.
@@ -279,6 +284,15 @@ fn build(raw: FileConfig, at: &Locator) -> Result<Config, ConfigError> {
                 ),
             ));
         }
+        if route.identity_assertion && crate::auth::keys::material::is_hmac(tokens.algorithm) {
+            return Err(at.error(
+                span,
+                Some(&format!("route[{index}].identity_assertion")),
+                "needs an asymmetric signing key so backends can verify without the secret: \
+                 set [tokens] algorithm to \"EdDSA\", \"ES256\" or \"RS256\""
+                    .to_owned(),
+            ));
+        }
         routes.push(route);
     }
     Ok(Config {
@@ -353,15 +367,17 @@ fn build_server(raw: file::ServerFile, at: &Locator) -> Result<ServerConfig, Con
 fn build_tokens(raw: file::TokensFile, at: &Locator) -> Result<TokensConfig, ConfigError> {
     let algorithm = match &raw.algorithm {
         None => Algorithm::HS256,
-        Some(name) => match name.get_ref().as_str() {
-            "HS256" => Algorithm::HS256,
-            "HS384" => Algorithm::HS384,
-            "HS512" => Algorithm::HS512,
-            other => {
+        Some(name) => match crate::auth::keys::material::parse_algorithm(name.get_ref()) {
+            Some(algorithm) => algorithm,
+            None => {
                 return Err(at.error(
                     name.span(),
                     Some("tokens.algorithm"),
-                    format!("unsupported algorithm {other:?} (use HS256, HS384 or HS512)"),
+                    format!(
+                        "unsupported algorithm {:?} (use one of {})",
+                        name.get_ref(),
+                        crate::auth::keys::material::ALGORITHMS.join(", ")
+                    ),
                 ))
             }
         },
@@ -376,6 +392,7 @@ fn build_tokens(raw: file::TokensFile, at: &Locator) -> Result<TokensConfig, Con
         refresh_reuse_grace: seconds(raw.refresh_reuse_grace, 5),
         leeway: seconds(raw.leeway, 30),
         secret_file: raw.secret_file,
+        keys_dir: raw.keys_dir.unwrap_or_else(|| PathBuf::from("data/keys")),
     })
 }
 
@@ -509,6 +526,12 @@ fn build_route(
         }
     };
     let upstream = parse_upstream(&raw.upstream).map_err(|message| fail("upstream", message))?;
+    if raw.identity_assertion && raw.auth == RouteAuth::Public {
+        return Err(fail(
+            "identity_assertion",
+            "a public route has no identity to assert; set auth = \"required\"".to_owned(),
+        ));
+    }
     if let Some(roles) = &raw.roles {
         if raw.auth == RouteAuth::Public {
             return Err(fail(
@@ -539,6 +562,7 @@ fn build_route(
         forward_authorization: raw.forward_authorization,
         max_body: raw.max_body,
         websocket: raw.websocket,
+        identity_assertion: raw.identity_assertion,
     })
 }
 

@@ -116,6 +116,8 @@ impl IdentityScrubber {
 pub struct IdentityHeaders {
     pub user_id: HeaderName,
     pub role: HeaderName,
+    /// The signed identity assertion (`<prefix>assertion`) on routes that ask for it.
+    pub assertion: HeaderName,
 }
 
 impl IdentityHeaders {
@@ -123,6 +125,7 @@ impl IdentityHeaders {
         Ok(Self {
             user_id: HeaderName::from_bytes(format!("{prefix}id").as_bytes())?,
             role: HeaderName::from_bytes(format!("{prefix}role").as_bytes())?,
+            assertion: HeaderName::from_bytes(format!("{prefix}assertion").as_bytes())?,
         })
     }
 }
@@ -172,6 +175,10 @@ pub fn prepare_request_headers(
         }
         if let Ok(value) = HeaderValue::from_str(&identity.role) {
             headers.insert(names.role.clone(), value);
+        }
+        // Any client copy went with the scrub above: only the gateway's stays.
+        if let Some(assertion) = &identity.assertion {
+            headers.insert(names.assertion.clone(), assertion.clone());
         }
     }
 }

@@ -91,6 +91,7 @@ fn prepare(headers: &mut HeaderMap) {
         user_id: "u-42".into(),
         role: "viewer".into(),
         session: None,
+        assertion: None,
     };
     prepare_request_headers(
         headers,

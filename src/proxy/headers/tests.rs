@@ -16,6 +16,7 @@ fn identity() -> Identity {
         user_id: "u-1".into(),
         role: "editor".into(),
         session: None,
+        assertion: None,
     }
 }
 
