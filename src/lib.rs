@@ -77,7 +77,10 @@ pub fn prepare(
             tracing::info!("access-token key: the HMAC secret from AUTHGATE_ACCESS_SECRET")
         }
         KeySource::Secret(origin) => {
-            tracing::info!(?origin, "access-token key: one HMAC secret from [tokens] secret_file")
+            tracing::info!(
+                ?origin,
+                "access-token key: one HMAC secret from [tokens] secret_file"
+            )
         }
         KeySource::Dir(dir) => tracing::info!(
             dir = %dir.display(),

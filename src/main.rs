@@ -110,7 +110,8 @@ fn token(config_path: &std::path::Path, sub: &str, role: &str) -> Result<(), Str
         return Err("--sub must be a non-empty printable value".to_owned());
     }
     let keys = authgate::auth::keys::KeyRing::load(&config).map_err(|e| error_chain(&e))?;
-    let issuer = authgate::auth::jwt::TokenIssuer::with_keys(&config.tokens, std::sync::Arc::new(keys));
+    let issuer =
+        authgate::auth::jwt::TokenIssuer::with_keys(&config.tokens, std::sync::Arc::new(keys));
     let minted = issuer
         .mint(sub, role, 0, None, SystemTime::now())
         .map_err(|e| error_chain(&e))?;

@@ -106,8 +106,8 @@ impl TokenIssuer {
         let mut header = Header::new(signing.algorithm);
         header.typ = Some(ACCESS_TOKEN_TYPE.to_owned());
         header.kid = Some(signing.kid.clone());
-        let token = jsonwebtoken::encode(&header, &claims, &signing.key)
-            .map_err(GatewayError::internal)?;
+        let token =
+            jsonwebtoken::encode(&header, &claims, &signing.key).map_err(GatewayError::internal)?;
         Ok(MintedToken {
             token,
             expires_in: self.ttl,
@@ -212,20 +212,21 @@ fn verify_signature(keys: &KeySet, token: &str) -> Result<AccessClaims, GatewayE
     if header.alg != key.algorithm {
         return Err(GatewayError::InvalidToken("algorithm not allowed"));
     }
-    let data = jsonwebtoken::decode::<AccessClaims>(token, &key.key, &key.validation).map_err(
-        |err| match err.kind() {
-            ErrorKind::InvalidSignature => GatewayError::InvalidToken("bad signature"),
-            ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => {
-                GatewayError::InvalidToken("algorithm not allowed")
+    let data =
+        jsonwebtoken::decode::<AccessClaims>(token, &key.key, &key.validation).map_err(|err| {
+            match err.kind() {
+                ErrorKind::InvalidSignature => GatewayError::InvalidToken("bad signature"),
+                ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => {
+                    GatewayError::InvalidToken("algorithm not allowed")
+                }
+                ErrorKind::InvalidIssuer => GatewayError::InvalidToken("wrong issuer"),
+                ErrorKind::InvalidAudience => GatewayError::InvalidToken("wrong audience"),
+                ErrorKind::MissingRequiredClaim(_) => {
+                    GatewayError::InvalidToken("required claim missing")
+                }
+                _ => GatewayError::InvalidToken("malformed token"),
             }
-            ErrorKind::InvalidIssuer => GatewayError::InvalidToken("wrong issuer"),
-            ErrorKind::InvalidAudience => GatewayError::InvalidToken("wrong audience"),
-            ErrorKind::MissingRequiredClaim(_) => {
-                GatewayError::InvalidToken("required claim missing")
-            }
-            _ => GatewayError::InvalidToken("malformed token"),
-        },
-    )?;
+        })?;
     Ok(data.claims)
 }
 

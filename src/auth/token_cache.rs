@@ -79,7 +79,10 @@ impl VerifiedCache {
         self.len() == 0
     }
 
-    fn shard(&self, digest: &TokenDigest) -> Option<&Mutex<HashMap<TokenDigest, Arc<AccessClaims>>>> {
+    fn shard(
+        &self,
+        digest: &TokenDigest,
+    ) -> Option<&Mutex<HashMap<TokenDigest, Arc<AccessClaims>>>> {
         let index = usize::from(digest[0]) % SHARDS;
         self.shards.get(index)
     }

@@ -63,10 +63,7 @@ pub fn run(config_path: &Path, command: KeysCommand) -> Result<(), String> {
             let algorithm = match algorithm {
                 None => config.tokens.algorithm,
                 Some(name) => parse_algorithm(&name).ok_or_else(|| {
-                    format!(
-                        "--algorithm {name:?}: use one of {}",
-                        ALGORITHMS.join(", ")
-                    )
+                    format!("--algorithm {name:?}: use one of {}", ALGORITHMS.join(", "))
                 })?,
             };
             let kid = dir.generate(algorithm, now).map_err(fail)?;
@@ -77,7 +74,11 @@ pub fn run(config_path: &Path, command: KeysCommand) -> Result<(), String> {
             eprintln!(
                 "{} key {kid} {} in {}; send SIGHUP to a running gateway to load it",
                 algorithm_name(algorithm),
-                if activate { "is active" } else { "is published (not signing yet)" },
+                if activate {
+                    "is active"
+                } else {
+                    "is published (not signing yet)"
+                },
                 dir.path().display()
             );
         }
@@ -87,7 +88,10 @@ pub fn run(config_path: &Path, command: KeysCommand) -> Result<(), String> {
         }
         KeysCommand::Retire { kid, force } => {
             // Access tokens and identity assertions are the tokens a key signs.
-            let life = config.tokens.access_ttl.max(Duration::from_secs(ASSERTION_TTL))
+            let life = config
+                .tokens
+                .access_ttl
+                .max(Duration::from_secs(ASSERTION_TTL))
                 + config.tokens.leeway;
             dir.retire(&kid, now, life, force).map_err(fail)?;
             println!("key {kid} retired; send SIGHUP to a running gateway to stop accepting it");

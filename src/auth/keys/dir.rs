@@ -122,8 +122,11 @@ impl KeyDir {
             }
             Err(source) => return Err(KeyDirError::Read { path, source }),
         };
-        let manifest: Manifest = serde_json::from_slice(&text)
-            .map_err(|source| KeyDirError::Manifest { path: path.clone(), source })?;
+        let manifest: Manifest =
+            serde_json::from_slice(&text).map_err(|source| KeyDirError::Manifest {
+                path: path.clone(),
+                source,
+            })?;
         let mut active = 0;
         for record in &manifest.keys {
             let fail = |problem: &str| KeyDirError::Record {
@@ -132,7 +135,9 @@ impl KeyDir {
                 problem: problem.to_owned(),
             };
             if !is_valid_kid(&record.kid) {
-                return Err(fail("a kid is 1-64 characters of A-Z, a-z, 0-9, '-' and '_'"));
+                return Err(fail(
+                    "a kid is 1-64 characters of A-Z, a-z, 0-9, '-' and '_'",
+                ));
             }
             if parse_algorithm(&record.algorithm).is_none() {
                 return Err(fail("unsupported algorithm"));
@@ -279,12 +284,11 @@ impl KeyDir {
             source,
         };
         crate::private_files::create_dir_all(&self.path).map_err(write_err)?;
-        let mut text = serde_json::to_vec_pretty(manifest).map_err(|source| {
-            KeyDirError::Manifest {
+        let mut text =
+            serde_json::to_vec_pretty(manifest).map_err(|source| KeyDirError::Manifest {
                 path: path.clone(),
                 source,
-            }
-        })?;
+            })?;
         text.push(b'\n');
         match std::fs::remove_file(&temp) {
             Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(write_err(err)),

@@ -166,14 +166,10 @@ pub fn load(algorithm: Algorithm, content: &[u8]) -> Result<Material, MaterialEr
             let n = public.modulus().big_endian_without_leading_zero().to_vec();
             let e = public.exponent().big_endian_without_leading_zero().to_vec();
             // jsonwebtoken signs with the PKCS#1 key inside the PKCS#8 wrapper.
-            let signing = EncodingKey::from_rsa_pem(content)
-                .map_err(|_| MaterialError::Rejected("RSA"))?;
+            let signing =
+                EncodingKey::from_rsa_pem(content).map_err(|_| MaterialError::Rejected("RSA"))?;
             let jwk = json!({"kty": "RSA", "n": B64URL.encode(&n), "e": B64URL.encode(&e)});
-            (
-                signing,
-                DecodingKey::from_rsa_raw_components(&n, &e),
-                jwk,
-            )
+            (signing, DecodingKey::from_rsa_raw_components(&n, &e), jwk)
         }
         other => return Err(MaterialError::Unsupported(algorithm_name(other))),
     };

@@ -114,12 +114,18 @@ pub enum KeyError {
          `authgate keys generate --algorithm {algorithm} --activate`, or set \
          AUTHGATE_ACCESS_SECRET for a single HMAC key"
     )]
-    NoActiveKey { dir: PathBuf, algorithm: &'static str },
+    NoActiveKey {
+        dir: PathBuf,
+        algorithm: &'static str,
+    },
     #[error(
         "a route asks for identity_assertion, but the active key {kid} is {algorithm} (HMAC): \
          backends could not verify it without the secret; activate an EdDSA, ES256 or RS256 key"
     )]
-    AssertionNeedsAsymmetricKey { kid: String, algorithm: &'static str },
+    AssertionNeedsAsymmetricKey {
+        kid: String,
+        algorithm: &'static str,
+    },
 }
 
 /// The current [`KeySet`] and how to build the next one.
@@ -137,8 +143,8 @@ impl KeyRing {
     /// (in dev mode, a first key is generated and activated there).
     pub fn load(config: &Config) -> Result<Self, KeyError> {
         let needs_asymmetric = config.routes.iter().any(|r| r.identity_assertion);
-        let shortcut = std::env::var_os(secret::SECRET_ENV).is_some()
-            || config.tokens.secret_file.is_some();
+        let shortcut =
+            std::env::var_os(secret::SECRET_ENV).is_some() || config.tokens.secret_file.is_some();
         let source = if shortcut {
             let (_, origin) = secret::resolve(config)?;
             KeySource::Secret(origin)
@@ -186,11 +192,17 @@ impl KeyRing {
     pub fn reload_keys(&self) -> Result<(Vec<String>, String), KeyError> {
         let KeySource::Dir(dir) = &self.source else {
             let set = self.current();
-            return Ok((set.kids().map(str::to_owned).collect(), set.signing.kid.clone()));
+            return Ok((
+                set.kids().map(str::to_owned).collect(),
+                set.signing.kid.clone(),
+            ));
         };
         let set = build_from_dir(dir, &self.tokens)?;
         check_assertion_key(&set, self.needs_asymmetric)?;
-        let summary = (set.kids().map(str::to_owned).collect(), set.signing.kid.clone());
+        let summary = (
+            set.kids().map(str::to_owned).collect(),
+            set.signing.kid.clone(),
+        );
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(set);
         Ok(summary)
     }
