@@ -122,10 +122,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartupError> {
     let (gateway, tls) = prepare(config)?;
+    // Before "listening on": from then on a SIGHUP reloads, never kills.
+    let reloader = keys::reload::spawn_on_sighup(Arc::clone(gateway.keys()));
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "listening on {addr}");
     }
-    let reloader = keys::reload::spawn_on_sighup(Arc::clone(gateway.keys()));
     server::serve(listener, gateway, tls, shutdown).await;
     if let Some(reloader) = reloader {
         reloader.abort();

@@ -175,7 +175,13 @@ impl KeyDir {
         now: u64,
     ) -> Result<String, KeyDirError> {
         let mut manifest = self.read()?;
-        let kid = crate::auth::jwt::random_id();
+        // Led by the algorithm, so no kid starts with '-' (read as an option
+        // on the command line) and `keys list` is easier to read.
+        let kid = format!(
+            "{}-{}",
+            algorithm_name(algorithm).to_ascii_lowercase(),
+            crate::auth::jwt::random_id()
+        );
         let record = KeyRecord {
             kid: kid.clone(),
             algorithm: algorithm_name(algorithm).to_owned(),

@@ -112,7 +112,7 @@ pub enum KeyError {
     #[error(
         "no active signing key in {dir} ([tokens] keys_dir); create one with \
          `authgate keys generate --algorithm {algorithm} --activate`, or set \
-         AUTHGATE_ACCESS_SECRET for a single HMAC key"
+         AUTHGATE_ACCESS_SECRET to a single HMAC secret (`openssl rand -base64 48`)"
     )]
     NoActiveKey {
         dir: PathBuf,

@@ -9,8 +9,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use authgate::auth::jwt::TokenIssuer;
-use authgate::config::secret::AccessSecret;
+use authgate::auth::jwt::unix_seconds;
+use authgate::auth::keys::dir::KeyDir;
+use authgate::auth::keys::material::parse_algorithm;
 use authgate::config::Config;
 use tempfile::TempDir;
 use tokio::net::TcpListener;
@@ -28,6 +29,10 @@ pub struct GatewayOptions {
     pub tokens: String,
     pub auth: String,
     pub routes: String,
+    /// Sign with keys from a `keys_dir` holding one active key of this
+    /// algorithm (as `authgate keys generate --activate` leaves it) instead
+    /// of the `secret_file` HMAC shortcut.
+    pub keys: Option<&'static str>,
 }
 
 impl GatewayOptions {
@@ -53,15 +58,30 @@ impl GatewayFiles {
         let secret_path = dir.path().join("access.secret");
         std::fs::write(&secret_path, SECRET).unwrap();
         let store_path = dir.path().join("store.sled");
+        let key_source = match options.keys {
+            None => format!("secret_file = {secret_path:?}"),
+            Some(algorithm) => {
+                let keys_dir = dir.path().join("keys");
+                let keys = KeyDir::new(&keys_dir);
+                let kid = keys
+                    .generate(
+                        parse_algorithm(algorithm).unwrap(),
+                        unix_seconds(SystemTime::now()),
+                    )
+                    .unwrap();
+                keys.activate(&kid, unix_seconds(SystemTime::now()))
+                    .unwrap();
+                format!("algorithm = {algorithm:?}\nkeys_dir = {keys_dir:?}")
+            }
+        };
         let text = format!(
             "[server]\nlisten = \"127.0.0.1:0\"\ntls_cert = {cert:?}\ntls_key = {key:?}\n{server}\n\
-             [tokens]\nsecret_file = {secret:?}\n{tokens}\n\
+             [tokens]\n{key_source}\n{tokens}\n\
              [store]\npath = {store:?}\n\
              [auth]\n{auth}\n\
              {routes}\n",
             cert = pki.cert_path,
             key = pki.key_path,
-            secret = secret_path,
             store = store_path,
             server = options.server,
             tokens = options.tokens,
@@ -168,11 +188,21 @@ impl TestGateway {
     }
 
     pub fn token_at(&self, sub: &str, role: &str, now: SystemTime) -> String {
-        let secret = AccessSecret::from_bytes(SECRET.to_vec()).unwrap();
-        TokenIssuer::new(&self.config.tokens, &secret)
+        self.gateway
+            .issuer()
             .mint(sub, role, 0, None, now)
             .unwrap()
             .token
+    }
+
+    /// What SIGHUP does in the binary: re-reads the key directory.
+    pub fn reload_keys(&self) {
+        self.gateway.keys().reload_keys().unwrap();
+    }
+
+    /// The key directory, for arranging keys as an operator would.
+    pub fn key_dir(&self) -> KeyDir {
+        KeyDir::new(&self.config.tokens.keys_dir)
     }
 
     /// Stops serving and waits for the drain; the files stay for a restart.
