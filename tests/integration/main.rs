@@ -7,6 +7,7 @@
 mod support;
 
 mod accounts;
+mod assertion;
 mod durability;
 mod edge;
 mod flood;
