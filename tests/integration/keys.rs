@@ -385,3 +385,65 @@ fn outside_dev_mode_a_missing_key_stops_the_start_with_the_command() {
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// The verified-token cache holds signatures, never decisions: a token seen
+/// (and cached) before its session ends is refused after, and one seen
+/// before it expires is refused after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_token_is_refused_once_revoked_or_expired() {
+    let upstream = Upstream::start(Behavior::Ok).await;
+    let gw = TestGateway::start_with(GatewayOptions {
+        auth: crate::accounts::FAST_HASHING.to_owned(),
+        ..options(&upstream, "EdDSA")
+    })
+    .await;
+    let client = gw.client();
+    assert_eq!(
+        crate::accounts::register(&gw, "a@example.com", "correct horse")
+            .await
+            .status,
+        201
+    );
+    let logged_in = crate::accounts::login(&gw, "a@example.com", "correct horse").await;
+    let access = logged_in.json()["accessToken"].as_str().unwrap().to_owned();
+    let refresh = logged_in.json()["refreshToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(status(&client, &access).await, 200);
+    assert_eq!(status(&client, &access).await, 200);
+    let logout = client
+        .post("/auth/logout")
+        .json(&json!({"refreshToken": refresh}))
+        .send()
+        .await;
+    assert_eq!(logout.status, 204);
+    upstream.clear();
+    let revoked = client.get("/api/x").bearer(&access).send().await;
+    assert_eq!(revoked.status, 401);
+    assert_eq!(revoked.code(), "TOKEN_REVOKED");
+    assert!(upstream.received().is_empty());
+
+    // Expiry: a one-second token, cached on first use, then refused.
+    let gw = TestGateway::start_with(GatewayOptions {
+        tokens: "access_ttl = \"1s\"\nleeway = \"0s\"".to_owned(),
+        ..options(&upstream, "EdDSA")
+    })
+    .await;
+    let client = gw.client();
+    let token = gw.token("u1", "admin");
+    assert_eq!(status(&client, &token).await, 200);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let expired = loop {
+        let response = client.get("/api/x").bearer(&token).send().await;
+        if response.status == 401 {
+            break response;
+        }
+        assert!(Instant::now() < deadline, "never expired");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(expired.code(), "TOKEN_EXPIRED");
+    upstream.clear();
+    assert_eq!(status(&client, &token).await, 401);
+    assert!(upstream.received().is_empty());
+}
