@@ -145,17 +145,19 @@ impl KeyRing {
         let needs_asymmetric = config.routes.iter().any(|r| r.identity_assertion);
         let shortcut =
             std::env::var_os(secret::SECRET_ENV).is_some() || config.tokens.secret_file.is_some();
-        let source = if shortcut {
-            let (_, origin) = secret::resolve(config)?;
-            KeySource::Secret(origin)
+        let (source, set) = if shortcut {
+            let (secret, origin) = secret::resolve(config)?;
+            let algorithm = shortcut_algorithm(config.tokens.algorithm);
+            let set = shortcut_set(&config.tokens, algorithm, secret.bytes());
+            (KeySource::Secret(origin), set)
         } else {
             let dir = config.tokens.keys_dir.clone();
             if config.server.dev {
                 ensure_dev_key(&dir, config.tokens.algorithm)?;
             }
-            KeySource::Dir(dir)
+            let set = build_from_dir(&dir, &config.tokens)?;
+            (KeySource::Dir(dir), set)
         };
-        let set = build(config, &source, &config.tokens)?;
         check_assertion_key(&set, needs_asymmetric)?;
         Ok(Self {
             current: RwLock::new(Arc::new(set)),
@@ -224,20 +226,6 @@ fn shortcut_algorithm(configured: Algorithm) -> Algorithm {
         configured
     } else {
         Algorithm::HS256
-    }
-}
-
-fn build(config: &Config, source: &KeySource, tokens: &TokensConfig) -> Result<KeySet, KeyError> {
-    match source {
-        KeySource::Secret(_) => {
-            let (secret, _) = secret::resolve(config)?;
-            Ok(shortcut_set(
-                tokens,
-                shortcut_algorithm(tokens.algorithm),
-                secret.bytes(),
-            ))
-        }
-        KeySource::Dir(dir) => build_from_dir(dir, tokens),
     }
 }
 
