@@ -2,13 +2,21 @@
 //! code, a fixed message and (for 401) a `WWW-Authenticate` challenge.
 //!
 //! Handlers return [`GatewayError`]; `service.rs` logs it once and calls
-//! [`GatewayError::into_response`]. Internal causes stay in the log.
+//! [`GatewayError::into_response`]. Internal causes stay in the log. The
+//! typed errors of `auth` (which knows nothing of HTTP) become a
+//! [`GatewayError`] here, one `From` each.
 
 use std::time::Duration;
 
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderValue, Response, StatusCode};
 
+use crate::auth::assertion::AssertionError;
+use crate::auth::bearer::BearerError;
+use crate::auth::jwt::{MintError, TokenError};
+use crate::auth::sessions::SessionError;
+use crate::auth::throttle::Throttled;
+use crate::auth::AuthError;
 use crate::body::{BoxError, ResponseBody};
 
 /// Every outcome a client can be told about, other than success.
@@ -22,7 +30,7 @@ pub enum GatewayError {
     #[error("access token expired")]
     TokenExpired,
     #[error("access token rejected: {0}")]
-    InvalidToken(&'static str),
+    InvalidToken(TokenError),
     #[error("access token revoked")]
     TokenRevoked,
     #[error("role not allowed on this route")]
@@ -241,6 +249,73 @@ impl GatewayError {
             headers.insert(RETRY_AFTER, HeaderValue::from(seconds.max(1)));
         }
         response
+    }
+}
+
+impl From<BearerError> for GatewayError {
+    fn from(err: BearerError) -> Self {
+        match err {
+            BearerError::Missing => Self::MissingToken,
+            BearerError::Malformed => Self::InvalidFormat,
+            BearerError::Oversized => Self::InvalidToken(TokenError::Oversized),
+        }
+    }
+}
+
+impl From<TokenError> for GatewayError {
+    fn from(err: TokenError) -> Self {
+        match err {
+            TokenError::Expired => Self::TokenExpired,
+            reason => Self::InvalidToken(reason),
+        }
+    }
+}
+
+impl From<AuthError> for GatewayError {
+    fn from(err: AuthError) -> Self {
+        match err {
+            AuthError::Bearer(err) => err.into(),
+            AuthError::Token(err) => err.into(),
+            AuthError::Revoked => Self::TokenRevoked,
+        }
+    }
+}
+
+impl From<SessionError> for GatewayError {
+    fn from(err: SessionError) -> Self {
+        match err {
+            // The same answer as a wrong password: the check raced a change.
+            SessionError::UserChanged => Self::InvalidCredentials,
+            SessionError::UnknownToken => Self::InvalidRefreshToken,
+            SessionError::Expired => Self::RefreshExpired,
+            SessionError::Reused => Self::TokenReuseDetected,
+            SessionError::Throttled(refusal) => refusal.into(),
+            err @ (SessionError::Store(_)
+            | SessionError::Mint(_)
+            | SessionError::UnreadableTagKey
+            | SessionError::RotationFailed) => Self::internal(err),
+        }
+    }
+}
+
+impl From<MintError> for GatewayError {
+    fn from(err: MintError) -> Self {
+        Self::internal(err)
+    }
+}
+
+/// The gateway could not sign an identity assertion: its own fault.
+impl From<AssertionError> for GatewayError {
+    fn from(err: AssertionError) -> Self {
+        Self::internal(err)
+    }
+}
+
+impl From<Throttled> for GatewayError {
+    fn from(refusal: Throttled) -> Self {
+        Self::TooManyRequests {
+            retry_after: refusal.retry_after,
+        }
     }
 }
 

@@ -11,6 +11,7 @@ use crate::auth::jwt::{TokenIssuer, TokenVerifier};
 use crate::auth::keys::KeyRing;
 use crate::auth::password::{PasswordError, PasswordPool};
 use crate::auth::revocation::RevocationList;
+use crate::auth::sessions;
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::proxy::Proxy;
@@ -56,7 +57,7 @@ impl Gateway {
         store: Arc<dyn Store>,
     ) -> Result<Self, BuildError> {
         let revocations = Arc::new(RevocationList::default());
-        let revocation_window = Accounts::load_revocations(
+        let revocation_window = sessions::load_revocations(
             store.as_ref(),
             &revocations,
             config.tokens.access_ttl + config.tokens.leeway,

@@ -3,20 +3,26 @@
 //! ```text
 //!  client ──TLS──▶ server.rs ──▶ service.rs ──▶ path.rs (decide the path once)
 //!                  (accept,       (access log,        │
-//!                   handshake,     errors → JSON)      ▼
-//!                   h1/h2)                      /auth/* ──▶ api (accounts) ──▶ store
-//!                                                  │
-//!                                                  ▼
-//!                                  router.rs (host, longest prefix)
-//!                                                  │
+//!                   handshake,     errors → JSON)     ├──▶ /auth/* ──▶ api/ (account endpoints:
+//!                   h1/h2)                            │                │    HTTP in and out)
+//!                                                     ▼                ▼
+//!                                  router.rs (host, longest     auth/sessions/ (start, rotate,
+//!                                             prefix)            revoke; revocations loaded
+//!                                                     │          at start) ──▶ store/
+//!                                                     ▼
 //!                                  auth/ (bearer → JWT → revocation → role)
-//!                                                  │
+//!                                                     │
+//!                                                     ▼
 //!                                  proxy/ (scrub, inject, stream) ──▶ upstream
 //! ```
 //!
 //! Configuration is read once (`config/`), assembled into one shared
-//! [`gateway::Gateway`], and served by [`server::serve`]. Every client-visible
-//! failure is a [`error::GatewayError`], mapped to a response in one place.
+//! [`gateway::Gateway`], and served by [`server::serve`]. Imports point down
+//! the drawing: api → auth → store, proxy → auth, never back (a test in
+//! `module_graph.rs` keeps it so). auth chooses no response: it returns
+//! typed errors (bearer, token, session), and every client-visible failure
+//! becomes a [`error::GatewayError`] in `error.rs`, mapped to a response in
+//! one place.
 
 pub mod api;
 pub mod auth;
@@ -25,6 +31,9 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod gateway;
+pub mod key_reload;
+#[cfg(test)]
+mod module_graph;
 pub mod path;
 pub mod private_files;
 pub mod proxy;
@@ -123,7 +132,7 @@ pub async fn run(
 ) -> Result<(), StartupError> {
     let (gateway, tls) = prepare(config)?;
     // Before "listening on": from then on a SIGHUP reloads, never kills.
-    let reloader = keys::reload::spawn_on_sighup(Arc::clone(gateway.keys()));
+    let reloader = key_reload::spawn_on_sighup(Arc::clone(gateway.keys()));
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "listening on {addr}");
     }

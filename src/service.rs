@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 use tracing::Instrument;
 
 use crate::api::AccountOutcome;
-use crate::auth::keys::jwks;
+use crate::auth::keys::{KeySet, JWKS_MAX_AGE_SECS, JWKS_PATH};
 use crate::auth::Identity;
 use crate::body::ResponseBody;
 use crate::config::{RouteAuth, RouteConfig};
@@ -131,8 +131,8 @@ async fn dispatch(
     );
 
     // The gateway's public keys, ahead of every route (RFC 8615 well-known URI).
-    if decided.as_str() == jwks::JWKS_PATH {
-        return jwks::response(&gateway.keys().current(), request.method());
+    if decided.as_str() == JWKS_PATH {
+        return jwks(&gateway.keys().current(), request.method());
     }
 
     if gateway.is_account_path(decided.as_str()) {
@@ -219,18 +219,32 @@ fn assertion(
     identity: &Identity,
     now: SystemTime,
 ) -> Result<http::HeaderValue, GatewayError> {
-    let keys = gateway.keys().current();
     // Startup and reload refuse an HMAC signing key when a route asserts.
-    let signer = keys
-        .asserting()
-        .ok_or_else(|| GatewayError::internal("no asymmetric signing key for the assertion"))?;
-    keys.assertions.assertion(
-        signer,
+    Ok(gateway.keys().current().assertion(
         &gateway.config().tokens.issuer,
         &route.name,
         identity,
         crate::auth::jwt::unix_seconds(now),
-    )
+    )?)
+}
+
+/// `GET /.well-known/jwks.json`: the public keys that verify (published and
+/// active, never HMAC ones) as a JWK Set (RFC 7517 §5).
+fn jwks(keys: &KeySet, method: &Method) -> Result<Response<ResponseBody>, GatewayError> {
+    if method != Method::GET && method != Method::HEAD {
+        return Err(GatewayError::MethodNotAllowed);
+    }
+    let mut response = Response::new(ResponseBody::full(keys.jwks().clone()));
+    let headers = response.headers_mut();
+    // RFC 7517 §8.5.1.
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/jwk-set+json"),
+    );
+    if let Ok(value) = format!("public, max-age={JWKS_MAX_AGE_SECS}").parse() {
+        headers.insert(http::header::CACHE_CONTROL, value);
+    }
+    Ok(response)
 }
 
 /// Refuses request lines a reverse proxy must not act on.

@@ -11,10 +11,11 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
+use authgate::auth::sessions::cookies::{CSRF_COOKIE, REFRESH_COOKIE};
 use authgate::auth::Identity;
 use authgate::proxy::headers::{
     prepare_request_headers, prepare_response_headers, ClientSide, IdentityHeaders,
-    IdentityScrubber, RouteHeaderPolicy, CSRF_COOKIE, REFRESH_COOKIE,
+    IdentityScrubber, RouteHeaderPolicy,
 };
 use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue};

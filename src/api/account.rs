@@ -9,18 +9,18 @@ use http::{Response, StatusCode};
 
 use super::request::{cookie, parse_json, parse_optional_json};
 use super::response::{clear_session_cookies, json, no_content, set_session_cookies};
-use super::sessions::{csrf_matches, IssuedSession};
 use super::views::{Credentials, PasswordChange, RefreshBody, SessionView, UserView};
 use super::Accounts;
 use crate::auth::email::canonical_email;
 use crate::auth::jwt::unix_seconds;
 use crate::auth::password::PasswordError;
+use crate::auth::sessions::cookies::REFRESH_COOKIE;
+use crate::auth::sessions::{csrf_matches, IssuedSession};
 use crate::auth::throttle::AccountKey;
 use crate::auth::Identity;
 use crate::body::ResponseBody;
 use crate::config::Registration;
 use crate::error::GatewayError;
-use crate::proxy::headers::REFRESH_COOKIE;
 use crate::store::{StoreError, User};
 
 /// Passwords are refused past this many bytes before any hashing, so a

@@ -15,9 +15,9 @@ use http::HeaderValue;
 use jsonwebtoken::Header;
 use serde::Serialize;
 
+use super::jwt::MintError;
 use super::keys::SigningKey;
 use super::Identity;
-use crate::error::GatewayError;
 
 /// Lifetime of an assertion: long enough for one request's trip to the
 /// backend and some clock skew, short enough that a leaked one is useless.
@@ -28,6 +28,17 @@ pub const ASSERTION_TYPE: &str = "JWT";
 
 /// Assertions held at most; at about 1 KiB each (key and token), ~4 MiB.
 const CAPACITY: usize = 4 * 1024;
+
+/// Signing an assertion failed: a fault of ours, mapped to 500 in `error.rs`.
+#[derive(Debug, thiserror::Error)]
+pub enum AssertionError {
+    #[error("no asymmetric signing key for the identity assertion")]
+    NoAsymmetricKey,
+    #[error("signing the identity assertion: {0}")]
+    Sign(#[from] MintError),
+    #[error("the signed identity assertion is not a header value")]
+    Header(#[from] http::header::InvalidHeaderValue),
+}
 
 #[derive(Serialize)]
 struct AssertionClaims<'a> {
@@ -62,7 +73,7 @@ impl AssertionCache {
         route: &str,
         identity: &Identity,
         now: u64,
-    ) -> Result<HeaderValue, GatewayError> {
+    ) -> Result<HeaderValue, AssertionError> {
         // Ids, roles, session ids and route names hold no NUL: unambiguous.
         let cache_key = format!(
             "{}\0{}\0{}\0{}",
@@ -90,9 +101,8 @@ impl AssertionCache {
             iat: now,
             exp: now.saturating_add(ASSERTION_TTL),
         };
-        let token =
-            jsonwebtoken::encode(&header, &claims, &key.key).map_err(GatewayError::internal)?;
-        let value = HeaderValue::from_str(&token).map_err(GatewayError::internal)?;
+        let token = jsonwebtoken::encode(&header, &claims, &key.key).map_err(MintError)?;
+        let value = HeaderValue::from_str(&token)?;
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         if entries.len() >= CAPACITY {
             entries.retain(|_, (_, iat)| now < iat.saturating_add(ASSERTION_TTL / 2));

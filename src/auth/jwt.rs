@@ -20,11 +20,60 @@ use super::keys::{KeyRing, KeySet};
 use super::token_cache::VerifiedCache;
 use crate::config::secret::AccessSecret;
 use crate::config::TokensConfig;
-use crate::error::GatewayError;
 
 /// The `typ` header of an access token (RFC 9068 §2.1). Nothing else is
 /// accepted as one, so no other JWT we might sign can be replayed as access.
 pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
+
+/// Why an access token was refused; the text is for the log, the response
+/// is chosen in `error.rs` (TOKEN_EXPIRED for [`TokenError::Expired`],
+/// INVALID_TOKEN for every other reason).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("oversized token")]
+    Oversized,
+    #[error("bad signature")]
+    BadSignature,
+    #[error("algorithm not allowed")]
+    AlgorithmNotAllowed,
+    #[error("wrong issuer")]
+    WrongIssuer,
+    #[error("wrong audience")]
+    WrongAudience,
+    #[error("required claim missing")]
+    MissingClaim,
+    #[error("malformed token")]
+    Malformed,
+    /// The `typ` header is not [`ACCESS_TOKEN_TYPE`].
+    #[error("not an access token (typ)")]
+    NotAccessToken,
+    /// `jku`, `jwk`, `x5u`, `x5c`, `x5t` or `crit`: keys are only ever the
+    /// configured ones.
+    #[error("key-selecting header present")]
+    KeySelectingHeader,
+    /// The `kid` names no key the gateway holds (or a retired one).
+    #[error("unknown key id (kid)")]
+    UnknownKey,
+    /// No `kid`, and no shortcut key that accepts tokens without one.
+    #[error("no key id (kid)")]
+    MissingKeyId,
+    /// `exp` more than the leeway in the past.
+    #[error("access token expired")]
+    Expired,
+    /// `nbf` more than the leeway in the future.
+    #[error("not yet valid (nbf)")]
+    NotYetValid,
+    /// `iat` more than the leeway in the future.
+    #[error("issued in the future (iat)")]
+    IssuedInFuture,
+}
+
+/// Signing a token failed (a key the backend refuses): a fault of ours.
+/// Also the identity assertion's signing error.
+/// Transparent, so a log line showing only this error's text still says why.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct MintError(pub(crate) jsonwebtoken::errors::Error);
 
 /// What an access token asserts.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -87,7 +136,7 @@ impl TokenIssuer {
         version: u32,
         session: Option<&str>,
         now: SystemTime,
-    ) -> Result<MintedToken, GatewayError> {
+    ) -> Result<MintedToken, MintError> {
         let iat = unix_seconds(now);
         let claims = AccessClaims {
             sub: sub.to_owned(),
@@ -106,8 +155,7 @@ impl TokenIssuer {
         let mut header = Header::new(signing.algorithm);
         header.typ = Some(ACCESS_TOKEN_TYPE.to_owned());
         header.kid = Some(signing.kid.clone());
-        let token =
-            jsonwebtoken::encode(&header, &claims, &signing.key).map_err(GatewayError::internal)?;
+        let token = jsonwebtoken::encode(&header, &claims, &signing.key).map_err(MintError)?;
         Ok(MintedToken {
             token,
             expires_in: self.ttl,
@@ -141,9 +189,9 @@ impl TokenVerifier {
     }
 
     /// Checks signature, claims and headers; the error says which, for the log.
-    pub fn verify(&self, token: &str, now: SystemTime) -> Result<AccessClaims, GatewayError> {
+    pub fn verify(&self, token: &str, now: SystemTime) -> Result<AccessClaims, TokenError> {
         if token.len() > super::bearer::MAX_TOKEN_BYTES {
-            return Err(GatewayError::InvalidToken("oversized token"));
+            return Err(TokenError::Oversized);
         }
         let keys = self.keys.current();
         let digest = VerifiedCache::digest(token);
@@ -160,16 +208,16 @@ impl TokenVerifier {
         // every request, cached or not: expired once `exp` is more than the
         // leeway in the past (RFC 7519 §4.1.4).
         if claims.exp.saturating_add(self.leeway) < now {
-            return Err(GatewayError::TokenExpired);
+            return Err(TokenError::Expired);
         }
         if claims
             .nbf
             .is_some_and(|nbf| nbf > now.saturating_add(self.leeway))
         {
-            return Err(GatewayError::InvalidToken("not yet valid (nbf)"));
+            return Err(TokenError::NotYetValid);
         }
         if claims.iat > now.saturating_add(self.leeway) {
-            return Err(GatewayError::InvalidToken("issued in the future (iat)"));
+            return Err(TokenError::IssuedInFuture);
         }
         Ok(AccessClaims::clone(&claims))
     }
@@ -183,11 +231,10 @@ impl TokenVerifier {
 /// `kid` names among the configured keys; its algorithm must be the one the
 /// header states, so no header can pick the algorithm (RS256 → HS256
 /// confusion) and no header can point at a key elsewhere.
-fn verify_signature(keys: &KeySet, token: &str) -> Result<AccessClaims, GatewayError> {
-    let header = jsonwebtoken::decode_header(token)
-        .map_err(|_| GatewayError::InvalidToken("malformed token"))?;
+fn verify_signature(keys: &KeySet, token: &str) -> Result<AccessClaims, TokenError> {
+    let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
     if header.typ.as_deref() != Some(ACCESS_TOKEN_TYPE) {
-        return Err(GatewayError::InvalidToken("not an access token (typ)"));
+        return Err(TokenError::NotAccessToken);
     }
     // Keys are pinned by configuration; a token pointing at its own key or
     // demanding extensions we do not implement is refused outright.
@@ -199,32 +246,26 @@ fn verify_signature(keys: &KeySet, token: &str) -> Result<AccessClaims, GatewayE
         || header.x5t_s256.is_some()
         || header.crit.is_some()
     {
-        return Err(GatewayError::InvalidToken("key-selecting header present"));
+        return Err(TokenError::KeySelectingHeader);
     }
     let key = match header.kid.as_deref() {
-        Some(kid) => keys
-            .verifying(kid)
-            .ok_or(GatewayError::InvalidToken("unknown key id (kid)"))?,
-        None => keys
-            .kidless()
-            .ok_or(GatewayError::InvalidToken("no key id (kid)"))?,
+        Some(kid) => keys.verifying(kid).ok_or(TokenError::UnknownKey)?,
+        None => keys.kidless().ok_or(TokenError::MissingKeyId)?,
     };
     if header.alg != key.algorithm {
-        return Err(GatewayError::InvalidToken("algorithm not allowed"));
+        return Err(TokenError::AlgorithmNotAllowed);
     }
     let data =
         jsonwebtoken::decode::<AccessClaims>(token, &key.key, &key.validation).map_err(|err| {
             match err.kind() {
-                ErrorKind::InvalidSignature => GatewayError::InvalidToken("bad signature"),
+                ErrorKind::InvalidSignature => TokenError::BadSignature,
                 ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => {
-                    GatewayError::InvalidToken("algorithm not allowed")
+                    TokenError::AlgorithmNotAllowed
                 }
-                ErrorKind::InvalidIssuer => GatewayError::InvalidToken("wrong issuer"),
-                ErrorKind::InvalidAudience => GatewayError::InvalidToken("wrong audience"),
-                ErrorKind::MissingRequiredClaim(_) => {
-                    GatewayError::InvalidToken("required claim missing")
-                }
-                _ => GatewayError::InvalidToken("malformed token"),
+                ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
+                ErrorKind::InvalidAudience => TokenError::WrongAudience,
+                ErrorKind::MissingRequiredClaim(_) => TokenError::MissingClaim,
+                _ => TokenError::Malformed,
             }
         })?;
     Ok(data.claims)

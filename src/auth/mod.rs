@@ -1,6 +1,7 @@
 //! Who is calling: bearer extraction, pinned JWT verification and the
 //! revocation check, combined into one [`Authenticator::authenticate`] call
-//! that yields the caller's [`Identity`].
+//! that yields the caller's [`Identity`]. The submodules also hold what
+//! issues credentials (`sessions`, `password`) for the account endpoints.
 
 pub mod assertion;
 pub mod bearer;
@@ -9,6 +10,7 @@ pub mod jwt;
 pub mod keys;
 pub mod password;
 pub mod revocation;
+pub mod sessions;
 pub mod throttle;
 pub mod token_cache;
 
@@ -17,9 +19,22 @@ use std::time::SystemTime;
 
 use http::HeaderMap;
 
-use crate::error::GatewayError;
-use jwt::{AccessClaims, TokenVerifier};
+use bearer::BearerError;
+use jwt::{AccessClaims, TokenError, TokenVerifier};
 use revocation::RevocationList;
+
+/// Why a request's caller could not be established (the responses are
+/// chosen in `error.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error(transparent)]
+    Bearer(#[from] BearerError),
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    /// A valid token of a session, user version or user revoked since.
+    #[error("access token revoked")]
+    Revoked,
+}
 
 /// The verified caller of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,14 +78,14 @@ impl Authenticator {
         &self,
         headers: &HeaderMap,
         now: SystemTime,
-    ) -> Result<Identity, GatewayError> {
+    ) -> Result<Identity, AuthError> {
         let token = bearer::token(headers)?;
         let claims = self.verifier.verify(token, now)?;
         if !self
             .revocations
             .allows(&claims.sub, claims.ver, claims.sid.as_deref())
         {
-            return Err(GatewayError::TokenRevoked);
+            return Err(AuthError::Revoked);
         }
         Ok(Identity::from(claims))
     }

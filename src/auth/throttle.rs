@@ -19,7 +19,6 @@ use sha2::{Digest, Sha256};
 
 use super::email::canonical_email;
 use crate::config::ThrottleConfig;
-use crate::error::GatewayError;
 
 /// Registrations are counted over a fixed hour.
 const REGISTRATION_WINDOW: Duration = Duration::from_secs(3600);
@@ -33,14 +32,6 @@ const LONGEST: Duration = Duration::from_secs(10 * 365 * 86_400);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Throttled {
     pub retry_after: Duration,
-}
-
-impl From<Throttled> for GatewayError {
-    fn from(refusal: Throttled) -> Self {
-        GatewayError::TooManyRequests {
-            retry_after: refusal.retry_after,
-        }
-    }
 }
 
 /// What an account's counters are keyed on: the SHA-256 of the canonical

@@ -4,6 +4,7 @@
 //! what needs more than one field, and reports every problem as
 //! `FILE:LINE:COLUMN: KEY: message` so an operator can go straight to it.
 
+pub mod algorithm;
 mod cidr;
 mod count;
 mod duration;
@@ -284,7 +285,7 @@ fn build(raw: FileConfig, at: &Locator) -> Result<Config, ConfigError> {
                 ),
             ));
         }
-        if route.identity_assertion && crate::auth::keys::material::is_hmac(tokens.algorithm) {
+        if route.identity_assertion && algorithm::is_hmac(tokens.algorithm) {
             return Err(at.error(
                 span,
                 Some(&format!("route[{index}].identity_assertion")),
@@ -367,7 +368,7 @@ fn build_server(raw: file::ServerFile, at: &Locator) -> Result<ServerConfig, Con
 fn build_tokens(raw: file::TokensFile, at: &Locator) -> Result<TokensConfig, ConfigError> {
     let algorithm = match &raw.algorithm {
         None => Algorithm::HS256,
-        Some(name) => match crate::auth::keys::material::parse_algorithm(name.get_ref()) {
+        Some(name) => match algorithm::parse_algorithm(name.get_ref()) {
             Some(algorithm) => algorithm,
             None => {
                 return Err(at.error(
@@ -376,7 +377,7 @@ fn build_tokens(raw: file::TokensFile, at: &Locator) -> Result<TokensConfig, Con
                     format!(
                         "unsupported algorithm {:?} (use one of {})",
                         name.get_ref(),
-                        crate::auth::keys::material::ALGORITHMS.join(", ")
+                        algorithm::ALGORITHMS.join(", ")
                     ),
                 ))
             }

@@ -30,7 +30,7 @@ fn token_failures_are_401_with_a_challenge() {
         (401, "TOKEN_EXPIRED", invalid.clone())
     );
     assert_eq!(
-        row(GatewayError::InvalidToken("x")),
+        row(GatewayError::InvalidToken(TokenError::BadSignature)),
         (401, "INVALID_TOKEN", invalid.clone())
     );
     assert_eq!(
@@ -90,6 +90,102 @@ fn every_other_outcome_has_its_status_and_code() {
         let (got_status, got_code, _) = row(err);
         assert_eq!((got_status, got_code), (status, code));
     }
+}
+
+/// Each typed error of `auth` against the row it becomes: status, code and
+/// challenge, through the one `From` in `error.rs`.
+#[test]
+fn auth_errors_become_their_rows() {
+    let bare = Some("Bearer realm=\"authgate\"".to_owned());
+    let invalid = Some("Bearer realm=\"authgate\", error=\"invalid_token\"".to_owned());
+    let bearer = [
+        (BearerError::Missing, "MISSING_TOKEN", &bare),
+        (BearerError::Malformed, "INVALID_FORMAT", &invalid),
+        (BearerError::Oversized, "INVALID_TOKEN", &invalid),
+    ];
+    for (err, code, challenge) in bearer {
+        let expected = (401, code, challenge.clone());
+        assert_eq!(row(err.into()), expected, "{err:?}");
+        assert_eq!(row(AuthError::from(err).into()), expected, "{err:?}");
+    }
+    use TokenError::*;
+    let token = [
+        (Oversized, "INVALID_TOKEN"),
+        (BadSignature, "INVALID_TOKEN"),
+        (AlgorithmNotAllowed, "INVALID_TOKEN"),
+        (WrongIssuer, "INVALID_TOKEN"),
+        (WrongAudience, "INVALID_TOKEN"),
+        (MissingClaim, "INVALID_TOKEN"),
+        (Malformed, "INVALID_TOKEN"),
+        (NotAccessToken, "INVALID_TOKEN"),
+        (KeySelectingHeader, "INVALID_TOKEN"),
+        (Expired, "TOKEN_EXPIRED"),
+        (NotYetValid, "INVALID_TOKEN"),
+        (IssuedInFuture, "INVALID_TOKEN"),
+    ];
+    for (err, code) in token {
+        let expected = (401, code, invalid.clone());
+        assert_eq!(row(err.into()), expected, "{err:?}");
+        assert_eq!(row(AuthError::from(err).into()), expected, "{err:?}");
+    }
+    assert_eq!(
+        row(AuthError::Revoked.into()),
+        (401, "TOKEN_REVOKED", invalid.clone())
+    );
+}
+
+#[test]
+fn session_errors_become_their_rows() {
+    let bare = Some("Bearer realm=\"authgate\"".to_owned());
+    let mint = || {
+        MintError(jsonwebtoken::errors::Error::from(
+            jsonwebtoken::errors::ErrorKind::InvalidKeyFormat,
+        ))
+    };
+    let rows: Vec<(SessionError, u16, &str, Option<String>)> = vec![
+        (
+            SessionError::UserChanged,
+            401,
+            "INVALID_CREDENTIALS",
+            bare.clone(),
+        ),
+        (
+            SessionError::UnknownToken,
+            401,
+            "INVALID_REFRESH_TOKEN",
+            bare.clone(),
+        ),
+        (SessionError::Expired, 401, "REFRESH_EXPIRED", bare.clone()),
+        (SessionError::Reused, 401, "TOKEN_REUSE_DETECTED", bare),
+        (
+            SessionError::Throttled(Throttled {
+                retry_after: Duration::from_secs(3),
+            }),
+            429,
+            "TOO_MANY_REQUESTS",
+            None,
+        ),
+        (
+            SessionError::Store(crate::store::StoreError::Invalid("x")),
+            500,
+            "INTERNAL_ERROR",
+            None,
+        ),
+        (SessionError::Mint(mint()), 500, "INTERNAL_ERROR", None),
+        (SessionError::UnreadableTagKey, 500, "INTERNAL_ERROR", None),
+        (SessionError::RotationFailed, 500, "INTERNAL_ERROR", None),
+    ];
+    for (err, status, code, challenge) in rows {
+        let what = format!("{err:?}");
+        assert_eq!(row(err.into()), (status, code, challenge), "{what}");
+    }
+    assert_eq!(row(mint().into()), (500, "INTERNAL_ERROR", None));
+    let throttled = GatewayError::from(Throttled {
+        retry_after: Duration::from_secs(3),
+    })
+    .into_response();
+    assert_eq!(throttled.status(), 429);
+    assert_eq!(throttled.headers().get(RETRY_AFTER).unwrap(), "3");
 }
 
 #[test]

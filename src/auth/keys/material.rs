@@ -15,50 +15,12 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::PrivatePkcs8KeyDer;
 use serde_json::{json, Value};
 
+pub use crate::config::algorithm::{algorithm_name, is_hmac, parse_algorithm, ALGORITHMS};
+
 const B64URL: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 /// HMAC keys need at least the hash's output length (RFC 7518 §3.2).
 pub const MIN_HMAC_BYTES: usize = 32;
-
-/// The algorithms `[tokens] algorithm` and `keys generate` accept.
-pub const ALGORITHMS: [&str; 6] = ["HS256", "HS384", "HS512", "EdDSA", "ES256", "RS256"];
-
-/// Reads an algorithm name from the config or the command line.
-pub fn parse_algorithm(name: &str) -> Option<Algorithm> {
-    Some(match name {
-        "HS256" => Algorithm::HS256,
-        "HS384" => Algorithm::HS384,
-        "HS512" => Algorithm::HS512,
-        "EdDSA" => Algorithm::EdDSA,
-        "ES256" => Algorithm::ES256,
-        "RS256" => Algorithm::RS256,
-        _ => return None,
-    })
-}
-
-pub fn algorithm_name(algorithm: Algorithm) -> &'static str {
-    match algorithm {
-        Algorithm::HS256 => "HS256",
-        Algorithm::HS384 => "HS384",
-        Algorithm::HS512 => "HS512",
-        Algorithm::EdDSA => "EdDSA",
-        Algorithm::ES256 => "ES256",
-        Algorithm::RS256 => "RS256",
-        Algorithm::ES384 => "ES384",
-        Algorithm::RS384 => "RS384",
-        Algorithm::RS512 => "RS512",
-        Algorithm::PS256 => "PS256",
-        Algorithm::PS384 => "PS384",
-        Algorithm::PS512 => "PS512",
-    }
-}
-
-pub fn is_hmac(algorithm: Algorithm) -> bool {
-    matches!(
-        algorithm,
-        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512
-    )
-}
 
 /// Why a key could not be made or read.
 #[derive(Debug, thiserror::Error)]

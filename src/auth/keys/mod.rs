@@ -7,9 +7,7 @@
 //! is ever consulted (no `jku`, `x5u` or embedded `jwk`).
 
 pub mod dir;
-pub mod jwks;
 pub mod material;
-pub mod reload;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -19,12 +17,20 @@ use bytes::Bytes;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Validation};
 use serde_json::{json, Value};
 
-use super::assertion::AssertionCache;
+use super::assertion::{AssertionCache, AssertionError};
 use super::token_cache::{VerifiedCache, DEFAULT_CAPACITY};
 use crate::config::secret::{self, AccessSecret, SecretError};
 use crate::config::{Config, TokensConfig};
 use dir::{KeyDir, KeyDirError, KeyState};
 use material::{algorithm_name, is_hmac, parse_algorithm, MaterialError};
+
+/// Where the JWKS is served, ahead of every route (RFC 8615 well-known URI).
+pub const JWKS_PATH: &str = "/.well-known/jwks.json";
+
+/// How long verifiers may cache the JWKS. A new key is published (and so
+/// fetched) before it is activated, and an old one stays published until
+/// its tokens expire, so a verifier never needs a key it has not seen.
+pub const JWKS_MAX_AGE_SECS: u64 = 300;
 
 /// The kid of the one-key HMAC shortcut (`AUTHGATE_ACCESS_SECRET` or
 /// `[tokens] secret_file`).
@@ -75,6 +81,19 @@ impl KeySet {
     /// The signing key when it can sign identity assertions (asymmetric).
     pub fn asserting(&self) -> Option<&Arc<SigningKey>> {
         (!is_hmac(self.signing.algorithm)).then_some(&self.signing)
+    }
+
+    /// The identity assertion for `route`, signed with the asserting key
+    /// unless a fresh one is at hand ([`AssertionCache`]).
+    pub fn assertion(
+        &self,
+        issuer: &str,
+        route: &str,
+        identity: &super::Identity,
+        now: u64,
+    ) -> Result<http::HeaderValue, AssertionError> {
+        let key = self.asserting().ok_or(AssertionError::NoAsymmetricKey)?;
+        self.assertions.assertion(key, issuer, route, identity, now)
     }
 
     /// The JWK Set (RFC 7517 §5) of the public keys that verify.

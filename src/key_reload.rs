@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio::task::JoinHandle;
 
-use super::KeyRing;
+use crate::auth::keys::KeyRing;
 use crate::service::error_chain;
 
 /// Reloads `keys` on every SIGHUP until the returned task is aborted; `None`
