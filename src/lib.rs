@@ -10,11 +10,17 @@
 //!                                             prefix)            revoke; revocations loaded
 //!                                                     │          at start) ──▶ store/
 //!                                                     ▼
-//!                                  auth/ (bearer → JWT → revocation → role)
+//!                                  auth/ (bearer → kid → key → verified-token
+//!                                         cache → revocation → role; the
+//!                                         identity assertion; keys/ swapped
+//!                                         whole on SIGHUP, key_reload.rs)
 //!                                                     │
 //!                                                     ▼
 //!                                  proxy/ (scrub, inject, stream) ──▶ upstream
 //! ```
+//!
+//! `GET /.well-known/jwks.json` is answered in service.rs, ahead of every
+//! route, from the key set in force.
 //!
 //! Configuration is read once (`config/`), assembled into one shared
 //! [`gateway::Gateway`], and served by [`server::serve`]. Imports point down
