@@ -19,6 +19,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use http::header::{HeaderName, HeaderValue};
 use http::HeaderMap;
 
+use authgate::account::{Role, UserId};
 use authgate::auth::jwt::{TokenError, TokenIssuer, TokenVerifier};
 use authgate::auth::revocation::RevocationList;
 use authgate::auth::{AuthError, Authenticator, Identity};
@@ -353,9 +354,12 @@ fn headers(c: &mut Criterion) {
         Ok(names) => names,
         Err(err) => panic!("bad identity prefix: {err}"),
     };
+    let (Ok(user_id), Ok(role)) = (UserId::parse("user-04242"), Role::parse("editor")) else {
+        panic!("bench identity refused");
+    };
     let identity = Identity {
-        user_id: "user-04242".to_owned(),
-        role: "editor".to_owned(),
+        user_id,
+        role,
         session: Some("live-session".to_owned()),
         assertion: None,
     };

@@ -11,6 +11,7 @@ use std::time::Duration;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderValue, Response, StatusCode};
 
+use crate::account::{EmailError, NewPasswordError, RoleError};
 use crate::auth::assertion::AssertionError;
 use crate::auth::bearer::BearerError;
 use crate::auth::jwt::{MintError, TokenError};
@@ -57,11 +58,14 @@ pub enum GatewayError {
     MalformedJson(String),
     #[error("request body must be application/json")]
     UnsupportedMediaType,
-    #[error("invalid input: {message}")]
-    Validation {
-        code: &'static str,
-        message: &'static str,
-    },
+    #[error("invalid email: {0}")]
+    InvalidEmail(#[from] EmailError),
+    #[error("new password too short")]
+    WeakPassword,
+    #[error("password too long")]
+    PasswordTooLong,
+    #[error("invalid role: {0}")]
+    InvalidRole(#[from] RoleError),
 
     // Account outcomes.
     #[error("invalid credentials")]
@@ -109,7 +113,8 @@ impl GatewayError {
                 StatusCode::UNAUTHORIZED
             }
             Forbidden | RegistrationClosed | CsrfFailed => StatusCode::FORBIDDEN,
-            BadRequest(_) | InvalidPath(_) | MalformedJson(_) | Validation { .. } => {
+            BadRequest(_) | InvalidPath(_) | MalformedJson(_) => StatusCode::BAD_REQUEST,
+            InvalidEmail(_) | WeakPassword | PasswordTooLong | InvalidRole(_) => {
                 StatusCode::BAD_REQUEST
             }
             NotFound | UserNotFound => StatusCode::NOT_FOUND,
@@ -147,7 +152,10 @@ impl GatewayError {
             HeadersTooLarge => "HEADERS_TOO_LARGE",
             MalformedJson(_) => "MALFORMED_JSON",
             UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
-            Validation { code, .. } => code,
+            InvalidEmail(_) => "INVALID_EMAIL",
+            WeakPassword => "WEAK_PASSWORD",
+            PasswordTooLong => "PASSWORD_TOO_LONG",
+            InvalidRole(_) => "INVALID_ROLE",
             InvalidCredentials => "INVALID_CREDENTIALS",
             EmailTaken => "EMAIL_TAKEN",
             RegistrationClosed => "REGISTRATION_CLOSED",
@@ -184,7 +192,11 @@ impl GatewayError {
             HeadersTooLarge => "The request headers are too large.",
             MalformedJson(_) => "The request body is not valid JSON of the expected shape.",
             UnsupportedMediaType => "The request body must be application/json.",
-            Validation { message, .. } => message,
+            InvalidEmail(_) => "The email address is not valid.",
+            // Both stated in `account::new_password`; a test keeps them equal.
+            WeakPassword => "The password must be at least 8 characters long.",
+            PasswordTooLong => "The password must be at most 256 bytes long.",
+            InvalidRole(_) => "A role is 1-64 characters of letters, digits, '-', '_', '.' or ':'.",
             InvalidCredentials => "Email or password is incorrect.",
             EmailTaken => "An account with this email already exists.",
             RegistrationClosed => "Registration is closed.",
@@ -315,6 +327,16 @@ impl From<Throttled> for GatewayError {
     fn from(refusal: Throttled) -> Self {
         Self::TooManyRequests {
             retry_after: refusal.retry_after,
+        }
+    }
+}
+
+/// The two ways a new password fails the policy are two outcomes.
+impl From<NewPasswordError> for GatewayError {
+    fn from(err: NewPasswordError) -> Self {
+        match err {
+            NewPasswordError::TooShort => Self::WeakPassword,
+            NewPasswordError::TooLong => Self::PasswordTooLong,
         }
     }
 }

@@ -29,7 +29,10 @@
 //! typed errors (bearer, token, session), and every client-visible failure
 //! becomes a [`error::GatewayError`] in `error.rs`, mapped to a response in
 //! one place.
+//! What names an account (email, role, user id, a new password) is parsed
+//! once where it enters, into the types of [`account`], and passed inward.
 
+pub mod account;
 pub mod api;
 pub mod auth;
 pub mod body;

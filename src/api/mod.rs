@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 
+use crate::account::Role;
 use crate::auth::jwt::{unix_seconds, TokenIssuer};
 use crate::auth::password::{PasswordError, PasswordPool};
 use crate::auth::revocation::RevocationList;
@@ -30,7 +31,7 @@ use crate::store::Store;
 pub struct AccountSettings {
     pub path_prefix: String,
     pub registration: Registration,
-    pub default_role: String,
+    pub default_role: Role,
     pub max_body: usize,
     pub body_timeout: Duration,
 }
@@ -149,8 +150,8 @@ impl Accounts {
         // Bearer-authenticated endpoints check the token before reading a body.
         let identity = if endpoint.needs_bearer() {
             let identity = authenticator.authenticate(&parts.headers, now)?;
-            outcome.user = Some(identity.user_id.clone());
-            if endpoint.needs_admin() && identity.role != "admin" {
+            outcome.user = Some(identity.user_id.to_string());
+            if endpoint.needs_admin() && identity.role.as_str() != "admin" {
                 return Err(GatewayError::Forbidden);
             }
             Some(identity)

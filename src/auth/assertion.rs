@@ -96,8 +96,8 @@ impl AssertionCache {
         let claims = AssertionClaims {
             iss: issuer,
             aud: route,
-            sub: &identity.user_id,
-            role: &identity.role,
+            sub: identity.user_id.as_str(),
+            role: identity.role.as_str(),
             iat: now,
             exp: now.saturating_add(ASSERTION_TTL),
         };

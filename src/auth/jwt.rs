@@ -66,6 +66,13 @@ pub enum TokenError {
     /// `iat` more than the leeway in the future.
     #[error("issued in the future (iat)")]
     IssuedInFuture,
+    /// `sub` cannot be written as the user-id header (control characters,
+    /// surrounding whitespace, empty).
+    #[error("sub is not a header-safe user id")]
+    UnsafeSubject,
+    /// `role` is outside the role alphabet.
+    #[error("role is not a valid role")]
+    UnsafeRole,
 }
 
 /// Signing a token failed (a key the backend refuses): a fault of ours.

@@ -5,7 +5,6 @@
 
 pub mod assertion;
 pub mod bearer;
-pub mod email;
 pub mod jwt;
 pub mod keys;
 pub mod password;
@@ -19,6 +18,7 @@ use std::time::SystemTime;
 
 use http::HeaderMap;
 
+use crate::account::{Role, UserId};
 use bearer::BearerError;
 use jwt::{AccessClaims, TokenError, TokenVerifier};
 use revocation::RevocationList;
@@ -36,25 +36,33 @@ pub enum AuthError {
     Revoked,
 }
 
-/// The verified caller of a request.
+/// The verified caller of a request. Its user id and role carry the header
+/// values the proxy injects as they are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
-    pub user_id: String,
-    pub role: String,
+    pub user_id: UserId,
+    pub role: Role,
     /// The session this token belongs to, when it came from a login.
     pub session: Option<String>,
     /// The signed identity assertion for the route, when it asks for one.
     pub assertion: Option<http::HeaderValue>,
 }
 
-impl From<AccessClaims> for Identity {
-    fn from(claims: AccessClaims) -> Self {
-        Self {
-            user_id: claims.sub,
-            role: claims.role,
+impl TryFrom<AccessClaims> for Identity {
+    type Error = TokenError;
+
+    /// A signed token whose `sub` or `role` cannot be written as a header is
+    /// refused here: forwarded without its identity header, the request
+    /// would look anonymous to a backend.
+    fn try_from(claims: AccessClaims) -> Result<Self, TokenError> {
+        let user_id = UserId::parse(&claims.sub).map_err(|_| TokenError::UnsafeSubject)?;
+        let role = Role::parse(&claims.role).map_err(|_| TokenError::UnsafeRole)?;
+        Ok(Self {
+            user_id,
+            role,
             session: claims.sid,
             assertion: None,
-        }
+        })
     }
 }
 
@@ -81,13 +89,16 @@ impl Authenticator {
     ) -> Result<Identity, AuthError> {
         let token = bearer::token(headers)?;
         let claims = self.verifier.verify(token, now)?;
-        if !self
-            .revocations
-            .allows(&claims.sub, claims.ver, claims.sid.as_deref())
-        {
+        let version = claims.ver;
+        let identity = Identity::try_from(claims)?;
+        if !self.revocations.allows(
+            identity.user_id.as_str(),
+            version,
+            identity.session.as_deref(),
+        ) {
             return Err(AuthError::Revoked);
         }
-        Ok(Identity::from(claims))
+        Ok(identity)
     }
 
     pub fn verifier(&self) -> &TokenVerifier {

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use super::email::canonical_email;
+use crate::account::Email;
 use crate::config::ThrottleConfig;
 
 /// Registrations are counted over a fixed hour.
@@ -43,7 +43,8 @@ pub struct AccountKey([u8; 32]);
 
 impl AccountKey {
     pub fn from_input(email: &str) -> Self {
-        let text = canonical_email(email).unwrap_or_else(|_| email.trim().to_lowercase());
+        let text =
+            Email::parse(email).map_or_else(|_| email.trim().to_lowercase(), Email::into_string);
         Self(Sha256::digest(text.as_bytes()).into())
     }
 }

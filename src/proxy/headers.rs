@@ -164,15 +164,11 @@ pub fn prepare_request_headers(
     set_forwarded(headers, client);
     headers.remove(header::HOST);
     if let Some(identity) = identity {
-        // User ids and roles are checked at creation to be header-safe; a
-        // value that somehow is not gets the request refused upstream-side
-        // by omission rather than a panic here.
-        if let Ok(value) = HeaderValue::from_str(&identity.user_id) {
-            headers.insert(names.user_id.clone(), value);
-        }
-        if let Ok(value) = HeaderValue::from_str(&identity.role) {
-            headers.insert(names.role.clone(), value);
-        }
+        // Header values by construction: authentication refuses a token
+        // whose user id or role is not one.
+        let user_id = identity.user_id.header_value().clone();
+        headers.insert(names.user_id.clone(), user_id);
+        headers.insert(names.role.clone(), identity.role.header_value().clone());
         // Any client copy went with the scrub above: only the gateway's stays.
         if let Some(assertion) = &identity.assertion {
             headers.insert(names.assertion.clone(), assertion.clone());

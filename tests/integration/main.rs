@@ -13,6 +13,7 @@ mod edge;
 mod flood;
 mod forged_tokens;
 mod hardening;
+mod inputs;
 mod keys;
 mod limits;
 mod operations;
