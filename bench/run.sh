@@ -675,22 +675,30 @@ for round in $(seq "$ROUNDS"); do
         port=${rest%%:*} token=${rest#*:}
         raw=$OUT/raw/alg.$name.r$round.txt
         show_cmd taskset -c "$LOAD_CPUS" wrk -t"$WRK_THREADS" -c64 -d"${DURATION}s" --latency -H "Authorization: Bearer \$${name}_TOKEN" "https://127.0.0.1:$port/"
+        pid=$AG_PID
+        [[ $name != HS256 ]] && pid=$ALG_PID
+        before=$(cpu_ticks "$pid")
         taskset -c "$LOAD_CPUS" wrk -t"$WRK_THREADS" -c64 -d"${DURATION}s" --latency -H "Authorization: Bearer $token" "https://127.0.0.1:$port/" >"$raw" 2>&1 \
             || say "warning: wrk exited non-zero ($raw)"
-        rps=$(python3 -c 'import json,sys; sys.path.insert(0, sys.argv[1]); import report; r = report.parse_wrk(sys.argv[2]); print("%.0f %d" % (r["rps"] or 0, r["non2xx"]))' "$BENCH" "$raw")
-        say "round $round: $name ${rps% *} req/s (non-2xx ${rps#* })"
-        echo "$name $round ${rps% *}" >>"$OUT/algorithms.txt"
+        after=$(cpu_ticks "$pid")
+        # The gateway's own CPU per request: less disturbed by other
+        # processes on a shared machine than the request rate.
+        read -r rps non2xx cpu_us < <(python3 -c 'import sys; sys.path.insert(0, sys.argv[1]); import report; r = report.parse_wrk(sys.argv[2]); n = r["requests"] or 1; print("%.0f %d %.1f" % (r["rps"] or 0, r["non2xx"], (int(sys.argv[4]) - int(sys.argv[3])) / int(sys.argv[5]) * 1e6 / n))' "$BENCH" "$raw" "$before" "$after" "$CLK_TCK")
+        say "round $round: $name $rps req/s, $cpu_us µs CPU/req (non-2xx $non2xx)"
+        echo "$name $round $rps $cpu_us" >>"$OUT/algorithms.txt"
         sleep 1
     done
 done
-read -r HS_MEDIAN ALG_MEDIAN ALG_RATIO < <(python3 -c '
+read -r HS_MEDIAN ALG_MEDIAN ALG_RATIO HS_CPU ALG_CPU CPU_RATIO < <(python3 -c '
 import statistics, sys
 rows = [line.split() for line in open(sys.argv[1]) if line.strip()]
-hs = statistics.median(float(r[2]) for r in rows if r[0] == "HS256")
-alg = statistics.median(float(r[2]) for r in rows if r[0] == sys.argv[2])
-print(f"{hs:.0f} {alg:.0f} {alg / hs if hs else 0:.3f}")' "$OUT/algorithms.txt" "$COMPARE_ALG")
-say "HTTP/1.1 keep-alive, 64 conns, median of $ROUNDS: HS256 $HS_MEDIAN req/s, $COMPARE_ALG $ALG_MEDIAN req/s; $COMPARE_ALG/HS256 = ${ALG_RATIO}× (target ≥ 0.95×)"
+med = lambda name, col: statistics.median(float(r[col]) for r in rows if r[0] == name)
+hs, alg = med("HS256", 2), med(sys.argv[2], 2)
+hs_cpu, alg_cpu = med("HS256", 3), med(sys.argv[2], 3)
+print(f"{hs:.0f} {alg:.0f} {alg / hs if hs else 0:.3f} {hs_cpu:.1f} {alg_cpu:.1f} {alg_cpu / hs_cpu if hs_cpu else 0:.3f}")' "$OUT/algorithms.txt" "$COMPARE_ALG")
+say "HTTP/1.1 keep-alive, 64 conns, median of $ROUNDS: HS256 $HS_MEDIAN req/s ($HS_CPU µs CPU/req), $COMPARE_ALG $ALG_MEDIAN req/s ($ALG_CPU µs CPU/req); $COMPARE_ALG/HS256 req/s = ${ALG_RATIO}× (target ≥ 0.95×), CPU per request = ${CPU_RATIO}×"
 mem_row "$COMPARE_ALG/HS256 req/s, h1 64 conns (target ≥ 0.95×)" "${ALG_RATIO}× ($ALG_MEDIAN vs $HS_MEDIAN req/s)" "-" "median of $ROUNDS × ${DURATION}s, order alternated; verified-token cache"
+mem_row "$COMPARE_ALG/HS256 gateway CPU per request" "${CPU_RATIO}× ($ALG_CPU vs $HS_CPU µs)" "-" "same runs; less disturbed by other processes than req/s"
 kill "$ALG_PID" 2>/dev/null || true
 fi
 
