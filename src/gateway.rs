@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use std::time::{Duration, SystemTime};
 
+use tokio_util::sync::CancellationToken;
+
 use crate::api::Accounts;
 use crate::auth::jwt::{TokenIssuer, TokenVerifier};
 use crate::auth::keys::KeyRing;
@@ -14,9 +16,11 @@ use crate::auth::revocation::RevocationList;
 use crate::auth::sessions;
 use crate::auth::Authenticator;
 use crate::config::Config;
+use crate::observe::Observability;
 use crate::proxy::Proxy;
 use crate::router::Router;
 use crate::store::{SledStore, Store, StoreError};
+use crate::tasks::Tasks;
 
 pub struct Gateway {
     config: Arc<Config>,
@@ -28,6 +32,7 @@ pub struct Gateway {
     proxy: Proxy,
     revocations: Arc<RevocationList>,
     accounts: Accounts,
+    observability: Observability,
 }
 
 /// How often expired sessions and stale revocations are swept.
@@ -35,12 +40,14 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    #[error("invalid [server] identity_header_prefix: {0}")]
-    IdentityPrefix(#[from] http::header::InvalidHeaderName),
+    #[error(transparent)]
+    Proxy(#[from] crate::proxy::ProxySetupError),
     #[error("cannot open the store ([store] path): {0}")]
     Store(#[from] StoreError),
     #[error("cannot start password hashing ([auth.password]): {0}")]
     Password(#[from] PasswordError),
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
 }
 
 impl Gateway {
@@ -65,11 +72,14 @@ impl Gateway {
         )?;
         let verifier = TokenVerifier::with_keys(&config.tokens, Arc::clone(&keys));
         let issuer = Arc::new(TokenIssuer::with_keys(&config.tokens, Arc::clone(&keys)));
-        let proxy = Proxy::new(
+        let mut proxy = Proxy::new(
             &config.server.identity_header_prefix,
             config.server.body_read_timeout,
+            &config.routes,
         )?;
         let passwords = PasswordPool::new(&config.auth.password)?;
+        let observability = Observability::new(&config)?;
+        proxy.count_tunnels_in(observability.metrics().tunnels());
         let accounts = Accounts::new(
             &config,
             store,
@@ -77,7 +87,8 @@ impl Gateway {
             Arc::clone(&issuer),
             Arc::clone(&revocations),
             revocation_window,
-        );
+        )
+        .with_audit(Arc::clone(observability.audit()));
         Ok(Self {
             router: Router::new(&config.routes),
             authenticator: Authenticator::new(verifier, Arc::clone(&revocations)),
@@ -86,29 +97,41 @@ impl Gateway {
             proxy,
             revocations,
             accounts,
+            observability,
             config: Arc::new(config),
         })
     }
 
-    /// Sweeps expired sessions in the background until the returned handle
-    /// is aborted.
-    pub fn spawn_maintenance(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+    /// Sweeps expired sessions and runs the upstream health checks in the
+    /// background, on `tasks`, until `stop` is cancelled; a sweep under way
+    /// finishes first.
+    pub fn spawn_maintenance(self: &Arc<Self>, tasks: &Tasks, stop: CancellationToken) {
         let gateway = Arc::clone(self);
-        tokio::spawn(async move {
+        let blocking = tasks.clone();
+        tasks.spawn(async move {
+            // Owned by this task: when it returns at shutdown, dropping the
+            // set aborts every health check with it.
+            let mut health_checks = tokio::task::JoinSet::new();
+            gateway.proxy.spawn_health_checks(&mut health_checks);
             let mut ticks = tokio::time::interval(SWEEP_INTERVAL);
             loop {
-                ticks.tick().await;
+                tokio::select! {
+                    biased;
+                    () = stop.cancelled() => return,
+                    _ = ticks.tick() => {}
+                }
                 let gateway = Arc::clone(&gateway);
                 let lifetime = gateway.accounts.revocation_window();
-                let swept = tokio::task::spawn_blocking(move || {
-                    gateway.accounts.sweep(lifetime, SystemTime::now());
-                })
-                .await;
+                let swept = blocking
+                    .spawn_blocking(move || {
+                        gateway.accounts.sweep(lifetime, SystemTime::now());
+                    })
+                    .await;
                 if let Err(err) = swept {
                     tracing::error!(error = %err, "session sweep task failed");
                 }
             }
-        })
+        });
     }
 
     pub fn config(&self) -> &Config {
@@ -150,6 +173,17 @@ impl Gateway {
     /// True for paths served by the account endpoints (`/auth` and below).
     pub fn is_account_path(&self, path: &str) -> bool {
         crate::router::prefix_matches(&self.config.auth.path_prefix, path)
+    }
+
+    /// Metrics, audit trail and the admin listener's state.
+    pub fn observability(&self) -> &Observability {
+        &self.observability
+    }
+
+    /// Binds the admin listener (`[admin] listen`), before the gateway is shared.
+    pub fn bind_admin(&mut self) -> std::io::Result<()> {
+        let config = Arc::clone(&self.config);
+        self.observability.bind(&config)
     }
 
     pub fn accounts(&self) -> &Accounts {

@@ -31,9 +31,13 @@
 //! one place.
 //! What names an account (email, role, user id, a new password) is parsed
 //! once where it enters, into the types of [`account`], and passed inward.
+//! Every task `serve` starts (connections, HTTP/2 streams, WebSocket tunnels,
+//! maintenance) runs on one [`tasks::Tasks`] set, so shutdown waits for all.
 
 pub mod account;
+pub mod admin;
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod body;
 pub mod cli;
@@ -43,6 +47,7 @@ pub mod gateway;
 pub mod key_reload;
 #[cfg(test)]
 mod module_graph;
+pub mod observe;
 pub mod path;
 pub mod private_files;
 pub mod proxy;
@@ -50,6 +55,8 @@ pub mod router;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod tasks;
+pub mod timestamp;
 pub mod tls;
 
 use std::future::Future;
@@ -74,6 +81,12 @@ pub enum StartupError {
     Tls(#[from] tls::TlsError),
     #[error(transparent)]
     Build(#[from] gateway::BuildError),
+    #[error("cannot listen on {addr} ([admin] listen): {source}")]
+    AdminBind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot listen on {addr} ([server] listen): {source}")]
     Bind {
         addr: std::net::SocketAddr,
@@ -117,7 +130,13 @@ pub fn prepare(
     }
     let store_path = config.store.path.clone();
     let key_path = config.server.tls_key.clone();
-    let gateway = gateway::Gateway::build(config, Arc::clone(&keys))?;
+    let admin_listen = config.admin.listen;
+    let mut gateway = gateway::Gateway::build(config, Arc::clone(&keys))?;
+    if let Some(addr) = admin_listen {
+        gateway
+            .bind_admin()
+            .map_err(|source| StartupError::AdminBind { addr, source })?;
+    }
     // After the build, so the database directory exists to be checked.
     match keys.source() {
         KeySource::Secret(SecretOrigin::File(path) | SecretOrigin::GeneratedForDev(path)) => {

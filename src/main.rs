@@ -12,22 +12,31 @@ use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
 use authgate::account::{Email, NewPassword, Role, UserId};
+use authgate::audit::{Audit, AuditEvent, AuditKind};
 use authgate::auth::password::PasswordPool;
 use authgate::cli::{Cli, Command, UserCommand};
-use authgate::config::Config;
+use authgate::config::{Config, LogFormat};
 use authgate::service::error_chain;
 use authgate::store::{SledStore, Store, User};
+use authgate::timestamp::utc_timestamp;
 use authgate::StartupError;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Held until exit: dropping it flushes the log lines still queued.
-    let _log_flush = init_tracing();
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(&cli.config),
-        Command::Token { sub, role } => token(&cli.config, &sub, &role),
-        Command::User { command } => user(&cli.config, command),
-        Command::Keys { command } => authgate::cli::keys::run(&cli.config, command),
+        Command::Token { sub, role } => {
+            let _log_flush = init_tracing(LogFormat::Text);
+            token(&cli.config, &sub, &role)
+        }
+        Command::User { command } => {
+            let _log_flush = init_tracing(LogFormat::Text);
+            user(&cli.config, command)
+        }
+        Command::Keys { command } => {
+            let _log_flush = init_tracing(LogFormat::Text);
+            authgate::cli::keys::run(&cli.config, command)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -40,8 +49,11 @@ fn main() -> ExitCode {
 
 /// Logs go to stderr through a writer thread, so a request never waits on
 /// the terminal or a pipe; when the queue is full, callers wait rather than
-/// lines being dropped.
-fn init_tracing() -> tracing_appender::non_blocking::WorkerGuard {
+/// lines being dropped. `format` is `[log] format`: JSON puts each event's
+/// fields at the top level of one object per line, with the request span's
+/// fields (method, peer, route, user) under `span`. Dropping the guard
+/// flushes the lines still queued.
+fn init_tracing(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = EnvFilter::try_from_env("AUTHGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
@@ -50,16 +62,25 @@ fn init_tracing() -> tracing_appender::non_blocking::WorkerGuard {
         .buffered_lines_limit(16 * 1024)
         .thread_name("authgate-log")
         .finish(std::io::stderr());
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(writer)
-        .with_ansi(ansi)
-        .init();
+        .with_writer(writer);
+    match format {
+        LogFormat::Text => builder.with_ansi(ansi).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
     guard
 }
 
 fn serve(config_path: &std::path::Path) -> Result<(), String> {
     let config = Config::load(config_path).map_err(|e| error_chain(&e))?;
+    // After the config, which names the format; held until serving ends.
+    let _log_flush = init_tracing(config.log.format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -123,6 +144,11 @@ fn token(config_path: &std::path::Path, sub: &str, role: &str) -> Result<(), Str
 fn user(config_path: &Path, command: UserCommand) -> Result<(), String> {
     let config = Config::load(config_path).map_err(|e| error_chain(&e))?;
     let open = || SledStore::open(&config.store.path).map_err(|e| error_chain(&e));
+    // Operator changes are security events like the endpoints' own.
+    let audit = match &config.log.audit_file {
+        Some(path) => Audit::open(path).map_err(|e| error_chain(&e))?,
+        None => Audit::disabled(),
+    };
     // The flush group and the password pool answer through tokio.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -133,32 +159,40 @@ fn user(config_path: &Path, command: UserCommand) -> Result<(), String> {
             let email = email_arg(&email)?;
             let role = role_arg(&role)?;
             let store = open()?;
-            runtime.block_on(add_user(&config, &store, email, role))
+            runtime.block_on(add_user(&config, &store, &audit, email, role))
         }
         UserCommand::List => list_users(&open()?),
         UserCommand::SetRole { email, role } => {
             let email = email_arg(&email)?;
             let role = role_arg(&role)?;
-            runtime.block_on(set_role(&open()?, &email, &role))
+            runtime.block_on(set_role(&open()?, &audit, &email, &role))
         }
         UserCommand::Delete { email } => {
             let email = email_arg(&email)?;
-            runtime.block_on(delete_user(&open()?, &email))
+            runtime.block_on(delete_user(&open()?, &audit, &email))
         }
         UserCommand::RevokeSessions { email } => {
             let email = email_arg(&email)?;
-            runtime.block_on(revoke_sessions(&open()?, &email))
+            runtime.block_on(revoke_sessions(&open()?, &audit, &email))
         }
     }
 }
 
-async fn set_role(store: &SledStore, email: &Email, role: &Role) -> Result<(), String> {
+async fn set_role(
+    store: &SledStore,
+    audit: &Audit,
+    email: &Email,
+    role: &Role,
+) -> Result<(), String> {
     let found = existing(store, email)?;
     let updated = store
         .set_role(&found.id, role.as_str())
         .map_err(|e| error_chain(&e))?
         .ok_or_else(|| no_such_user(email))?;
     flush(store).await?;
+    audit
+        .record(cli_event(AuditKind::RoleChange, &updated).detail(&updated.role))
+        .await;
     println!(
         "role of {email} changed from {} to {}; its existing tokens are refused",
         found.role, updated.role
@@ -166,18 +200,21 @@ async fn set_role(store: &SledStore, email: &Email, role: &Role) -> Result<(), S
     Ok(())
 }
 
-async fn delete_user(store: &SledStore, email: &Email) -> Result<(), String> {
+async fn delete_user(store: &SledStore, audit: &Audit, email: &Email) -> Result<(), String> {
     let found = existing(store, email)?;
     store
         .delete_user(&found.id, unix_now())
         .map_err(|e| error_chain(&e))?
         .ok_or_else(|| no_such_user(email))?;
     flush(store).await?;
+    audit
+        .record(cli_event(AuditKind::UserDeletion, &found))
+        .await;
     println!("deleted user {} ({email}) and all its sessions", found.id);
     Ok(())
 }
 
-async fn revoke_sessions(store: &SledStore, email: &Email) -> Result<(), String> {
+async fn revoke_sessions(store: &SledStore, audit: &Audit, email: &Email) -> Result<(), String> {
     let found = existing(store, email)?;
     let revoked = store
         .revoke_user_families(&found.id, None, unix_now())
@@ -189,6 +226,7 @@ async fn revoke_sessions(store: &SledStore, email: &Email) -> Result<(), String>
         .map_err(|e| error_chain(&e))?
         .ok_or_else(|| no_such_user(email))?;
     flush(store).await?;
+    audit.record(cli_event(AuditKind::LogoutAll, &found)).await;
     println!(
         "revoked {} session(s) of {email}; its access tokens are refused",
         revoked.len()
@@ -199,6 +237,7 @@ async fn revoke_sessions(store: &SledStore, email: &Email) -> Result<(), String>
 async fn add_user(
     config: &Config,
     store: &SledStore,
+    audit: &Audit,
     email: Email,
     role: Role,
 ) -> Result<(), String> {
@@ -228,6 +267,9 @@ async fn add_user(
     };
     store.create_user(&user).map_err(|e| error_chain(&e))?;
     flush(store).await?;
+    audit
+        .record(cli_event(AuditKind::Registration, &user))
+        .await;
     println!(
         "created user {} ({}) with role {}",
         user.id, user.email, user.role
@@ -261,6 +303,14 @@ fn list_users(store: &SledStore) -> Result<(), String> {
             _ => return Ok(()),
         }
     }
+}
+
+/// An event an operator caused from the command line, about `user`.
+fn cli_event(kind: AuditKind, user: &User) -> AuditEvent<'_> {
+    AuditEvent::new(kind, SystemTime::now())
+        .user(&user.id)
+        .email(&user.email)
+        .actor("cli")
 }
 
 fn email_arg(email: &str) -> Result<Email, String> {
@@ -313,45 +363,4 @@ fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_secs())
-}
-
-/// `YYYY-MM-DDTHH:MM:SSZ` for unix seconds, without a date crate (the
-/// days-to-civil algorithm from Howard Hinnant's "chrono-Compatible
-/// Low-Level Date Algorithms").
-fn utc_timestamp(unix: u64) -> String {
-    let days = unix / 86_400;
-    let seconds = unix % 86_400;
-    let shifted = days + 719_468; // days since 0000-03-01
-    let era = shifted / 146_097;
-    let day_of_era = shifted % 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153; // 0 = March
-    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    };
-    let year = year_of_era + era * 400 + u64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        seconds / 3_600,
-        seconds % 3_600 / 60,
-        seconds % 60
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn timestamps_are_utc_dates() {
-        assert_eq!(utc_timestamp(0), "1970-01-01T00:00:00Z");
-        assert_eq!(utc_timestamp(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(utc_timestamp(1_709_210_096), "2024-02-29T12:34:56Z");
-        assert_eq!(utc_timestamp(4_102_444_799), "2099-12-31T23:59:59Z");
-    }
 }

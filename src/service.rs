@@ -6,7 +6,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use http::header::{HOST, UPGRADE};
 use http::{Method, Request, Response, Version};
@@ -14,12 +14,14 @@ use hyper::body::Incoming;
 use tracing::Instrument;
 
 use crate::api::AccountOutcome;
+use crate::audit::{self, RequestContext};
 use crate::auth::keys::{KeySet, JWKS_MAX_AGE_SECS, JWKS_PATH};
 use crate::auth::Identity;
 use crate::body::ResponseBody;
 use crate::config::{RouteAuth, RouteConfig};
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
+use crate::observe::metrics::AccountAction;
 use crate::path;
 use crate::proxy::client_addr::client_address;
 use crate::proxy::headers::ClientSide;
@@ -41,6 +43,10 @@ struct Outcome {
     /// The request went to the account endpoints rather than a route.
     account: bool,
     user: Option<String>,
+    /// The account endpoint, for the outcome metrics.
+    action: Option<AccountAction>,
+    /// How long the upstream took to answer, when it was asked.
+    upstream: Option<Duration>,
 }
 
 impl Outcome {
@@ -61,6 +67,7 @@ pub async fn handle(
 ) -> Result<Response<ResponseBody>, Infallible> {
     let started = Instant::now();
     let method = request.method().clone();
+    let grpc = crate::error::is_grpc(request.headers());
     let mut outcome = Outcome::default();
     // Every line logged while serving this request carries these fields;
     // route and user are filled in once decided.
@@ -74,6 +81,8 @@ pub async fn handle(
     let result = dispatch(&gateway, connection, request, &mut outcome)
         .instrument(span.clone())
         .await;
+    let metrics = gateway.observability().metrics();
+    metrics.record_result(&result, outcome.action);
     let response = match result {
         Ok(response) => response,
         Err(err) => {
@@ -83,9 +92,12 @@ pub async fn handle(
             } else {
                 tracing::debug!(reason = %err, "request refused");
             }
-            err.into_response()
+            err.into_response_for(grpc)
         }
     };
+    let status = response.status();
+    let (route, upstream) = (outcome.route.as_deref(), outcome.upstream);
+    metrics.record_request(route, outcome.account, status, started.elapsed(), upstream);
     if gateway.access_log() {
         tracing::info!(
             target: "authgate::access",
@@ -139,17 +151,23 @@ async fn dispatch(
         outcome.account = true;
         let sub_path = gateway.account_sub_path(decided.as_str());
         let mut account = AccountOutcome::default();
-        let result = gateway
-            .accounts()
-            .handle(
+        let context = RequestContext {
+            client: client_addr,
+            request_id: None,
+        };
+        let result = audit::in_request(
+            context,
+            gateway.accounts().handle(
                 request,
                 sub_path,
                 client_addr,
                 gateway.authenticator(),
                 now,
                 &mut account,
-            )
-            .await;
+            ),
+        )
+        .await;
+        outcome.action = account.action;
         if let Some(user) = &account.user {
             tracing::Span::current().record("user", tracing::field::display(user));
         }
@@ -206,10 +224,13 @@ async fn dispatch(
         client: client_addr,
         host: host_header.as_deref(),
     };
-    gateway
+    let asked = Instant::now();
+    let result = gateway
         .proxy()
         .forward(request, route, &decided, identity.as_ref(), &client)
-        .await
+        .await;
+    outcome.upstream = Some(asked.elapsed());
+    result
 }
 
 /// The signed identity assertion for `route`, reused while fresh.

@@ -13,10 +13,11 @@ use super::views::{Credentials, PasswordChange, RefreshBody, SessionView, UserVi
 use super::Accounts;
 use crate::account::new_password::MAX_PASSWORD_BYTES;
 use crate::account::{Email, NewPassword};
+use crate::audit::{AuditEvent, AuditKind};
 use crate::auth::jwt::unix_seconds;
 use crate::auth::password::PasswordError;
 use crate::auth::sessions::cookies::REFRESH_COOKIE;
-use crate::auth::sessions::{csrf_matches, IssuedSession};
+use crate::auth::sessions::{csrf_matches, IssuedSession, SessionError};
 use crate::auth::throttle::AccountKey;
 use crate::auth::Identity;
 use crate::body::ResponseBody;
@@ -70,6 +71,13 @@ impl Accounts {
         }
         let session = self.sessions.start(user, now)?;
         self.flush().await?;
+        self.audit
+            .record(
+                AuditEvent::new(AuditKind::Registration, now)
+                    .user(&session.user.id)
+                    .email(&session.user.email),
+            )
+            .await;
         self.session_response(StatusCode::CREATED, &session)
     }
 
@@ -109,7 +117,9 @@ impl Accounts {
                 .verify_dummy(credentials.password)
                 .await
                 .map_err(super::password_error)?;
-            attempt.failed(Instant::now());
+            let locked = attempt.failed(Instant::now());
+            self.audit_login_failure(None, email.as_ref().map(Email::as_str), locked, None)
+                .await;
             return Err(GatewayError::InvalidCredentials);
         };
         let verdict = self
@@ -118,7 +128,9 @@ impl Accounts {
             .await
             .map_err(super::password_error)?;
         if !verdict.matches {
-            attempt.failed(Instant::now());
+            let locked = attempt.failed(Instant::now());
+            self.audit_login_failure(Some(&user.id), Some(&user.email), locked, None)
+                .await;
             return Err(GatewayError::InvalidCredentials);
         }
         attempt.succeeded();
@@ -144,6 +156,13 @@ impl Accounts {
         let user_id = user.id.clone();
         let session = self.sessions.start(user, SystemTime::now())?;
         self.flush().await?;
+        self.audit
+            .record(
+                AuditEvent::new(AuditKind::LoginSuccess, SystemTime::now())
+                    .user(&session.user.id)
+                    .email(&session.user.email),
+            )
+            .await;
         Ok((self.session_response(StatusCode::OK, &session)?, user_id))
     }
 
@@ -158,8 +177,12 @@ impl Accounts {
         let presented = self
             .presented_refresh_token(headers, body)?
             .ok_or(GatewayError::InvalidRefreshToken)?;
-        let session = self.sessions.rotate(&presented, SystemTime::now()).await?;
-        self.session_response(StatusCode::OK, &session)
+        let rotated = self.sessions.rotate(&presented, SystemTime::now()).await;
+        if matches!(rotated, Err(SessionError::Reused)) {
+            self.audit_session(AuditKind::RefreshReuseDetected, &presented)
+                .await;
+        }
+        self.session_response(StatusCode::OK, &rotated?)
     }
 
     pub(super) async fn logout(
@@ -178,6 +201,7 @@ impl Accounts {
             self.sessions
                 .revoke_family(&family, unix_seconds(SystemTime::now()))
                 .await?;
+            self.audit_session(AuditKind::Logout, &presented).await;
         }
         let mut response = no_content();
         clear_session_cookies(&mut response, &self.settings.path_prefix);
@@ -198,6 +222,13 @@ impl Accounts {
             .set_min_version(&user.id, user.token_version);
         self.sessions.revoke_user_sessions(&user.id, None, now)?;
         self.flush().await?;
+        self.audit
+            .record(
+                AuditEvent::new(AuditKind::LogoutAll, SystemTime::now())
+                    .user(&user.id)
+                    .email(&user.email),
+            )
+            .await;
         let mut response = no_content();
         clear_session_cookies(&mut response, &self.settings.path_prefix);
         Ok(response)
@@ -242,7 +273,14 @@ impl Accounts {
             .await
             .map_err(super::password_error)?;
         if !verdict.matches {
-            attempt.failed(Instant::now());
+            let locked = attempt.failed(Instant::now());
+            self.audit_login_failure(
+                Some(&user.id),
+                Some(&user.email),
+                locked,
+                Some("password change"),
+            )
+            .await;
             return Err(GatewayError::InvalidCredentials);
         }
         attempt.succeeded();
@@ -271,6 +309,13 @@ impl Accounts {
             unix_seconds(SystemTime::now()),
         )?;
         self.flush().await?;
+        self.audit
+            .record(
+                AuditEvent::new(AuditKind::PasswordChange, SystemTime::now())
+                    .user(&user.id)
+                    .email(&user.email),
+            )
+            .await;
         Ok(no_content())
     }
 

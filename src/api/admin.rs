@@ -1,5 +1,6 @@
 //! Administration of users (role `admin` only): list, show, change role,
 //! delete. Role changes and deletions take effect on the very next request.
+//! Each is audited with the administrator as its actor.
 
 use std::time::SystemTime;
 
@@ -11,7 +12,9 @@ use super::response::{json, no_content};
 use super::views::{RoleChange, UserPage, UserView};
 use super::Accounts;
 use crate::account::Role;
+use crate::audit::{AuditEvent, AuditKind};
 use crate::auth::jwt::unix_seconds;
+use crate::auth::Identity;
 use crate::body::ResponseBody;
 use crate::error::GatewayError;
 
@@ -20,8 +23,9 @@ const MAX_PAGE: usize = 500;
 
 impl Accounts {
     /// `GET /users?limit=N&after=ID`: users ordered by id, one page at a time.
-    pub(super) fn list_users(
+    pub(super) async fn list_users(
         &self,
+        admin: &Identity,
         query: Option<&str>,
     ) -> Result<Response<ResponseBody>, GatewayError> {
         let mut limit = DEFAULT_PAGE;
@@ -58,20 +62,39 @@ impl Accounts {
             },
             users: users.iter().map(UserView::from).collect(),
         };
+        self.audit
+            .record(
+                AuditEvent::new(AuditKind::AdminListUsers, SystemTime::now())
+                    .actor(admin.user_id.as_str()),
+            )
+            .await;
         json(StatusCode::OK, &page)
     }
 
-    pub(super) fn show_user(&self, id: &str) -> Result<Response<ResponseBody>, GatewayError> {
+    pub(super) async fn show_user(
+        &self,
+        admin: &Identity,
+        id: &str,
+    ) -> Result<Response<ResponseBody>, GatewayError> {
         let user = self
             .store
             .user_by_id(id)
             .map_err(GatewayError::internal)?
             .ok_or(GatewayError::UserNotFound)?;
+        self.audit
+            .record(
+                AuditEvent::new(AuditKind::AdminShowUser, SystemTime::now())
+                    .user(&user.id)
+                    .email(&user.email)
+                    .actor(admin.user_id.as_str()),
+            )
+            .await;
         json(StatusCode::OK, &UserView::from(&user))
     }
 
     pub(super) async fn change_role(
         &self,
+        admin: &Identity,
         id: &str,
         headers: &HeaderMap,
         body: &[u8],
@@ -88,11 +111,21 @@ impl Accounts {
         self.revocations
             .set_min_version(&user.id, user.token_version);
         self.flush().await?;
+        self.audit
+            .record(
+                AuditEvent::new(AuditKind::RoleChange, SystemTime::now())
+                    .user(&user.id)
+                    .email(&user.email)
+                    .actor(admin.user_id.as_str())
+                    .detail(&user.role),
+            )
+            .await;
         json(StatusCode::OK, &UserView::from(&user))
     }
 
     pub(super) async fn delete_user(
         &self,
+        admin: &Identity,
         id: &str,
     ) -> Result<Response<ResponseBody>, GatewayError> {
         let deleted = self
@@ -102,6 +135,14 @@ impl Accounts {
             .ok_or(GatewayError::UserNotFound)?;
         self.revocations.delete_user(&deleted.id);
         self.flush().await?;
+        self.audit
+            .record(
+                AuditEvent::new(AuditKind::UserDeletion, SystemTime::now())
+                    .user(&deleted.id)
+                    .email(&deleted.email)
+                    .actor(admin.user_id.as_str()),
+            )
+            .await;
         Ok(no_content())
     }
 }

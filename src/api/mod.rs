@@ -4,6 +4,7 @@
 
 mod account;
 mod admin;
+mod audit_events;
 pub mod request;
 pub mod response;
 pub mod views;
@@ -16,6 +17,7 @@ use http::{Method, Request, Response};
 use hyper::body::Incoming;
 
 use crate::account::Role;
+use crate::audit::Audit;
 use crate::auth::jwt::{unix_seconds, TokenIssuer};
 use crate::auth::password::{PasswordError, PasswordPool};
 use crate::auth::revocation::RevocationList;
@@ -25,6 +27,7 @@ use crate::auth::Authenticator;
 use crate::body::ResponseBody;
 use crate::config::{Config, Registration};
 use crate::error::GatewayError;
+use crate::observe::metrics::AccountAction;
 use crate::store::Store;
 
 /// Settings the endpoints read on every request.
@@ -49,12 +52,16 @@ pub struct Accounts {
     /// The longest lifetime a live access token can have, this run's or an
     /// earlier one's: what `auth::sessions::load_revocations` returned.
     revocation_window: Duration,
+    /// Security events, each durable before its answer is sent.
+    audit: Arc<Audit>,
 }
 
 /// What the access log should say about an account request.
 #[derive(Default)]
 pub struct AccountOutcome {
     pub user: Option<String>,
+    /// Which endpoint it was, for the outcome metrics.
+    pub action: Option<AccountAction>,
 }
 
 impl Accounts {
@@ -102,7 +109,19 @@ impl Accounts {
             throttle: Throttle::new(&config.auth.throttle),
             revocations,
             revocation_window,
+            audit: Arc::new(Audit::disabled()),
         }
+    }
+
+    /// Sends the security events of these endpoints to `audit`.
+    pub fn with_audit(mut self, audit: Arc<Audit>) -> Self {
+        self.audit = audit;
+        self
+    }
+
+    /// Password-hashing jobs waiting or running, for the metrics.
+    pub fn password_queue_depth(&self) -> usize {
+        self.passwords.queue_depth()
     }
 
     /// How long a revocation must last: the longest lifetime a live access
@@ -147,6 +166,7 @@ impl Accounts {
         let (parts, body) = request.into_parts();
         let method = parts.method.clone();
         let endpoint = Endpoint::parse(&method, sub_path)?;
+        outcome.action = Some(endpoint.action());
         // Bearer-authenticated endpoints check the token before reading a body.
         let identity = if endpoint.needs_bearer() {
             let identity = authenticator.authenticate(&parts.headers, now)?;
@@ -183,10 +203,12 @@ impl Accounts {
             (Endpoint::LogoutAll, Some(id)) => self.logout_all(id).await,
             (Endpoint::Me, Some(id)) => self.me(id),
             (Endpoint::Password, Some(id)) => self.change_password(id, headers, &body, peer).await,
-            (Endpoint::ListUsers, Some(_)) => self.list_users(parts.uri.query()),
-            (Endpoint::ShowUser(user), Some(_)) => self.show_user(user),
-            (Endpoint::ChangeRole(user), Some(_)) => self.change_role(user, headers, &body).await,
-            (Endpoint::DeleteUser(user), Some(_)) => self.delete_user(user).await,
+            (Endpoint::ListUsers, Some(id)) => self.list_users(id, parts.uri.query()).await,
+            (Endpoint::ShowUser(user), Some(id)) => self.show_user(id, user).await,
+            (Endpoint::ChangeRole(user), Some(id)) => {
+                self.change_role(id, user, headers, &body).await
+            }
+            (Endpoint::DeleteUser(user), Some(id)) => self.delete_user(id, user).await,
             (_, None) => Err(GatewayError::MissingToken),
         }
     }
@@ -251,6 +273,16 @@ impl<'a> Endpoint<'a> {
                     _ => Err(GatewayError::MethodNotAllowed),
                 }
             }
+        }
+    }
+
+    fn action(self) -> AccountAction {
+        match self {
+            Self::Register => AccountAction::Register,
+            Self::Login => AccountAction::Login,
+            Self::Refresh => AccountAction::Refresh,
+            Self::Password => AccountAction::Password,
+            _ => AccountAction::Other,
         }
     }
 

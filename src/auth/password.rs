@@ -4,6 +4,7 @@
 //! A bounded queue feeds the threads; when it is full a request is refused at
 //! once ([`PasswordError::Busy`], answered 503) rather than queued without end.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -50,6 +51,8 @@ pub struct PasswordPool {
     /// start: verifying against it costs what a real verification costs, so
     /// an unknown email cannot be told apart by timing.
     dummy: String,
+    /// Jobs accepted and not yet taken by a thread (the metrics' queue depth).
+    pending: Arc<AtomicUsize>,
 }
 
 /// Work for a thread. Deliberately not `Debug`: it holds a password.
@@ -88,18 +91,29 @@ impl PasswordPool {
         let dummy = hasher.hash(&hex_random())?;
         let (jobs, queue) = mpsc::sync_channel(config.hash_queue);
         let queue = Arc::new(Mutex::new(queue));
+        let pending = Arc::new(AtomicUsize::new(0));
         for n in 0..config.hash_workers.max(1) {
             let queue = Arc::clone(&queue);
+            let pending = Arc::clone(&pending);
             let hasher = hasher.clone();
             std::thread::Builder::new()
                 .name(format!("authgate-argon2-{n}"))
                 .spawn(move || {
                     yield_to_proxying();
-                    work(&queue, &hasher)
+                    work(&queue, &hasher, &pending)
                 })
                 .map_err(PasswordError::Spawn)?;
         }
-        Ok(Self { jobs, dummy })
+        Ok(Self {
+            jobs,
+            dummy,
+            pending,
+        })
+    }
+
+    /// Jobs waiting for a thread.
+    pub fn queue_depth(&self) -> usize {
+        self.pending.load(Ordering::Relaxed)
     }
 
     /// The PHC string of `password`, with a fresh random salt.
@@ -147,9 +161,14 @@ impl PasswordPool {
     /// Never waits: a full queue is an answer (503), not a reason to block
     /// an async worker.
     fn submit(&self, job: Job) -> Result<(), PasswordError> {
-        self.jobs.try_send(job).map_err(|error| match error {
-            TrySendError::Full(_) => PasswordError::Busy,
-            TrySendError::Disconnected(_) => PasswordError::Stopped,
+        // Counted before the send, so a worker's decrement never comes first.
+        self.pending.fetch_add(1, Ordering::Relaxed);
+        self.jobs.try_send(job).map_err(|error| {
+            self.pending.fetch_sub(1, Ordering::Relaxed);
+            match error {
+                TrySendError::Full(_) => PasswordError::Busy,
+                TrySendError::Disconnected(_) => PasswordError::Stopped,
+            }
         })
     }
 }
@@ -225,13 +244,16 @@ fn yield_to_proxying() {
     }
 }
 
-fn work(queue: &Mutex<Receiver<Job>>, hasher: &Hasher) {
+fn work(queue: &Mutex<Receiver<Job>>, hasher: &Hasher, pending: &AtomicUsize) {
     loop {
         // Idle threads queue on the lock; the one holding it waits for a job.
         let next = queue.lock().unwrap_or_else(PoisonError::into_inner).recv();
         let Ok(job) = next else {
             return;
         };
+        // Taken before any answer is sent, so an answered caller never
+        // still counts as waiting.
+        pending.fetch_sub(1, Ordering::Relaxed);
         match job {
             Job::Hash { password, reply } => {
                 // The caller gave up (client gone): skip the expensive part.
@@ -340,14 +362,17 @@ mod tests {
         })
         .unwrap();
         running.recv().unwrap();
+        assert_eq!(pool.queue_depth(), 0, "a running job is not waiting");
         // The worker is held; one job fits in the queue, the next does not.
         let queued = pool.submit_hash("first".to_owned()).unwrap();
         assert!(matches!(
             pool.hash("second".to_owned()).await,
             Err(PasswordError::Busy)
         ));
+        assert_eq!(pool.queue_depth(), 1, "a refused job does not count");
         release.send(()).unwrap();
         assert!(queued.await.unwrap().is_ok());
+        assert_eq!(pool.queue_depth(), 0);
         assert!(pool.hash("third".to_owned()).await.is_ok());
     }
 

@@ -9,15 +9,16 @@ mod cidr;
 mod count;
 mod duration;
 mod file;
+mod observe;
 pub mod secret;
+pub mod upstream;
 
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use http::uri::{Authority, Scheme};
-use http::Uri;
+use http::uri::Authority;
 use jsonwebtoken::Algorithm;
 
 use crate::account::Role;
@@ -27,6 +28,8 @@ use count::CountIn;
 pub use duration::{ConfigDuration, DurationIn};
 use file::{FileConfig, RouteFile};
 pub use file::{Registration, RouteAuth};
+pub use observe::{AdminConfig, LogConfig, LogFormat};
+pub use upstream::{Balance, Upstream, UpstreamProtocol, UpstreamSet};
 
 /// The whole gateway configuration, validated.
 #[derive(Debug, Clone)]
@@ -39,6 +42,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Routes in the order they were written; the router orders them for matching.
     pub routes: Vec<RouteConfig>,
+    pub admin: AdminConfig,
+    pub log: LogConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -138,6 +143,8 @@ pub struct ThrottleConfig {
 
 #[derive(Debug, Clone)]
 pub struct RouteConfig {
+    /// Position in the file: finds per-route state (metrics) without a lookup.
+    pub index: usize,
     pub name: String,
     /// Always starts with `/`.
     pub path_prefix: String,
@@ -154,19 +161,6 @@ pub struct RouteConfig {
     pub websocket: bool,
     /// Send the backend a signed identity assertion (`<prefix>assertion`).
     pub identity_assertion: bool,
-}
-
-/// Where a route sends its traffic.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Upstream {
-    /// The built-in echo service: answers with what it received, as JSON.
-    Echo,
-    Http {
-        scheme: Scheme,
-        authority: Authority,
-        /// Prepended to the forwarded path; empty or without a trailing slash.
-        base_path: String,
-    },
 }
 
 /// A configuration problem, located in its file.
@@ -257,6 +251,8 @@ fn build(raw: FileConfig, at: &Locator) -> Result<Config, ConfigError> {
     let server = build_server(raw.server, at)?;
     let tokens = build_tokens(raw.tokens, at)?;
     let auth = build_auth(raw.auth, at)?;
+    let admin = observe::build_admin(raw.admin, at)?;
+    let log = observe::build_log(raw.log);
     let store = StoreConfig {
         path: raw
             .store
@@ -305,6 +301,8 @@ fn build(raw: FileConfig, at: &Locator) -> Result<Config, ConfigError> {
         store,
         auth,
         routes,
+        admin,
+        log,
     })
 }
 
@@ -500,6 +498,7 @@ fn build_route(
     if raw.name.trim().is_empty() {
         return Err(fail("name", "must not be empty".to_owned()));
     }
+    let upstream = upstream::build(&raw).map_err(|(field, message)| fail(field, message))?;
     let prefix_span = raw.path_prefix.span();
     let path_prefix = raw.path_prefix.into_inner();
     check_path_prefix(&path_prefix)
@@ -514,7 +513,6 @@ fn build_route(
             Some(normalized)
         }
     };
-    let upstream = parse_upstream(&raw.upstream).map_err(|message| fail("upstream", message))?;
     if raw.identity_assertion && raw.auth == RouteAuth::Public {
         return Err(fail(
             "identity_assertion",
@@ -548,6 +546,7 @@ fn build_route(
         })
         .transpose()?;
     Ok(RouteConfig {
+        index,
         name: raw.name,
         path_prefix,
         host,
@@ -607,36 +606,6 @@ fn check_path_prefix(prefix: &str) -> Result<(), String> {
 /// Host names compare case-insensitively and without a trailing dot (RFC 9110 §4.2.3).
 pub fn normalize_host(host: &str) -> String {
     host.trim().trim_end_matches('.').to_ascii_lowercase()
-}
-
-fn parse_upstream(text: &str) -> Result<Upstream, String> {
-    if text == "builtin:echo" {
-        return Ok(Upstream::Echo);
-    }
-    let uri: Uri = text
-        .parse()
-        .map_err(|_| format!("{text:?} is not a URL such as \"http://127.0.0.1:9000\""))?;
-    let scheme = uri
-        .scheme()
-        .cloned()
-        .ok_or_else(|| format!("{text:?} needs a scheme: \"http://...\""))?;
-    if scheme != Scheme::HTTP {
-        return Err(format!(
-            "{text:?}: only http:// upstreams (or \"builtin:echo\") are supported"
-        ));
-    }
-    let authority = uri
-        .authority()
-        .cloned()
-        .ok_or_else(|| format!("{text:?} has no host"))?;
-    if uri.query().is_some() {
-        return Err(format!("{text:?} must not have a query"));
-    }
-    Ok(Upstream::Http {
-        scheme,
-        authority,
-        base_path: uri.path().trim_end_matches('/').to_owned(),
-    })
 }
 
 #[cfg(test)]

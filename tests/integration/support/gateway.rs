@@ -13,6 +13,7 @@ use authgate::auth::jwt::unix_seconds;
 use authgate::auth::keys::dir::KeyDir;
 use authgate::auth::keys::material::parse_algorithm;
 use authgate::config::Config;
+use authgate::server::{ConnectionSlots, Server};
 use tempfile::TempDir;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -33,6 +34,9 @@ pub struct GatewayOptions {
     /// algorithm (as `authgate keys generate --activate` leaves it) instead
     /// of the `secret_file` HMAC shortcut.
     pub keys: Option<&'static str>,
+    /// Further tables (`[admin]`, `[log]`), after the routes; `{dir}` is
+    /// replaced by the gateway's temp dir.
+    pub extra: String,
 }
 
 impl GatewayOptions {
@@ -79,7 +83,7 @@ impl GatewayFiles {
              [tokens]\n{key_source}\n{tokens}\n\
              [store]\npath = {store:?}\n\
              [auth]\n{auth}\n\
-             {routes}\n",
+             {routes}\n{extra}\n",
             cert = pki.cert_path,
             key = pki.key_path,
             store = store_path,
@@ -87,6 +91,9 @@ impl GatewayFiles {
             tokens = options.tokens,
             auth = options.auth,
             routes = options.routes,
+            extra = options
+                .extra
+                .replace("{dir}", &dir.path().display().to_string()),
         );
         let config_path = dir.path().join("authgate.toml");
         std::fs::write(&config_path, text).unwrap();
@@ -112,6 +119,7 @@ pub struct TestGateway {
     pub files: GatewayFiles,
     config: Config,
     gateway: Arc<authgate::gateway::Gateway>,
+    slots: ConnectionSlots,
     running: Running,
 }
 
@@ -151,17 +159,17 @@ impl TestGateway {
             }
         };
         let shared = Arc::clone(&gateway);
-        let task = tokio::spawn(async move {
-            authgate::server::serve(listener, gateway, tls, async {
-                let _ = rx.await;
-            })
-            .await;
-        });
+        let server = Server::new(listener, gateway, tls);
+        let slots = server.slots();
+        let task = tokio::spawn(server.serve(async {
+            let _ = rx.await;
+        }));
         Self {
             addr,
             files,
             config,
             gateway: shared,
+            slots,
             running: Running {
                 shutdown: Some(tx),
                 task: Some(task),
@@ -173,8 +181,21 @@ impl TestGateway {
         TestClient::new(self.addr, self.files.ca_pem.clone())
     }
 
+    /// Where the admin listener (`[admin] listen`) is bound.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.gateway
+            .observability()
+            .admin_addr()
+            .expect("the gateway has an admin listener")
+    }
+
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The gateway's connection slots, readable after it stopped.
+    pub fn slots(&self) -> ConnectionSlots {
+        self.slots.clone()
     }
 
     /// The gateway's own store, for arranging state as an operator would.
@@ -219,23 +240,12 @@ impl TestGateway {
         if let Some(task) = running.task.take() {
             task.await.unwrap();
         }
-        // The database is released when the last holder of the gateway is
-        // gone; connection tasks finish just after the drain.
-        let mut gateway = Some(gateway);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while let Some(shared) = gateway.take() {
-            match Arc::try_unwrap(shared) {
-                Ok(last) => drop(last),
-                Err(shared) => {
-                    assert!(
-                        tokio::time::Instant::now() < deadline,
-                        "gateway still held after stop"
-                    );
-                    tokio::task::yield_now().await;
-                    gateway = Some(shared);
-                }
-            }
-        }
+        // `serve` returns only once every task it started has ended, and
+        // with them every other holder of the gateway (and its database).
+        assert!(
+            Arc::try_unwrap(gateway).is_ok(),
+            "gateway still held after serve returned"
+        );
         files
     }
 }
@@ -285,7 +295,8 @@ impl BinaryGateway {
                     if let Some(addr) = line
                         .split("listening on ")
                         .nth(1)
-                        .and_then(|rest| rest.split_whitespace().next())
+                        // Text lines end the address with a space, JSON ones with a quote.
+                        .and_then(|rest| rest.split([' ', '"']).next())
                         .and_then(|a| a.parse::<SocketAddr>().ok())
                     {
                         if let Some(tx) = tx.take() {
@@ -314,6 +325,24 @@ impl BinaryGateway {
 
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
+    }
+
+    /// The first log line containing `needle`, waiting (bounded) for the
+    /// reader thread to see it: a line is written before the answer, but
+    /// read from the pipe by another thread.
+    pub fn wait_for_line(&self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(line) = self.log().lines().find(|l| l.contains(needle)) {
+                return line.to_owned();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no log line with {needle:?}: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// A field of /proc/PID/status in KiB (VmRSS, VmHWM).
