@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use clap::Subcommand;
 
+use crate::audit::{Audit, AuditEvent, AuditKind};
 use crate::auth::assertion::ASSERTION_TTL;
 use crate::auth::jwt::unix_seconds;
 use crate::auth::keys::dir::{KeyDir, KeyState};
@@ -55,6 +56,15 @@ pub fn run(config_path: &Path, command: KeysCommand) -> Result<(), String> {
         );
     }
     let fail = |e: crate::auth::keys::dir::KeyDirError| error_chain(&e);
+    // Activation and retirement are security events, written (and synced)
+    // to [log] audit_file before success is printed.
+    let audit = match &config.log.audit_file {
+        Some(path) => Audit::open(path).map_err(|e| error_chain(&e))?,
+        None => Audit::disabled(),
+    };
+    let record = |kind: AuditKind, kid: &str| {
+        audit.record_blocking(AuditEvent::new(kind, SystemTime::now()).detail(kid));
+    };
     match command {
         KeysCommand::Generate {
             algorithm,
@@ -67,8 +77,10 @@ pub fn run(config_path: &Path, command: KeysCommand) -> Result<(), String> {
                 })?,
             };
             let kid = dir.generate(algorithm, now).map_err(fail)?;
+            record(AuditKind::KeyGenerated, &kid);
             if activate {
                 dir.activate(&kid, now).map_err(fail)?;
+                record(AuditKind::KeyActivation, &kid);
             }
             println!("{kid}");
             eprintln!(
@@ -84,6 +96,7 @@ pub fn run(config_path: &Path, command: KeysCommand) -> Result<(), String> {
         }
         KeysCommand::Activate { kid } => {
             dir.activate(&kid, now).map_err(fail)?;
+            record(AuditKind::KeyActivation, &kid);
             println!("key {kid} now signs; send SIGHUP to a running gateway to switch");
         }
         KeysCommand::Retire { kid, force } => {
@@ -94,6 +107,7 @@ pub fn run(config_path: &Path, command: KeysCommand) -> Result<(), String> {
                 .max(Duration::from_secs(ASSERTION_TTL))
                 + config.tokens.leeway;
             dir.retire(&kid, now, life, force).map_err(fail)?;
+            record(AuditKind::KeyRetirement, &kid);
             println!("key {kid} retired; send SIGHUP to a running gateway to stop accepting it");
         }
         KeysCommand::List => {

@@ -324,7 +324,10 @@ async fn eventually(client: &TestClient, token: &str, expected: u16) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_commands_rotate_a_running_gateway_on_sighup() {
     let upstream = Upstream::start(Behavior::Ok).await;
-    let files = GatewayFiles::create(&options(&upstream, "EdDSA"));
+    let files = GatewayFiles::create(&GatewayOptions {
+        extra: "[log]\naudit_file = \"{dir}/audit.log\"\n".to_owned(),
+        ..options(&upstream, "EdDSA")
+    });
     let gateway = BinaryGateway::start(&files, "info");
     let client = gateway.client(&files);
     let token = |files: &GatewayFiles| {
@@ -364,6 +367,28 @@ async fn keys_commands_rotate_a_running_gateway_on_sighup() {
     eventually(&client, &old_token, 401).await;
     assert_eq!(status(&client, &new_token).await, 200);
     assert!(gateway.log().contains("signing keys reloaded"));
+    // Each change is an audit line naming the kid, and nothing more secret.
+    let audit = std::fs::read_to_string(files.path().join("audit.log")).unwrap();
+    let events: Vec<(String, String)> = audit
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+        .filter(|line| line["event"].as_str().unwrap().starts_with("key_"))
+        .map(|line| {
+            (
+                line["event"].as_str().unwrap().to_owned(),
+                line["detail"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        events,
+        [
+            ("key_generated".to_owned(), new.clone()),
+            ("key_activation".to_owned(), new.clone()),
+            ("key_retirement".to_owned(), old.clone()),
+        ]
+    );
+    assert!(!audit.contains("PRIVATE KEY"));
 }
 
 #[test]
