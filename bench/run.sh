@@ -22,6 +22,8 @@ SCENARIOS=${BENCH_SCENARIOS:-h1 h2 two newconn body1m badtoken c8 rate8}
 # "two": HTTP/1.1 like h1, through a route with two targets (round robin).
 RPS_PER_CONN=${BENCH_RATE:-500}       # rate8: requests/s per connection (x 8)
 SKIP_MEMORY=${BENCH_SKIP_MEMORY:-0}   # 1: skip streaming, idle-connection and login-flood parts
+COMPARE_ALG=${BENCH_COMPARE_ALG:-EdDSA} # token algorithm compared with HS256 ("" to skip)
+ALG_PORT=${BENCH_ALG_PORT:-18445}     # the second authgate, signing with $COMPARE_ALG
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH=$ROOT/bench
@@ -104,7 +106,7 @@ for set in "$FRONT_CPUS" "$UPSTREAM_CPUS" "$LOAD_CPUS"; do
     taskset -c "$set" true 2>/dev/null || die "cannot pin to CPUs '$set' (this machine has $NCPU)"
 done
 
-for port in "$UP_PORT" "$UP_H2C_PORT" "$UP_PORT2" "$NGINX_PORT" "$AG_PORT"; do
+for port in "$UP_PORT" "$UP_H2C_PORT" "$UP_PORT2" "$NGINX_PORT" "$AG_PORT" "$ALG_PORT"; do
     if ss -Hltn "( sport = :$port )" | grep -q .; then
         die "port $port is in use; pick others with BENCH_UP_PORT, BENCH_UP_H2C_PORT, BENCH_NGINX_PORT, BENCH_AUTHGATE_PORT"
     fi
@@ -667,6 +669,78 @@ else
     mem_row "proxied p99 during login flood" "login endpoint not available" "-" ""
 fi
 fi # SKIP_MEMORY
+
+# ---------------------------------------------------------------- token algorithms
+# The same gateway, config and upstream, once with the HS256 secret (the
+# authgate above) and once with an asymmetric key from keys_dir: the verified-
+# token cache should make the signature algorithm invisible in throughput.
+# Both get a CLI-minted token (no session), so the revocation work is equal.
+if [[ -n $COMPARE_ALG ]]; then
+section "token algorithm: $COMPARE_ALG against HS256"
+ALG=$TMP/authgate-$COMPARE_ALG
+mkdir -p "$ALG"
+sed -e "s|^listen = .*|listen = \"127.0.0.1:$ALG_PORT\"|" \
+    -e "s|^path = .*|path = \"$ALG/store.sled\"|" \
+    -e "s|^\\[tokens\\]|[tokens]\nalgorithm = \"$COMPARE_ALG\"\nkeys_dir = \"$ALG/keys\"|" \
+    "$AG/authgate.toml" >"$ALG/authgate.toml"
+show_cmd "$BIN" --config "$ALG/authgate.toml" keys generate --algorithm "$COMPARE_ALG" --activate
+(cd "$ALG" && AUTHGATE_LOG=error "$BIN" --config "$ALG/authgate.toml" keys generate --algorithm "$COMPARE_ALG" --activate >/dev/null)
+(
+    cd "$ALG"
+    unset AUTHGATE_ACCESS_SECRET
+    export TOKIO_WORKER_THREADS=1 AUTHGATE_LOG=warn
+    exec setsid taskset -c "$FRONT_CPUS" "$BIN" --config "$ALG/authgate.toml" serve
+) 2>"$OUT/authgate-$COMPARE_ALG.log" &
+ALG_PID=$!
+PIDS+=("$ALG_PID")
+for _ in $(seq 100); do
+    code=$(curl -sk -o /dev/null -w '%{http_code}' "https://127.0.0.1:$ALG_PORT/" || true)
+    [[ $code != 000 ]] && break
+    kill -0 "$ALG_PID" 2>/dev/null || die "authgate ($COMPARE_ALG) exited; see $OUT/authgate-$COMPARE_ALG.log"
+    sleep 0.1
+done
+HS_TOKEN=$(cd "$AG" && AUTHGATE_ACCESS_SECRET=$SECRET AUTHGATE_LOG=error "$BIN" --config "$AG/authgate.toml" token --sub bench-user --role bench)
+ALG_TOKEN=$(cd "$ALG" && AUTHGATE_LOG=error "$BIN" --config "$ALG/authgate.toml" token --sub bench-user --role bench)
+check "https://127.0.0.1:$AG_PORT/" 200 -H "Authorization: Bearer $HS_TOKEN"
+check "https://127.0.0.1:$ALG_PORT/" 200 -H "Authorization: Bearer $ALG_TOKEN"
+check "https://127.0.0.1:$ALG_PORT/" 401 -H "Authorization: Bearer $HS_TOKEN"
+say "HS256 on :$AG_PORT, $COMPARE_ALG on :$ALG_PORT (pid $ALG_PID, same config but [tokens] algorithm and keys_dir); each token -> 200 on its own gateway"
+: >"$OUT/algorithms.txt"
+for round in $(seq "$ROUNDS"); do
+    # Alternate which goes first, so drift on a shared machine hits both.
+    order=("HS256:$AG_PORT:$HS_TOKEN" "$COMPARE_ALG:$ALG_PORT:$ALG_TOKEN")
+    ((round % 2 == 0)) && order=("${order[1]}" "${order[0]}")
+    for entry in "${order[@]}"; do
+        name=${entry%%:*} rest=${entry#*:}
+        port=${rest%%:*} token=${rest#*:}
+        raw=$OUT/raw/alg.$name.r$round.txt
+        show_cmd taskset -c "$LOAD_CPUS" wrk -t"$WRK_THREADS" -c64 -d"${DURATION}s" --latency -H "Authorization: Bearer \$${name}_TOKEN" "https://127.0.0.1:$port/"
+        pid=$AG_PID
+        [[ $name != HS256 ]] && pid=$ALG_PID
+        before=$(cpu_ticks "$pid")
+        taskset -c "$LOAD_CPUS" wrk -t"$WRK_THREADS" -c64 -d"${DURATION}s" --latency -H "Authorization: Bearer $token" "https://127.0.0.1:$port/" >"$raw" 2>&1 \
+            || say "warning: wrk exited non-zero ($raw)"
+        after=$(cpu_ticks "$pid")
+        # The gateway's own CPU per request: less disturbed by other
+        # processes on a shared machine than the request rate.
+        read -r rps non2xx cpu_us < <(python3 -c 'import sys; sys.path.insert(0, sys.argv[1]); import report; r = report.parse_wrk(sys.argv[2]); n = r["requests"] or 1; print("%.0f %d %.1f" % (r["rps"] or 0, r["non2xx"], (int(sys.argv[4]) - int(sys.argv[3])) / int(sys.argv[5]) * 1e6 / n))' "$BENCH" "$raw" "$before" "$after" "$CLK_TCK")
+        say "round $round: $name $rps req/s, $cpu_us µs CPU/req (non-2xx $non2xx)"
+        echo "$name $round $rps $cpu_us" >>"$OUT/algorithms.txt"
+        sleep 1
+    done
+done
+read -r HS_MEDIAN ALG_MEDIAN ALG_RATIO HS_CPU ALG_CPU CPU_RATIO < <(python3 -c '
+import statistics, sys
+rows = [line.split() for line in open(sys.argv[1]) if line.strip()]
+med = lambda name, col: statistics.median(float(r[col]) for r in rows if r[0] == name)
+hs, alg = med("HS256", 2), med(sys.argv[2], 2)
+hs_cpu, alg_cpu = med("HS256", 3), med(sys.argv[2], 3)
+print(f"{hs:.0f} {alg:.0f} {alg / hs if hs else 0:.3f} {hs_cpu:.1f} {alg_cpu:.1f} {alg_cpu / hs_cpu if hs_cpu else 0:.3f}")' "$OUT/algorithms.txt" "$COMPARE_ALG")
+say "HTTP/1.1 keep-alive, 64 conns, median of $ROUNDS: HS256 $HS_MEDIAN req/s ($HS_CPU µs CPU/req), $COMPARE_ALG $ALG_MEDIAN req/s ($ALG_CPU µs CPU/req); $COMPARE_ALG/HS256 req/s = ${ALG_RATIO}× (target ≥ 0.95×), CPU per request = ${CPU_RATIO}×"
+mem_row "$COMPARE_ALG/HS256 req/s, h1 64 conns (target ≥ 0.95×)" "${ALG_RATIO}× ($ALG_MEDIAN vs $HS_MEDIAN req/s)" "-" "median of $ROUNDS × ${DURATION}s, order alternated; verified-token cache"
+mem_row "$COMPARE_ALG/HS256 gateway CPU per request" "${CPU_RATIO}× ($ALG_CPU vs $HS_CPU µs)" "-" "same runs; less disturbed by other processes than req/s"
+kill "$ALG_PID" 2>/dev/null || true
+fi
 
 # ---------------------------------------------------------------- table
 section "results"

@@ -1,5 +1,8 @@
-//! Command-line interface: `serve` (the default), `check-config`, `token`
-//! and `user` for operators, and the global `--config`, accepted before or after the subcommand.
+//! Command-line interface: `serve` (the default), `check-config`, `token`,
+//! `user` and `keys` for operators, and the global `--config`, accepted
+//! before or after the subcommand.
+
+pub mod keys;
 
 use std::path::PathBuf;
 
@@ -44,6 +47,11 @@ pub enum Command {
     User {
         #[command(subcommand)]
         command: UserCommand,
+    },
+    /// Manage the token signing keys in [tokens] keys_dir.
+    Keys {
+        #[command(subcommand)]
+        command: keys::KeysCommand,
     },
 }
 

@@ -13,6 +13,7 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderValue, Response, StatusCode};
 
 use crate::account::{EmailError, NewPasswordError, RoleError};
+use crate::auth::assertion::AssertionError;
 use crate::auth::bearer::BearerError;
 use crate::auth::jwt::{MintError, TokenError};
 use crate::auth::sessions::SessionError;
@@ -393,6 +394,13 @@ impl From<SessionError> for GatewayError {
 
 impl From<MintError> for GatewayError {
     fn from(err: MintError) -> Self {
+        Self::internal(err)
+    }
+}
+
+/// The gateway could not sign an identity assertion: its own fault.
+impl From<AssertionError> for GatewayError {
+    fn from(err: AssertionError) -> Self {
         Self::internal(err)
     }
 }

@@ -12,11 +12,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::Accounts;
 use crate::auth::jwt::{TokenIssuer, TokenVerifier};
+use crate::auth::keys::KeyRing;
 use crate::auth::password::{PasswordError, PasswordPool};
 use crate::auth::revocation::RevocationList;
 use crate::auth::sessions;
 use crate::auth::Authenticator;
-use crate::config::secret::AccessSecret;
 use crate::config::Config;
 use crate::observe::Observability;
 use crate::proxy::Proxy;
@@ -36,6 +36,8 @@ pub struct Gateway {
     reloads: watch::Sender<u64>,
     authenticator: Authenticator,
     issuer: Arc<TokenIssuer>,
+    /// The signing and verifying keys, swapped whole on reload (SIGHUP).
+    keys: Arc<KeyRing>,
     revocations: Arc<RevocationList>,
     accounts: Accounts,
     observability: Observability,
@@ -83,15 +85,15 @@ pub enum BuildError {
 
 impl Gateway {
     /// Opens the store, loads the revocation state and assembles the rest.
-    pub fn build(config: Config, secret: &AccessSecret) -> Result<Self, BuildError> {
+    pub fn build(config: Config, keys: Arc<KeyRing>) -> Result<Self, BuildError> {
         let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.store.path)?);
-        Self::build_with_store(config, secret, store)
+        Self::build_with_store(config, keys, store)
     }
 
     /// As [`Gateway::build`], over a store the caller opened.
     pub fn build_with_store(
         config: Config,
-        secret: &AccessSecret,
+        keys: Arc<KeyRing>,
         store: Arc<dyn Store>,
     ) -> Result<Self, BuildError> {
         let revocations = Arc::new(RevocationList::default());
@@ -101,8 +103,8 @@ impl Gateway {
             config.tokens.access_ttl + config.tokens.leeway,
             SystemTime::now(),
         )?;
-        let verifier = TokenVerifier::new(&config.tokens, secret);
-        let issuer = Arc::new(TokenIssuer::new(&config.tokens, secret));
+        let verifier = TokenVerifier::with_keys(&config.tokens, Arc::clone(&keys));
+        let issuer = Arc::new(TokenIssuer::with_keys(&config.tokens, Arc::clone(&keys)));
         let mut live = Live::build(config.clone())?;
         let passwords = PasswordPool::new(&config.auth.password)?;
         let observability = Observability::new(&config)?;
@@ -122,6 +124,7 @@ impl Gateway {
             reloads: watch::Sender::new(0),
             authenticator: Authenticator::new(verifier, Arc::clone(&revocations)),
             issuer,
+            keys,
             revocations,
             accounts,
             observability,
@@ -198,6 +201,10 @@ impl Gateway {
 
     pub fn issuer(&self) -> &Arc<TokenIssuer> {
         &self.issuer
+    }
+
+    pub fn keys(&self) -> &Arc<KeyRing> {
+        &self.keys
     }
 
     pub fn revocations(&self) -> &Arc<RevocationList> {

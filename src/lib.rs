@@ -10,11 +10,17 @@
 //!                                             prefix)            revoke; revocations loaded
 //!                                                     │          at start) ──▶ store/
 //!                                                     ▼
-//!                                  auth/ (bearer → JWT → revocation → role)
+//!                                  auth/ (bearer → kid → key → verified-token
+//!                                         cache → revocation → role; the
+//!                                         identity assertion; keys/ swapped
+//!                                         whole on SIGHUP, key_reload.rs)
 //!                                                     │
 //!                                                     ▼
 //!                                  proxy/ (scrub, inject, stream) ──▶ upstream
 //! ```
+//!
+//! `GET /.well-known/jwks.json` is answered in service.rs, ahead of every
+//! route, from the key set in force.
 //!
 //! Configuration is read once (`config/`), assembled into one shared
 //! [`gateway::Gateway`], and served by [`server::serve`]. Imports point down
@@ -38,6 +44,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod gateway;
+pub mod key_reload;
 #[cfg(test)]
 mod module_graph;
 pub mod observe;
@@ -59,6 +66,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
+use auth::keys::{self, KeyRing, KeySource};
 use config::secret::{self, SecretOrigin};
 use config::Config;
 
@@ -69,6 +77,8 @@ pub enum StartupError {
     Config(#[from] config::ConfigError),
     #[error(transparent)]
     Secret(#[from] secret::SecretError),
+    #[error(transparent)]
+    Keys(#[from] keys::KeyError),
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
     #[error(transparent)]
@@ -98,17 +108,26 @@ pub struct Prepared {
 /// Prepares everything `serve` needs from a validated config: the secret, the
 /// TLS settings and the shared gateway state. Logs what dev mode generated.
 pub fn prepare(config: Config) -> Result<Prepared, StartupError> {
-    let (secret, origin) = secret::resolve(&config)?;
-    match &origin {
-        SecretOrigin::GeneratedForDev(path) => tracing::warn!(
-            path = %path.display(),
-            "DEV MODE: no AUTHGATE_ACCESS_SECRET set; using a generated secret kept in this file. \
-             Never run like this in production."
-        ),
-        SecretOrigin::Environment => tracing::info!("access-token secret from the environment"),
-        SecretOrigin::File(path) => {
-            tracing::info!(path = %path.display(), "access-token secret from file")
+    let keys = Arc::new(KeyRing::load(&config)?);
+    let current = keys.current();
+    let signing = current.signing();
+    match keys.source() {
+        KeySource::Secret(SecretOrigin::Environment) => {
+            tracing::info!("access-token key: the HMAC secret from AUTHGATE_ACCESS_SECRET")
         }
+        KeySource::Secret(origin) => {
+            tracing::info!(
+                ?origin,
+                "access-token key: one HMAC secret from [tokens] secret_file"
+            )
+        }
+        KeySource::Dir(dir) => tracing::info!(
+            dir = %dir.display(),
+            signing_kid = %signing.kid,
+            algorithm = keys::material::algorithm_name(signing.algorithm),
+            verifying = current.kids().count(),
+            "access-token keys from [tokens] keys_dir"
+        ),
     }
     let (tls, certs, generated) = tls::server_config(&config)?;
     if generated {
@@ -120,15 +139,21 @@ pub fn prepare(config: Config) -> Result<Prepared, StartupError> {
     let store_path = config.store.path.clone();
     let key_path = config.server.tls_key.clone();
     let admin_listen = config.admin.listen;
-    let mut gateway = gateway::Gateway::build(config, &secret)?;
+    let mut gateway = gateway::Gateway::build(config, Arc::clone(&keys))?;
     if let Some(addr) = admin_listen {
         gateway
             .bind_admin()
             .map_err(|source| StartupError::AdminBind { addr, source })?;
     }
     // After the build, so the database directory exists to be checked.
-    if let SecretOrigin::File(path) | SecretOrigin::GeneratedForDev(path) = &origin {
-        private_files::warn_if_readable_by_others("the access-token secret file", path);
+    match keys.source() {
+        KeySource::Secret(SecretOrigin::File(path) | SecretOrigin::GeneratedForDev(path)) => {
+            private_files::warn_if_readable_by_others("the access-token secret file", path);
+        }
+        KeySource::Dir(dir) => {
+            private_files::warn_if_readable_by_others("the key directory ([tokens] keys_dir)", dir);
+        }
+        KeySource::Secret(SecretOrigin::Environment) => {}
     }
     private_files::warn_if_readable_by_others("the TLS private key ([server] tls_key)", &key_path);
     private_files::warn_if_readable_by_others("the database directory ([store] path)", &store_path);
@@ -141,8 +166,8 @@ pub fn prepare(config: Config) -> Result<Prepared, StartupError> {
 
 /// Validates a configuration completely without starting anything: the
 /// file, the TLS certificate and key, and every route's upstream settings
-/// (CA and client-certificate files). The access-token secret is not read:
-/// in dev mode that would create it.
+/// (CA and client-certificate files). The access-token keys are not read:
+/// in dev mode that would create them.
 pub fn check(config: Config) -> Result<(), StartupError> {
     tls::check(&config)?;
     gateway::Live::build(config).map_err(gateway::BuildError::from)?;
@@ -161,6 +186,10 @@ pub async fn run(
         tls,
         certs,
     } = prepare(config)?;
+    // Before "listening on": from then on a SIGHUP reloads, never kills.
+    // The keys and the configuration file are reloaded by two listeners of
+    // the same signal, each validating its part before swapping it.
+    let key_reloader = key_reload::spawn_on_sighup(Arc::clone(gateway.keys()));
     let reloader = Arc::new(reload::Reloader::new(Arc::clone(&gateway), certs, path));
     let reloads = tokio::spawn(reload_on_hangup(reloader));
     if let Ok(addr) = listener.local_addr() {
@@ -168,6 +197,9 @@ pub async fn run(
     }
     server::serve(listener, gateway, tls, shutdown).await;
     reloads.abort();
+    if let Some(key_reloader) = key_reloader {
+        key_reloader.abort();
+    }
     Ok(())
 }
 

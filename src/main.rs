@@ -37,6 +37,10 @@ fn main() -> ExitCode {
             let _log_flush = init_tracing(LogFormat::Text);
             user(&cli.config, command)
         }
+        Command::Keys { command } => {
+            let _log_flush = init_tracing(LogFormat::Text);
+            authgate::cli::keys::run(&cli.config, command)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -136,8 +140,9 @@ fn token(config_path: &std::path::Path, sub: &str, role: &str) -> Result<(), Str
     // The gateway refuses a token whose `sub` it could not pass on as a header.
     let sub = UserId::parse(sub)
         .map_err(|_| "--sub must be non-empty, without control characters or surrounding spaces")?;
-    let (secret, _) = authgate::config::secret::resolve(&config).map_err(|e| error_chain(&e))?;
-    let issuer = authgate::auth::jwt::TokenIssuer::new(&config.tokens, &secret);
+    let keys = authgate::auth::keys::KeyRing::load(&config).map_err(|e| error_chain(&e))?;
+    let issuer =
+        authgate::auth::jwt::TokenIssuer::with_keys(&config.tokens, std::sync::Arc::new(keys));
     let minted = issuer
         .mint(sub.as_str(), role.as_str(), 0, None, SystemTime::now())
         .map_err(|e| error_chain(&e))?;

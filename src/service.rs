@@ -16,6 +16,7 @@ use tracing::Instrument;
 
 use crate::api::AccountOutcome;
 use crate::audit::{self, RequestContext};
+use crate::auth::keys::{KeySet, JWKS_MAX_AGE_SECS, JWKS_PATH};
 use crate::auth::Identity;
 use crate::body::ResponseBody;
 use crate::config::{RouteAuth, RouteConfig};
@@ -157,6 +158,11 @@ async fn dispatch(
         &live.config.server.trusted_proxies,
     );
 
+    // The gateway's public keys, ahead of every route (RFC 8615 well-known URI).
+    if decided.as_str() == JWKS_PATH {
+        return jwks(&gateway.keys().current(), request.method());
+    }
+
     if gateway.is_account_path(decided.as_str()) {
         outcome.account = true;
         let sub_path = gateway.account_sub_path(decided.as_str());
@@ -205,7 +211,7 @@ async fn dispatch(
     let identity: Option<Identity> = match route.auth {
         RouteAuth::Public => None,
         RouteAuth::Required => {
-            let identity = gateway
+            let mut identity = gateway
                 .authenticator()
                 .authenticate(request.headers(), now)?;
             tracing::Span::current().record("user", tracing::field::display(&identity.user_id));
@@ -214,6 +220,9 @@ async fn dispatch(
                 if !roles.contains(&identity.role) {
                     return Err(GatewayError::Forbidden);
                 }
+            }
+            if route.identity_assertion {
+                identity.assertion = Some(assertion(gateway, route, &identity, now)?);
             }
             Some(identity)
         }
@@ -245,6 +254,41 @@ async fn dispatch(
         .await;
     outcome.upstream = Some(asked.elapsed());
     result
+}
+
+/// The signed identity assertion for `route`, reused while fresh.
+fn assertion(
+    gateway: &Gateway,
+    route: &RouteConfig,
+    identity: &Identity,
+    now: SystemTime,
+) -> Result<http::HeaderValue, GatewayError> {
+    // Startup and reload refuse an HMAC signing key when a route asserts.
+    Ok(gateway.keys().current().assertion(
+        &gateway.config().tokens.issuer,
+        &route.name,
+        identity,
+        crate::auth::jwt::unix_seconds(now),
+    )?)
+}
+
+/// `GET /.well-known/jwks.json`: the public keys that verify (published and
+/// active, never HMAC ones) as a JWK Set (RFC 7517 §5).
+fn jwks(keys: &KeySet, method: &Method) -> Result<Response<ResponseBody>, GatewayError> {
+    if method != Method::GET && method != Method::HEAD {
+        return Err(GatewayError::MethodNotAllowed);
+    }
+    let mut response = Response::new(ResponseBody::full(keys.jwks().clone()));
+    let headers = response.headers_mut();
+    // RFC 7517 §8.5.1.
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/jwk-set+json"),
+    );
+    if let Ok(value) = format!("public, max-age={JWKS_MAX_AGE_SECS}").parse() {
+        headers.insert(http::header::CACHE_CONTROL, value);
+    }
+    Ok(response)
 }
 
 /// Refuses request lines a reverse proxy must not act on.

@@ -1,20 +1,23 @@
-//! Access tokens: minting and pinned verification.
+//! Access tokens: minting with the active key and pinned verification.
 //!
-//! jsonwebtoken checks only what it is told to, so the [`Validation`] here is
-//! built field by field: one algorithm, `exp`/`iss`/`aud`/`sub` required,
-//! `iss`/`aud` matched. Everything that depends on the time (`exp`, `nbf`,
-//! `iat`) is checked by hand against the `now` the caller passes, with the
-//! configured leeway, because jsonwebtoken would read the system clock; the
-//! `typ` header and key-selecting headers are checked after the signature.
+//! The `kid` picks a configured key and the key fixes the algorithm (its
+//! `Validation` is built in `keys/`). Everything that depends on the time
+//! (`exp`, `nbf`, `iat`) is checked by hand against the `now` the caller
+//! passes, with the configured leeway, on every request, because
+//! jsonwebtoken would read the system clock and because signatures are
+//! verified once per token ([`VerifiedCache`]).
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::Header;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
+use super::keys::{KeyRing, KeySet};
+use super::token_cache::VerifiedCache;
 use crate::config::secret::AccessSecret;
 use crate::config::TokensConfig;
 
@@ -44,9 +47,16 @@ pub enum TokenError {
     /// The `typ` header is not [`ACCESS_TOKEN_TYPE`].
     #[error("not an access token (typ)")]
     NotAccessToken,
-    /// `kid`, `jku`, `jwk`, `x5u`, `x5c` or `crit`: the key is pinned.
+    /// `jku`, `jwk`, `x5u`, `x5c`, `x5t` or `crit`: keys are only ever the
+    /// configured ones.
     #[error("key-selecting header present")]
     KeySelectingHeader,
+    /// The `kid` names no key the gateway holds (or a retired one).
+    #[error("unknown key id (kid)")]
+    UnknownKey,
+    /// No `kid`, and no shortcut key that accepts tokens without one.
+    #[error("no key id (kid)")]
+    MissingKeyId,
     /// `exp` more than the leeway in the past.
     #[error("access token expired")]
     Expired,
@@ -66,6 +76,7 @@ pub enum TokenError {
 }
 
 /// Signing a token failed (a key the backend refuses): a fault of ours.
+/// Also the identity assertion's signing error.
 /// Transparent, so a log line showing only this error's text still says why.
 #[derive(Debug, thiserror::Error)]
 #[error(transparent)]
@@ -92,10 +103,9 @@ pub struct AccessClaims {
     pub sid: Option<String>,
 }
 
-/// Mints access tokens with the configured key, lifetime, issuer and audience.
+/// Mints access tokens with the active key, lifetime, issuer and audience.
 pub struct TokenIssuer {
-    key: EncodingKey,
-    header: Header,
+    keys: Arc<KeyRing>,
     issuer: String,
     audience: String,
     ttl: Duration,
@@ -110,12 +120,15 @@ pub struct MintedToken {
 }
 
 impl TokenIssuer {
+    /// An issuer with one HMAC key (the `AUTHGATE_ACCESS_SECRET` shortcut).
     pub fn new(config: &TokensConfig, secret: &AccessSecret) -> Self {
-        let mut header = Header::new(config.algorithm);
-        header.typ = Some(ACCESS_TOKEN_TYPE.to_owned());
+        Self::with_keys(config, Arc::new(KeyRing::from_secret(config, secret)))
+    }
+
+    /// An issuer signing with whichever key `keys` has active at the time.
+    pub fn with_keys(config: &TokensConfig, keys: Arc<KeyRing>) -> Self {
         Self {
-            key: EncodingKey::from_secret(secret.bytes()),
-            header,
+            keys,
             issuer: config.issuer.clone(),
             audience: config.audience.clone(),
             ttl: config.access_ttl,
@@ -144,37 +157,40 @@ impl TokenIssuer {
             ver: version,
             sid: session.map(str::to_owned),
         };
-        let token = jsonwebtoken::encode(&self.header, &claims, &self.key).map_err(MintError)?;
+        let keys = self.keys.current();
+        let signing = keys.signing();
+        let mut header = Header::new(signing.algorithm);
+        header.typ = Some(ACCESS_TOKEN_TYPE.to_owned());
+        header.kid = Some(signing.kid.clone());
+        let token = jsonwebtoken::encode(&header, &claims, &signing.key).map_err(MintError)?;
         Ok(MintedToken {
             token,
             expires_in: self.ttl,
             claims,
         })
     }
+
+    pub fn keys(&self) -> &Arc<KeyRing> {
+        &self.keys
+    }
 }
 
-/// Verifies access tokens against the pinned algorithm and key.
+/// Verifies access tokens with the key their `kid` names, in that key's
+/// algorithm; each distinct token's signature is checked once.
 pub struct TokenVerifier {
-    key: DecodingKey,
-    validation: Validation,
+    keys: Arc<KeyRing>,
     leeway: u64,
 }
 
 impl TokenVerifier {
+    /// A verifier with one HMAC key (the `AUTHGATE_ACCESS_SECRET` shortcut).
     pub fn new(config: &TokensConfig, secret: &AccessSecret) -> Self {
-        let mut validation = Validation::new(config.algorithm);
-        validation.algorithms = vec![config.algorithm];
-        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        validation.set_issuer(&[config.issuer.as_str()]);
-        validation.set_audience(&[config.audience.as_str()]);
-        // Checked in `verify` against the caller's `now`; `exp` stays required.
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
-        validation.validate_aud = true;
-        validation.leeway = config.leeway.as_secs();
+        Self::with_keys(config, Arc::new(KeyRing::from_secret(config, secret)))
+    }
+
+    pub fn with_keys(config: &TokensConfig, keys: Arc<KeyRing>) -> Self {
         Self {
-            key: DecodingKey::from_secret(secret.bytes()),
-            validation,
+            keys,
             leeway: config.leeway.as_secs(),
         }
     }
@@ -184,36 +200,20 @@ impl TokenVerifier {
         if token.len() > super::bearer::MAX_TOKEN_BYTES {
             return Err(TokenError::Oversized);
         }
-        let data = jsonwebtoken::decode::<AccessClaims>(token, &self.key, &self.validation)
-            .map_err(|err| match err.kind() {
-                ErrorKind::InvalidSignature => TokenError::BadSignature,
-                ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => {
-                    TokenError::AlgorithmNotAllowed
-                }
-                ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
-                ErrorKind::InvalidAudience => TokenError::WrongAudience,
-                ErrorKind::MissingRequiredClaim(_) => TokenError::MissingClaim,
-                _ => TokenError::Malformed,
-            })?;
-        let header = &data.header;
-        if header.typ.as_deref() != Some(ACCESS_TOKEN_TYPE) {
-            return Err(TokenError::NotAccessToken);
-        }
-        // The key is pinned by configuration; a token naming its own key or
-        // demanding extensions we do not implement is refused outright.
-        if header.kid.is_some()
-            || header.jku.is_some()
-            || header.jwk.is_some()
-            || header.x5u.is_some()
-            || header.x5c.is_some()
-            || header.crit.is_some()
-        {
-            return Err(TokenError::KeySelectingHeader);
-        }
+        let keys = self.keys.current();
+        let digest = VerifiedCache::digest(token);
         let now = unix_seconds(now);
-        let claims = data.claims;
-        // The same comparisons jsonwebtoken makes, against our clock: expired
-        // once `exp` is more than the leeway in the past (RFC 7519 §4.1.4).
+        let claims = match keys.verified.get(&digest) {
+            Some(claims) => claims,
+            None => {
+                let claims = Arc::new(verify_signature(&keys, token)?);
+                keys.verified.insert(digest, Arc::clone(&claims), now);
+                claims
+            }
+        };
+        // The same comparisons jsonwebtoken makes, against our clock, on
+        // every request, cached or not: expired once `exp` is more than the
+        // leeway in the past (RFC 7519 §4.1.4).
         if claims.exp.saturating_add(self.leeway) < now {
             return Err(TokenError::Expired);
         }
@@ -226,16 +226,56 @@ impl TokenVerifier {
         if claims.iat > now.saturating_add(self.leeway) {
             return Err(TokenError::IssuedInFuture);
         }
-        Ok(claims)
+        Ok(AccessClaims::clone(&claims))
     }
 
-    pub fn algorithm(&self) -> Algorithm {
-        self.validation
-            .algorithms
-            .first()
-            .copied()
-            .unwrap_or(Algorithm::HS256)
+    pub fn keys(&self) -> &Arc<KeyRing> {
+        &self.keys
     }
+}
+
+/// The signature and the time-independent claims. The key is the one the
+/// `kid` names among the configured keys; its algorithm must be the one the
+/// header states, so no header can pick the algorithm (RS256 → HS256
+/// confusion) and no header can point at a key elsewhere.
+fn verify_signature(keys: &KeySet, token: &str) -> Result<AccessClaims, TokenError> {
+    let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+    if header.typ.as_deref() != Some(ACCESS_TOKEN_TYPE) {
+        return Err(TokenError::NotAccessToken);
+    }
+    // Keys are pinned by configuration; a token pointing at its own key or
+    // demanding extensions we do not implement is refused outright.
+    if header.jku.is_some()
+        || header.jwk.is_some()
+        || header.x5u.is_some()
+        || header.x5c.is_some()
+        || header.x5t.is_some()
+        || header.x5t_s256.is_some()
+        || header.crit.is_some()
+    {
+        return Err(TokenError::KeySelectingHeader);
+    }
+    let key = match header.kid.as_deref() {
+        Some(kid) => keys.verifying(kid).ok_or(TokenError::UnknownKey)?,
+        None => keys.kidless().ok_or(TokenError::MissingKeyId)?,
+    };
+    if header.alg != key.algorithm {
+        return Err(TokenError::AlgorithmNotAllowed);
+    }
+    let data =
+        jsonwebtoken::decode::<AccessClaims>(token, &key.key, &key.validation).map_err(|err| {
+            match err.kind() {
+                ErrorKind::InvalidSignature => TokenError::BadSignature,
+                ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => {
+                    TokenError::AlgorithmNotAllowed
+                }
+                ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
+                ErrorKind::InvalidAudience => TokenError::WrongAudience,
+                ErrorKind::MissingRequiredClaim(_) => TokenError::MissingClaim,
+                _ => TokenError::Malformed,
+            }
+        })?;
+    Ok(data.claims)
 }
 
 pub fn unix_seconds(time: SystemTime) -> u64 {

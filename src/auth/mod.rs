@@ -3,13 +3,16 @@
 //! that yields the caller's [`Identity`]. The submodules also hold what
 //! issues credentials (`sessions`, `password`) for the account endpoints.
 
+pub mod assertion;
 pub mod bearer;
 pub mod jwt;
+pub mod keys;
 pub mod password;
 pub mod revocation;
 pub mod session_watch;
 pub mod sessions;
 pub mod throttle;
+pub mod token_cache;
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -46,6 +49,8 @@ pub struct Identity {
     pub version: u32,
     /// When the access token expires (unix seconds).
     pub expires_at: u64,
+    /// The signed identity assertion for the route, when it asks for one.
+    pub assertion: Option<http::HeaderValue>,
 }
 
 impl TryFrom<AccessClaims> for Identity {
@@ -63,6 +68,7 @@ impl TryFrom<AccessClaims> for Identity {
             session: claims.sid,
             version: claims.ver,
             expires_at: claims.exp,
+            assertion: None,
         })
     }
 }

@@ -90,6 +90,7 @@ mod tests {
             session: Some(session.into()),
             version: 1,
             expires_at: 1_000,
+            assertion: None,
         }
     }
 

@@ -90,6 +90,7 @@ pub struct TokensFile {
     pub refresh_reuse_grace: Option<Tolerance>,
     pub leeway: Option<Tolerance>,
     pub secret_file: Option<PathBuf>,
+    pub keys_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -174,6 +175,8 @@ pub struct RouteFile {
     pub websocket: bool,
     #[serde(default)]
     pub close_on_expiry: bool,
+    #[serde(default)]
+    pub identity_assertion: bool,
 }
 
 /// How a route picks one of its targets for each request.

@@ -4,6 +4,7 @@
 //! what needs more than one field, and reports every problem as
 //! `FILE:LINE:COLUMN: KEY: message` so an operator can go straight to it.
 
+pub mod algorithm;
 mod cidr;
 mod count;
 mod duration;
@@ -87,6 +88,9 @@ pub struct TokensConfig {
     pub refresh_reuse_grace: Duration,
     pub leeway: Duration,
     pub secret_file: Option<PathBuf>,
+    /// One file per key id plus `keys.json`; used unless the HMAC shortcut
+    /// (`AUTHGATE_ACCESS_SECRET` or `secret_file`) is set.
+    pub keys_dir: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -158,6 +162,8 @@ pub struct RouteConfig {
     /// Live tunnels and streams also end when the access token that opened
     /// them expires (they always end when its session is revoked).
     pub close_on_expiry: bool,
+    /// Send the backend a signed identity assertion (`<prefix>assertion`).
+    pub identity_assertion: bool,
 }
 
 /// A configuration problem, located in its file.
@@ -280,6 +286,15 @@ fn build(raw: FileConfig, at: &Locator) -> Result<Config, ConfigError> {
                 ),
             ));
         }
+        if route.identity_assertion && algorithm::is_hmac(tokens.algorithm) {
+            return Err(at.error(
+                span,
+                Some(&format!("route[{index}].identity_assertion")),
+                "needs an asymmetric signing key so backends can verify without the secret: \
+                 set [tokens] algorithm to \"EdDSA\", \"ES256\" or \"RS256\""
+                    .to_owned(),
+            ));
+        }
         routes.push(route);
     }
     Ok(Config {
@@ -356,15 +371,17 @@ fn build_server(raw: file::ServerFile, at: &Locator) -> Result<ServerConfig, Con
 fn build_tokens(raw: file::TokensFile, at: &Locator) -> Result<TokensConfig, ConfigError> {
     let algorithm = match &raw.algorithm {
         None => Algorithm::HS256,
-        Some(name) => match name.get_ref().as_str() {
-            "HS256" => Algorithm::HS256,
-            "HS384" => Algorithm::HS384,
-            "HS512" => Algorithm::HS512,
-            other => {
+        Some(name) => match algorithm::parse_algorithm(name.get_ref()) {
+            Some(algorithm) => algorithm,
+            None => {
                 return Err(at.error(
                     name.span(),
                     Some("tokens.algorithm"),
-                    format!("unsupported algorithm {other:?} (use HS256, HS384 or HS512)"),
+                    format!(
+                        "unsupported algorithm {:?} (use one of {})",
+                        name.get_ref(),
+                        algorithm::ALGORITHMS.join(", ")
+                    ),
                 ))
             }
         },
@@ -379,6 +396,7 @@ fn build_tokens(raw: file::TokensFile, at: &Locator) -> Result<TokensConfig, Con
         refresh_reuse_grace: seconds(raw.refresh_reuse_grace, 5),
         leeway: seconds(raw.leeway, 30),
         secret_file: raw.secret_file,
+        keys_dir: raw.keys_dir.unwrap_or_else(|| PathBuf::from("data/keys")),
     })
 }
 
@@ -498,6 +516,12 @@ fn build_route(
             Some(normalized)
         }
     };
+    if raw.identity_assertion && raw.auth == RouteAuth::Public {
+        return Err(fail(
+            "identity_assertion",
+            "a public route has no identity to assert; set auth = \"required\"".to_owned(),
+        ));
+    }
     if let Some(roles) = &raw.roles {
         if raw.auth == RouteAuth::Public {
             return Err(fail(
@@ -538,6 +562,7 @@ fn build_route(
         max_body: raw.max_body,
         websocket: raw.websocket,
         close_on_expiry: raw.close_on_expiry,
+        identity_assertion: raw.identity_assertion,
     })
 }
 

@@ -562,3 +562,39 @@ fn session_and_refresh_limits_have_defaults_and_refuse_zero() {
         assert!(message.contains("use 1 to 1000000"), "{message}");
     }
 }
+
+#[test]
+fn token_algorithms_and_the_key_directory_are_read() {
+    let config = parse(MINIMAL).unwrap();
+    assert_eq!(config.tokens.algorithm, Algorithm::HS256);
+    assert_eq!(config.tokens.keys_dir, PathBuf::from("data/keys"));
+    for (name, algorithm) in [
+        ("EdDSA", Algorithm::EdDSA),
+        ("ES256", Algorithm::ES256),
+        ("RS256", Algorithm::RS256),
+        ("HS512", Algorithm::HS512),
+    ] {
+        let text = format!("{MINIMAL}[tokens]\nalgorithm = \"{name}\"\nkeys_dir = \"k\"\n");
+        let config = parse(&text).unwrap();
+        assert_eq!(config.tokens.algorithm, algorithm);
+        assert_eq!(config.tokens.keys_dir, PathBuf::from("k"));
+    }
+    let err = error_text(&format!("{MINIMAL}[tokens]\nalgorithm = \"none\"\n"));
+    assert!(
+        err.contains("tokens.algorithm") && err.contains("EdDSA"),
+        "{err}"
+    );
+}
+
+#[test]
+fn identity_assertions_need_an_asymmetric_algorithm_and_a_required_route() {
+    let route = "[[route]]\nname = \"a\"\npath_prefix = \"/a/\"\nupstream = \"builtin:echo\"\n\
+                 identity_assertion = true\n";
+    let eddsa = format!("{MINIMAL}[tokens]\nalgorithm = \"EdDSA\"\n{route}");
+    assert!(parse(&eddsa).unwrap().routes[0].identity_assertion);
+    let err = error_text(&format!("{MINIMAL}{route}"));
+    assert!(err.contains("route[0].identity_assertion"), "{err}");
+    let public = format!("{MINIMAL}[tokens]\nalgorithm = \"EdDSA\"\n{route}auth = \"public\"\n");
+    let err = error_text(&public);
+    assert!(err.contains("public route"), "{err}");
+}

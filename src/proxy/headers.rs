@@ -113,6 +113,8 @@ impl IdentityScrubber {
 pub struct IdentityHeaders {
     pub user_id: HeaderName,
     pub role: HeaderName,
+    /// The signed identity assertion (`<prefix>assertion`) on routes that ask for it.
+    pub assertion: HeaderName,
 }
 
 impl IdentityHeaders {
@@ -120,6 +122,7 @@ impl IdentityHeaders {
         Ok(Self {
             user_id: HeaderName::from_bytes(format!("{prefix}id").as_bytes())?,
             role: HeaderName::from_bytes(format!("{prefix}role").as_bytes())?,
+            assertion: HeaderName::from_bytes(format!("{prefix}assertion").as_bytes())?,
         })
     }
 }
@@ -166,6 +169,10 @@ pub fn prepare_request_headers(
         let user_id = identity.user_id.header_value().clone();
         headers.insert(names.user_id.clone(), user_id);
         headers.insert(names.role.clone(), identity.role.header_value().clone());
+        // Any client copy went with the scrub above: only the gateway's stays.
+        if let Some(assertion) = &identity.assertion {
+            headers.insert(names.assertion.clone(), assertion.clone());
+        }
     }
 }
 

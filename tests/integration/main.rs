@@ -7,12 +7,14 @@
 mod support;
 
 mod accounts;
+mod assertion;
 mod durability;
 mod edge;
 mod flood;
 mod forged_tokens;
 mod hardening;
 mod inputs;
+mod keys;
 mod lifecycle;
 mod limits;
 mod live_sessions;

@@ -2,6 +2,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::config::Config;
+use jsonwebtoken::EncodingKey;
 
 fn tokens_config() -> TokensConfig {
     let text = "[server]\nlisten = \"127.0.0.1:0\"\ntls_cert = \"c\"\ntls_key = \"k\"\n";

@@ -94,6 +94,7 @@ fn prepare(headers: &mut HeaderMap) {
         session: None,
         version: 0,
         expires_at: 0,
+        assertion: None,
     };
     prepare_request_headers(
         headers,

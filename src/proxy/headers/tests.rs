@@ -19,6 +19,7 @@ fn identity() -> Identity {
         session: None,
         version: 0,
         expires_at: 0,
+        assertion: None,
     }
 }
 

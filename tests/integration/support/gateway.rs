@@ -9,8 +9,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use authgate::auth::jwt::TokenIssuer;
-use authgate::config::secret::AccessSecret;
+use authgate::auth::jwt::unix_seconds;
+use authgate::auth::keys::dir::KeyDir;
+use authgate::auth::keys::material::parse_algorithm;
 use authgate::config::Config;
 use authgate::server::{ConnectionSlots, Server};
 use tempfile::TempDir;
@@ -29,6 +30,10 @@ pub struct GatewayOptions {
     pub tokens: String,
     pub auth: String,
     pub routes: String,
+    /// Sign with keys from a `keys_dir` holding one active key of this
+    /// algorithm (as `authgate keys generate --activate` leaves it) instead
+    /// of the `secret_file` HMAC shortcut.
+    pub keys: Option<&'static str>,
     /// Further tables (`[admin]`, `[log]`), after the routes; `{dir}` is
     /// replaced by the gateway's temp dir.
     pub extra: String,
@@ -55,6 +60,17 @@ impl GatewayFiles {
         let dir = tempfile::tempdir().unwrap();
         let pki = TestPki::create(dir.path());
         std::fs::write(dir.path().join("access.secret"), SECRET).unwrap();
+        if let Some(algorithm) = options.keys {
+            let keys = KeyDir::new(&dir.path().join("keys"));
+            let kid = keys
+                .generate(
+                    parse_algorithm(algorithm).unwrap(),
+                    unix_seconds(SystemTime::now()),
+                )
+                .unwrap();
+            keys.activate(&kid, unix_seconds(SystemTime::now()))
+                .unwrap();
+        }
         let text = config_text(dir.path(), options);
         let config_path = dir.path().join("authgate.toml");
         std::fs::write(&config_path, text).unwrap();
@@ -81,15 +97,21 @@ pub fn config_text(dir: &Path, options: &GatewayOptions) -> String {
     let key = dir.join("leaf-key.pem");
     let secret_path = dir.join("access.secret");
     let store_path = dir.join("store.sled");
+    let key_source = match options.keys {
+        None => format!("secret_file = {secret_path:?}"),
+        Some(algorithm) => {
+            let keys_dir = dir.join("keys");
+            format!("algorithm = {algorithm:?}\nkeys_dir = {keys_dir:?}")
+        }
+    };
     format!(
         "[server]\nlisten = \"127.0.0.1:0\"\ntls_cert = {cert:?}\ntls_key = {key:?}\n{server}\n\
-             [tokens]\nsecret_file = {secret:?}\n{tokens}\n\
+             [tokens]\n{key_source}\n{tokens}\n\
              [store]\npath = {store:?}\n\
              [auth]\n{auth}\n\
              {routes}\n{extra}\n",
         cert = cert,
         key = key,
-        secret = secret_path,
         store = store_path,
         server = options.server,
         tokens = options.tokens,
@@ -203,8 +225,8 @@ impl TestGateway {
     }
 
     pub fn token_at(&self, sub: &str, role: &str, now: SystemTime) -> String {
-        let secret = AccessSecret::from_bytes(SECRET.to_vec()).unwrap();
-        TokenIssuer::new(&self.config.tokens, &secret)
+        self.gateway
+            .issuer()
             .mint(sub, role, 0, None, now)
             .unwrap()
             .token
@@ -222,6 +244,16 @@ impl TestGateway {
         )
         .unwrap();
         self.reloader.reload()
+    }
+
+    /// What SIGHUP does in the binary: re-reads the key directory.
+    pub fn reload_keys(&self) {
+        self.gateway.keys().reload_keys().unwrap();
+    }
+
+    /// The key directory, for arranging keys as an operator would.
+    pub fn key_dir(&self) -> KeyDir {
+        KeyDir::new(&self.config.tokens.keys_dir)
     }
 
     /// Stops serving and waits for the drain; the files stay for a restart.
