@@ -10,6 +10,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::duration::ConfigDuration;
+use super::store::StoreFile;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -61,12 +62,6 @@ pub struct TokensFile {
     pub refresh_reuse_grace: Option<ConfigDuration>,
     pub leeway: Option<ConfigDuration>,
     pub secret_file: Option<PathBuf>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StoreFile {
-    pub path: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]

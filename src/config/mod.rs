@@ -8,6 +8,7 @@ mod cidr;
 mod duration;
 mod file;
 pub mod secret;
+mod store;
 
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -22,6 +23,9 @@ pub use cidr::Cidr;
 pub use duration::ConfigDuration;
 use file::{FileConfig, RouteFile};
 pub use file::{Registration, RouteAuth};
+pub use store::{
+    BackendKind, DatabaseUrl, PostgresConfig, StoreBackend, StoreConfig, DATABASE_URL_ENV,
+};
 
 /// The whole gateway configuration, validated.
 #[derive(Debug, Clone)]
@@ -76,11 +80,6 @@ pub struct TokensConfig {
     pub refresh_reuse_grace: Duration,
     pub leeway: Duration,
     pub secret_file: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone)]
-pub struct StoreConfig {
-    pub path: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -180,13 +179,27 @@ impl Config {
     }
 
     /// Validates config text; `path` is only used to name the file in errors.
+    /// The database URL in `AUTHGATE_DATABASE_URL`, when set, replaces
+    /// `[store] url`.
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let env_url = std::env::var(DATABASE_URL_ENV)
+            .ok()
+            .filter(|v| !v.is_empty());
+        Self::parse_with_database_url(path, text, env_url)
+    }
+
+    /// [`Config::parse`] with the environment's database URL given.
+    pub fn parse_with_database_url(
+        path: &Path,
+        text: &str,
+        env_database_url: Option<String>,
+    ) -> Result<Self, ConfigError> {
         let locator = Locator { path, text };
         let raw: FileConfig = toml::from_str(text).map_err(|err| {
             let span = err.span().unwrap_or(0..0);
             locator.error(span, None, err.message().trim_end().to_owned())
         })?;
-        build(raw, &locator)
+        build(raw, env_database_url, &locator)
     }
 }
 
@@ -232,16 +245,15 @@ impl Locator<'_> {
     }
 }
 
-fn build(raw: FileConfig, at: &Locator) -> Result<Config, ConfigError> {
+fn build(
+    raw: FileConfig,
+    env_database_url: Option<String>,
+    at: &Locator,
+) -> Result<Config, ConfigError> {
     let server = build_server(raw.server, at)?;
     let tokens = build_tokens(raw.tokens, at)?;
     let auth = build_auth(raw.auth, at)?;
-    let store = StoreConfig {
-        path: raw
-            .store
-            .path
-            .unwrap_or_else(|| PathBuf::from("data/authgate.sled")),
-    };
+    let store = store::build(raw.store, env_database_url, at)?;
     let mut routes: Vec<RouteConfig> = Vec::with_capacity(raw.routes.len());
     for (index, spanned) in raw.routes.into_iter().enumerate() {
         let span = spanned.span();
