@@ -13,6 +13,7 @@ mod forged_tokens;
 mod hardening;
 mod limits;
 mod operations;
+mod postgres;
 mod proxying;
 mod streaming;
 mod throttle;
