@@ -11,6 +11,9 @@ use http::{HeaderValue, Response, StatusCode};
 
 use crate::body::{BoxError, ResponseBody};
 
+/// Retry-After of the answers given while the shared store is unreachable.
+const STORE_RETRY_AFTER: Duration = Duration::from_secs(2);
+
 /// Every outcome a client can be told about, other than success.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -76,6 +79,13 @@ pub enum GatewayError {
     TooManyRequests { retry_after: Duration },
     #[error("overloaded")]
     Busy { retry_after: Duration },
+    /// The shared store's revocation feed has been down longer than
+    /// `[store] revocation_max_staleness`: fail closed until it catches up.
+    #[error("revocation state is {stale_for:?} old, beyond the allowed staleness")]
+    RevocationsStale { stale_for: Duration },
+    /// The database behind the account endpoints cannot be reached.
+    #[error("store unavailable: {0}")]
+    StoreUnavailable(#[source] BoxError),
 
     // Upstream and internal failures.
     #[error("upstream unavailable: {0}")]
@@ -113,7 +123,9 @@ impl GatewayError {
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             EmailTaken => StatusCode::CONFLICT,
             TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Busy { .. } | RevocationsStale { .. } | StoreUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
             UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -150,6 +162,8 @@ impl GatewayError {
             UserNotFound => "USER_NOT_FOUND",
             TooManyRequests { .. } => "TOO_MANY_REQUESTS",
             Busy { .. } => "SERVICE_BUSY",
+            RevocationsStale { .. } => "REVOCATIONS_STALE",
+            StoreUnavailable(_) => "STORE_UNAVAILABLE",
             UpstreamUnavailable(_) => "UPSTREAM_UNAVAILABLE",
             UpstreamTimeout(_) => "UPSTREAM_TIMEOUT",
             Internal(_) => "INTERNAL_ERROR",
@@ -189,6 +203,10 @@ impl GatewayError {
             UserNotFound => "No such user.",
             TooManyRequests { .. } => "Too many attempts; try again later.",
             Busy { .. } => "The server is busy; try again shortly.",
+            RevocationsStale { .. } => {
+                "The gateway cannot confirm that this token is still valid; try again shortly."
+            }
+            StoreUnavailable(_) => "The account database is unavailable; try again shortly.",
             UpstreamUnavailable(_) => "The upstream service is unavailable.",
             UpstreamTimeout(_) => "The upstream service did not answer in time.",
             Internal(_) => "Internal error.",
@@ -216,6 +234,9 @@ impl GatewayError {
             Self::TooManyRequests { retry_after } | Self::Busy { retry_after } => {
                 Some(*retry_after)
             }
+            // Reconnection is retried every few seconds; a client should not
+            // hammer a gateway that is waiting for its database.
+            Self::RevocationsStale { .. } | Self::StoreUnavailable(_) => Some(STORE_RETRY_AFTER),
             _ => None,
         }
     }

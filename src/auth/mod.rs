@@ -54,7 +54,13 @@ impl Authenticator {
     /// The identity behind the request's bearer token.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Identity, GatewayError> {
         let token = bearer::token(headers)?;
-        let claims = self.verifier.verify(token, SystemTime::now())?;
+        let now = SystemTime::now();
+        let claims = self.verifier.verify(token, now)?;
+        // Fail closed: with other instances' revocations unknown, a valid
+        // signature is not enough.
+        if let Some(stale_for) = self.revocations.stale_for(now) {
+            return Err(GatewayError::RevocationsStale { stale_for });
+        }
         if !self
             .revocations
             .allows(&claims.sub, claims.ver, claims.sid.as_deref())

@@ -125,3 +125,25 @@ fn futures_body(body: http_body_util::Full<bytes::Bytes>) -> bytes::Bytes {
         .unwrap()
         .block_on(async { body.collect().await.unwrap().to_bytes() })
 }
+
+#[test]
+fn store_outages_are_503_with_retry_after() {
+    for (err, code) in [
+        (
+            GatewayError::RevocationsStale {
+                stale_for: Duration::from_secs(31),
+            },
+            "REVOCATIONS_STALE",
+        ),
+        (
+            GatewayError::StoreUnavailable("pool timed out".into()),
+            "STORE_UNAVAILABLE",
+        ),
+    ] {
+        assert_eq!(err.code(), code);
+        let response = err.into_response();
+        assert_eq!(response.status(), 503);
+        assert_eq!(response.headers().get(RETRY_AFTER).unwrap(), "2");
+        assert!(response.headers().get(WWW_AUTHENTICATE).is_none());
+    }
+}

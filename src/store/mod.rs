@@ -5,6 +5,7 @@
 //! requests so a burst of writes costs one fsync, not one each.
 
 pub mod flush;
+pub mod postgres;
 pub mod sled_store;
 
 use std::future::Future;
@@ -14,6 +15,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+pub use postgres::PostgresStore;
 pub use sled_store::SledStore;
 
 /// An account. Lives until `delete_user`.
@@ -127,6 +129,21 @@ pub enum StoreError {
     /// The caller asked for something the store's invariants forbid.
     #[error("invalid store request: {0}")]
     Invalid(&'static str),
+    /// The database cannot be reached (refused, reset, timed out, pool
+    /// exhausted): answered 503, retried by the client.
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The database answered with an error (SQL state in the cause).
+    #[error("database error: {0}")]
+    Postgres(#[source] tokio_postgres::Error),
+    #[error(
+        "the database schema is at version {found}, newer than this authgate \
+         understands (version {supported}); run the newer authgate, or restore \
+         a backup taken before the upgrade"
+    )]
+    SchemaTooNew { found: i64, supported: i64 },
+    #[error(transparent)]
+    Tls(#[from] postgres::tls::TlsSetupError),
 }
 
 /// The future [`Store::flush`] returns; boxed so `dyn Store` works.

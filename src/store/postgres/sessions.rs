@@ -1,0 +1,358 @@
+//! Sessions as SQL: families, refresh tokens and revocations. Rotation locks
+//! the presented token's row (and shares its family's), so two instances
+//! rotating one token serialise and the second sees it rotated.
+
+use tokio_postgres::error::SqlState;
+use tokio_postgres::Row;
+
+use super::events::{self, Event};
+use super::{corrupt, db_error, from_db, sql_state, to_db, PostgresStore};
+use crate::store::{hex, Family, RefreshRecord, RotateOutcome, StoreError};
+
+/// Key of the advisory lock a sweep holds, so one instance sweeps at a time.
+const SWEEP_LOCK: i64 = 0x6167_7377_6565_7031; // "agsweep1"
+
+impl PostgresStore {
+    pub async fn create_family(
+        &self,
+        family: &Family,
+        first_token: &[u8; 32],
+        record: &RefreshRecord,
+    ) -> Result<(), StoreError> {
+        if family.id.is_empty() {
+            return Err(StoreError::Invalid("ids must be non-empty and free of NUL"));
+        }
+        if record.family_id != family.id || record.user_id != family.user_id {
+            return Err(StoreError::Invalid(
+                "the first refresh token must belong to the new family and its user",
+            ));
+        }
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        let inserted = tx
+            .execute(
+                "INSERT INTO families (id, user_id, created_at, expires_at, revoked_at)
+                 VALUES ($1, $2, $3, $4, $5)",
+                &[
+                    &family.id,
+                    &family.user_id,
+                    &to_db(family.created_at),
+                    &to_db(family.expires_at),
+                    &family.revoked_at.map(to_db),
+                ],
+            )
+            .await;
+        match inserted {
+            Ok(_) => {}
+            // The foreign key: the user was deleted (or never existed).
+            Err(err) if sql_state(&err) == Some(&SqlState::FOREIGN_KEY_VIOLATION) => {
+                return Err(StoreError::UnknownUser(family.user_id.clone()))
+            }
+            Err(err) if sql_state(&err) == Some(&SqlState::UNIQUE_VIOLATION) => {
+                return Err(StoreError::Invalid("a family with this id already exists"))
+            }
+            Err(err) => return Err(db_error(err)),
+        }
+        insert_token(
+            &tx,
+            first_token,
+            &record.family_id,
+            &record.user_id,
+            record.expires_at.min(family.expires_at),
+        )
+        .await?;
+        tx.commit().await.map_err(db_error)
+    }
+
+    pub async fn refresh_record(
+        &self,
+        token_hash: &[u8; 32],
+    ) -> Result<Option<RefreshRecord>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT family_id, user_id, expires_at, rotated_at, replaced_by
+                 FROM refresh_tokens WHERE hash = $1",
+                &[&&token_hash[..]],
+            )
+            .await
+            .map_err(db_error)?;
+        row.as_ref().map(|row| record_from(row, 0)).transpose()
+    }
+
+    pub async fn family(&self, id: &str) -> Result<Option<Family>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT id, user_id, created_at, expires_at, revoked_at FROM families WHERE id = $1",
+                &[&id],
+            )
+            .await
+            .map_err(db_error)?;
+        row.as_ref().map(|row| family_from(row, 0)).transpose()
+    }
+
+    pub async fn rotate(
+        &self,
+        presented: &[u8; 32],
+        new_hash: &[u8; 32],
+        new_record: &RefreshRecord,
+        now: u64,
+    ) -> Result<RotateOutcome, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        // The row lock is the compare-and-swap: a concurrent rotation of the
+        // same token waits here and then reads it rotated. Sharing the family
+        // row makes a concurrent revocation wait for (or beat) this one.
+        let row = tx
+            .query_opt(
+                "SELECT r.family_id, r.user_id, r.expires_at, r.rotated_at, r.replaced_by,
+                        f.id, f.user_id, f.created_at, f.expires_at, f.revoked_at
+                 FROM refresh_tokens r JOIN families f ON f.id = r.family_id
+                 WHERE r.hash = $1
+                 FOR UPDATE OF r FOR SHARE OF f",
+                &[&&presented[..]],
+            )
+            .await
+            .map_err(db_error)?;
+        let Some(row) = row else {
+            return Ok(RotateOutcome::Unknown);
+        };
+        let record = record_from(&row, 0)?;
+        let family = family_from(&row, 5)?;
+        // Reuse first, as the sled store: a second use is the theft signal.
+        if let Some(rotated_at) = record.rotated_at {
+            return Ok(RotateOutcome::AlreadyRotated {
+                rotated_at,
+                family_id: record.family_id,
+            });
+        }
+        if family.revoked_at.is_some() {
+            return Ok(RotateOutcome::FamilyRevoked {
+                family_id: family.id,
+            });
+        }
+        if now >= family.expires_at {
+            return Ok(RotateOutcome::FamilyExpired {
+                family_id: family.id,
+            });
+        }
+        if now >= record.expires_at {
+            return Ok(RotateOutcome::Expired);
+        }
+        if new_record.family_id != record.family_id || new_record.user_id != record.user_id {
+            return Err(StoreError::Invalid(
+                "a rotated token must stay in its family and with its user",
+            ));
+        }
+        tx.execute(
+            "UPDATE refresh_tokens SET rotated_at = $2, replaced_by = $3 WHERE hash = $1",
+            &[&&presented[..], &to_db(now), &hex(new_hash)],
+        )
+        .await
+        .map_err(db_error)?;
+        insert_token(
+            &tx,
+            new_hash,
+            &record.family_id,
+            &record.user_id,
+            new_record.expires_at.min(family.expires_at),
+        )
+        .await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(RotateOutcome::Rotated { family })
+    }
+
+    pub async fn revoke_family(&self, family_id: &str, now: u64) -> Result<bool, StoreError> {
+        let revoked = self.revoke_where("id = $1", &[&family_id], now).await?;
+        Ok(!revoked.is_empty())
+    }
+
+    pub async fn revoke_user_families(
+        &self,
+        user_id: &str,
+        except_family: Option<&str>,
+        now: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        self.revoke_where(
+            "user_id = $1 AND ($2::text IS NULL OR id <> $2)",
+            &[&user_id, &except_family],
+            now,
+        )
+        .await
+    }
+
+    pub async fn revoked_families_since(
+        &self,
+        since: u64,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT family_id, revoked_at FROM revocations WHERE revoked_at >= $1
+                 ORDER BY revoked_at",
+                &[&to_db(since)],
+            )
+            .await
+            .map_err(db_error)?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.try_get(0).map_err(corrupt)?,
+                    from_db(row.try_get(1).map_err(corrupt)?),
+                ))
+            })
+            .collect()
+    }
+
+    /// Removes expired tokens and families; one instance at a time (the
+    /// others find the lock taken and return 0).
+    pub async fn sweep_expired(&self, now: u64) -> Result<usize, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        let locked: bool = tx
+            .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&SWEEP_LOCK])
+            .await
+            .map_err(db_error)?
+            .get(0);
+        if !locked {
+            return Ok(0);
+        }
+        let now = to_db(now);
+        let tokens = tx
+            .execute(
+                "DELETE FROM refresh_tokens WHERE expires_at <= $1
+                 OR family_id IN (SELECT id FROM families WHERE expires_at <= $1)",
+                &[&now],
+            )
+            .await
+            .map_err(db_error)?;
+        let families = tx
+            .execute("DELETE FROM families WHERE expires_at <= $1", &[&now])
+            .await
+            .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(usize::try_from(tokens + families).unwrap_or(usize::MAX))
+    }
+
+    /// Forgets revocations, tombstones and revocation events older than
+    /// `before`, remembering how far events were pruned so a listener that
+    /// was behind reloads everything instead of missing them.
+    pub async fn prune_revocations(&self, before: u64) -> Result<usize, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        let before = to_db(before);
+        let revocations = tx
+            .execute("DELETE FROM revocations WHERE revoked_at < $1", &[&before])
+            .await
+            .map_err(db_error)?;
+        let tombstones = tx
+            .execute("DELETE FROM tombstones WHERE deleted_at < $1", &[&before])
+            .await
+            .map_err(db_error)?;
+        events::prune(&tx, before).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(usize::try_from(revocations + tombstones).unwrap_or(usize::MAX))
+    }
+
+    /// Marks the families matched by `condition` (over `families`) revoked,
+    /// remembers each revocation and writes its event; returns their ids.
+    async fn revoke_where(
+        &self,
+        condition: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+        now: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        let now_db = to_db(now);
+        let at_param = format!("${}", params.len() + 1);
+        let mut all: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params.to_vec();
+        all.push(&now_db);
+        let rows = tx
+            .query(
+                &format!(
+                    "UPDATE families SET revoked_at = {at_param}
+                     WHERE revoked_at IS NULL AND {condition} RETURNING id"
+                ),
+                &all,
+            )
+            .await
+            .map_err(db_error)?;
+        let ids: Vec<String> = rows
+            .iter()
+            .map(|row| row.try_get(0).map_err(corrupt))
+            .collect::<Result<_, _>>()?;
+        if ids.is_empty() {
+            return Ok(ids);
+        }
+        tx.execute(
+            "INSERT INTO revocations (family_id, revoked_at) SELECT unnest($1::text[]), $2
+             ON CONFLICT (family_id) DO NOTHING",
+            &[&ids, &now_db],
+        )
+        .await
+        .map_err(db_error)?;
+        let events: Vec<Event<'_>> = ids
+            .iter()
+            .map(|id| Event::Family {
+                family: id,
+                at: now,
+            })
+            .collect();
+        events::record(&tx, &events).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(ids)
+    }
+}
+
+async fn insert_token(
+    tx: &tokio_postgres::Transaction<'_>,
+    hash: &[u8; 32],
+    family_id: &str,
+    user_id: &str,
+    expires_at: u64,
+) -> Result<(), StoreError> {
+    let inserted = tx
+        .execute(
+            "INSERT INTO refresh_tokens (hash, family_id, user_id, expires_at)
+             VALUES ($1, $2, $3, $4)",
+            &[&&hash[..], &family_id, &user_id, &to_db(expires_at)],
+        )
+        .await;
+    match inserted {
+        Ok(_) => Ok(()),
+        Err(err) if sql_state(&err) == Some(&SqlState::UNIQUE_VIOLATION) => {
+            Err(StoreError::Invalid("this refresh token is already stored"))
+        }
+        Err(err) => Err(db_error(err)),
+    }
+}
+
+/// A refresh record from the five columns starting at `at`.
+fn record_from(row: &Row, at: usize) -> Result<RefreshRecord, StoreError> {
+    Ok(RefreshRecord {
+        family_id: row.try_get(at).map_err(corrupt)?,
+        user_id: row.try_get(at + 1).map_err(corrupt)?,
+        expires_at: from_db(row.try_get(at + 2).map_err(corrupt)?),
+        rotated_at: row
+            .try_get::<_, Option<i64>>(at + 3)
+            .map_err(corrupt)?
+            .map(from_db),
+        replaced_by: row.try_get(at + 4).map_err(corrupt)?,
+    })
+}
+
+/// A family from the five columns starting at `at`.
+fn family_from(row: &Row, at: usize) -> Result<Family, StoreError> {
+    Ok(Family {
+        id: row.try_get(at).map_err(corrupt)?,
+        user_id: row.try_get(at + 1).map_err(corrupt)?,
+        created_at: from_db(row.try_get(at + 2).map_err(corrupt)?),
+        expires_at: from_db(row.try_get(at + 3).map_err(corrupt)?),
+        revoked_at: row
+            .try_get::<_, Option<i64>>(at + 4)
+            .map_err(corrupt)?
+            .map(from_db),
+    })
+}
