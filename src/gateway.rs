@@ -13,9 +13,11 @@ use crate::auth::revocation::RevocationList;
 use crate::auth::Authenticator;
 use crate::config::secret::AccessSecret;
 use crate::config::Config;
+use crate::config::StoreBackend;
 use crate::proxy::Proxy;
 use crate::router::Router;
-use crate::store::{SledStore, Store, StoreError};
+use crate::store::postgres::Listener;
+use crate::store::{PostgresStore, SledStore, Store, StoreError};
 
 pub struct Gateway {
     config: Arc<Config>,
@@ -25,6 +27,9 @@ pub struct Gateway {
     proxy: Proxy,
     revocations: Arc<RevocationList>,
     accounts: Accounts,
+    /// With PostgreSQL: follows the other instances' revocations; stopped
+    /// with the gateway.
+    _listener: Option<Listener>,
 }
 
 /// How often expired sessions and stale revocations are swept.
@@ -34,7 +39,7 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(600);
 pub enum BuildError {
     #[error("invalid [server] identity_header_prefix: {0}")]
     IdentityPrefix(#[from] http::header::InvalidHeaderName),
-    #[error("cannot open the store ([store] path): {0}")]
+    #[error("cannot open the store ([store]): {0}")]
     Store(#[from] StoreError),
     #[error("cannot start password hashing ([auth.password]): {0}")]
     Password(#[from] PasswordError),
@@ -42,24 +47,56 @@ pub enum BuildError {
 
 impl Gateway {
     /// Opens the store, loads the revocation state and assembles the rest.
-    pub fn build(config: Config, secret: &AccessSecret) -> Result<Self, BuildError> {
-        let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.store.path)?);
-        Self::build_with_store(config, secret, store)
+    /// With PostgreSQL, also starts following the other instances'
+    /// revocations.
+    pub async fn build(config: Config, secret: &AccessSecret) -> Result<Self, BuildError> {
+        match &config.store.backend {
+            StoreBackend::Sled => {
+                let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.store.path)?);
+                Self::build_with_store(config, secret, store).await
+            }
+            StoreBackend::Postgres(postgres) => {
+                let store = Arc::new(PostgresStore::open(postgres).await?);
+                tracing::info!(database = %postgres.url, "using the PostgreSQL store");
+                let revocations = Arc::new(RevocationList::default());
+                // Started before the state is loaded, so nothing revoked in
+                // between is missed (applying an event twice is harmless).
+                let listener = crate::store::postgres::spawn_listener(
+                    &store,
+                    Arc::clone(&revocations),
+                    config.tokens.access_ttl + config.tokens.leeway,
+                    config.store.revocation_max_staleness,
+                );
+                let mut gateway =
+                    Self::assemble(config, secret, store as Arc<dyn Store>, revocations).await?;
+                gateway._listener = Some(listener);
+                Ok(gateway)
+            }
+        }
     }
 
     /// As [`Gateway::build`], over a store the caller opened.
-    pub fn build_with_store(
+    pub async fn build_with_store(
         config: Config,
         secret: &AccessSecret,
         store: Arc<dyn Store>,
     ) -> Result<Self, BuildError> {
-        let revocations = Arc::new(RevocationList::default());
+        Self::assemble(config, secret, store, Arc::new(RevocationList::default())).await
+    }
+
+    async fn assemble(
+        config: Config,
+        secret: &AccessSecret,
+        store: Arc<dyn Store>,
+        revocations: Arc<RevocationList>,
+    ) -> Result<Self, BuildError> {
         Accounts::load_revocations(
             store.as_ref(),
             &revocations,
             config.tokens.access_ttl + config.tokens.leeway,
             SystemTime::now(),
-        )?;
+        )
+        .await?;
         let verifier = TokenVerifier::new(&config.tokens, secret);
         let issuer = Arc::new(TokenIssuer::new(&config.tokens, secret));
         let proxy = Proxy::new(
@@ -82,6 +119,7 @@ impl Gateway {
             revocations,
             accounts,
             config: Arc::new(config),
+            _listener: None,
         })
     }
 
@@ -95,8 +133,11 @@ impl Gateway {
                 ticks.tick().await;
                 let gateway = Arc::clone(&gateway);
                 let lifetime = gateway.config.tokens.access_ttl + gateway.config.tokens.leeway;
+                // On a blocking thread: the sled sweep is synchronous work
+                // that may take a while after long downtime.
+                let runtime = tokio::runtime::Handle::current();
                 let swept = tokio::task::spawn_blocking(move || {
-                    gateway.accounts.sweep(lifetime, SystemTime::now());
+                    runtime.block_on(gateway.accounts.sweep(lifetime, SystemTime::now()));
                 })
                 .await;
                 if let Err(err) = swept {

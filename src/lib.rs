@@ -62,7 +62,7 @@ pub enum StartupError {
 
 /// Prepares everything `serve` needs from a validated config: the secret, the
 /// TLS settings and the shared gateway state. Logs what dev mode generated.
-pub fn prepare(
+pub async fn prepare(
     config: Config,
 ) -> Result<(Arc<gateway::Gateway>, Arc<rustls::ServerConfig>), StartupError> {
     let (secret, origin) = secret::resolve(&config)?;
@@ -84,7 +84,7 @@ pub fn prepare(
             "DEV MODE: generated a self-signed certificate for localhost"
         );
     }
-    let gateway = gateway::Gateway::build(config, &secret)?;
+    let gateway = gateway::Gateway::build(config, &secret).await?;
     Ok((Arc::new(gateway), tls))
 }
 
@@ -94,7 +94,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartupError> {
-    let (gateway, tls) = prepare(config)?;
+    let (gateway, tls) = prepare(config).await?;
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "listening on {addr}");
     }

@@ -14,9 +14,10 @@ use tracing_subscriber::EnvFilter;
 use authgate::auth::email::canonical_email;
 use authgate::auth::password::PasswordPool;
 use authgate::cli::{Cli, Command, UserCommand};
+use authgate::config::StoreBackend;
 use authgate::config::{is_valid_role, Config};
 use authgate::service::error_chain;
-use authgate::store::{SledStore, Store, User};
+use authgate::store::{PostgresStore, SledStore, Store, User};
 use authgate::StartupError;
 
 fn main() -> ExitCode {
@@ -127,40 +128,56 @@ const MAX_PASSWORD_BYTES: usize = 256;
 /// asked for, and every change is flushed to disk before success is printed.
 fn user(config_path: &Path, command: UserCommand) -> Result<(), String> {
     let config = Config::load(config_path).map_err(|e| error_chain(&e))?;
-    let open = || SledStore::open(&config.store.path).map_err(|e| error_chain(&e));
-    // The flush group and the password pool answer through tokio.
+    // The store, the flush group and the password pool answer through tokio.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let open = || runtime.block_on(open_store(&config));
     match command {
         UserCommand::Add { email, role } => {
             let email = email_arg(&email)?;
             role_arg(&role)?;
             let store = open()?;
-            runtime.block_on(add_user(&config, &store, email, role))
+            runtime.block_on(add_user(&config, store.as_ref(), email, role))
         }
-        UserCommand::List => list_users(&open()?),
+        UserCommand::List => runtime.block_on(list_users(open()?.as_ref())),
         UserCommand::SetRole { email, role } => {
             let email = email_arg(&email)?;
             role_arg(&role)?;
-            runtime.block_on(set_role(&open()?, &email, &role))
+            runtime.block_on(set_role(open()?.as_ref(), &email, &role))
         }
         UserCommand::Delete { email } => {
             let email = email_arg(&email)?;
-            runtime.block_on(delete_user(&open()?, &email))
+            runtime.block_on(delete_user(open()?.as_ref(), &email))
         }
         UserCommand::RevokeSessions { email } => {
             let email = email_arg(&email)?;
-            runtime.block_on(revoke_sessions(&open()?, &email))
+            runtime.block_on(revoke_sessions(open()?.as_ref(), &email))
         }
     }
 }
 
-async fn set_role(store: &SledStore, email: &str, role: &str) -> Result<(), String> {
-    let found = existing(store, email)?;
+/// The store the config names: the sled directory (only while no gateway
+/// holds it) or the shared PostgreSQL database, whose running gateways apply
+/// the changes made here through the revocation feed.
+async fn open_store(config: &Config) -> Result<Box<dyn Store>, String> {
+    match &config.store.backend {
+        StoreBackend::Sled => SledStore::open(&config.store.path)
+            .map(|store| Box::new(store) as Box<dyn Store>)
+            .map_err(|e| error_chain(&e)),
+        StoreBackend::Postgres(postgres) => PostgresStore::open(postgres)
+            .await
+            .map(|store| Box::new(store) as Box<dyn Store>)
+            .map_err(|e| error_chain(&e)),
+    }
+}
+
+async fn set_role(store: &dyn Store, email: &str, role: &str) -> Result<(), String> {
+    let found = existing(store, email).await?;
     let updated = store
         .set_role(&found.id, role)
+        .await
         .map_err(|e| error_chain(&e))?
         .ok_or_else(|| no_such_user(email))?;
     flush(store).await?;
@@ -171,10 +188,11 @@ async fn set_role(store: &SledStore, email: &str, role: &str) -> Result<(), Stri
     Ok(())
 }
 
-async fn delete_user(store: &SledStore, email: &str) -> Result<(), String> {
-    let found = existing(store, email)?;
+async fn delete_user(store: &dyn Store, email: &str) -> Result<(), String> {
+    let found = existing(store, email).await?;
     store
         .delete_user(&found.id, unix_now())
+        .await
         .map_err(|e| error_chain(&e))?
         .ok_or_else(|| no_such_user(email))?;
     flush(store).await?;
@@ -182,15 +200,17 @@ async fn delete_user(store: &SledStore, email: &str) -> Result<(), String> {
     Ok(())
 }
 
-async fn revoke_sessions(store: &SledStore, email: &str) -> Result<(), String> {
-    let found = existing(store, email)?;
+async fn revoke_sessions(store: &dyn Store, email: &str) -> Result<(), String> {
+    let found = existing(store, email).await?;
     let revoked = store
         .revoke_user_families(&found.id, None, unix_now())
+        .await
         .map_err(|e| error_chain(&e))?;
     // Revoked sessions cannot refresh; the version bump also ends the access
     // tokens already handed out.
     store
         .bump_token_version(&found.id)
+        .await
         .map_err(|e| error_chain(&e))?
         .ok_or_else(|| no_such_user(email))?;
     flush(store).await?;
@@ -203,12 +223,13 @@ async fn revoke_sessions(store: &SledStore, email: &str) -> Result<(), String> {
 
 async fn add_user(
     config: &Config,
-    store: &SledStore,
+    store: &dyn Store,
     email: String,
     role: String,
 ) -> Result<(), String> {
     if store
         .user_by_email(&email)
+        .await
         .map_err(|e| error_chain(&e))?
         .is_some()
     {
@@ -228,7 +249,10 @@ async fn add_user(
         created_at: unix_now(),
         token_version: 0,
     };
-    store.create_user(&user).map_err(|e| error_chain(&e))?;
+    store
+        .create_user(&user)
+        .await
+        .map_err(|e| error_chain(&e))?;
     flush(store).await?;
     println!(
         "created user {} ({}) with role {}",
@@ -237,7 +261,7 @@ async fn add_user(
     Ok(())
 }
 
-fn list_users(store: &SledStore) -> Result<(), String> {
+async fn list_users(store: &dyn Store) -> Result<(), String> {
     const PAGE: usize = 256;
     let mut out = std::io::stdout().lock();
     let mut print = |line: String| {
@@ -248,6 +272,7 @@ fn list_users(store: &SledStore) -> Result<(), String> {
     loop {
         let page = store
             .list_users(after.as_deref(), PAGE)
+            .await
             .map_err(|e| error_chain(&e))?;
         for user in &page {
             print(format!(
@@ -279,9 +304,10 @@ fn role_arg(role: &str) -> Result<(), String> {
     }
 }
 
-fn existing(store: &SledStore, email: &str) -> Result<User, String> {
+async fn existing(store: &dyn Store, email: &str) -> Result<User, String> {
     store
         .user_by_email(email)
+        .await
         .map_err(|e| error_chain(&e))?
         .ok_or_else(|| no_such_user(email))
 }
@@ -290,7 +316,7 @@ fn no_such_user(email: &str) -> String {
     format!("no user with email {email}")
 }
 
-async fn flush(store: &SledStore) -> Result<(), String> {
+async fn flush(store: &dyn Store) -> Result<(), String> {
     store.flush().await.map_err(|e| error_chain(&e))
 }
 

@@ -67,12 +67,12 @@ impl Accounts {
             created_at: unix_seconds(now),
             token_version: 0,
         };
-        match self.store.create_user(&user) {
+        match self.store.create_user(&user).await {
             Ok(()) => {}
             Err(StoreError::EmailTaken) => return Err(GatewayError::EmailTaken),
             Err(err) => return Err(GatewayError::internal(err)),
         }
-        let session = self.sessions.start(user, now)?;
+        let session = self.sessions.start(user, now).await?;
         self.flush().await?;
         self.session_response(StatusCode::CREATED, &session)
     }
@@ -103,6 +103,7 @@ impl Accounts {
             Some(email) => self
                 .store
                 .user_by_email(email)
+                .await
                 .map_err(GatewayError::internal)?,
             None => None,
         };
@@ -130,13 +131,13 @@ impl Accounts {
             // Parameters were raised since this hash was made: upgrade it now
             // that the password is at hand. A busy pool just postpones it.
             if let Ok(hash) = self.passwords.hash(credentials.password).await {
-                if let Ok(Some(updated)) = self.store.set_password(&user.id, &hash, false) {
+                if let Ok(Some(updated)) = self.store.set_password(&user.id, &hash, false).await {
                     user = updated;
                 }
             }
         }
         let user_id = user.id.clone();
-        let session = self.sessions.start(user, SystemTime::now())?;
+        let session = self.sessions.start(user, SystemTime::now()).await?;
         self.flush().await?;
         Ok((self.session_response(StatusCode::OK, &session)?, user_id))
     }
@@ -165,7 +166,7 @@ impl Accounts {
                 ))?;
         // Unknown tokens log out nothing but still clear the cookies: logout
         // answers the same whatever the token was.
-        if let Some(family) = self.sessions.family_of(&presented)? {
+        if let Some(family) = self.sessions.family_of(&presented).await? {
             self.sessions
                 .revoke_family(&family, unix_seconds(SystemTime::now()))
                 .await?;
@@ -183,21 +184,28 @@ impl Accounts {
         let user = self
             .store
             .bump_token_version(&identity.user_id)
+            .await
             .map_err(GatewayError::internal)?
             .ok_or(GatewayError::TokenRevoked)?;
         self.revocations
             .set_min_version(&user.id, user.token_version);
-        self.sessions.revoke_user_sessions(&user.id, None, now)?;
+        self.sessions
+            .revoke_user_sessions(&user.id, None, now)
+            .await?;
         self.flush().await?;
         let mut response = no_content();
         clear_session_cookies(&mut response, &self.settings.path_prefix);
         Ok(response)
     }
 
-    pub(super) fn me(&self, identity: &Identity) -> Result<Response<ResponseBody>, GatewayError> {
+    pub(super) async fn me(
+        &self,
+        identity: &Identity,
+    ) -> Result<Response<ResponseBody>, GatewayError> {
         let user = self
             .store
             .user_by_id(&identity.user_id)
+            .await
             .map_err(GatewayError::internal)?
             .ok_or(GatewayError::TokenRevoked)?;
         json(StatusCode::OK, &UserView::from(&user))
@@ -217,6 +225,7 @@ impl Accounts {
         let user = self
             .store
             .user_by_id(&identity.user_id)
+            .await
             .map_err(GatewayError::internal)?
             .ok_or(GatewayError::TokenRevoked)?;
         let verdict = self
@@ -235,16 +244,19 @@ impl Accounts {
         let user = self
             .store
             .set_password(&user.id, &hash, true)
+            .await
             .map_err(GatewayError::internal)?
             .ok_or(GatewayError::TokenRevoked)?;
         // Every older access token dies, and every session but this one.
         self.revocations
             .set_min_version(&user.id, user.token_version);
-        self.sessions.revoke_user_sessions(
-            &user.id,
-            identity.session.as_deref(),
-            unix_seconds(SystemTime::now()),
-        )?;
+        self.sessions
+            .revoke_user_sessions(
+                &user.id,
+                identity.session.as_deref(),
+                unix_seconds(SystemTime::now()),
+            )
+            .await?;
         self.flush().await?;
         Ok(no_content())
     }

@@ -20,7 +20,7 @@ const MAX_PAGE: usize = 500;
 
 impl Accounts {
     /// `GET /users?limit=N&after=ID`: users ordered by id, one page at a time.
-    pub(super) fn list_users(
+    pub(super) async fn list_users(
         &self,
         query: Option<&str>,
     ) -> Result<Response<ResponseBody>, GatewayError> {
@@ -47,6 +47,7 @@ impl Accounts {
         let mut users = self
             .store
             .list_users(after.as_deref(), limit + 1)
+            .await
             .map_err(GatewayError::internal)?;
         let more = users.len() > limit;
         users.truncate(limit);
@@ -61,10 +62,11 @@ impl Accounts {
         json(StatusCode::OK, &page)
     }
 
-    pub(super) fn show_user(&self, id: &str) -> Result<Response<ResponseBody>, GatewayError> {
+    pub(super) async fn show_user(&self, id: &str) -> Result<Response<ResponseBody>, GatewayError> {
         let user = self
             .store
             .user_by_id(id)
+            .await
             .map_err(GatewayError::internal)?
             .ok_or(GatewayError::UserNotFound)?;
         json(StatusCode::OK, &UserView::from(&user))
@@ -86,6 +88,7 @@ impl Accounts {
         let user = self
             .store
             .set_role(id, &change.role)
+            .await
             .map_err(GatewayError::internal)?
             .ok_or(GatewayError::UserNotFound)?;
         // The version bump kills every token carrying the old role; a refresh
@@ -103,6 +106,7 @@ impl Accounts {
         let deleted = self
             .store
             .delete_user(id, unix_seconds(SystemTime::now()))
+            .await
             .map_err(GatewayError::internal)?
             .ok_or(GatewayError::UserNotFound)?;
         self.revocations.delete_user(&deleted.id);

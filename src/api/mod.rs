@@ -88,21 +88,21 @@ impl Accounts {
     /// Loads the revocation state the proxied path consults: token versions,
     /// deleted users, and sessions revoked recently enough that their access
     /// tokens may still be unexpired.
-    pub fn load_revocations(
+    pub async fn load_revocations(
         store: &dyn Store,
         revocations: &RevocationList,
         access_lifetime: Duration,
         now: SystemTime,
     ) -> Result<(), StoreError> {
-        for (user, version) in store.token_versions()? {
+        for (user, version) in store.token_versions().await? {
             revocations.set_min_version(&user, version);
         }
-        for user in store.deleted_user_ids()? {
+        for user in store.deleted_user_ids().await? {
             revocations.delete_user(&user);
         }
         let lifetime = access_lifetime.as_secs();
         let since = unix_seconds(now).saturating_sub(lifetime);
-        for (family, revoked_at) in store.revoked_families_since(since)? {
+        for (family, revoked_at) in store.revoked_families_since(since).await? {
             revocations.revoke_session(&family, revoked_at.saturating_add(lifetime));
         }
         Ok(())
@@ -110,9 +110,9 @@ impl Accounts {
 
     /// Periodic cleanup: expired refresh records, stale revocations,
     /// rotations past their grace, and throttle entries that decide nothing.
-    pub fn sweep(&self, access_lifetime: Duration, now: SystemTime) {
+    pub async fn sweep(&self, access_lifetime: Duration, now: SystemTime) {
         let now_secs = unix_seconds(now);
-        match self.store.sweep_expired(now_secs) {
+        match self.store.sweep_expired(now_secs).await {
             Ok(0) => {}
             Ok(removed) => tracing::info!(removed, "swept expired sessions"),
             Err(err) => tracing::error!(error = %err, "sweeping expired sessions failed"),
@@ -120,6 +120,7 @@ impl Accounts {
         if let Err(err) = self
             .store
             .prune_revocations(now_secs.saturating_sub(access_lifetime.as_secs()))
+            .await
         {
             tracing::error!(error = %err, "pruning old revocations failed");
         }
@@ -176,10 +177,10 @@ impl Accounts {
             (Endpoint::Refresh, _) => self.refresh(headers, &body).await,
             (Endpoint::Logout, _) => self.logout(headers, &body).await,
             (Endpoint::LogoutAll, Some(id)) => self.logout_all(id).await,
-            (Endpoint::Me, Some(id)) => self.me(id),
+            (Endpoint::Me, Some(id)) => self.me(id).await,
             (Endpoint::Password, Some(id)) => self.change_password(id, headers, &body).await,
-            (Endpoint::ListUsers, Some(_)) => self.list_users(parts.uri.query()),
-            (Endpoint::ShowUser(user), Some(_)) => self.show_user(user),
+            (Endpoint::ListUsers, Some(_)) => self.list_users(parts.uri.query()).await,
+            (Endpoint::ShowUser(user), Some(_)) => self.show_user(user).await,
             (Endpoint::ChangeRole(user), Some(_)) => self.change_role(user, headers, &body).await,
             (Endpoint::DeleteUser(user), Some(_)) => self.delete_user(user).await,
             (_, None) => Err(GatewayError::MissingToken),

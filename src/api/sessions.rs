@@ -103,7 +103,7 @@ impl Sessions {
     }
 
     /// Starts a new session (family) for `user`. The caller flushes.
-    pub fn start(&self, user: User, now: SystemTime) -> Result<IssuedSession, GatewayError> {
+    pub async fn start(&self, user: User, now: SystemTime) -> Result<IssuedSession, GatewayError> {
         let now_secs = unix_seconds(now);
         let family = Family {
             id: random_token(16),
@@ -122,6 +122,7 @@ impl Sessions {
         };
         self.store
             .create_family(&family, &hash_token(&refresh_token), &record)
+            .await
             .map_err(GatewayError::internal)?;
         self.issue(user, &family, refresh_token, record.expires_at, now)
     }
@@ -170,14 +171,14 @@ impl Sessions {
             tracing::error!(error = %err, "refresh rotation failed");
             RotationFailure::Internal
         };
-        let record = match self.store.refresh_record(&presented) {
+        let record = match self.store.refresh_record(&presented).await {
             Ok(Some(record)) => record,
             Ok(None) => return Err(RotationFailure::Unknown),
             Err(err) => return Err(internal(&err)),
         };
         let new_token = random_token(32);
         let new_hash = hash_token(&new_token);
-        let family_end = match self.store.family(&record.family_id) {
+        let family_end = match self.store.family(&record.family_id).await {
             Ok(Some(family)) => family.expires_at,
             Ok(None) => return Err(RotationFailure::Unknown),
             Err(err) => return Err(internal(&err)),
@@ -194,6 +195,7 @@ impl Sessions {
         let outcome = self
             .store
             .rotate(&presented, &new_hash, &new_record, now_secs)
+            .await
             .map_err(|err| internal(&err))?;
         let family = match outcome {
             RotateOutcome::Rotated { family } => family,
@@ -221,7 +223,7 @@ impl Sessions {
                 return Err(RotationFailure::Expired)
             }
         };
-        let user = match self.store.user_by_id(&family.user_id) {
+        let user = match self.store.user_by_id(&family.user_id).await {
             Ok(Some(user)) => user,
             Ok(None) => return Err(RotationFailure::Unknown),
             Err(err) => return Err(internal(&err)),
@@ -238,6 +240,7 @@ impl Sessions {
     pub async fn revoke_family(&self, family_id: &str, now_secs: u64) -> Result<(), GatewayError> {
         self.store
             .revoke_family(family_id, now_secs)
+            .await
             .map_err(GatewayError::internal)?;
         self.revocations.revoke_session(
             family_id,
@@ -247,16 +250,17 @@ impl Sessions {
     }
 
     /// The family a refresh token belongs to, if the token is known.
-    pub fn family_of(&self, presented: &str) -> Result<Option<String>, GatewayError> {
+    pub async fn family_of(&self, presented: &str) -> Result<Option<String>, GatewayError> {
         Ok(self
             .store
             .refresh_record(&hash_token(presented))
+            .await
             .map_err(GatewayError::internal)?
             .map(|record| record.family_id))
     }
 
     /// Revokes every session of a user except `keep`; the caller flushes.
-    pub fn revoke_user_sessions(
+    pub async fn revoke_user_sessions(
         &self,
         user_id: &str,
         keep: Option<&str>,
@@ -265,6 +269,7 @@ impl Sessions {
         let revoked = self
             .store
             .revoke_user_families(user_id, keep, now_secs)
+            .await
             .map_err(GatewayError::internal)?;
         let until = now_secs.saturating_add(self.policy.access_lifetime.as_secs());
         for family in revoked {

@@ -6,6 +6,7 @@
 
 pub mod flush;
 pub mod postgres;
+mod sled_async;
 pub mod sled_store;
 
 use std::future::Future;
@@ -149,54 +150,62 @@ pub enum StoreError {
 /// The future [`Store::flush`] returns; boxed so `dyn Store` works.
 pub type FlushFuture<'a> = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 'a>>;
 
-/// Everything the gateway persists. Methods are synchronous (an embedded
-/// store answers in microseconds); only [`Store::flush`], which waits for the
-/// disk, is async. Time is always a parameter (`now`, unix seconds), so
+/// Everything the gateway persists. Methods are async: the shared
+/// PostgreSQL store waits on the network (the embedded sled store answers
+/// at once). [`Store::flush`] waits for the disk. Time is always a parameter (`now`, unix seconds), so
 /// expiry is testable. Emails are compared byte for byte: callers pass the
 /// canonical form.
+#[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Fails with [`StoreError::EmailTaken`] when the email is registered.
-    fn create_user(&self, user: &User) -> Result<(), StoreError>;
-    fn user_by_id(&self, id: &str) -> Result<Option<User>, StoreError>;
-    fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError>;
+    async fn create_user(&self, user: &User) -> Result<(), StoreError>;
+    async fn user_by_id(&self, id: &str) -> Result<Option<User>, StoreError>;
+    async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError>;
     /// Up to `limit` users ordered by id, starting after `after_id`.
-    fn list_users(&self, after_id: Option<&str>, limit: usize) -> Result<Vec<User>, StoreError>;
+    async fn list_users(
+        &self,
+        after_id: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<User>, StoreError>;
     /// Sets the role and bumps `token_version`.
-    fn set_role(&self, id: &str, role: &str) -> Result<Option<User>, StoreError>;
+    async fn set_role(&self, id: &str, role: &str) -> Result<Option<User>, StoreError>;
     /// `bump_version`: true for a password change (other sessions' access
     /// tokens die), false for a transparent rehash at login.
-    fn set_password(
+    async fn set_password(
         &self,
         id: &str,
         hash: &str,
         bump_version: bool,
     ) -> Result<Option<User>, StoreError>;
     /// Logout-all: every access token issued so far is refused.
-    fn bump_token_version(&self, id: &str) -> Result<Option<User>, StoreError>;
+    async fn bump_token_version(&self, id: &str) -> Result<Option<User>, StoreError>;
     /// Removes the user, its email, its families and refresh tokens, and
     /// leaves a tombstone (id → `now`) for the revocation list.
-    fn delete_user(&self, id: &str, now: u64) -> Result<Option<User>, StoreError>;
+    async fn delete_user(&self, id: &str, now: u64) -> Result<Option<User>, StoreError>;
     /// Ids of deleted users still tombstoned, for the revocation list at start.
-    fn deleted_user_ids(&self) -> Result<Vec<String>, StoreError>;
+    async fn deleted_user_ids(&self) -> Result<Vec<String>, StoreError>;
     /// `(user id, token_version)` for every user with a version above 0.
-    fn token_versions(&self) -> Result<Vec<(String, u32)>, StoreError>;
+    async fn token_versions(&self) -> Result<Vec<(String, u32)>, StoreError>;
     /// Stores a new session and its first refresh token, atomically. Fails
     /// with [`StoreError::UnknownUser`] when the user was deleted meanwhile.
-    fn create_family(
+    async fn create_family(
         &self,
         family: &Family,
         first_token: &[u8; 32],
         record: &RefreshRecord,
     ) -> Result<(), StoreError>;
-    fn refresh_record(&self, token_hash: &[u8; 32]) -> Result<Option<RefreshRecord>, StoreError>;
-    fn family(&self, id: &str) -> Result<Option<Family>, StoreError>;
+    async fn refresh_record(
+        &self,
+        token_hash: &[u8; 32],
+    ) -> Result<Option<RefreshRecord>, StoreError>;
+    async fn family(&self, id: &str) -> Result<Option<Family>, StoreError>;
     /// Atomic compare-and-swap rotation: succeeds only if the presented
     /// token exists, was not rotated, its family exists, is not revoked, and
     /// neither is expired at `now`. Then, in one transaction, marks it
     /// rotated (`rotated_at = now`, `replaced_by = hex(new_hash)`) and stores
     /// `new_record` under `new_hash`. `new_record` must name the presented
     /// token's family and user; its `expires_at` is capped at the family's.
-    fn rotate(
+    async fn rotate(
         &self,
         presented: &[u8; 32],
         new_hash: &[u8; 32],
@@ -204,10 +213,10 @@ pub trait Store: Send + Sync + 'static {
         now: u64,
     ) -> Result<RotateOutcome, StoreError>;
     /// Idempotent; true when this call revoked it.
-    fn revoke_family(&self, family_id: &str, now: u64) -> Result<bool, StoreError>;
+    async fn revoke_family(&self, family_id: &str, now: u64) -> Result<bool, StoreError>;
     /// Revokes every live family of the user but `except_family`; returns
     /// the ids this call revoked.
-    fn revoke_user_families(
+    async fn revoke_user_families(
         &self,
         user_id: &str,
         except_family: Option<&str>,
@@ -216,14 +225,14 @@ pub trait Store: Send + Sync + 'static {
     /// `(family id, revoked_at)` for revocations at or after `since`, for
     /// the revocation list at start. Entries outlive their swept family
     /// until [`Store::prune_revocations`].
-    fn revoked_families_since(&self, since: u64) -> Result<Vec<(String, u64)>, StoreError>;
+    async fn revoked_families_since(&self, since: u64) -> Result<Vec<(String, u64)>, StoreError>;
     /// Deletes refresh tokens and families whose `expires_at <= now` (a
     /// family with its tokens); returns how many records it removed.
-    fn sweep_expired(&self, now: u64) -> Result<usize, StoreError>;
+    async fn sweep_expired(&self, now: u64) -> Result<usize, StoreError>;
     /// Forgets revocation entries and user tombstones older than `before`:
     /// once every access token issued before them has expired
     /// (`before = now - access_ttl`), they no longer matter.
-    fn prune_revocations(&self, before: u64) -> Result<usize, StoreError>;
+    async fn prune_revocations(&self, before: u64) -> Result<usize, StoreError>;
     /// Completes when every write made before the call is on disk.
     /// Concurrent callers share one disk flush.
     fn flush(&self) -> FlushFuture<'_>;

@@ -17,7 +17,7 @@ use sled::transaction::{
 use sled::{IVec, Tree};
 
 use super::flush::FlushGroup;
-use super::{hex, Family, FlushFuture, RefreshRecord, RotateOutcome, Store, StoreError, User};
+use super::{hex, Family, FlushFuture, RefreshRecord, RotateOutcome, StoreError, User};
 
 /// sled's page cache; the working set (users, live sessions) is far smaller.
 const CACHE_BYTES: u64 = 64 * 1024 * 1024;
@@ -253,8 +253,10 @@ impl SledStore {
     }
 }
 
-impl Store for SledStore {
-    fn create_user(&self, user: &User) -> Result<(), StoreError> {
+/// The operations, synchronous; [`Store`] is implemented over them in
+/// `sled_async.rs`.
+impl SledStore {
+    pub fn create_user(&self, user: &User) -> Result<(), StoreError> {
         check_id(&user.id)?;
         let record = encode(user)?;
         self.transact(|tx| {
@@ -271,21 +273,25 @@ impl Store for SledStore {
         })
     }
 
-    fn user_by_id(&self, id: &str) -> Result<Option<User>, StoreError> {
+    pub fn user_by_id(&self, id: &str) -> Result<Option<User>, StoreError> {
         match self.trees.users.get(id)? {
             Some(bytes) => decode("user", id.as_bytes(), &bytes).map(Some),
             None => Ok(None),
         }
     }
 
-    fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
+    pub fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
         match self.trees.emails.get(email)? {
             Some(id) => self.user_by_id(&utf8("emails value", &id)?),
             None => Ok(None),
         }
     }
 
-    fn list_users(&self, after_id: Option<&str>, limit: usize) -> Result<Vec<User>, StoreError> {
+    pub fn list_users(
+        &self,
+        after_id: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<User>, StoreError> {
         let start = match after_id {
             Some(id) => Bound::Excluded(id.as_bytes()),
             None => Bound::Unbounded,
@@ -302,14 +308,14 @@ impl Store for SledStore {
         Ok(users)
     }
 
-    fn set_role(&self, id: &str, role: &str) -> Result<Option<User>, StoreError> {
+    pub fn set_role(&self, id: &str, role: &str) -> Result<Option<User>, StoreError> {
         self.update_user(id, |user| {
             role.clone_into(&mut user.role);
             user.token_version = next_version(user.token_version);
         })
     }
 
-    fn set_password(
+    pub fn set_password(
         &self,
         id: &str,
         hash: &str,
@@ -323,13 +329,13 @@ impl Store for SledStore {
         })
     }
 
-    fn bump_token_version(&self, id: &str) -> Result<Option<User>, StoreError> {
+    pub fn bump_token_version(&self, id: &str) -> Result<Option<User>, StoreError> {
         self.update_user(id, |user| {
             user.token_version = next_version(user.token_version);
         })
     }
 
-    fn delete_user(&self, id: &str, now: u64) -> Result<Option<User>, StoreError> {
+    pub fn delete_user(&self, id: &str, now: u64) -> Result<Option<User>, StoreError> {
         let families: Vec<(String, Vec<[u8; 32]>)> = self
             .user_family_ids(id)?
             .into_iter()
@@ -370,7 +376,7 @@ impl Store for SledStore {
         Ok(deleted)
     }
 
-    fn deleted_user_ids(&self) -> Result<Vec<String>, StoreError> {
+    pub fn deleted_user_ids(&self) -> Result<Vec<String>, StoreError> {
         let mut ids = Vec::new();
         for entry in self.trees.tombstones.iter() {
             let (key, _) = entry?;
@@ -379,7 +385,7 @@ impl Store for SledStore {
         Ok(ids)
     }
 
-    fn token_versions(&self) -> Result<Vec<(String, u32)>, StoreError> {
+    pub fn token_versions(&self) -> Result<Vec<(String, u32)>, StoreError> {
         let mut versions = Vec::new();
         for entry in self.trees.users.iter() {
             let (key, bytes) = entry?;
@@ -391,7 +397,7 @@ impl Store for SledStore {
         Ok(versions)
     }
 
-    fn create_family(
+    pub fn create_family(
         &self,
         family: &Family,
         first_token: &[u8; 32],
@@ -436,21 +442,24 @@ impl Store for SledStore {
         })
     }
 
-    fn refresh_record(&self, token_hash: &[u8; 32]) -> Result<Option<RefreshRecord>, StoreError> {
+    pub fn refresh_record(
+        &self,
+        token_hash: &[u8; 32],
+    ) -> Result<Option<RefreshRecord>, StoreError> {
         match self.trees.refresh.get(token_hash)? {
             Some(bytes) => decode("refresh record", token_hash, &bytes).map(Some),
             None => Ok(None),
         }
     }
 
-    fn family(&self, id: &str) -> Result<Option<Family>, StoreError> {
+    pub fn family(&self, id: &str) -> Result<Option<Family>, StoreError> {
         match self.trees.families.get(id)? {
             Some(bytes) => decode("family", id.as_bytes(), &bytes).map(Some),
             None => Ok(None),
         }
     }
 
-    fn rotate(
+    pub fn rotate(
         &self,
         presented: &[u8; 32],
         new_hash: &[u8; 32],
@@ -511,11 +520,11 @@ impl Store for SledStore {
         })
     }
 
-    fn revoke_family(&self, family_id: &str, now: u64) -> Result<bool, StoreError> {
+    pub fn revoke_family(&self, family_id: &str, now: u64) -> Result<bool, StoreError> {
         self.transact(|tx| revoke_in(tx, family_id, now))
     }
 
-    fn revoke_user_families(
+    pub fn revoke_user_families(
         &self,
         user_id: &str,
         except_family: Option<&str>,
@@ -537,7 +546,7 @@ impl Store for SledStore {
         })
     }
 
-    fn revoked_families_since(&self, since: u64) -> Result<Vec<(String, u64)>, StoreError> {
+    pub fn revoked_families_since(&self, since: u64) -> Result<Vec<(String, u64)>, StoreError> {
         let mut revoked = Vec::new();
         for entry in self.trees.revocations.range(since.to_be_bytes()..) {
             let (key, _) = entry?;
@@ -548,7 +557,7 @@ impl Store for SledStore {
         Ok(revoked)
     }
 
-    fn sweep_expired(&self, now: u64) -> Result<usize, StoreError> {
+    pub fn sweep_expired(&self, now: u64) -> Result<usize, StoreError> {
         // Keys are `expires_at` first, so everything due sorts below this.
         let due = now.saturating_add(1).to_be_bytes();
         let mut removed = 0;
@@ -584,7 +593,7 @@ impl Store for SledStore {
         }
     }
 
-    fn prune_revocations(&self, before: u64) -> Result<usize, StoreError> {
+    pub fn prune_revocations(&self, before: u64) -> Result<usize, StoreError> {
         let mut removed = 0;
         let old: Vec<IVec> = self
             .trees
@@ -609,7 +618,7 @@ impl Store for SledStore {
         Ok(removed)
     }
 
-    fn flush(&self) -> FlushFuture<'_> {
+    pub fn flush(&self) -> FlushFuture<'_> {
         Box::pin(self.flusher.flush())
     }
 }

@@ -10,6 +10,7 @@ mod events;
 mod migrate;
 mod pool;
 mod sessions;
+mod store_impl;
 pub mod tls;
 mod users;
 

@@ -120,7 +120,7 @@ impl TestGateway {
         // database lock a moment longer: poll (bounded) until it is free.
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         let (gateway, tls) = loop {
-            match authgate::prepare(config.clone()) {
+            match authgate::prepare(config.clone()).await {
                 Ok(prepared) => break prepared,
                 Err(authgate::StartupError::Build(authgate::gateway::BuildError::Store(
                     authgate::store::StoreError::InUse { .. },
