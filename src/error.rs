@@ -97,8 +97,18 @@ pub enum GatewayError {
 }
 
 impl GatewayError {
+    /// A failure of ours (500), unless it is the database being unreachable,
+    /// which the client may retry (503): the store's errors reach the
+    /// handlers through here, so this is where the two are told apart.
     pub fn internal(err: impl Into<BoxError>) -> Self {
-        Self::Internal(err.into())
+        let err = err.into();
+        if matches!(
+            err.downcast_ref::<crate::store::StoreError>(),
+            Some(crate::store::StoreError::Unavailable(_))
+        ) {
+            return Self::StoreUnavailable(err);
+        }
+        Self::Internal(err)
     }
 
     pub fn status(&self) -> StatusCode {

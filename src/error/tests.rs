@@ -147,3 +147,11 @@ fn store_outages_are_503_with_retry_after() {
         assert!(response.headers().get(WWW_AUTHENTICATE).is_none());
     }
 }
+
+#[test]
+fn an_unreachable_store_is_503_not_500() {
+    let down = crate::store::StoreError::Unavailable("connection refused".into());
+    assert_eq!(GatewayError::internal(down).status(), 503);
+    let bug = crate::store::StoreError::Invalid("x");
+    assert_eq!(GatewayError::internal(bug).status(), 500);
+}

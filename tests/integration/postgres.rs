@@ -1,7 +1,106 @@
-//! The PostgreSQL store with real servers: the harness itself, then (with
-//! the backend) gateways sharing one database.
+//! The PostgreSQL store with real servers: the harness itself, then two
+//! gateways on one database behaving as one (accounts, rotation, revocation
+//! within a second, crashes, an unreachable database, a stale feed).
+//!
+//! Each test has a database of its own (`support::postgres`); without
+//! `AUTHGATE_TEST_DATABASE_URL` they are skipped, except under `CI=true`.
 
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::accounts::FAST_HASHING;
+use crate::support::gateway::{BinaryGateway, GatewayFiles};
 use crate::support::postgres::TestDatabase;
+use crate::support::{Behavior, GatewayOptions, Response, TestGateway, Upstream};
+
+fn options(db: &TestDatabase, upstream: &Upstream, tokens: &str, store: &str) -> GatewayOptions {
+    GatewayOptions {
+        tokens: tokens.to_owned(),
+        auth: FAST_HASHING.to_owned(),
+        routes: format!(
+            "[[route]]\nname = \"api\"\npath_prefix = \"/api/\"\nupstream = \"{}\"\n",
+            upstream.url()
+        ),
+        store: format!(
+            "backend = \"postgres\"\nurl = \"{}\"\nmax_connections = 4\n{store}",
+            db.url
+        ),
+        ..GatewayOptions::default()
+    }
+}
+
+/// Two in-process gateways, A and B, on one database.
+async fn pair(
+    db: &TestDatabase,
+    upstream: &Upstream,
+    tokens: &str,
+    store: &str,
+) -> (TestGateway, TestGateway) {
+    let a = TestGateway::start_with(options(db, upstream, tokens, store)).await;
+    let b = TestGateway::start_with(options(db, upstream, tokens, store)).await;
+    (a, b)
+}
+
+async fn post(gw: &TestGateway, path: &str, body: serde_json::Value) -> Response {
+    gw.client().post(path).json(&body).send().await
+}
+
+async fn register(gw: &TestGateway, email: &str) -> Response {
+    post(
+        gw,
+        "/auth/register",
+        json!({"email": email, "password": "password-1"}),
+    )
+    .await
+}
+
+async fn login(gw: &TestGateway, email: &str) -> Response {
+    post(
+        gw,
+        "/auth/login",
+        json!({"email": email, "password": "password-1"}),
+    )
+    .await
+}
+
+async fn refresh(gw: &TestGateway, token: &str) -> Response {
+    post(gw, "/auth/refresh", json!({"refreshToken": token})).await
+}
+
+async fn me(gw: &TestGateway, access: &str) -> Response {
+    gw.client().get("/auth/me").bearer(access).send().await
+}
+
+async fn proxied(gw: &TestGateway, access: &str) -> Response {
+    gw.client().get("/api/x").bearer(access).send().await
+}
+
+fn field(response: &Response, name: &str) -> String {
+    response.json()[name]
+        .as_str()
+        .unwrap_or_else(|| panic!("no {name} in {:?}", response.body))
+        .to_owned()
+}
+
+/// Polls `/auth/me` (which never reaches the upstream) until it answers
+/// `status`, and returns how long that took; fails after `limit`.
+async fn me_until(gw: &TestGateway, access: &str, status: u16, limit: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        let response = me(gw, access).await;
+        if response.status.as_u16() == status {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < limit,
+            "still {} ({:?}) after {limit:?}, expected {status}",
+            response.status,
+            response.body
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
 
 #[tokio::test]
 async fn each_test_gets_a_database_of_its_own() {
@@ -28,4 +127,210 @@ async fn each_test_gets_a_database_of_its_own() {
         seen.is_none(),
         "a table of one test database is visible in another"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_on_a_log_in_on_b_and_tokens_cross() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let upstream = Upstream::start(Behavior::Ok).await;
+    let (a, b) = pair(&db, &upstream, "", "").await;
+    assert_eq!(register(&a, "ann@example.com").await.status, 201);
+    // The email is taken for B too.
+    assert_eq!(register(&b, "ann@example.com").await.code(), "EMAIL_TAKEN");
+    let session = login(&b, "ann@example.com").await;
+    assert_eq!(session.status, 200, "{:?}", session.body);
+    let response = proxied(&a, &field(&session, "accessToken")).await;
+    assert_eq!(response.status, 200);
+    assert_eq!(upstream.count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_on_a_then_reuse_on_b_kills_the_family_everywhere() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let upstream = Upstream::start(Behavior::Ok).await;
+    let (a, b) = pair(&db, &upstream, "refresh_reuse_grace = \"0s\"", "").await;
+    let original = field(&register(&a, "bob@example.com").await, "refreshToken");
+    let rotated = refresh(&a, &original).await;
+    assert_eq!(rotated.status, 200);
+    let reuse = refresh(&b, &original).await;
+    assert_eq!(
+        (reuse.status.as_u16(), reuse.code().as_str()),
+        (401, "TOKEN_REUSE_DETECTED")
+    );
+    // Dead on A as well: its refresh token at once (the store), its access
+    // token within a second (the revocation feed).
+    assert_eq!(
+        refresh(&a, &field(&rotated, "refreshToken")).await.status,
+        401
+    );
+    let took = me_until(
+        &a,
+        &field(&rotated, "accessToken"),
+        401,
+        Duration::from_secs(1),
+    )
+    .await;
+    assert!(took <= Duration::from_secs(1), "{took:?}");
+    assert_eq!(
+        proxied(&a, &field(&rotated, "accessToken")).await.code(),
+        "TOKEN_REVOKED"
+    );
+    assert_eq!(upstream.count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_all_role_change_and_deletion_on_a_reach_b_within_a_second() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let upstream = Upstream::start(Behavior::Ok).await;
+    let (a, b) = pair(&db, &upstream, "", "").await;
+    register(&a, "cat@example.com").await;
+    let on_a = login(&a, "cat@example.com").await;
+    let on_b = login(&b, "cat@example.com").await;
+    let access_b = field(&on_b, "accessToken");
+    assert_eq!(me(&b, &access_b).await.status, 200);
+
+    let logout = a
+        .client()
+        .post("/auth/logout-all")
+        .bearer(&field(&on_a, "accessToken"))
+        .send()
+        .await;
+    assert_eq!(logout.status, 204);
+    me_until(&b, &access_b, 401, Duration::from_secs(1)).await;
+    assert_eq!(proxied(&b, &access_b).await.code(), "TOKEN_REVOKED");
+
+    // A role change made on A (as an operator would, through the store).
+    let fresh = field(&login(&b, "cat@example.com").await, "accessToken");
+    assert_eq!(me(&b, &fresh).await.status, 200);
+    let store = a.store();
+    let user = store
+        .user_by_email("cat@example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    store.set_role(&user.id, "editor").await.unwrap();
+    me_until(&b, &fresh, 401, Duration::from_secs(1)).await;
+
+    // And a deletion.
+    let fresh = field(&login(&b, "cat@example.com").await, "accessToken");
+    assert_eq!(me(&b, &fresh).await.status, 200);
+    store.delete_user(&user.id, unix_now()).await.unwrap();
+    me_until(&b, &fresh, 401, Duration::from_secs(1)).await;
+    assert_eq!(proxied(&b, &fresh).await.code(), "TOKEN_REVOKED");
+    assert_eq!(upstream.count(), 0, "a revoked token reached the upstream");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledged_registration_survives_kill_9() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let upstream = Upstream::start(Behavior::Ok).await;
+    let files = GatewayFiles::create(&options(&db, &upstream, "", ""));
+    let mut a = BinaryGateway::start(&files, "info");
+    let response = a
+        .client(&files)
+        .post("/auth/register")
+        .json(&json!({"email": "dan@example.com", "password": "password-1"}))
+        .send()
+        .await;
+    assert_eq!(response.status, 201, "{:?}", response.body);
+    a.kill9();
+    let b = TestGateway::start_with(options(&db, &upstream, "", "")).await;
+    assert_eq!(login(&b, "dan@example.com").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_held_down_past_the_bound_fails_closed_then_recovers() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let upstream = Upstream::start(Behavior::Ok).await;
+    let b = TestGateway::start_with(options(
+        &db,
+        &upstream,
+        "",
+        "revocation_max_staleness = \"1s\"",
+    ))
+    .await;
+    register(&b, "eve@example.com").await;
+    let access = field(&login(&b, "eve@example.com").await, "accessToken");
+    assert_eq!(proxied(&b, &access).await.status, 200);
+    assert_eq!(upstream.count(), 1);
+
+    // The listener cannot reconnect; the pool's connections stay open.
+    db.set_connections_allowed(false).await;
+    db.terminate("application_name = 'authgate-listener'").await;
+    me_until(&b, &access, 503, Duration::from_secs(10)).await;
+    let refused = proxied(&b, &access).await;
+    assert_eq!(
+        (refused.status.as_u16(), refused.code().as_str()),
+        (503, "REVOCATIONS_STALE")
+    );
+    assert!(refused.header("retry-after").is_some());
+    assert_eq!(upstream.count(), 1, "a request passed on stale revocations");
+
+    db.set_connections_allowed(true).await;
+    me_until(&b, &access, 200, Duration::from_secs(10)).await;
+    assert_eq!(proxied(&b, &access).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_down_means_503_for_accounts_while_proxying_goes_on() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let upstream = Upstream::start(Behavior::Ok).await;
+    let (a, b) = pair(&db, &upstream, "", "").await;
+    register(&a, "fay@example.com").await;
+    let access = field(&login(&a, "fay@example.com").await, "accessToken");
+
+    db.set_connections_allowed(false).await;
+    db.terminate("true").await;
+    let start = Instant::now();
+    let down = loop {
+        let response = login(&a, "fay@example.com").await;
+        if response.status != 200 {
+            break response;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "login kept working"
+        );
+    };
+    assert_eq!(
+        (down.status.as_u16(), down.code().as_str()),
+        (503, "STORE_UNAVAILABLE"),
+        "{:?}",
+        down.body
+    );
+    assert!(down.header("retry-after").is_some());
+    // Within the staleness bound the proxied path needs no database.
+    assert_eq!(proxied(&a, &access).await.status, 200);
+    assert_eq!(proxied(&b, &access).await.status, 200);
+
+    // Everything comes back by itself.
+    db.set_connections_allowed(true).await;
+    let start = Instant::now();
+    while login(&b, "fay@example.com").await.status != 200 {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "login never recovered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(login(&a, "fay@example.com").await.status, 200);
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }

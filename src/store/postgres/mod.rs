@@ -59,10 +59,23 @@ const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(5);
 /// report; anything else (refused, reset, closed, timed out) means the
 /// database is unreachable, answered 503.
 fn db_error(err: tokio_postgres::Error) -> StoreError {
-    if err.as_db_error().is_some() {
-        StoreError::Postgres(err)
-    } else {
+    let unreachable = match err.as_db_error() {
+        None => true,
+        Some(db) => {
+            let code = db.code().code();
+            // FATAL ends the session (administrator shutdown, connections
+            // not allowed); classes 08 (connection), 53 (resources) and 57P
+            // (shutdown, recovery) all mean "try again later".
+            matches!(db.severity(), "FATAL" | "PANIC")
+                || code.starts_with("08")
+                || code.starts_with("53")
+                || code.starts_with("57P")
+        }
+    };
+    if unreachable || err.is_closed() {
         StoreError::Unavailable(Box::new(err))
+    } else {
+        StoreError::Postgres(err)
     }
 }
 

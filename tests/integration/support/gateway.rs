@@ -28,6 +28,8 @@ pub struct GatewayOptions {
     pub tokens: String,
     pub auth: String,
     pub routes: String,
+    /// The whole `[store]` table body; empty: sled in the temp dir.
+    pub store: String,
 }
 
 impl GatewayOptions {
@@ -56,13 +58,17 @@ impl GatewayFiles {
         let text = format!(
             "[server]\nlisten = \"127.0.0.1:0\"\ntls_cert = {cert:?}\ntls_key = {key:?}\n{server}\n\
              [tokens]\nsecret_file = {secret:?}\n{tokens}\n\
-             [store]\npath = {store:?}\n\
+             [store]\n{store}\n\
              [auth]\n{auth}\n\
              {routes}\n",
             cert = pki.cert_path,
             key = pki.key_path,
             secret = secret_path,
-            store = store_path,
+            store = if options.store.is_empty() {
+                format!("path = {store_path:?}")
+            } else {
+                options.store.clone()
+            },
             server = options.server,
             tokens = options.tokens,
             auth = options.auth,

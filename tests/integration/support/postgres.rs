@@ -46,6 +46,33 @@ impl TestDatabase {
         })
     }
 
+    /// Lets new connections in (or keeps them out), as a database that is
+    /// down would; connections already open stay until terminated.
+    pub async fn set_connections_allowed(&self, allowed: bool) {
+        connect(&self.admin_url)
+            .await
+            .batch_execute(&format!(
+                "ALTER DATABASE {} ALLOW_CONNECTIONS {allowed}",
+                self.name
+            ))
+            .await
+            .unwrap();
+    }
+
+    /// Ends the sessions on this database matching the SQL `condition` over
+    /// pg_stat_activity, as a database restart would.
+    pub async fn terminate(&self, condition: &str) {
+        connect(&self.admin_url)
+            .await
+            .batch_execute(&format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = '{}' AND pid <> pg_backend_pid() AND ({condition})",
+                self.name
+            ))
+            .await
+            .unwrap();
+    }
+
     /// A plain client on this database, for assertions on its rows.
     pub async fn client(&self) -> tokio_postgres::Client {
         connect(&self.url).await
