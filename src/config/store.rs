@@ -59,7 +59,7 @@ pub struct StoreConfig {
 pub enum StoreBackend {
     /// The embedded database at [`StoreConfig::path`].
     Sled,
-    Postgres(PostgresConfig),
+    Postgres(Box<PostgresConfig>),
 }
 
 #[derive(Debug, Clone)]
@@ -244,11 +244,11 @@ pub(super) fn build(
                 }
                 Some(value) => value.into_inner(),
             };
-            StoreBackend::Postgres(PostgresConfig {
+            StoreBackend::Postgres(Box::new(PostgresConfig {
                 url,
                 max_connections,
                 tls_ca,
-            })
+            }))
         }
     };
     Ok(StoreConfig {
