@@ -7,6 +7,7 @@ pub mod email;
 pub mod jwt;
 pub mod password;
 pub mod revocation;
+pub mod sealed_pair;
 pub mod throttle;
 
 use std::sync::Arc;
