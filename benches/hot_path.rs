@@ -202,10 +202,10 @@ fn tokens(c: &mut Criterion) {
     let forged_headers = with(&forged);
     let mut group = c.benchmark_group("authenticate");
     group.bench_function("valid", |b| {
-        b.iter(|| authenticator.authenticate(black_box(&valid_headers)))
+        b.iter(|| authenticator.authenticate(black_box(&valid_headers), now))
     });
     group.bench_function("forged_key", |b| {
-        b.iter(|| authenticator.authenticate(black_box(&forged_headers)))
+        b.iter(|| authenticator.authenticate(black_box(&forged_headers), now))
     });
     group.finish();
 }
@@ -348,6 +348,7 @@ fn headers(c: &mut Criterion) {
     let client = ClientSide {
         peer: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10)),
         peer_trusted: false,
+        client: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10)),
         host: Some("app.example.com"),
     };
     let policy = RouteHeaderPolicy {

@@ -59,17 +59,22 @@ impl Gateway {
                 let store = Arc::new(PostgresStore::open(postgres).await?);
                 tracing::info!(database = %postgres.url, "using the PostgreSQL store");
                 let revocations = Arc::new(RevocationList::default());
-                // Started before the state is loaded, so nothing revoked in
-                // between is missed (applying an event twice is harmless).
-                let listener = crate::store::postgres::spawn_listener(
-                    &store,
+                let max_staleness = config.store.revocation_max_staleness;
+                let mut gateway = Self::assemble(
+                    config,
+                    secret,
+                    Arc::clone(&store) as Arc<dyn Store>,
                     Arc::clone(&revocations),
-                    config.tokens.access_ttl + config.tokens.leeway,
-                    config.store.revocation_max_staleness,
-                );
-                let mut gateway =
-                    Self::assemble(config, secret, store as Arc<dyn Store>, revocations).await?;
-                gateway._listener = Some(listener);
+                )
+                .await?;
+                // Its first connection reloads the whole state, so whatever
+                // was revoked since the load above is applied too.
+                gateway._listener = Some(crate::store::postgres::spawn_listener(
+                    &store,
+                    revocations,
+                    gateway.accounts.revocation_window(),
+                    max_staleness,
+                ));
                 Ok(gateway)
             }
         }
@@ -90,7 +95,7 @@ impl Gateway {
         store: Arc<dyn Store>,
         revocations: Arc<RevocationList>,
     ) -> Result<Self, BuildError> {
-        Accounts::load_revocations(
+        let revocation_window = Accounts::load_revocations(
             store.as_ref(),
             &revocations,
             config.tokens.access_ttl + config.tokens.leeway,
@@ -110,6 +115,7 @@ impl Gateway {
             passwords,
             Arc::clone(&issuer),
             Arc::clone(&revocations),
+            revocation_window,
         );
         Ok(Self {
             router: Router::new(&config.routes),
@@ -132,7 +138,7 @@ impl Gateway {
             loop {
                 ticks.tick().await;
                 let gateway = Arc::clone(&gateway);
-                let lifetime = gateway.config.tokens.access_ttl + gateway.config.tokens.leeway;
+                let lifetime = gateway.accounts.revocation_window();
                 // On a blocking thread: the sled sweep is synchronous work
                 // that may take a while after long downtime.
                 let runtime = tokio::runtime::Handle::current();

@@ -26,6 +26,7 @@ pub mod config;
 pub mod error;
 pub mod gateway;
 pub mod path;
+pub mod private_files;
 pub mod proxy;
 pub mod router;
 pub mod server;
@@ -84,7 +85,21 @@ pub async fn prepare(
             "DEV MODE: generated a self-signed certificate for localhost"
         );
     }
+    let store_path = config.store.path.clone();
+    let store_backend = config.store.backend.clone();
+    let key_path = config.server.tls_key.clone();
     let gateway = gateway::Gateway::build(config, &secret).await?;
+    // After the build, so the database directory exists to be checked.
+    if let SecretOrigin::File(path) | SecretOrigin::GeneratedForDev(path) = &origin {
+        private_files::warn_if_readable_by_others("the access-token secret file", path);
+    }
+    private_files::warn_if_readable_by_others("the TLS private key ([server] tls_key)", &key_path);
+    if matches!(store_backend, config::StoreBackend::Sled) {
+        private_files::warn_if_readable_by_others(
+            "the database directory ([store] path)",
+            &store_path,
+        );
+    }
     Ok((Arc::new(gateway), tls))
 }
 

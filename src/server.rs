@@ -1,6 +1,9 @@
 //! The listener: accepts TCP connections (bounded by `max_connections`),
 //! performs the TLS handshake inside each connection's task under a timeout,
-//! serves HTTP/1.1 or HTTP/2 as ALPN chose, and drains on shutdown.
+//! serves HTTP/1.1 or HTTP/2 as ALPN chose (closing quiet HTTP/2
+//! connections, which hyper does not time out), and drains on shutdown.
+
+mod idle;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -11,11 +14,19 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::ServerConfig;
 use crate::gateway::Gateway;
 use crate::service::{self, Connection};
+use idle::{Streams, Tracked};
+
+/// How long an HTTP/2 connection asked to close (GOAWAY) may go on with no
+/// open stream before it is dropped: one round trip for the client to
+/// acknowledge the GOAWAY's PING, which a silent client never does. At most
+/// the header timeout, so a short one stays short.
+const GOAWAY_GRACE: Duration = Duration::from_secs(1);
 
 /// Serves `listener` until `shutdown` completes, then lets in-flight
 /// requests finish for up to `[server] shutdown_grace`.
@@ -73,6 +84,11 @@ pub async fn serve(
             protocols: Arc::clone(&protocols),
             gateway: Arc::clone(&gateway),
             handshake_timeout: settings.handshake_timeout,
+            h2_limits: H2Limits {
+                first_request: settings.header_read_timeout,
+                idle: settings.idle_timeout,
+                close_grace: GOAWAY_GRACE.min(settings.header_read_timeout),
+            },
             stop: stop_rx.clone(),
         };
         tokio::spawn(async move {
@@ -158,6 +174,7 @@ struct ConnectionTask {
     protocols: Arc<Protocols>,
     gateway: Arc<Gateway>,
     handshake_timeout: Duration,
+    h2_limits: H2Limits,
     /// Becomes true when the gateway stops: finish in-flight work, then close.
     stop: watch::Receiver<bool>,
 }
@@ -184,13 +201,34 @@ impl ConnectionTask {
         let is_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
         let gateway = self.gateway;
         let connection = self.connection;
-        let service =
-            service_fn(move |request| service::handle(Arc::clone(&gateway), connection, request));
         let io = TokioIo::new(tls);
         let result = if is_h2 {
+            let streams = Streams::new(Instant::now());
+            let counted = streams.clone();
+            let service = service_fn(move |request| {
+                // Taken before the request is handled, so a stream counts
+                // while it waits on the upstream too, and ends if reset.
+                let guard = counted.open();
+                let response = service::handle(Arc::clone(&gateway), connection, request);
+                async move {
+                    response
+                        .await
+                        .map(|response| response.map(|body| Tracked::new(body, guard)))
+                }
+            });
             let conn = self.protocols.http2.serve_connection(io, service);
-            until_stopped(conn, &mut self.stop, |conn| conn.graceful_shutdown()).await
+            serve_h2(
+                conn,
+                |conn| conn.graceful_shutdown(),
+                &mut self.stop,
+                &streams,
+                self.h2_limits,
+            )
+            .await
         } else {
+            let service = service_fn(move |request| {
+                service::handle(Arc::clone(&gateway), connection, request)
+            });
             let conn = self
                 .protocols
                 .http1
@@ -200,6 +238,54 @@ impl ConnectionTask {
         };
         if let Err(err) = result {
             tracing::debug!(%peer, error = %err, "connection ended with an error");
+        }
+    }
+}
+
+/// The deadlines hyper does not enforce on HTTP/2 connections.
+#[derive(Debug, Clone, Copy)]
+struct H2Limits {
+    /// The preface and the first request's headers must arrive within this
+    /// (`header_read_timeout`), as on HTTP/1.
+    first_request: Duration,
+    /// A connection with no open stream for this long is closed (`idle_timeout`).
+    idle: Duration,
+    /// After GOAWAY, how long without an open stream before the connection
+    /// is dropped outright.
+    close_grace: Duration,
+}
+
+/// Drives an HTTP/2 connection to its end. It is asked to close (GOAWAY,
+/// letting open streams finish) when the gateway stops, when no request
+/// arrived within `first_request`, or after `idle` without an open stream;
+/// once asked, it is dropped if it stays without an open stream for
+/// `close_grace` (a client that sent no preface, or ignores the GOAWAY).
+async fn serve_h2<C>(
+    conn: C,
+    begin_shutdown: impl FnOnce(std::pin::Pin<&mut C>),
+    stop: &mut watch::Receiver<bool>,
+    streams: &Streams,
+    limits: H2Limits,
+) -> C::Output
+where
+    C: Future<Output = hyper::Result<()>>,
+{
+    tokio::pin!(conn);
+    let start = Instant::now();
+    tokio::select! {
+        output = conn.as_mut() => return output,
+        () = stopped(stop) => {}
+        () = streams.quiet(start, limits.first_request, limits.idle) => {
+            tracing::debug!("closing a quiet HTTP/2 connection");
+        }
+    }
+    begin_shutdown(conn.as_mut());
+    let asked = Instant::now();
+    tokio::select! {
+        output = conn => output,
+        () = streams.quiet(asked, limits.close_grace, limits.close_grace) => {
+            tracing::debug!("dropping an HTTP/2 connection that did not close after GOAWAY");
+            Ok(())
         }
     }
 }

@@ -6,11 +6,12 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use http::header::{HOST, UPGRADE};
 use http::{Method, Request, Response, Version};
 use hyper::body::Incoming;
+use tracing::Instrument;
 
 use crate::api::AccountOutcome;
 use crate::auth::Identity;
@@ -19,6 +20,7 @@ use crate::config::{RouteAuth, RouteConfig};
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::path;
+use crate::proxy::client_addr::client_address;
 use crate::proxy::headers::ClientSide;
 use crate::proxy::upgrade;
 use crate::router;
@@ -59,9 +61,22 @@ pub async fn handle(
     let started = Instant::now();
     let method = request.method().clone();
     let mut outcome = Outcome::default();
-    let response = match dispatch(&gateway, connection, request, &mut outcome).await {
+    // Every line logged while serving this request carries these fields;
+    // route and user are filled in once decided.
+    let span = tracing::info_span!(
+        "request",
+        method = %method,
+        peer = %connection.peer.ip(),
+        route = tracing::field::Empty,
+        user = tracing::field::Empty,
+    );
+    let result = dispatch(&gateway, connection, request, &mut outcome)
+        .instrument(span.clone())
+        .await;
+    let response = match result {
         Ok(response) => response,
         Err(err) => {
+            let _in_request = span.enter();
             if err.is_server_fault() {
                 tracing::error!(error = %error_chain(&err), "request failed");
             } else {
@@ -91,6 +106,8 @@ async fn dispatch(
     outcome: &mut Outcome,
 ) -> Result<Response<ResponseBody>, GatewayError> {
     check_request_line(gateway, &request)?;
+    // The one clock reading every time-dependent decision of this request uses.
+    let now = SystemTime::now();
     let host = {
         let headers = &mut request
             .headers()
@@ -104,6 +121,13 @@ async fn dispatch(
         router::request_host(authority, headers).map_err(GatewayError::BadRequest)?
     };
     let decided = path::decide(request.uri().path()).map_err(GatewayError::InvalidPath)?;
+    // Decided once: the throttle keys on it and the upstream gets it as X-Real-IP.
+    let client_addr = client_address(
+        connection.peer.ip(),
+        connection.peer_trusted,
+        request.headers(),
+        &gateway.config().server.trusted_proxies,
+    );
 
     if gateway.is_account_path(decided.as_str()) {
         outcome.account = true;
@@ -114,11 +138,15 @@ async fn dispatch(
             .handle(
                 request,
                 sub_path,
-                connection.peer.ip(),
+                client_addr,
                 gateway.authenticator(),
+                now,
                 &mut account,
             )
             .await;
+        if let Some(user) = &account.user {
+            tracing::Span::current().record("user", tracing::field::display(user));
+        }
         outcome.user = account.user;
         return result;
     }
@@ -127,6 +155,7 @@ async fn dispatch(
         .router()
         .route(host.as_deref(), decided.as_str())
         .ok_or(GatewayError::NotFound)?;
+    tracing::Span::current().record("route", tracing::field::display(&route.name));
     outcome.route = Some(Arc::clone(route));
 
     if request.headers().contains_key(UPGRADE)
@@ -142,7 +171,10 @@ async fn dispatch(
     let identity: Option<Identity> = match route.auth {
         RouteAuth::Public => None,
         RouteAuth::Required => {
-            let identity = gateway.authenticator().authenticate(request.headers())?;
+            let identity = gateway
+                .authenticator()
+                .authenticate(request.headers(), now)?;
+            tracing::Span::current().record("user", tracing::field::display(&identity.user_id));
             outcome.user = Some(identity.user_id.clone());
             if let Some(roles) = &route.roles {
                 if !roles.contains(&identity.role) {
@@ -162,6 +194,7 @@ async fn dispatch(
     let client = ClientSide {
         peer: connection.peer.ip(),
         peer_trusted: connection.peer_trusted,
+        client: client_addr,
         host: host_header.as_deref(),
     };
     gateway

@@ -45,6 +45,21 @@ fn check(config: &Config) {
     );
     for (i, route) in config.routes.iter().enumerate() {
         assert!(route.path_prefix.starts_with('/'), "{route:?}");
+        // Issue 8 item 7: a prefix is spelled as a decided path, and holds
+        // no character a client could spell a second way (percent-encoded).
+        assert_eq!(
+            authgate::path::decide(&route.path_prefix).map(|d| d.as_str().to_owned()),
+            Ok(route.path_prefix.clone()),
+            "prefix not in decided form"
+        );
+        assert!(
+            route
+                .path_prefix
+                .bytes()
+                .all(|b| b == b'/' || b.is_ascii_alphanumeric() || b"-._~".contains(&b)),
+            "prefix {:?} holds a character with two spellings",
+            route.path_prefix
+        );
         assert!(
             config
                 .routes

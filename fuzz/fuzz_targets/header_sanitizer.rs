@@ -45,7 +45,8 @@ const NEVER_FORWARDED: [&str; 14] = [
 ];
 
 /// Headers the gateway itself sets after honouring `Connection`.
-const GATEWAY_SET: [&str; 5] = [
+const GATEWAY_SET: [&str; 6] = [
+    "x-real-ip",
     "x-forwarded-for",
     "x-forwarded-proto",
     "x-forwarded-host",
@@ -77,6 +78,7 @@ fuzz_target!(|data: &[u8]| {
         &ClientSide {
             peer: PEER,
             peer_trusted,
+            client: PEER,
             host,
         },
         Some(&identity),
@@ -184,7 +186,22 @@ fn check_request(
             "x-forwarded-host"
         );
         assert!(!out.contains_key(header::FORWARDED), "Forwarded kept");
+        for name in [
+            "true-client-ip",
+            "x-client-ip",
+            "cf-connecting-ip",
+            "fastly-client-ip",
+            "x-cluster-client-ip",
+        ] {
+            assert!(
+                !out.contains_key(name),
+                "{name} kept from an untrusted peer"
+            );
+        }
     }
+    // The one client address, trusted peer or not (`client` is PEER here).
+    let real: Vec<_> = out.get_all("x-real-ip").iter().collect();
+    assert_eq!(real, [PEER.to_string().as_str()], "x-real-ip: {real:?}");
 }
 
 fn check_response(out: &HeaderMap) {

@@ -130,9 +130,19 @@ impl Accounts {
         if verdict.needs_rehash {
             // Parameters were raised since this hash was made: upgrade it now
             // that the password is at hand. A busy pool just postpones it.
+            // Only over the hash just verified: a password change committed
+            // meanwhile wins (and the session below is then refused).
             if let Ok(hash) = self.passwords.hash(credentials.password).await {
-                if let Ok(Some(updated)) = self.store.set_password(&user.id, &hash, false).await {
-                    user = updated;
+                match self
+                    .store
+                    .set_password(&user.id, &user.password_hash, &hash, false)
+                    .await
+                {
+                    // Only the hash: the session below must still be
+                    // checked against the version this login read.
+                    Ok(Some(updated)) => user.password_hash = updated.password_hash,
+                    Ok(None) | Err(StoreError::UserChanged(_)) => {}
+                    Err(err) => tracing::error!(error = %err, "storing a rehashed password failed"),
                 }
             }
         }
@@ -216,6 +226,7 @@ impl Accounts {
         identity: &Identity,
         headers: &HeaderMap,
         body: &[u8],
+        peer: IpAddr,
     ) -> Result<Response<ResponseBody>, GatewayError> {
         let change: PasswordChange = parse_json(headers, body)?;
         if change.current_password.len() > MAX_PASSWORD_BYTES {
@@ -228,25 +239,40 @@ impl Accounts {
             .await
             .map_err(GatewayError::internal)?
             .ok_or(GatewayError::TokenRevoked)?;
+        // A wrong current password is a guess at the account's password,
+        // with a token instead of an email: it counts against the same
+        // account and address limits as a login, so a stolen access token
+        // buys no more guesses than the login form.
+        let attempt =
+            self.throttle
+                .admit_login(AccountKey::from_input(&user.email), peer, Instant::now())?;
         let verdict = self
             .passwords
             .verify(change.current_password, user.password_hash.clone())
             .await
             .map_err(super::password_error)?;
         if !verdict.matches {
+            attempt.failed(Instant::now());
             return Err(GatewayError::InvalidCredentials);
         }
+        attempt.succeeded();
         let hash = self
             .passwords
             .hash(change.new_password)
             .await
             .map_err(super::password_error)?;
-        let user = self
+        // Over the hash just verified only: of two changes racing with the
+        // same current password, the second finds it no longer current.
+        let user = match self
             .store
-            .set_password(&user.id, &hash, true)
+            .set_password(&user.id, &user.password_hash, &hash, true)
             .await
-            .map_err(GatewayError::internal)?
-            .ok_or(GatewayError::TokenRevoked)?;
+        {
+            Ok(Some(user)) => user,
+            Ok(None) => return Err(GatewayError::TokenRevoked),
+            Err(StoreError::UserChanged(_)) => return Err(GatewayError::InvalidCredentials),
+            Err(err) => return Err(GatewayError::internal(err)),
+        };
         // Every older access token dies, and every session but this one.
         self.revocations
             .set_min_version(&user.id, user.token_version);

@@ -46,6 +46,9 @@ pub struct Accounts {
     throttle: Throttle,
     sessions: Sessions,
     revocations: Arc<RevocationList>,
+    /// The longest lifetime a live access token can have, this run's or an
+    /// earlier one's: what `load_revocations` returned.
+    revocation_window: Duration,
 }
 
 /// What the access log should say about an account request.
@@ -61,13 +64,16 @@ impl Accounts {
         passwords: PasswordPool,
         issuer: Arc<TokenIssuer>,
         revocations: Arc<RevocationList>,
+        revocation_window: Duration,
     ) -> Self {
         let tokens = &config.tokens;
         let policy = SessionPolicy {
             refresh_ttl: tokens.refresh_ttl,
             session_max_age: tokens.session_max_age,
             reuse_grace: tokens.refresh_reuse_grace,
-            access_lifetime: tokens.access_ttl + tokens.leeway,
+            // Not this run's ttl: a session revoked now may hold access
+            // tokens an earlier run minted with a longer one.
+            access_lifetime: revocation_window.max(tokens.access_ttl + tokens.leeway),
         };
         Self {
             settings: AccountSettings {
@@ -82,30 +88,44 @@ impl Accounts {
             passwords,
             throttle: Throttle::new(&config.auth.throttle),
             revocations,
+            revocation_window,
         }
     }
 
     /// Loads the revocation state the proxied path consults: token versions,
     /// deleted users, and sessions revoked recently enough that their access
-    /// tokens may still be unexpired.
+    /// tokens may still be unexpired. `access_lifetime` is this run's (ttl
+    /// plus leeway); the window used is the longest any live token may have,
+    /// which an earlier run with a longer `access_ttl` can have made longer.
+    /// Returns that window: revocations made during this run must last as
+    /// long, and the sweep must keep stored ones as long.
     pub async fn load_revocations(
         store: &dyn Store,
         revocations: &RevocationList,
         access_lifetime: Duration,
         now: SystemTime,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Duration, StoreError> {
+        let now_secs = unix_seconds(now);
+        let window = store
+            .note_access_lifetime(access_lifetime.as_secs(), now_secs)
+            .await?;
         for (user, version) in store.token_versions().await? {
             revocations.set_min_version(&user, version);
         }
         for user in store.deleted_user_ids().await? {
             revocations.delete_user(&user);
         }
-        let lifetime = access_lifetime.as_secs();
-        let since = unix_seconds(now).saturating_sub(lifetime);
+        let since = now_secs.saturating_sub(window);
         for (family, revoked_at) in store.revoked_families_since(since).await? {
-            revocations.revoke_session(&family, revoked_at.saturating_add(lifetime));
+            revocations.revoke_session(&family, revoked_at.saturating_add(window));
         }
-        Ok(())
+        Ok(Duration::from_secs(window))
+    }
+
+    /// How long a revocation must last: the longest lifetime a live access
+    /// token can have (see [`Accounts::load_revocations`]).
+    pub fn revocation_window(&self) -> Duration {
+        self.revocation_window
     }
 
     /// Periodic cleanup: expired refresh records, stale revocations,
@@ -130,14 +150,16 @@ impl Accounts {
     }
 
     /// Serves one request under the prefix; `sub_path` is what follows it.
-    /// `peer` is the socket address of the client, never a forwarded one:
-    /// login and registration are throttled by it.
+    /// `peer` is the client address: the socket peer, or the forwarded client
+    /// when the peer is a trusted proxy (`proxy::client_addr`). Login and
+    /// registration are throttled by it.
     pub async fn handle(
         &self,
         request: Request<Incoming>,
         sub_path: &str,
         peer: IpAddr,
         authenticator: &Authenticator,
+        now: SystemTime,
         outcome: &mut AccountOutcome,
     ) -> Result<Response<ResponseBody>, GatewayError> {
         let (parts, body) = request.into_parts();
@@ -145,7 +167,7 @@ impl Accounts {
         let endpoint = Endpoint::parse(&method, sub_path)?;
         // Bearer-authenticated endpoints check the token before reading a body.
         let identity = if endpoint.needs_bearer() {
-            let identity = authenticator.authenticate(&parts.headers)?;
+            let identity = authenticator.authenticate(&parts.headers, now)?;
             outcome.user = Some(identity.user_id.clone());
             if endpoint.needs_admin() && identity.role != "admin" {
                 return Err(GatewayError::Forbidden);
@@ -178,7 +200,7 @@ impl Accounts {
             (Endpoint::Logout, _) => self.logout(headers, &body).await,
             (Endpoint::LogoutAll, Some(id)) => self.logout_all(id).await,
             (Endpoint::Me, Some(id)) => self.me(id).await,
-            (Endpoint::Password, Some(id)) => self.change_password(id, headers, &body).await,
+            (Endpoint::Password, Some(id)) => self.change_password(id, headers, &body, peer).await,
             (Endpoint::ListUsers, Some(_)) => self.list_users(parts.uri.query()).await,
             (Endpoint::ShowUser(user), Some(_)) => self.show_user(user).await,
             (Endpoint::ChangeRole(user), Some(_)) => self.change_role(user, headers, &body).await,

@@ -54,7 +54,20 @@ pub fn parse_json<T: DeserializeOwned>(
     if !is_json(headers) {
         return Err(GatewayError::UnsupportedMediaType);
     }
-    serde_json::from_slice(body).map_err(|err| GatewayError::MalformedJson(err.to_string()))
+    serde_json::from_slice(body).map_err(|err| GatewayError::MalformedJson(describe(&err)))
+}
+
+/// What is wrong with a body, without quoting it: serde's own message repeats
+/// the offending value ("invalid type: string \"hunter2\"…"), and the body of
+/// a login is a password. The category and position are enough to debug.
+fn describe(err: &serde_json::Error) -> String {
+    let category = match err.classify() {
+        serde_json::error::Category::Io => "unreadable",
+        serde_json::error::Category::Syntax => "syntax error",
+        serde_json::error::Category::Data => "wrong shape",
+        serde_json::error::Category::Eof => "truncated",
+    };
+    format!("{category} at line {} column {}", err.line(), err.column())
 }
 
 /// Like [`parse_json`], but an absent body parses as `T::default()`.
@@ -118,5 +131,32 @@ mod tests {
         assert!(parsed.is_ok());
         let parsed: Result<serde_json::Value, _> = parse_json(&headers, b"{");
         assert!(matches!(parsed, Err(GatewayError::MalformedJson(_))));
+    }
+
+    #[test]
+    fn a_malformed_body_is_described_without_quoting_it() {
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Login {
+            email: String,
+            count: u32,
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        for body in [
+            &br#"{"email": "a@b", "count": "hunter2-secret"}"#[..],
+            br#"{"email": "a@b", "hunter2-secret": 1}"#,
+            br#"{"email": hunter2-secret}"#,
+            br#"{"email": "hunter2-secret"#,
+            br#""hunter2-secret""#,
+        ] {
+            let parsed: Result<Login, _> = parse_json(&headers, body);
+            let Err(GatewayError::MalformedJson(message)) = parsed else {
+                panic!("{body:?} parsed");
+            };
+            assert!(!message.contains("hunter2"), "{message}");
+            assert!(message.contains("line 1 column"), "{message}");
+        }
     }
 }

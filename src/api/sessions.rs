@@ -21,7 +21,7 @@ use tokio::sync::OnceCell;
 use crate::auth::jwt::{unix_seconds, MintedToken, TokenIssuer};
 use crate::auth::revocation::RevocationList;
 use crate::error::GatewayError;
-use crate::store::{Family, RefreshRecord, RotateOutcome, Store, User};
+use crate::store::{Family, RefreshRecord, RotateOutcome, Store, StoreError, User, UserStamp};
 
 /// What a client receives when a session starts or rotates.
 #[derive(Clone)]
@@ -102,7 +102,11 @@ impl Sessions {
         }
     }
 
-    /// Starts a new session (family) for `user`. The caller flushes.
+    /// Starts a new session (family) for `user` as the caller read it before
+    /// its password check. If the user changed meanwhile (password change,
+    /// logout-all, role change) or was deleted, no session is created and the
+    /// answer is [`GatewayError::InvalidCredentials`]: a check that raced
+    /// such a change must not outlive it. The caller flushes.
     pub async fn start(&self, user: User, now: SystemTime) -> Result<IssuedSession, GatewayError> {
         let now_secs = unix_seconds(now);
         let family = Family {
@@ -120,10 +124,18 @@ impl Sessions {
             rotated_at: None,
             replaced_by: None,
         };
-        self.store
-            .create_family(&family, &hash_token(&refresh_token), &record)
+        let verified = UserStamp::of(&user);
+        match self
+            .store
+            .create_family(&family, &hash_token(&refresh_token), &record, &verified)
             .await
-            .map_err(GatewayError::internal)?;
+        {
+            Ok(()) => {}
+            Err(StoreError::UserChanged(_) | StoreError::UnknownUser(_)) => {
+                return Err(GatewayError::InvalidCredentials)
+            }
+            Err(err) => return Err(GatewayError::internal(err)),
+        }
         self.issue(user, &family, refresh_token, record.expires_at, now)
     }
 

@@ -1,9 +1,11 @@
 //! Access tokens: minting and pinned verification.
 //!
 //! jsonwebtoken checks only what it is told to, so the [`Validation`] here is
-//! built field by field: one algorithm, `exp`/`iss`/`aud` required and matched,
-//! `nbf` honoured, the configured leeway. `iat` in the future, the `typ` header
-//! and key-selecting headers are checked by hand after the signature.
+//! built field by field: one algorithm, `exp`/`iss`/`aud`/`sub` required,
+//! `iss`/`aud` matched. Everything that depends on the time (`exp`, `nbf`,
+//! `iat`) is checked by hand against the `now` the caller passes, with the
+//! configured leeway, because jsonwebtoken would read the system clock; the
+//! `typ` header and key-selecting headers are checked after the signature.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -118,8 +120,9 @@ impl TokenVerifier {
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.set_issuer(&[config.issuer.as_str()]);
         validation.set_audience(&[config.audience.as_str()]);
-        validation.validate_exp = true;
-        validation.validate_nbf = true;
+        // Checked in `verify` against the caller's `now`; `exp` stays required.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
         validation.validate_aud = true;
         validation.leeway = config.leeway.as_secs();
         Self {
@@ -136,12 +139,10 @@ impl TokenVerifier {
         }
         let data = jsonwebtoken::decode::<AccessClaims>(token, &self.key, &self.validation)
             .map_err(|err| match err.kind() {
-                ErrorKind::ExpiredSignature => GatewayError::TokenExpired,
                 ErrorKind::InvalidSignature => GatewayError::InvalidToken("bad signature"),
                 ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => {
                     GatewayError::InvalidToken("algorithm not allowed")
                 }
-                ErrorKind::ImmatureSignature => GatewayError::InvalidToken("not yet valid (nbf)"),
                 ErrorKind::InvalidIssuer => GatewayError::InvalidToken("wrong issuer"),
                 ErrorKind::InvalidAudience => GatewayError::InvalidToken("wrong audience"),
                 ErrorKind::MissingRequiredClaim(_) => {
@@ -164,10 +165,23 @@ impl TokenVerifier {
         {
             return Err(GatewayError::InvalidToken("key-selecting header present"));
         }
-        if data.claims.iat > unix_seconds(now).saturating_add(self.leeway) {
+        let now = unix_seconds(now);
+        let claims = data.claims;
+        // The same comparisons jsonwebtoken makes, against our clock: expired
+        // once `exp` is more than the leeway in the past (RFC 7519 §4.1.4).
+        if claims.exp.saturating_add(self.leeway) < now {
+            return Err(GatewayError::TokenExpired);
+        }
+        if claims
+            .nbf
+            .is_some_and(|nbf| nbf > now.saturating_add(self.leeway))
+        {
+            return Err(GatewayError::InvalidToken("not yet valid (nbf)"));
+        }
+        if claims.iat > now.saturating_add(self.leeway) {
             return Err(GatewayError::InvalidToken("issued in the future (iat)"));
         }
-        Ok(data.claims)
+        Ok(claims)
     }
 
     pub fn algorithm(&self) -> Algorithm {

@@ -52,10 +52,14 @@ impl Authenticator {
         }
     }
 
-    /// The identity behind the request's bearer token.
-    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Identity, GatewayError> {
+    /// The identity behind the request's bearer token, as of `now` (read
+    /// once per request by the caller).
+    pub fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        now: SystemTime,
+    ) -> Result<Identity, GatewayError> {
         let token = bearer::token(headers)?;
-        let now = SystemTime::now();
         let claims = self.verifier.verify(token, now)?;
         // Fail closed: with other instances' revocations unknown, a valid
         // signature is not enough.

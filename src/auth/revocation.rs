@@ -55,14 +55,6 @@ impl RevocationList {
         }
     }
 
-    /// Raises the user's minimum version, never lowers it: events from
-    /// other instances may arrive after a newer local change.
-    pub fn raise_min_version(&self, user: &str, version: u32) {
-        let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
-        let entry = inner.min_version.entry(user.to_owned()).or_insert(0);
-        *entry = (*entry).max(version);
-    }
-
     /// From now on the list is fed by a remote source and is stale when that
     /// source has been down longer than `max_staleness`.
     pub fn follow_feed(&self, max_staleness: Duration) {
@@ -99,13 +91,16 @@ impl RevocationList {
     }
 
     /// Records the user's current token version (tokens below it die).
+    /// The floor only rises: two revocations finishing out of order (each
+    /// reporting the version its own store write produced) must leave the
+    /// higher one, and nothing lowers a deletion ([`DELETED`] is the top).
     pub fn set_min_version(&self, user: &str, version: u32) {
-        let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
         if version == 0 {
-            inner.min_version.remove(user);
-        } else {
-            inner.min_version.insert(user.to_owned(), version);
+            return; // Every version passes a floor of 0.
         }
+        let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        let floor = inner.min_version.entry(user.to_owned()).or_insert(0);
+        *floor = (*floor).max(version);
     }
 
     /// Every token of this user is refused from now on.
@@ -178,11 +173,20 @@ mod tests {
     }
 
     #[test]
-    fn versions_from_the_feed_only_rise() {
+    fn the_version_floor_never_goes_down() {
         let list = RevocationList::default();
-        list.raise_min_version("u1", 3);
-        list.raise_min_version("u1", 2);
-        assert!(!list.allows("u1", 2, None));
-        assert!(list.allows("u1", 3, None));
+        // A password change (version 3) reported after a logout-all that
+        // committed later (version 4).
+        list.set_min_version("u1", 4);
+        list.set_min_version("u1", 3);
+        assert!(!list.allows("u1", 3, None));
+        assert!(list.allows("u1", 4, None));
+        list.set_min_version("u1", 0);
+        assert!(!list.allows("u1", 3, None));
+        // A role change reported after the deletion it raced.
+        list.delete_user("u1");
+        list.set_min_version("u1", 5);
+        assert!(!list.allows("u1", 5, None));
+        assert!(!list.allows("u1", DELETED - 1, None));
     }
 }

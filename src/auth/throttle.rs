@@ -73,6 +73,8 @@ struct Limits {
     base_lockout: Duration,
     max_lockout: Duration,
     registrations_per_hour: u32,
+    /// IPv6 addresses sharing this many leading bits share counters.
+    ipv6_prefix: u8,
 }
 
 struct State {
@@ -97,6 +99,7 @@ impl Throttle {
             base_lockout: config.base_lockout.min(max_lockout),
             max_lockout,
             registrations_per_hour: config.registrations_per_hour.max(1),
+            ipv6_prefix: config.ipv6_prefix.min(128),
         };
         let capacity = config.max_entries.max(1);
         Self {
@@ -118,8 +121,8 @@ impl Throttle {
         peer: IpAddr,
         now: Instant,
     ) -> Result<LoginAttempt<'_>, Throttled> {
-        let address = address_key(peer);
         let limits = self.limits;
+        let address = address_key(peer, limits.ipv6_prefix);
         let mut state = self.lock();
         let mut wait = state
             .addresses
@@ -162,9 +165,12 @@ impl Throttle {
     pub fn admit_registration(&self, peer: IpAddr, now: Instant) -> Result<(), Throttled> {
         let limit = self.limits.registrations_per_hour;
         let mut state = self.lock();
-        let count = state
-            .registrations
-            .entry(address_key(peer), now, || WindowCount::new(now));
+        let count =
+            state
+                .registrations
+                .entry(address_key(peer, self.limits.ipv6_prefix), now, || {
+                    WindowCount::new(now)
+                });
         count.roll(now, REGISTRATION_WINDOW);
         if let Some(until) = count.full_until(limit, REGISTRATION_WINDOW, now) {
             return Err(Throttled {
@@ -178,7 +184,8 @@ impl Throttle {
     /// Gives back a registration that did no work (the password pool was busy).
     pub fn refund_registration(&self, peer: IpAddr) {
         let mut state = self.lock();
-        if let Some(count) = state.registrations.get_mut(&address_key(peer)) {
+        let address = address_key(peer, self.limits.ipv6_prefix);
+        if let Some(count) = state.registrations.get_mut(&address) {
             count.count = count.count.saturating_sub(1);
         }
     }
@@ -316,15 +323,21 @@ impl Limits {
     }
 }
 
-/// IPv6 clients are counted per /64, the block one host or household is
-/// usually given: keyed per address, one attacker would have 2^64 fresh
-/// counters. IPv4-mapped IPv6 addresses count as the IPv4 address.
-fn address_key(peer: IpAddr) -> IpAddr {
+/// IPv6 clients are counted per block of `prefix` bits (/56 by default):
+/// keyed per address, one attacker would have 2^64 fresh counters in the /64
+/// of a single host, and households and small sites are commonly given a /56
+/// or a /48. IPv4-mapped IPv6 addresses count as the IPv4 address.
+fn address_key(peer: IpAddr, prefix: u8) -> IpAddr {
     match peer {
         IpAddr::V4(_) => peer,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+            None => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(prefix.min(128)))
+                    .unwrap_or(0);
+                IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask))
+            }
         },
     }
 }
@@ -411,6 +424,12 @@ trait Tracked {
     fn busy(&self) -> bool {
         false
     }
+
+    /// How much evicting the entry would give away, compared first by the
+    /// first field, then the second: evicting it forgets that many failures.
+    /// Heavier entries are evicted later, so flooding the map with fresh
+    /// one-failure keys cannot wipe an attacker's own partial streak.
+    fn weight(&self) -> (u8, u32);
 }
 
 impl Tracked for AccountEntry {
@@ -425,20 +444,38 @@ impl Tracked for AccountEntry {
     fn busy(&self) -> bool {
         self.in_flight > 0
     }
+
+    /// Lockout history outweighs any streak; a streak outweighs a clean entry.
+    fn weight(&self) -> (u8, u32) {
+        if self.lockouts > 0 || self.locked_until.is_some() {
+            (2, self.lockouts)
+        } else {
+            (u8::from(self.failures > 0), self.failures)
+        }
+    }
 }
 
 impl Tracked for WindowCount {
     fn expires(&self, window: Duration) -> Instant {
         self.start + window
     }
+
+    fn weight(&self) -> (u8, u32) {
+        (u8::from(self.count > 0), self.count)
+    }
 }
+
+/// Order of eviction, lowest first: idle before busy, then by
+/// [`Tracked::weight`], then nearest to expiry first.
+type EvictionRank = (bool, (u8, u32), Instant);
 
 /// A map of at most `capacity` entries, so an attacker cycling addresses or
 /// emails cannot grow memory without bound. Inserting into a full map first
-/// drops expired entries, then, if too few were, the ones nearest to expiry
-/// (a locked account expires last, so it is kept longest). It frees an
-/// eighth of the map at a time, so the O(n) pass is paid once per many
-/// inserts rather than on each.
+/// drops expired entries, then, if too few were, the lightest ones (clean
+/// entries before partial failure streaks, short streaks before long ones,
+/// lockout history last; see [`Tracked::weight`]), nearest to expiry first
+/// among equals. It frees an eighth of the map at a time, so the O(n) pass
+/// is paid once per many inserts rather than on each.
 struct BoundedMap<K, V> {
     entries: HashMap<K, V>,
     capacity: usize,
@@ -494,10 +531,13 @@ impl<K: Copy + Eq + Hash, V: Tracked> BoundedMap<K, V> {
             return;
         }
         let window = self.window;
-        let mut ranked: Vec<((bool, Instant), K)> = self
+        let mut ranked: Vec<(EvictionRank, K)> = self
             .entries
             .iter()
-            .map(|(key, entry)| ((entry.busy(), entry.expires(window)), *key))
+            .map(|(key, entry)| {
+                let rank = (entry.busy(), entry.weight(), entry.expires(window));
+                (rank, *key)
+            })
             .collect();
         ranked.select_nth_unstable_by_key(excess - 1, |(rank, _)| *rank);
         for (_, key) in ranked.into_iter().take(excess) {

@@ -1,16 +1,41 @@
 //! The raw shape of `authgate.toml`, exactly as serde reads it.
 //!
 //! Every table denies unknown keys, and values that can be checked alone are
-//! checked here (durations, enums) so the TOML parser reports them with file,
-//! line and key. `mod.rs` turns this into the validated [`super::Config`].
+//! checked here (durations, counts and their ranges, enums) so the TOML
+//! parser reports them with file, line and key. `mod.rs` turns this into the
+//! validated [`super::Config`].
 
 use std::path::PathBuf;
 
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::duration::ConfigDuration;
+use super::count::CountIn;
+use super::duration::DurationIn;
 use super::store::StoreFile;
+
+// The ranges every duration and count is held to. Nothing here is a
+// recommendation: they keep typos ("15d" for "15m") and overflowing values
+// from reaching arithmetic on deadlines, semaphores and allocations.
+const SECOND: u64 = 1_000;
+const HOUR: u64 = 3_600 * SECOND;
+const DAY: u64 = 24 * HOUR;
+const TEN_YEARS: u64 = 3_650 * DAY;
+
+/// Network waits: more than zero, at most a day.
+type Timeout = DurationIn<1, DAY>;
+/// A wait that may be zero: at most a day.
+type Grace = DurationIn<0, DAY>;
+/// Clock-skew and reuse tolerances: zero to an hour.
+type Tolerance = DurationIn<0, HOUR>;
+/// Access tokens cannot be recalled one by one: a second to a day.
+type AccessLifetime = DurationIn<SECOND, DAY>;
+/// Sessions and throttle spans: a second to ten years.
+type Lifetime = DurationIn<SECOND, TEN_YEARS>;
+/// Sizes in bytes of request heads, URIs and account bodies: up to 1 MiB.
+type Bytes<const MIN: u64> = CountIn<usize, MIN, { 1024 * 1024 }>;
+/// Failure and request counts of the throttle (below 1 is read as 1).
+type Attempts = CountIn<u32, 0, 1_000_000_000>;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -34,16 +59,16 @@ pub struct ServerFile {
     pub tls_key: PathBuf,
     #[serde(default)]
     pub dev: bool,
-    pub max_connections: Option<usize>,
-    pub handshake_timeout: Option<ConfigDuration>,
-    pub header_read_timeout: Option<ConfigDuration>,
-    pub body_read_timeout: Option<ConfigDuration>,
-    pub idle_timeout: Option<ConfigDuration>,
-    pub shutdown_grace: Option<ConfigDuration>,
-    pub max_header_bytes: Option<usize>,
-    pub max_headers: Option<usize>,
-    pub max_uri_bytes: Option<usize>,
-    pub h2_max_concurrent_streams: Option<u32>,
+    pub max_connections: Option<CountIn<usize, 1, 1_000_000>>,
+    pub handshake_timeout: Option<Timeout>,
+    pub header_read_timeout: Option<Timeout>,
+    pub body_read_timeout: Option<Timeout>,
+    pub idle_timeout: Option<Timeout>,
+    pub shutdown_grace: Option<Grace>,
+    pub max_header_bytes: Option<Bytes<1024>>,
+    pub max_headers: Option<CountIn<usize, 1, 10_000>>,
+    pub max_uri_bytes: Option<Bytes<16>>,
+    pub h2_max_concurrent_streams: Option<CountIn<u32, 1, 10_000>>,
     #[serde(default)]
     pub trusted_proxies: Vec<Spanned<String>>,
     pub identity_header_prefix: Option<Spanned<String>>,
@@ -56,11 +81,11 @@ pub struct TokensFile {
     pub issuer: Option<String>,
     pub audience: Option<String>,
     pub algorithm: Option<Spanned<String>>,
-    pub access_ttl: Option<ConfigDuration>,
-    pub refresh_ttl: Option<ConfigDuration>,
-    pub session_max_age: Option<ConfigDuration>,
-    pub refresh_reuse_grace: Option<ConfigDuration>,
-    pub leeway: Option<ConfigDuration>,
+    pub access_ttl: Option<AccessLifetime>,
+    pub refresh_ttl: Option<Lifetime>,
+    pub session_max_age: Option<Lifetime>,
+    pub refresh_reuse_grace: Option<Tolerance>,
+    pub leeway: Option<Tolerance>,
     pub secret_file: Option<PathBuf>,
 }
 
@@ -70,7 +95,7 @@ pub struct AuthFile {
     pub path_prefix: Option<Spanned<String>>,
     pub registration: Option<Registration>,
     pub default_role: Option<Spanned<String>>,
-    pub max_body: Option<usize>,
+    pub max_body: Option<Bytes<64>>,
     #[serde(default)]
     pub password: PasswordFile,
     #[serde(default)]
@@ -87,30 +112,31 @@ pub enum Registration {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordFile {
-    pub memory_kib: Option<u32>,
-    pub iterations: Option<u32>,
-    pub parallelism: Option<u32>,
-    pub hash_workers: Option<usize>,
-    pub hash_queue: Option<usize>,
+    pub memory_kib: Option<CountIn<u32, 8, { 4 * 1024 * 1024 }>>,
+    pub iterations: Option<CountIn<u32, 1, 1_000>>,
+    pub parallelism: Option<CountIn<u32, 1, 255>>,
+    pub hash_workers: Option<CountIn<usize, 1, 1_024>>,
+    pub hash_queue: Option<CountIn<usize, 0, 1_000_000>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ThrottleFile {
-    pub account_failures: Option<u32>,
-    pub address_failures: Option<u32>,
-    pub window: Option<ConfigDuration>,
-    pub base_lockout: Option<ConfigDuration>,
-    pub max_lockout: Option<ConfigDuration>,
-    pub registrations_per_hour: Option<u32>,
-    pub max_entries: Option<usize>,
+    pub account_failures: Option<Attempts>,
+    pub address_failures: Option<Attempts>,
+    pub window: Option<Lifetime>,
+    pub base_lockout: Option<Lifetime>,
+    pub max_lockout: Option<Lifetime>,
+    pub registrations_per_hour: Option<Attempts>,
+    pub max_entries: Option<CountIn<usize, 1, 10_000_000>>,
+    pub ipv6_prefix: Option<Spanned<u8>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteFile {
     pub name: String,
-    pub path_prefix: String,
+    pub path_prefix: Spanned<String>,
     pub host: Option<String>,
     pub upstream: String,
     #[serde(default)]
@@ -118,7 +144,7 @@ pub struct RouteFile {
     pub roles: Option<Vec<String>>,
     #[serde(default)]
     pub strip_prefix: bool,
-    pub timeout: Option<ConfigDuration>,
+    pub timeout: Option<Timeout>,
     #[serde(default)]
     pub forward_authorization: bool,
     pub max_body: Option<u64>,

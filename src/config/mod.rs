@@ -5,6 +5,7 @@
 //! `FILE:LINE:COLUMN: KEY: message` so an operator can go straight to it.
 
 mod cidr;
+mod count;
 mod duration;
 mod file;
 pub mod secret;
@@ -20,7 +21,8 @@ use http::Uri;
 use jsonwebtoken::Algorithm;
 
 pub use cidr::Cidr;
-pub use duration::ConfigDuration;
+use count::CountIn;
+pub use duration::{ConfigDuration, DurationIn};
 use file::{FileConfig, RouteFile};
 pub use file::{Registration, RouteAuth};
 pub use store::{
@@ -50,11 +52,13 @@ pub struct ServerConfig {
     /// Connections beyond this are closed at accept, before the TLS handshake.
     pub max_connections: usize,
     pub handshake_timeout: Duration,
-    /// A client must finish sending request headers within this time (slowloris).
+    /// A client must finish sending request headers within this time
+    /// (slowloris); on HTTP/2, the preface and the first request.
     pub header_read_timeout: Duration,
     /// Longest pause allowed between two pieces of a request body.
     pub body_read_timeout: Duration,
-    /// An HTTP/1 keep-alive connection with no request for this long is closed.
+    /// An HTTP/2 connection with no open stream for this long is closed
+    /// with GOAWAY; half of it is the HTTP/2 keep-alive PING interval.
     pub idle_timeout: Duration,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,
@@ -114,6 +118,8 @@ pub struct ThrottleConfig {
     pub max_lockout: Duration,
     pub registrations_per_hour: u32,
     pub max_entries: usize,
+    /// Leading bits of an IPv6 address that make one throttle key.
+    pub ipv6_prefix: u8,
 }
 
 #[derive(Debug, Clone)]
@@ -328,24 +334,21 @@ fn build_server(raw: file::ServerFile, at: &Locator) -> Result<ServerConfig, Con
             normalized
         }
     };
-    let seconds = |value: Option<ConfigDuration>, default: u64| {
-        value.map_or(Duration::from_secs(default), |d| d.0)
-    };
     Ok(ServerConfig {
         listen,
         tls_cert: raw.tls_cert,
         tls_key: raw.tls_key,
         dev: raw.dev,
-        max_connections: raw.max_connections.unwrap_or(10_000),
+        max_connections: count(raw.max_connections, 10_000),
         handshake_timeout: seconds(raw.handshake_timeout, 10),
         header_read_timeout: seconds(raw.header_read_timeout, 10),
         body_read_timeout: seconds(raw.body_read_timeout, 30),
         idle_timeout: seconds(raw.idle_timeout, 60),
         shutdown_grace: seconds(raw.shutdown_grace, 20),
-        max_header_bytes: raw.max_header_bytes.unwrap_or(32 * 1024),
-        max_headers: raw.max_headers.unwrap_or(100),
-        max_uri_bytes: raw.max_uri_bytes.unwrap_or(8 * 1024),
-        h2_max_concurrent_streams: raw.h2_max_concurrent_streams.unwrap_or(100),
+        max_header_bytes: count(raw.max_header_bytes, 32 * 1024),
+        max_headers: count(raw.max_headers, 100),
+        max_uri_bytes: count(raw.max_uri_bytes, 8 * 1024),
+        h2_max_concurrent_streams: count(raw.h2_max_concurrent_streams, 100),
         trusted_proxies,
         identity_header_prefix,
         access_log: raw.access_log.unwrap_or(true),
@@ -368,16 +371,15 @@ fn build_tokens(raw: file::TokensFile, at: &Locator) -> Result<TokensConfig, Con
             }
         },
     };
-    let or = |value: Option<ConfigDuration>, default: Duration| value.map_or(default, |d| d.0);
     Ok(TokensConfig {
         issuer: raw.issuer.unwrap_or_else(|| "authgate".to_owned()),
         audience: raw.audience.unwrap_or_else(|| "authgate".to_owned()),
         algorithm,
-        access_ttl: or(raw.access_ttl, Duration::from_secs(15 * 60)),
-        refresh_ttl: or(raw.refresh_ttl, Duration::from_secs(7 * 86_400)),
-        session_max_age: or(raw.session_max_age, Duration::from_secs(30 * 86_400)),
-        refresh_reuse_grace: or(raw.refresh_reuse_grace, Duration::from_secs(5)),
-        leeway: or(raw.leeway, Duration::from_secs(30)),
+        access_ttl: seconds(raw.access_ttl, 15 * 60),
+        refresh_ttl: seconds(raw.refresh_ttl, 7 * 86_400),
+        session_max_age: seconds(raw.session_max_age, 30 * 86_400),
+        refresh_reuse_grace: seconds(raw.refresh_reuse_grace, 5),
+        leeway: seconds(raw.leeway, 30),
         secret_file: raw.secret_file,
     })
 }
@@ -387,13 +389,16 @@ fn build_auth(raw: file::AuthFile, at: &Locator) -> Result<AuthConfig, ConfigErr
         None => "/auth".to_owned(),
         Some(prefix) => {
             let trimmed = prefix.get_ref().trim_end_matches('/');
-            if !trimmed.starts_with('/') || trimmed.len() < 2 || trimmed.contains(['?', '#', '%']) {
+            if trimmed.len() < 2 {
                 return Err(at.error(
                     prefix.span(),
                     Some("auth.path_prefix"),
                     "must be an absolute path such as \"/auth\"".to_owned(),
                 ));
             }
+            // The account endpoints are matched like routes, so spelled like them.
+            check_path_prefix(trimmed)
+                .map_err(|message| at.error(prefix.span(), Some("auth.path_prefix"), message))?;
             trimmed.to_owned()
         }
     };
@@ -406,37 +411,60 @@ fn build_auth(raw: file::AuthFile, at: &Locator) -> Result<AuthConfig, ConfigErr
             role.into_inner()
         }
     };
+    let p = raw.password;
     let password = PasswordConfig {
-        memory_kib: raw.password.memory_kib.unwrap_or(19 * 1024),
-        iterations: raw.password.iterations.unwrap_or(2),
-        parallelism: raw.password.parallelism.unwrap_or(1),
-        hash_workers: raw
-            .password
-            .hash_workers
-            .unwrap_or_else(default_hash_workers),
-        hash_queue: raw.password.hash_queue.unwrap_or(64),
+        memory_kib: count(p.memory_kib, 19 * 1024),
+        iterations: count(p.iterations, 2),
+        parallelism: count(p.parallelism, 1),
+        hash_workers: p.hash_workers.map_or_else(default_hash_workers, |n| n.0),
+        hash_queue: count(p.hash_queue, 64),
     };
     let t = raw.throttle;
-    let or = |value: Option<ConfigDuration>, default: u64| {
-        value.map_or(Duration::from_secs(default), |d| d.0)
+    let ipv6_prefix = match t.ipv6_prefix {
+        None => 56,
+        Some(bits) if (32..=128).contains(bits.get_ref()) => *bits.get_ref(),
+        Some(bits) => {
+            return Err(at.error(
+                bits.span(),
+                Some("auth.throttle.ipv6_prefix"),
+                format!(
+                    "{} is not a prefix length from 32 to 128 (56 groups a household's block)",
+                    bits.get_ref()
+                ),
+            ))
+        }
     };
     let throttle = ThrottleConfig {
-        account_failures: t.account_failures.unwrap_or(5),
-        address_failures: t.address_failures.unwrap_or(50),
-        window: or(t.window, 600),
-        base_lockout: or(t.base_lockout, 60),
-        max_lockout: or(t.max_lockout, 3_600),
-        registrations_per_hour: t.registrations_per_hour.unwrap_or(60),
-        max_entries: t.max_entries.unwrap_or(100_000),
+        account_failures: count(t.account_failures, 5),
+        address_failures: count(t.address_failures, 50),
+        window: seconds(t.window, 600),
+        base_lockout: seconds(t.base_lockout, 60),
+        max_lockout: seconds(t.max_lockout, 3_600),
+        registrations_per_hour: count(t.registrations_per_hour, 60),
+        max_entries: count(t.max_entries, 100_000),
+        ipv6_prefix,
     };
     Ok(AuthConfig {
         path_prefix,
         registration: raw.registration.unwrap_or(Registration::Open),
         default_role,
-        max_body: raw.max_body.unwrap_or(16 * 1024),
+        max_body: count(raw.max_body, 16 * 1024),
         password,
         throttle,
     })
+}
+
+/// A bounded duration from the file, or `default` seconds.
+fn seconds<const MIN_MS: u64, const MAX_MS: u64>(
+    value: Option<DurationIn<MIN_MS, MAX_MS>>,
+    default: u64,
+) -> Duration {
+    value.map_or(Duration::from_secs(default), |d| d.0)
+}
+
+/// A bounded count from the file, or `default`.
+fn count<T, const MIN: u64, const MAX: u64>(value: Option<CountIn<T, MIN, MAX>>, default: T) -> T {
+    value.map_or(default, |n| n.0)
 }
 
 /// One argon2 thread per core but one, so hashing never takes every core from proxying.
@@ -468,15 +496,10 @@ fn build_route(
     if raw.name.trim().is_empty() {
         return Err(fail("name", "must not be empty".to_owned()));
     }
-    if !raw.path_prefix.starts_with('/') || raw.path_prefix.contains(['?', '#', '%', '\\']) {
-        return Err(fail(
-            "path_prefix",
-            format!(
-                "{:?} must be an absolute path such as \"/api/\", without '?', '#', '%' or '\\'",
-                raw.path_prefix
-            ),
-        ));
-    }
+    let prefix_span = raw.path_prefix.span();
+    let path_prefix = raw.path_prefix.into_inner();
+    check_path_prefix(&path_prefix)
+        .map_err(|message| at.error(prefix_span, Some(&key("path_prefix")), message))?;
     let host = match raw.host {
         None => None,
         Some(host) => {
@@ -508,17 +531,58 @@ fn build_route(
     }
     Ok(RouteConfig {
         name: raw.name,
-        path_prefix: raw.path_prefix,
+        path_prefix,
         host,
         upstream,
         auth: raw.auth,
         roles: raw.roles,
         strip_prefix: raw.strip_prefix,
-        timeout: raw.timeout.map_or(Duration::from_secs(30), |d| d.0),
+        timeout: seconds(raw.timeout, 30),
         forward_authorization: raw.forward_authorization,
         max_body: raw.max_body,
         websocket: raw.websocket,
     })
+}
+
+/// A route prefix must be spelled exactly as [`crate::path::decide`] spells
+/// the paths it is matched against, or two spellings of one path could route
+/// differently. Decided paths keep reserved characters (RFC 3986 §2.2) as
+/// the client sent them, raw or percent-encoded, while backends decode both
+/// to the same byte: a prefix `/team:admin/` would miss `/team%3Aadmin/`,
+/// which would fall through to a broader route. So a prefix holds only
+/// unreserved characters (RFC 3986 §2.3, which the decision always decodes)
+/// and `/`, and must already be in decided form (no `//`, `.` or `..`
+/// segments); anything else is refused rather than matched by a second
+/// decoder whose rules would have to agree with every backend's.
+fn check_path_prefix(prefix: &str) -> Result<(), String> {
+    if !prefix.starts_with('/') {
+        return Err(format!(
+            "{prefix:?} must be an absolute path such as \"/api/\""
+        ));
+    }
+    if let Some(c) = prefix
+        .chars()
+        .find(|&c| !(c == '/' || c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~')))
+    {
+        return Err(if ":?#[]@!$&'()*+,;=".contains(c) {
+            format!(
+                "{prefix:?} holds {c:?}, a reserved character (RFC 3986 §2.2): a client \
+                 may send it percent-encoded, which the backend decodes but the prefix \
+                 would not match; put the route on the parent path instead"
+            )
+        } else {
+            format!(
+                "{prefix:?} holds {c:?}, which no request path matches as written; use \
+                 only letters, digits, '-', '.', '_', '~' and '/'"
+            )
+        });
+    }
+    match crate::path::decide(prefix) {
+        Ok(decided) if decided.as_str() == prefix => Ok(()),
+        _ => Err(format!(
+            "{prefix:?} can never match: request paths have no empty, '.' or '..' segments"
+        )),
+    }
 }
 
 /// Host names compare case-insensitively and without a trailing dot (RFC 9110 §4.2.3).

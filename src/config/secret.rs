@@ -144,7 +144,8 @@ fn load_or_create_dev_secret(path: &Path) -> Result<AccessSecret, SecretError> {
         source,
     };
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(write_err)?;
+        // The data directory, which the database shares: private from the start.
+        crate::private_files::create_dir_all(dir).map_err(write_err)?;
     }
     let mut file = create_private(path).map_err(write_err)?;
     file.write_all(encoded.as_bytes()).map_err(write_err)?;

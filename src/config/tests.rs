@@ -1,3 +1,5 @@
+use std::collections::BTreeSet;
+
 use super::*;
 
 const MINIMAL: &str =
@@ -198,4 +200,315 @@ fn store_bad_url_and_tls_errors_never_show_the_password() {
         panic!("not postgres");
     };
     assert!(pg.url.requires_tls());
+}
+
+/// Each value is refused at load with `gw.toml:LINE:COL: key: ...out of range`,
+/// instead of overflowing a deadline or a semaphore after the start.
+fn assert_out_of_range(table: &str, line: &str) {
+    let text = format!("{MINIMAL}{table}\n{line}\n");
+    let key = line.split('=').next().unwrap().trim();
+    let line_number = text.lines().count();
+    let message = error_text(&text);
+    assert!(
+        message.starts_with(&format!("gw.toml:{line_number}:")),
+        "{line}: {message}"
+    );
+    assert!(message.contains(&format!(": {key}: ")), "{line}: {message}");
+    assert!(message.contains("out of range"), "{line}: {message}");
+}
+
+#[test]
+fn absurd_durations_are_refused_with_their_key() {
+    for (table, line) in [
+        ("[tokens]", "access_ttl = \"18446744073709551615s\""),
+        ("[tokens]", "access_ttl = \"2d\""),
+        ("[tokens]", "refresh_ttl = \"100000d\""),
+        ("[tokens]", "session_max_age = \"0s\""),
+        ("[tokens]", "leeway = \"2h\""),
+        (
+            "[tokens]",
+            "refresh_reuse_grace = \"18446744073709551615ms\"",
+        ),
+        ("", "body_read_timeout = \"18446744073709551615s\""),
+        ("", "header_read_timeout = \"0ms\""),
+        ("", "idle_timeout = \"1000d\""),
+        ("", "shutdown_grace = \"2d\""),
+        ("[auth.throttle]", "window = \"100000d\""),
+        ("[auth.throttle]", "max_lockout = \"18446744073709551615s\""),
+    ] {
+        assert_out_of_range(table, line);
+    }
+    let route = format!(
+        "{MINIMAL}[[route]]\nname = \"r\"\npath_prefix = \"/r/\"\nupstream = \"builtin:echo\"\ntimeout = \"18446744073709551615s\"\n"
+    );
+    let message = error_text(&route);
+    assert!(message.starts_with("gw.toml:9:"), "{message}");
+    assert!(message.contains("timeout"), "{message}");
+}
+
+#[test]
+fn absurd_counts_are_refused_with_their_key() {
+    for (table, line) in [
+        // One past tokio's semaphore maximum (usize::MAX >> 3) on 64 bits.
+        ("", "max_connections = 2305843009213693952"),
+        ("", "max_connections = 0"),
+        ("", "max_headers = 1000000"),
+        ("", "max_header_bytes = 9223372036854775807"),
+        ("", "max_uri_bytes = -1"),
+        ("", "h2_max_concurrent_streams = 0"),
+        ("[auth]", "max_body = 1073741824"),
+        ("[auth.password]", "hash_queue = 9223372036854775807"),
+        ("[auth.password]", "hash_workers = 0"),
+        ("[auth.password]", "memory_kib = 4294967295"),
+        ("[auth.throttle]", "max_entries = 9223372036854775807"),
+        ("[auth.throttle]", "account_failures = -5"),
+    ] {
+        assert_out_of_range(table, line);
+    }
+}
+
+#[test]
+fn bounded_values_inside_their_ranges_are_kept() {
+    let text = format!(
+        "{MINIMAL}max_connections = 1000000\nshutdown_grace = \"0s\"\n\
+         [tokens]\naccess_ttl = \"1d\"\nrefresh_ttl = \"3650d\"\nleeway = \"0s\"\n\
+         [auth.password]\nhash_queue = 0\n"
+    );
+    let config = parse(&text).unwrap();
+    assert_eq!(config.server.max_connections, 1_000_000);
+    assert_eq!(config.server.shutdown_grace, Duration::ZERO);
+    assert_eq!(config.tokens.access_ttl, Duration::from_secs(86_400));
+    assert_eq!(
+        config.tokens.refresh_ttl,
+        Duration::from_secs(3_650 * 86_400)
+    );
+    assert_eq!(config.auth.password.hash_queue, 0);
+}
+
+/// A key no table accepts, so the loader answers with the keys it does.
+const PROBE: &str = "zz_probe";
+
+/// The keys the table at `path` accepts, or `None` when `path` is not a
+/// table (or array of tables). Asks the loader itself: serde's
+/// `deny_unknown_fields` refuses the probe key with the list of accepted ones.
+fn accepted_fields(path: &[&str]) -> Option<Vec<String>> {
+    for as_array in [false, true] {
+        let mut doc: toml::Table = MINIMAL.parse().unwrap();
+        let mut probe = toml::Table::new();
+        probe.insert(PROBE.to_owned(), toml::Value::Integer(1));
+        let Some((last, parents)) = path.split_last() else {
+            doc.extend(probe);
+            return refused_fields(&doc);
+        };
+        let mut table = &mut doc;
+        for segment in parents {
+            let entry = table
+                .entry(segment.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            table = entry.as_table_mut()?;
+        }
+        if as_array {
+            table.insert(
+                last.to_string(),
+                toml::Value::Array(vec![toml::Value::Table(probe)]),
+            );
+        } else {
+            let entry = table
+                .entry(last.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            match entry.as_table_mut() {
+                Some(existing) => existing.extend(probe),
+                None => *entry = toml::Value::Table(probe),
+            }
+        }
+        if let Some(fields) = refused_fields(&doc) {
+            return Some(fields);
+        }
+    }
+    None
+}
+
+/// The accepted keys the loader names when it refuses the probe in `doc`.
+fn refused_fields(doc: &toml::Table) -> Option<Vec<String>> {
+    let message = error_text(&toml::to_string(doc).unwrap());
+    let (_, rest) = message.split_once(&format!("unknown field `{PROBE}`"))?;
+    // "expected one of `a`, `b`", "expected `a` or `b`", or "there are no fields".
+    Some(
+        rest.split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_owned)
+            .collect(),
+    )
+}
+
+/// Every key the loader accepts, as `table.key` (`auth.password.memory_kib`,
+/// `route.websocket` for `[[route]]`), walking the tables from the root.
+fn accepted_keys(path: &mut Vec<String>, keys: &mut BTreeSet<String>) {
+    let borrowed: Vec<&str> = path.iter().map(String::as_str).collect();
+    let Some(fields) = accepted_fields(&borrowed) else {
+        keys.insert(path.join("."));
+        return;
+    };
+    for field in fields {
+        path.push(field);
+        accepted_keys(path, keys);
+        path.pop();
+    }
+}
+
+/// The keys `config/authgate.toml` lists, set or commented out, as `table.key`.
+fn shipped_keys(text: &str) -> BTreeSet<String> {
+    let mut keys = BTreeSet::new();
+    let mut table = String::new();
+    for line in text.lines() {
+        let line = line.trim_start_matches([' ', '#']).trim_end();
+        let header = line
+            .strip_prefix("[[")
+            .and_then(|l| l.strip_suffix("]]"))
+            .or_else(|| line.strip_prefix('[').and_then(|l| l.strip_suffix(']')));
+        if let Some(name) = header.filter(|n| {
+            n.bytes()
+                .all(|b| b.is_ascii_lowercase() || b == b'.' || b == b'_')
+        }) {
+            table = name.to_owned();
+            continue;
+        }
+        let Some((key, _)) = line.split_once('=') else {
+            continue;
+        };
+        let key = key.trim();
+        if !key.is_empty()
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            keys.insert(if table.is_empty() {
+                key.to_owned()
+            } else {
+                format!("{table}.{key}")
+            });
+        }
+    }
+    keys
+}
+
+#[test]
+fn the_shipped_config_lists_every_key_the_loader_accepts() {
+    let mut accepted = BTreeSet::new();
+    accepted_keys(&mut Vec::new(), &mut accepted);
+    // The walk itself works: it reaches nested tables and the route array.
+    for known in [
+        "server.listen",
+        "tokens.access_ttl",
+        "store.path",
+        "auth.throttle.window",
+        "route.upstream",
+    ] {
+        assert!(
+            accepted.contains(known),
+            "{known} not found in {accepted:?}"
+        );
+    }
+    let shipped = shipped_keys(include_str!("../../config/authgate.toml"));
+    let missing: Vec<_> = accepted.difference(&shipped).collect();
+    assert!(
+        missing.is_empty(),
+        "config/authgate.toml claims to list every key but lacks {missing:?}; add each, \
+         commented out with its default unless the example sets it"
+    );
+    let unknown: Vec<_> = shipped.difference(&accepted).collect();
+    assert!(
+        unknown.is_empty(),
+        "config/authgate.toml lists keys the loader refuses: {unknown:?}"
+    );
+}
+
+#[test]
+fn the_ipv6_throttle_prefix_is_read_and_bounded() {
+    assert_eq!(parse(MINIMAL).unwrap().auth.throttle.ipv6_prefix, 56);
+    let text = format!("{MINIMAL}[auth.throttle]\nipv6_prefix = 48\n");
+    assert_eq!(parse(&text).unwrap().auth.throttle.ipv6_prefix, 48);
+    for bad in ["16", "129", "-1", "\"56\""] {
+        let text = format!("{MINIMAL}[auth.throttle]\nipv6_prefix = {bad}\n");
+        let message = error_text(&text);
+        assert!(message.starts_with("gw.toml:6:"), "{message}");
+        assert!(message.contains("ipv6_prefix"), "{message}");
+    }
+}
+
+fn prefix_error(prefix: &str) -> String {
+    let text = format!(
+        "{MINIMAL}\n[[route]]\nname = \"r\"\nupstream = \"http://127.0.0.1:1\"\npath_prefix = {prefix:?}\n"
+    );
+    let message = error_text(&text);
+    // FILE:LINE:COL: key: the line of the path_prefix value itself.
+    assert!(
+        message.starts_with("gw.toml:9:15: route[0].path_prefix: "),
+        "{message}"
+    );
+    message
+}
+
+/// One test per reserved character (RFC 3986 §2.2) other than '/': a prefix
+/// holding it is refused, since `%XX` would be the same path to a backend
+/// but not to the prefix match. ('/' is the segment separator; its encoded
+/// form is refused per request, see `edge::an_encoded_slash_never_reaches_a_protected_prefix`.)
+macro_rules! reserved_character_prefixes_are_refused {
+    ($($name:ident: $c:literal,)*) => {$(
+        #[test]
+        fn $name() {
+            let message = prefix_error(&format!("/pub/team{}admin/", $c));
+            assert!(message.contains("reserved character"), "{message}");
+        }
+    )*};
+}
+
+reserved_character_prefixes_are_refused! {
+    prefix_with_colon_is_refused: ':',
+    prefix_with_question_mark_is_refused: '?',
+    prefix_with_hash_is_refused: '#',
+    prefix_with_open_bracket_is_refused: '[',
+    prefix_with_close_bracket_is_refused: ']',
+    prefix_with_at_is_refused: '@',
+    prefix_with_exclamation_is_refused: '!',
+    prefix_with_dollar_is_refused: '$',
+    prefix_with_ampersand_is_refused: '&',
+    prefix_with_apostrophe_is_refused: '\'',
+    prefix_with_open_paren_is_refused: '(',
+    prefix_with_close_paren_is_refused: ')',
+    prefix_with_asterisk_is_refused: '*',
+    prefix_with_plus_is_refused: '+',
+    prefix_with_comma_is_refused: ',',
+    prefix_with_semicolon_is_refused: ';',
+    prefix_with_equals_is_refused: '=',
+}
+
+#[test]
+fn prefixes_that_can_never_match_are_refused() {
+    for prefix in [
+        "/café/", "/a b/", "/a%3Ab/", "/a\\b/", "/a\tb/", "//a/", "/a//b/", "/a/./b/", "/a/../b/",
+        "/a/.", "/..", "api/",
+    ] {
+        let message = prefix_error(prefix);
+        assert!(!message.contains("reserved character"), "{message}");
+    }
+}
+
+#[test]
+fn decided_prefixes_are_accepted_and_kept_as_written() {
+    for prefix in ["/", "/api", "/api/", "/a.b/c-d_e~f/", "/v1.2/"] {
+        let text = format!(
+            "{MINIMAL}\n[[route]]\nname = \"r\"\nupstream = \"http://127.0.0.1:1\"\npath_prefix = {prefix:?}\n"
+        );
+        assert_eq!(parse(&text).unwrap().routes[0].path_prefix, prefix);
+    }
+}
+
+#[test]
+fn the_account_prefix_follows_the_same_rule() {
+    for bad in ["/auth:x", "/a%3Auth", "/a//uth", "/au th"] {
+        let text = format!("{MINIMAL}[auth]\npath_prefix = {bad:?}\n");
+        assert!(error_text(&text).contains("auth.path_prefix"), "{bad}");
+    }
 }

@@ -42,6 +42,20 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const FORWARDED: HeaderName = header::FORWARDED;
+/// The single-address client header many backends (nginx `real_ip`, PHP,
+/// Rails) believe without asking who set it: always the gateway's own answer.
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
+/// Other single-address client headers, set by particular CDNs and load
+/// balancers. Believed only from trusted proxies; from anyone else dropped,
+/// since a backend reading one would take a client's word for its address.
+const CLIENT_ADDRESS: [HeaderName; 5] = [
+    HeaderName::from_static("true-client-ip"),
+    HeaderName::from_static("x-client-ip"),
+    HeaderName::from_static("cf-connecting-ip"),
+    HeaderName::from_static("fastly-client-ip"),
+    HeaderName::from_static("x-cluster-client-ip"),
+];
 
 /// Removes every header in the identity namespace, however it is spelled.
 #[derive(Clone)]
@@ -117,6 +131,8 @@ impl IdentityHeaders {
 pub struct ClientSide<'a> {
     pub peer: IpAddr,
     pub peer_trusted: bool,
+    /// The client behind any trusted proxies ([`super::client_addr`]); the peer otherwise.
+    pub client: IpAddr,
     /// The host the client asked for, as it sent it.
     pub host: Option<&'a str>,
 }
@@ -182,9 +198,14 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// X-Forwarded-* and Forwarded are believed only from trusted proxies;
-/// from anyone else they are replaced with what the gateway saw.
+/// X-Forwarded-*, Forwarded (RFC 7239) and the client-address headers are
+/// believed only from trusted proxies; from anyone else they are replaced
+/// with what the gateway saw or dropped. `X-Real-IP` is always the client
+/// address the gateway itself decided on, the one its throttle keys on.
 fn set_forwarded(headers: &mut HeaderMap, client: &ClientSide<'_>) {
+    if let Ok(value) = HeaderValue::from_str(&client.client.to_string()) {
+        headers.insert(X_REAL_IP, value);
+    }
     let peer = client.peer.to_string();
     if client.peer_trusted {
         let chain = headers
@@ -210,6 +231,9 @@ fn set_forwarded(headers: &mut HeaderMap, client: &ClientSide<'_>) {
         return;
     }
     headers.remove(&FORWARDED);
+    for name in &CLIENT_ADDRESS {
+        headers.remove(name);
+    }
     if let Ok(value) = HeaderValue::from_str(&peer) {
         headers.insert(X_FORWARDED_FOR, value);
     }

@@ -3,6 +3,7 @@
 //! pooled client frame by frame, and the upstream's body is handed to hyper.
 
 pub mod client;
+pub mod client_addr;
 pub mod echo;
 pub mod headers;
 pub mod upgrade;

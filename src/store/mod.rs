@@ -36,6 +36,29 @@ pub struct User {
     pub token_version: u32,
 }
 
+/// What a slow check (an argon2 verification) read about a user. A session
+/// is created, and a password rewritten, only while the user still carries
+/// exactly this version and hash: a password change, logout-all, role change
+/// or deletion committed during the check makes the write fail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserStamp {
+    pub token_version: u32,
+    pub password_hash: String,
+}
+
+impl UserStamp {
+    pub fn of(user: &User) -> Self {
+        Self {
+            token_version: user.token_version,
+            password_hash: user.password_hash.clone(),
+        }
+    }
+
+    fn matches(&self, user: &User) -> bool {
+        self.token_version == user.token_version && self.password_hash == user.password_hash
+    }
+}
+
 /// One login session: the chain of refresh tokens descending from one login.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Family {
@@ -97,6 +120,9 @@ pub enum StoreError {
     EmailTaken,
     #[error("no user with id {0:?}")]
     UnknownUser(String),
+    /// A compare-and-fail write found the user changed since it was read.
+    #[error("user {0:?} changed since it was read")]
+    UserChanged(String),
     #[error("cannot open the database at {path}: {source}")]
     Open {
         path: PathBuf,
@@ -152,7 +178,7 @@ pub type FlushFuture<'a> = Pin<Box<dyn Future<Output = Result<(), StoreError>> +
 
 /// Everything the gateway persists. Methods are async: the shared
 /// PostgreSQL store waits on the network (the embedded sled store answers
-/// at once). [`Store::flush`] waits for the disk. Time is always a parameter (`now`, unix seconds), so
+/// at once); [`Store::flush`] waits for the disk. Time is always a parameter (`now`, unix seconds), so
 /// expiry is testable. Emails are compared byte for byte: callers pass the
 /// canonical form.
 #[async_trait::async_trait]
@@ -169,11 +195,15 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<User>, StoreError>;
     /// Sets the role and bumps `token_version`.
     async fn set_role(&self, id: &str, role: &str) -> Result<Option<User>, StoreError>;
-    /// `bump_version`: true for a password change (other sessions' access
-    /// tokens die), false for a transparent rehash at login.
+    /// Replaces the password hash, but only if it is still `verified` (the
+    /// hash the caller checked the password against): otherwise fails with
+    /// [`StoreError::UserChanged`], so a change committed meanwhile is never
+    /// reverted. `bump_version`: true for a password change (other sessions'
+    /// access tokens die), false for a transparent rehash at login.
     async fn set_password(
         &self,
         id: &str,
+        verified: &str,
         hash: &str,
         bump_version: bool,
     ) -> Result<Option<User>, StoreError>;
@@ -186,13 +216,16 @@ pub trait Store: Send + Sync + 'static {
     async fn deleted_user_ids(&self) -> Result<Vec<String>, StoreError>;
     /// `(user id, token_version)` for every user with a version above 0.
     async fn token_versions(&self) -> Result<Vec<(String, u32)>, StoreError>;
-    /// Stores a new session and its first refresh token, atomically. Fails
-    /// with [`StoreError::UnknownUser`] when the user was deleted meanwhile.
+    /// Stores a new session and its first refresh token, atomically, if the
+    /// user is still as `verified` (same token version and password hash).
+    /// Fails with [`StoreError::UnknownUser`] when the user was deleted
+    /// meanwhile and [`StoreError::UserChanged`] when it changed.
     async fn create_family(
         &self,
         family: &Family,
         first_token: &[u8; 32],
         record: &RefreshRecord,
+        verified: &UserStamp,
     ) -> Result<(), StoreError>;
     async fn refresh_record(
         &self,
@@ -230,9 +263,17 @@ pub trait Store: Send + Sync + 'static {
     /// family with its tokens); returns how many records it removed.
     async fn sweep_expired(&self, now: u64) -> Result<usize, StoreError>;
     /// Forgets revocation entries and user tombstones older than `before`:
-    /// once every access token issued before them has expired
-    /// (`before = now - access_ttl`), they no longer matter.
+    /// once every access token issued before them has expired (`before =
+    /// now -` the longest access lifetime in use, see
+    /// [`Store::note_access_lifetime`]), they no longer matter.
     async fn prune_revocations(&self, before: u64) -> Result<usize, StoreError>;
+    /// Records, durably, that this run mints access tokens living up to
+    /// `lifetime` seconds (leeway included), and returns the longest
+    /// lifetime a token minted by this or an earlier run may still have at
+    /// `now`. Revocations must be kept (and reloaded) for that long: after
+    /// `access_ttl` is lowered across a restart, tokens minted under the old
+    /// value live on until their own expiry.
+    async fn note_access_lifetime(&self, lifetime: u64, now: u64) -> Result<u64, StoreError>;
     /// Completes when every write made before the call is on disk.
     /// Concurrent callers share one disk flush.
     fn flush(&self) -> FlushFuture<'_>;

@@ -4,6 +4,7 @@
 
 use super::{
     Family, FlushFuture, RefreshRecord, RotateOutcome, SledStore, Store, StoreError, User,
+    UserStamp,
 };
 
 #[async_trait::async_trait]
@@ -35,10 +36,11 @@ impl Store for SledStore {
     async fn set_password(
         &self,
         id: &str,
+        verified: &str,
         hash: &str,
         bump_version: bool,
     ) -> Result<Option<User>, StoreError> {
-        SledStore::set_password(self, id, hash, bump_version)
+        SledStore::set_password(self, id, verified, hash, bump_version)
     }
 
     async fn bump_token_version(&self, id: &str) -> Result<Option<User>, StoreError> {
@@ -62,8 +64,9 @@ impl Store for SledStore {
         family: &Family,
         first_token: &[u8; 32],
         record: &RefreshRecord,
+        verified: &UserStamp,
     ) -> Result<(), StoreError> {
-        SledStore::create_family(self, family, first_token, record)
+        SledStore::create_family(self, family, first_token, record, verified)
     }
 
     async fn refresh_record(
@@ -110,6 +113,10 @@ impl Store for SledStore {
 
     async fn prune_revocations(&self, before: u64) -> Result<usize, StoreError> {
         SledStore::prune_revocations(self, before)
+    }
+
+    async fn note_access_lifetime(&self, lifetime: u64, now: u64) -> Result<u64, StoreError> {
+        SledStore::note_access_lifetime(self, lifetime, now)
     }
 
     fn flush(&self) -> FlushFuture<'_> {

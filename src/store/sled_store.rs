@@ -17,7 +17,8 @@ use sled::transaction::{
 use sled::{IVec, Tree};
 
 use super::flush::FlushGroup;
-use super::{hex, Family, FlushFuture, RefreshRecord, RotateOutcome, StoreError, User};
+use super::{hex, Family, FlushFuture, RefreshRecord, RotateOutcome, StoreError, User, UserStamp};
+use crate::private_files;
 
 /// sled's page cache; the working set (users, live sessions) is far smaller.
 const CACHE_BYTES: u64 = 64 * 1024 * 1024;
@@ -33,6 +34,9 @@ const SEP: u8 = 0;
 /// sled lost the data.
 const FORMAT_KEY: &[u8] = b"format";
 const FORMAT: &[u8] = b"authgate-store-1";
+
+/// Access lifetimes of this and earlier runs, see [`Store::note_access_lifetime`].
+const LIFETIMES_KEY: &[u8] = b"access_lifetimes";
 
 /// The value of index entries, whose information is all in the key.
 const EMPTY: &[u8] = &[];
@@ -51,6 +55,8 @@ pub struct SledStore {
 
 /// The trees, named by what they map.
 struct Trees {
+    /// format marker, access lifetimes → their values.
+    meta: Tree,
     /// user id → [`User`] JSON.
     users: Tree,
     /// canonical email → user id.
@@ -92,9 +98,12 @@ impl SledStore {
     /// that sled finds corrupt, naming the path; never starts empty over
     /// existing data it cannot read.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|source| StoreError::CreateDir {
-                path: parent.to_owned(),
+        // It holds password hashes and emails: created readable by the owner
+        // only (0700, parents included); sled would follow the umask.
+        let created = !path.exists();
+        if created {
+            private_files::create_dir_all(path).map_err(|source| StoreError::CreateDir {
+                path: path.to_owned(),
                 source,
             })?;
         }
@@ -107,8 +116,16 @@ impl SledStore {
             db.open_tree(name)
                 .map_err(|source| classify_open_error(path, source))
         };
-        check_format(path, &db, &open("meta")?, existed)?;
+        let meta = open("meta")?;
+        check_format(path, &db, &meta, existed)?;
+        if created {
+            private_files::restrict_contents(path).map_err(|source| StoreError::CreateDir {
+                path: path.to_owned(),
+                source,
+            })?;
+        }
         let trees = Trees {
+            meta,
             users: open("users")?,
             emails: open("emails")?,
             families: open("families")?,
@@ -179,18 +196,19 @@ impl SledStore {
         })
     }
 
-    /// Applies `change` to the user `id`, if it exists.
+    /// Applies `change` to the user `id`, if it exists; an error from
+    /// `change` aborts the transaction and is returned.
     fn update_user(
         &self,
         id: &str,
-        change: impl Fn(&mut User),
+        change: impl Fn(&mut User) -> Result<(), StoreError>,
     ) -> Result<Option<User>, StoreError> {
         self.transact(|tx| {
             let Some(bytes) = tx.users.get(id)? else {
                 return Ok(None);
             };
             let mut user: User = decode_tx("user", id.as_bytes(), &bytes)?;
-            change(&mut user);
+            change(&mut user).map_err(ConflictableTransactionError::Abort)?;
             tx.users.insert(id, encode_tx(&user)?)?;
             Ok(Some(user))
         })
@@ -253,8 +271,8 @@ impl SledStore {
     }
 }
 
-/// The operations, synchronous; [`Store`] is implemented over them in
-/// `sled_async.rs`.
+/// The operations, synchronous; [`super::Store`] is implemented over them
+/// in `sled_async.rs`.
 impl SledStore {
     pub fn create_user(&self, user: &User) -> Result<(), StoreError> {
         check_id(&user.id)?;
@@ -312,26 +330,33 @@ impl SledStore {
         self.update_user(id, |user| {
             role.clone_into(&mut user.role);
             user.token_version = next_version(user.token_version);
+            Ok(())
         })
     }
 
     pub fn set_password(
         &self,
         id: &str,
+        verified: &str,
         hash: &str,
         bump_version: bool,
     ) -> Result<Option<User>, StoreError> {
         self.update_user(id, |user| {
+            if user.password_hash != verified {
+                return Err(StoreError::UserChanged(user.id.clone()));
+            }
             hash.clone_into(&mut user.password_hash);
             if bump_version {
                 user.token_version = next_version(user.token_version);
             }
+            Ok(())
         })
     }
 
     pub fn bump_token_version(&self, id: &str) -> Result<Option<User>, StoreError> {
         self.update_user(id, |user| {
             user.token_version = next_version(user.token_version);
+            Ok(())
         })
     }
 
@@ -402,6 +427,7 @@ impl SledStore {
         family: &Family,
         first_token: &[u8; 32],
         record: &RefreshRecord,
+        verified: &UserStamp,
     ) -> Result<(), StoreError> {
         check_id(&family.id)?;
         if record.family_id != family.id || record.user_id != family.user_id {
@@ -417,9 +443,15 @@ impl SledStore {
         let record_bytes = encode(&record)?;
         self.transact(|tx| {
             // Read inside the transaction so a concurrent delete_user either
-            // sees this family or makes this call fail.
-            if tx.users.get(family.user_id.as_bytes())?.is_none() {
+            // sees this family or makes this call fail, and a concurrent
+            // password change, logout-all or role change either revokes
+            // this family or makes this call fail.
+            let Some(bytes) = tx.users.get(family.user_id.as_bytes())? else {
                 return abort(StoreError::UnknownUser(family.user_id.clone()));
+            };
+            let user: User = decode_tx("user", family.user_id.as_bytes(), &bytes)?;
+            if !verified.matches(&user) {
+                return abort(StoreError::UserChanged(user.id));
             }
             if tx.families.get(family.id.as_bytes())?.is_some() {
                 return abort(StoreError::Invalid("a family with this id already exists"));
@@ -618,9 +650,62 @@ impl SledStore {
         Ok(removed)
     }
 
+    pub fn note_access_lifetime(&self, lifetime: u64, now: u64) -> Result<u64, StoreError> {
+        let earlier: Vec<LifetimeInUse> = match self.trees.meta.get(LIFETIMES_KEY)? {
+            Some(bytes) => decode("meta", LIFETIMES_KEY, &bytes)?,
+            None => Vec::new(),
+        };
+        let (longest, kept) = lifetimes_in_use(earlier, lifetime, now);
+        self.trees.meta.insert(LIFETIMES_KEY, encode(&kept)?)?;
+        // At start, before any token of this run exists: durable at once.
+        self.trees.meta.flush()?;
+        Ok(longest)
+    }
+
     pub fn flush(&self) -> FlushFuture<'_> {
         Box::pin(self.flusher.flush())
     }
+}
+
+/// An access lifetime some run minted tokens with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct LifetimeInUse {
+    /// Seconds, leeway included.
+    lifetime: u64,
+    /// When the last token minted with it expires; `None` while the run
+    /// using it may still be minting (it is closed at the next start).
+    until: Option<u64>,
+}
+
+/// Closes the entries of earlier runs (they stopped minting by `now`), drops
+/// those whose tokens have all expired or that `lifetime` covers anyway, and
+/// opens one for this run. Returns the longest lifetime still in use.
+fn lifetimes_in_use(
+    earlier: Vec<LifetimeInUse>,
+    lifetime: u64,
+    now: u64,
+) -> (u64, Vec<LifetimeInUse>) {
+    let mut kept: Vec<LifetimeInUse> = earlier
+        .into_iter()
+        .map(|entry| LifetimeInUse {
+            until: Some(
+                entry
+                    .until
+                    .unwrap_or_else(|| now.saturating_add(entry.lifetime)),
+            ),
+            ..entry
+        })
+        .filter(|entry| entry.lifetime > lifetime && entry.until.is_some_and(|u| u > now))
+        .collect();
+    let longest = kept
+        .iter()
+        .map(|entry| entry.lifetime)
+        .fold(lifetime, u64::max);
+    kept.push(LifetimeInUse {
+        lifetime,
+        until: None,
+    });
+    (longest, kept)
 }
 
 /// Marks a family revoked inside a transaction; true if this call did.

@@ -39,6 +39,12 @@ fn record(family_id: &str, user_id: &str, expires_at: u64) -> RefreshRecord {
     }
 }
 
+/// What a login checked about any user made by [`user`] (all share one hash
+/// and start at version 0).
+fn fresh() -> UserStamp {
+    UserStamp::of(&user("any", "any@example.com"))
+}
+
 /// A user "u1" with family "f1" (ends at 10_000) holding token [1; 32]
 /// (expires at 5_000).
 fn with_session() -> (tempfile::TempDir, SledStore) {
@@ -49,6 +55,7 @@ fn with_session() -> (tempfile::TempDir, SledStore) {
             &family("f1", "u1", 10_000),
             &[1; 32],
             &record("f1", "u1", 5_000),
+            &fresh(),
         )
         .unwrap();
     (dir, store)
@@ -94,7 +101,7 @@ fn role_password_and_version_changes() {
     let changed = store.set_role("u1", "admin").unwrap().unwrap();
     assert_eq!((changed.role.as_str(), changed.token_version), ("admin", 1));
     let rehashed = store
-        .set_password("u1", "new-hash", false)
+        .set_password("u1", &user("u1", "").password_hash, "new-hash", false)
         .unwrap()
         .unwrap();
     assert_eq!(
@@ -103,7 +110,7 @@ fn role_password_and_version_changes() {
     );
     assert_eq!(
         store
-            .set_password("u1", "h2", true)
+            .set_password("u1", "new-hash", "h2", true)
             .unwrap()
             .unwrap()
             .token_version,
@@ -222,7 +229,8 @@ fn families_need_a_living_user() {
         store.create_family(
             &family("f1", "ghost", 10),
             &[1; 32],
-            &record("f1", "ghost", 10)
+            &record("f1", "ghost", 10),
+            &fresh()
         ),
         Err(StoreError::UnknownUser(_))
     ));
@@ -238,6 +246,7 @@ fn revoking_a_users_families_spares_the_exception() {
                 &family(id, "u1", 10_000),
                 &[token; 32],
                 &record(id, "u1", 5_000),
+                &fresh(),
             )
             .unwrap();
     }
@@ -287,6 +296,7 @@ fn sweep_removes_what_expired() {
             &family("f2", "u1", 20_000),
             &[2; 32],
             &record("f2", "u1", 6_000),
+            &fresh(),
         )
         .unwrap();
     store
@@ -396,4 +406,89 @@ fn a_foreign_directory_is_refused() {
 #[test]
 fn hex_is_lower_case() {
     assert_eq!(hex(&[0x00, 0xab, 0x7f]), "00ab7f");
+}
+
+#[test]
+fn a_session_is_created_only_for_the_user_as_verified() {
+    let (_dir, store) = with_session();
+    let create = |id: &str, token: u8, stamp: &UserStamp| {
+        store.create_family(
+            &family(id, "u1", 10_000),
+            &[token; 32],
+            &record(id, "u1", 5_000),
+            stamp,
+        )
+    };
+    let stamp = UserStamp::of(&store.user_by_id("u1").unwrap().unwrap());
+    // Logout-all (or a role change) committed after the check.
+    store.bump_token_version("u1").unwrap();
+    assert!(matches!(
+        create("f2", 2, &stamp),
+        Err(StoreError::UserChanged(_))
+    ));
+    // A password change that happens to leave the version where it was seen.
+    let stamp = UserStamp::of(&store.user_by_id("u1").unwrap().unwrap());
+    store
+        .set_password("u1", &stamp.password_hash, "other-hash", false)
+        .unwrap();
+    assert!(matches!(
+        create("f3", 3, &stamp),
+        Err(StoreError::UserChanged(_))
+    ));
+    // Nothing of the refused sessions was stored.
+    assert!(store.family("f2").unwrap().is_none());
+    assert!(store.refresh_record(&[3; 32]).unwrap().is_none());
+    let current = UserStamp::of(&store.user_by_id("u1").unwrap().unwrap());
+    create("f4", 4, &current).unwrap();
+    store.delete_user("u1", 2_000).unwrap();
+    assert!(matches!(
+        create("f5", 5, &current),
+        Err(StoreError::UnknownUser(_))
+    ));
+}
+
+#[test]
+fn a_password_is_replaced_only_over_the_hash_verified() {
+    let (_dir, store) = open();
+    let original = user("u1", "a@x.io");
+    store.create_user(&original).unwrap();
+    // A change committed while a login was verifying the original hash.
+    store
+        .set_password("u1", &original.password_hash, "changed", true)
+        .unwrap();
+    // The login's rehash of the old password must not revert it.
+    assert!(matches!(
+        store.set_password("u1", &original.password_hash, "rehash-of-old", false),
+        Err(StoreError::UserChanged(_))
+    ));
+    let user = store.user_by_id("u1").unwrap().unwrap();
+    assert_eq!(
+        (user.password_hash.as_str(), user.token_version),
+        ("changed", 1)
+    );
+    assert!(store
+        .set_password("nobody", "changed", "x", false)
+        .unwrap()
+        .is_none());
+}
+
+#[test]
+fn a_lowered_access_lifetime_is_remembered_until_its_tokens_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    {
+        let store = SledStore::open(&path).unwrap();
+        // First run: one hour.
+        assert_eq!(store.note_access_lifetime(3_600, 1_000).unwrap(), 3_600);
+    }
+    let store = SledStore::open(&path).unwrap();
+    // Restarted at 2_000 with five minutes: the first run's tokens may live
+    // until 2_000 + 3_600.
+    assert_eq!(store.note_access_lifetime(300, 2_000).unwrap(), 3_600);
+    assert_eq!(store.note_access_lifetime(300, 5_599).unwrap(), 3_600);
+    // Once they have all expired, the shorter lifetime is the window.
+    assert_eq!(store.note_access_lifetime(300, 5_600).unwrap(), 300);
+    // A longer lifetime is its own window at once.
+    assert_eq!(store.note_access_lifetime(7_200, 5_700).unwrap(), 7_200);
+    assert_eq!(store.note_access_lifetime(60, 5_800).unwrap(), 7_200);
 }

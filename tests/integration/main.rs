@@ -8,6 +8,7 @@ mod support;
 
 mod accounts;
 mod durability;
+mod edge;
 mod flood;
 mod forged_tokens;
 mod hardening;
@@ -15,5 +16,7 @@ mod limits;
 mod operations;
 mod postgres;
 mod proxying;
+mod session_races;
 mod streaming;
 mod throttle;
+mod timeouts;

@@ -135,3 +135,154 @@ async fn no_credential_ever_reaches_the_log_even_at_debug() {
     let signature = access.rsplit('.').next().unwrap();
     assert!(!log.contains(signature));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_fault_is_logged_with_the_request_it_belongs_to() {
+    let dead = crate::support::upstream::Upstream::refused_addr().await;
+    let files = GatewayFiles::create(&GatewayOptions {
+        routes: format!(
+            "[[route]]\nname = \"deadend\"\npath_prefix = \"/dead/\"\n\
+             upstream = \"http://{dead}\"\nauth = \"public\"\n"
+        ),
+        ..GatewayOptions::default()
+    });
+    let gateway = BinaryGateway::start(&files, "info");
+    let answer = gateway.client(&files).get("/dead/x").send().await;
+    assert_eq!(answer.status, 502);
+    let log = gateway.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("request failed"))
+        .unwrap_or_else(|| panic!("no error line for the 502: {log}"));
+    for field in ["method=GET", "peer=127.0.0.1", "route=deadend"] {
+        assert!(line.contains(field), "{field} missing from {line:?}");
+    }
+}
+
+/// Starts the binary on `files` and waits (bounded) for it to exit; a
+/// gateway that starts serving instead fails the test.
+fn exit_of_start(files: &GatewayFiles) -> (Option<i32>, String) {
+    use std::io::Read;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_authgate"))
+        .arg("--config")
+        .arg(&files.config_path)
+        .arg("serve")
+        .env_remove("AUTHGATE_ACCESS_SECRET")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the gateway started instead of refusing its config");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (status.code(), stderr)
+}
+
+#[test]
+fn absurd_durations_and_counts_stop_the_start_at_their_line_without_a_panic() {
+    for (options, line, key) in [
+        (
+            GatewayOptions {
+                tokens: "access_ttl = \"18446744073709551615s\"".to_owned(),
+                ..GatewayOptions::default()
+            },
+            8,
+            "access_ttl",
+        ),
+        (
+            GatewayOptions {
+                // One past tokio's semaphore maximum on 64-bit targets.
+                server: "max_connections = 2305843009213693952".to_owned(),
+                ..GatewayOptions::default()
+            },
+            5,
+            "max_connections",
+        ),
+    ] {
+        let files = GatewayFiles::create(&options);
+        let (code, stderr) = exit_of_start(&files);
+        assert_eq!(code, Some(1), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        let config = files.config_path.display().to_string();
+        assert!(
+            stderr.contains(&format!("{config}:{line}:")),
+            "expected {config}:{line}: in {stderr}"
+        );
+        assert!(stderr.contains(&format!(": {key}: ")), "{stderr}");
+        assert!(stderr.contains("out of range"), "{stderr}");
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn the_database_is_created_private_and_exposed_secrets_are_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    let chmod = |path: &std::path::Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    let files = GatewayFiles::create(&GatewayOptions::default());
+    let key = files.path().join("leaf-key.pem");
+    let secret = files.path().join("access.secret");
+    let store = files.path().join("store.sled");
+    chmod(&key, 0o644);
+    chmod(&secret, 0o644);
+    let gateway = BinaryGateway::start(&files, "info");
+    // Created by the gateway (sled would follow the umask, 0755 under 022).
+    assert_eq!(mode(&store), 0o700);
+    for name in ["db", "conf"] {
+        let file = store.join(name);
+        assert_eq!(
+            mode(&file) & 0o077,
+            0,
+            "{} is {:o}",
+            file.display(),
+            mode(&file)
+        );
+    }
+    let log = gateway.log();
+    let warned = |path: &std::path::Path| {
+        log.lines().any(|l| {
+            l.contains("WARN")
+                && l.contains("readable by other users")
+                && l.contains(&path.display().to_string())
+        })
+    };
+    assert!(warned(&key), "no warning for a 0644 TLS key: {log}");
+    assert!(warned(&secret), "no warning for a 0644 secret file: {log}");
+    assert!(
+        !warned(&store),
+        "a private database directory was warned about: {log}"
+    );
+    drop(gateway);
+
+    // An operator-made directory open to others is kept, and warned about.
+    chmod(&store, 0o755);
+    let gateway = BinaryGateway::start(&files, "info");
+    assert_eq!(mode(&store), 0o755);
+    let log = gateway.log();
+    assert!(
+        log.lines().any(|l| l.contains("WARN")
+            && l.contains("database directory")
+            && l.contains(&store.display().to_string())),
+        "no warning for a 0755 database directory: {log}"
+    );
+}

@@ -255,3 +255,84 @@ async fn every_spelling_of_an_email_is_one_account() {
         );
     }
 }
+
+/// Behind a trusted load balancer every login arrives from its address: the
+/// throttle keys on the forwarded client instead, so one sprayer is throttled
+/// and everyone else behind the same balancer is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_trusted_proxies_the_forwarded_client_is_the_key() {
+    let gw = TestGateway::start_with(GatewayOptions {
+        server: "trusted_proxies = [\"127.0.0.0/8\"]".to_owned(),
+        auth: format!(
+            "{FAST_HASHING}[auth.throttle]\nwindow = \"10m\"\naccount_failures = 100\naddress_failures = 3\n"
+        ),
+        ..GatewayOptions::default()
+    })
+    .await;
+    for i in 0..3 {
+        let email = format!("user{i}@example.com");
+        // The left-most entry is the sprayer's own claim; the right-most
+        // entry not a trusted proxy is what the balancer saw.
+        let chain = format!("192.0.2.{i}, 203.0.113.7, 127.0.0.2");
+        assert_rejected(&login_from(&gw, &email, "Summer2026!", &chain).await);
+    }
+    assert_throttled(&login_from(&gw, "user9@example.com", "x", "203.0.113.7").await);
+    // Another client behind the same balancer is not held to it.
+    assert_rejected(&login_from(&gw, "user9@example.com", "x", "203.0.113.8").await);
+}
+
+/// A stolen access token buys no more password guesses than the login form:
+/// wrong current passwords at `/auth/password` count against the account
+/// like failed logins, and lock both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_current_passwords_count_against_the_login_lockout() {
+    let gw = throttle_gateway("account_failures = 3\naddress_failures = 100\n").await;
+    let registered = register(&gw, "carol@example.com", PASSWORD).await;
+    assert_eq!(registered.status, 201);
+    let token = registered.json()["accessToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let change = |current: &'static str| {
+        gw.client()
+            .post("/auth/password")
+            .bearer(&token)
+            .json(&json!({"currentPassword": current, "newPassword": "new password"}))
+            .send()
+    };
+    for _ in 0..3 {
+        assert_rejected(&change("wrong guess").await);
+    }
+    // Locked: even the right current password is refused unchecked, and so
+    // is a login.
+    assert_throttled(&change(PASSWORD).await);
+    assert_throttled(&login(&gw, "carol@example.com", PASSWORD).await);
+    // Guesses through logins lock the change too.
+    assert_eq!(
+        register(&gw, "dave@example.com", PASSWORD).await.status,
+        201
+    );
+    let dave = login(&gw, "dave@example.com", PASSWORD).await;
+    let dave_token = dave.json()["accessToken"].as_str().unwrap().to_owned();
+    for _ in 0..3 {
+        assert_rejected(&login(&gw, "dave@example.com", "wrong guess").await);
+    }
+    let locked = gw
+        .client()
+        .post("/auth/password")
+        .bearer(&dave_token)
+        .json(&json!({"currentPassword": PASSWORD, "newPassword": "new password"}))
+        .send()
+        .await;
+    assert_throttled(&locked);
+    // Another account changes its password as before.
+    let erin = register(&gw, "erin@example.com", PASSWORD).await;
+    let changed = gw
+        .client()
+        .post("/auth/password")
+        .bearer(erin.json()["accessToken"].as_str().unwrap())
+        .json(&json!({"currentPassword": PASSWORD, "newPassword": "new password"}))
+        .send()
+        .await;
+    assert_eq!(changed.status, 204);
+}

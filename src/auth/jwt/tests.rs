@@ -65,3 +65,43 @@ fn iat_beyond_leeway_is_refused() {
     let token = issuer.mint("u1", "admin", 0, None, slight).unwrap().token;
     assert!(verifier.verify(&token, now).is_ok());
 }
+
+#[test]
+fn expiry_is_judged_against_the_given_time_not_the_clock() {
+    let config = tokens_config();
+    let issuer = TokenIssuer::new(&config, &secret(1));
+    let verifier = TokenVerifier::new(&config, &secret(1));
+    // A day in the past: expired by the system clock, valid at the time given.
+    let then = SystemTime::now() - Duration::from_secs(86_400);
+    let minted = issuer.mint("u1", "admin", 0, None, then).unwrap();
+    let leeway = config.leeway;
+    let last_valid = then + config.access_ttl + leeway;
+    assert!(verifier.verify(&minted.token, then).is_ok());
+    assert!(verifier.verify(&minted.token, last_valid).is_ok());
+    assert!(matches!(
+        verifier.verify(&minted.token, last_valid + Duration::from_secs(1)),
+        Err(GatewayError::TokenExpired)
+    ));
+}
+
+#[test]
+fn not_before_is_judged_against_the_given_time() {
+    let config = tokens_config();
+    let verifier = TokenVerifier::new(&config, &secret(1));
+    let issuer = TokenIssuer::new(&config, &secret(1));
+    let now = SystemTime::now();
+    let mut claims = issuer.mint("u1", "admin", 0, None, now).unwrap().claims;
+    let nbf = unix_seconds(now) + 600;
+    claims.nbf = Some(nbf);
+    claims.exp = nbf + 600;
+    let mut header = Header::new(config.algorithm);
+    header.typ = Some(ACCESS_TOKEN_TYPE.to_owned());
+    let token =
+        jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(&[1u8; 32])).unwrap();
+    assert!(matches!(
+        verifier.verify(&token, now),
+        Err(GatewayError::InvalidToken("not yet valid (nbf)"))
+    ));
+    let at_nbf = UNIX_EPOCH + Duration::from_secs(nbf);
+    assert!(verifier.verify(&token, at_nbf).is_ok());
+}

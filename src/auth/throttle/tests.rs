@@ -14,6 +14,7 @@ fn defaults() -> ThrottleConfig {
         max_lockout: Duration::from_secs(3_600),
         registrations_per_hour: 60,
         max_entries: 100_000,
+        ipv6_prefix: 56,
     }
 }
 
@@ -310,22 +311,133 @@ fn registrations_are_limited_per_address_per_hour() {
         .unwrap();
 }
 
-#[test]
-fn ipv6_clients_are_counted_per_64() {
+/// Two failures from the first address throttle the third; true when the
+/// third address shares the first one's counter.
+fn share_a_counter(ipv6_prefix: u8, first: &str, second: &str, third: &str) -> bool {
     let config = ThrottleConfig {
         address_failures: 2,
+        ipv6_prefix,
         ..defaults()
     };
     let throttle = Throttle::new(&config);
     let t0 = Instant::now();
-    fail(&throttle, "a@x.io", ip("2001:db8:1:2::1"), t0);
-    fail(&throttle, "b@x.io", ip("2001:db8:1:2:ffff::9"), t0);
-    assert!(refusal(&throttle, "c@x.io", ip("2001:db8:1:2::77"), t0).is_some());
-    assert!(refusal(&throttle, "c@x.io", ip("2001:db8:1:3::1"), t0).is_none());
+    fail(&throttle, "a@x.io", ip(first), t0);
+    fail(&throttle, "b@x.io", ip(second), t0);
+    refusal(&throttle, "c@x.io", ip(third), t0).is_some()
+}
 
-    fail(&throttle, "a@x.io", ip("::ffff:192.0.2.1"), t0);
-    fail(&throttle, "b@x.io", ip("192.0.2.1"), t0);
-    assert!(refusal(&throttle, "c@x.io", ip("192.0.2.1"), t0).is_some());
+#[test]
+fn ipv6_clients_are_counted_per_56_by_default() {
+    assert_eq!(defaults().ipv6_prefix, 56);
+    // 2001:db8:1:200::/56 holds 2001:db8:1:200:: to 2001:db8:1:2ff:ffff:...
+    assert!(share_a_counter(
+        56,
+        "2001:db8:1:200::1",
+        "2001:db8:1:2ff:ffff::9",
+        "2001:db8:1:2a0::77"
+    ));
+    assert!(!share_a_counter(
+        56,
+        "2001:db8:1:200::1",
+        "2001:db8:1:2ff::9",
+        "2001:db8:1:300::1"
+    ));
+    // IPv4-mapped addresses count as the IPv4 address.
+    assert!(share_a_counter(
+        56,
+        "::ffff:192.0.2.1",
+        "192.0.2.1",
+        "192.0.2.1"
+    ));
+}
+
+#[test]
+fn the_ipv6_prefix_length_is_configurable() {
+    // Per /64: the next /64 is another counter.
+    assert!(share_a_counter(
+        64,
+        "2001:db8:1:2::1",
+        "2001:db8:1:2:ffff::9",
+        "2001:db8:1:2::77"
+    ));
+    assert!(!share_a_counter(
+        64,
+        "2001:db8:1:2::1",
+        "2001:db8:1:2::9",
+        "2001:db8:1:3::1"
+    ));
+    // Per /48: a whole site is one counter.
+    assert!(share_a_counter(
+        48,
+        "2001:db8:1:2::1",
+        "2001:db8:1:ff00::9",
+        "2001:db8:1:ffff::1"
+    ));
+    // Per address.
+    assert!(!share_a_counter(
+        128,
+        "2001:db8::1",
+        "2001:db8::1",
+        "2001:db8::2"
+    ));
+}
+
+#[test]
+fn a_partial_failure_streak_outlives_a_flood_of_fresh_keys() {
+    let config = ThrottleConfig {
+        max_entries: 100,
+        ..defaults()
+    };
+    let throttle = Throttle::new(&config);
+    let t0 = Instant::now();
+    let attacker = ip("192.0.2.1");
+    // Four guesses at Alice: one short of the lockout.
+    for i in 0..4 {
+        fail(&throttle, ALICE, attacker, t0 + secs(i));
+    }
+    // Then a flood of fresh emails and addresses, one failure each, meant
+    // to push Alice's streak out of the full map and with it the count.
+    for i in 0..1_000u32 {
+        let peer = IpAddr::from(std::net::Ipv4Addr::from(0x0A00_0000 + i));
+        fail(
+            &throttle,
+            &format!("noise{i}@example.com"),
+            peer,
+            t0 + secs(5),
+        );
+    }
+    // The fifth guess still completes the streak and locks the account.
+    fail(&throttle, ALICE, attacker, t0 + secs(6));
+    assert_eq!(
+        refusal(&throttle, ALICE, ip("198.51.100.7"), t0 + secs(6)),
+        Some(secs(60))
+    );
+}
+
+#[test]
+fn an_address_close_to_its_limit_outlives_a_flood_of_fresh_addresses() {
+    let config = ThrottleConfig {
+        max_entries: 100,
+        address_failures: 10,
+        ..defaults()
+    };
+    let throttle = Throttle::new(&config);
+    let t0 = Instant::now();
+    let sprayer = ip("192.0.2.1");
+    for i in 0..9 {
+        fail(&throttle, &format!("victim{i}@example.com"), sprayer, t0);
+    }
+    for i in 0..1_000u32 {
+        let peer = IpAddr::from(std::net::Ipv4Addr::from(0x0A00_0000 + i));
+        fail(
+            &throttle,
+            &format!("noise{i}@example.com"),
+            peer,
+            t0 + secs(1),
+        );
+    }
+    fail(&throttle, "victim9@example.com", sprayer, t0 + secs(2));
+    assert!(refusal(&throttle, "other@example.com", sprayer, t0 + secs(2)).is_some());
 }
 
 #[test]

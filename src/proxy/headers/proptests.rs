@@ -97,6 +97,7 @@ fn prepare(headers: &mut HeaderMap) {
         &ClientSide {
             peer: "192.0.2.9".parse().unwrap(),
             peer_trusted: false,
+            client: "192.0.2.9".parse().unwrap(),
             host: Some("gw.example"),
         },
         Some(&identity),

@@ -25,6 +25,7 @@ fn prepare(headers: &mut HeaderMap, trusted: bool, forward_authorization: bool) 
     let client = ClientSide {
         peer: "192.0.2.7".parse().unwrap(),
         peer_trusted: trusted,
+        client: "192.0.2.7".parse().unwrap(),
         host: Some("gw.example"),
     };
     prepare_request_headers(
@@ -119,6 +120,10 @@ fn forwarded_headers_depend_on_trust() {
         ("x-forwarded-proto", "http"),
         ("x-forwarded-host", "spoofed.example"),
         ("forwarded", "for=203.0.113.9"),
+        ("x-real-ip", "203.0.113.9"),
+        ("true-client-ip", "203.0.113.9"),
+        ("x-client-ip", "203.0.113.9"),
+        ("cf-connecting-ip", "203.0.113.9"),
     ];
     let mut untrusted = map(&client_sent);
     prepare(&mut untrusted, false, false);
@@ -126,6 +131,13 @@ fn forwarded_headers_depend_on_trust() {
     assert_eq!(untrusted.get("x-forwarded-proto").unwrap(), "https");
     assert_eq!(untrusted.get("x-forwarded-host").unwrap(), "gw.example");
     assert!(untrusted.get("forwarded").is_none());
+    // X-Real-IP is the client address the gateway decided on; the others
+    // are a client's word and are dropped.
+    assert_eq!(untrusted.get_all("x-real-ip").iter().count(), 1);
+    assert_eq!(untrusted.get("x-real-ip").unwrap(), "192.0.2.7");
+    for name in ["true-client-ip", "x-client-ip", "cf-connecting-ip"] {
+        assert!(untrusted.get(name).is_none(), "{name}");
+    }
 
     let mut trusted = map(&client_sent);
     prepare(&mut trusted, true, false);
@@ -135,6 +147,9 @@ fn forwarded_headers_depend_on_trust() {
     );
     assert_eq!(trusted.get("x-forwarded-proto").unwrap(), "http");
     assert_eq!(trusted.get("x-forwarded-host").unwrap(), "spoofed.example");
+    // The client the caller derived (here the peer itself), never the header.
+    assert_eq!(trusted.get("x-real-ip").unwrap(), "192.0.2.7");
+    assert_eq!(trusted.get("true-client-ip").unwrap(), "203.0.113.9");
 }
 
 #[test]

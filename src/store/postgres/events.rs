@@ -257,7 +257,7 @@ fn apply(
     match (kind, version) {
         ("version", Some(version)) => {
             let version = u32::try_from(version).unwrap_or(u32::MAX - 1);
-            revocations.raise_min_version(subject, version);
+            revocations.set_min_version(subject, version);
         }
         ("deleted", _) => revocations.delete_user(subject),
         ("family", _) => {
@@ -294,7 +294,7 @@ async fn reload(
     {
         let user: &str = row.try_get(0).map_err(corrupt)?;
         let version: i64 = row.try_get(1).map_err(corrupt)?;
-        revocations.raise_min_version(user, u32::try_from(version).unwrap_or(u32::MAX - 1));
+        revocations.set_min_version(user, u32::try_from(version).unwrap_or(u32::MAX - 1));
     }
     for row in tx
         .query("SELECT user_id FROM tombstones", &[])

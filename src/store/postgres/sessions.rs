@@ -7,7 +7,7 @@ use tokio_postgres::Row;
 
 use super::events::{self, Event};
 use super::{corrupt, db_error, from_db, sql_state, to_db, PostgresStore};
-use crate::store::{hex, Family, RefreshRecord, RotateOutcome, StoreError};
+use crate::store::{hex, Family, RefreshRecord, RotateOutcome, StoreError, UserStamp};
 
 /// Key of the advisory lock a sweep holds, so one instance sweeps at a time.
 const SWEEP_LOCK: i64 = 0x6167_7377_6565_7031; // "agsweep1"
@@ -18,6 +18,7 @@ impl PostgresStore {
         family: &Family,
         first_token: &[u8; 32],
         record: &RefreshRecord,
+        verified: &UserStamp,
     ) -> Result<(), StoreError> {
         if family.id.is_empty() {
             return Err(StoreError::Invalid("ids must be non-empty and free of NUL"));
@@ -29,6 +30,26 @@ impl PostgresStore {
         }
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db_error)?;
+        // Shared row lock: a concurrent password change, logout-all, role
+        // change or deletion waits for this session to exist (and then
+        // revokes it) or makes this call fail here.
+        let user = tx
+            .query_opt(
+                &format!(
+                    "SELECT {} FROM users WHERE id = $1 FOR SHARE",
+                    super::users::COLUMNS
+                ),
+                &[&family.user_id],
+            )
+            .await
+            .map_err(db_error)?;
+        let Some(user) = user else {
+            return Err(StoreError::UnknownUser(family.user_id.clone()));
+        };
+        let user = super::users::user_from(&user)?;
+        if !verified.matches(&user) {
+            return Err(StoreError::UserChanged(user.id));
+        }
         let inserted = tx
             .execute(
                 "INSERT INTO families (id, user_id, created_at, expires_at, revoked_at)
@@ -253,6 +274,46 @@ impl PostgresStore {
         events::prune(&tx, before).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(usize::try_from(revocations + tombstones).unwrap_or(usize::MAX))
+    }
+
+    /// Records this instance's access lifetime and returns the longest one
+    /// a live token may have (see [`crate::store::Store::note_access_lifetime`]).
+    /// Lifetimes of other runs are closed at `now + lifetime`, as the sled
+    /// store does; one row per distinct lifetime, so instances sharing a
+    /// config share a row.
+    pub async fn note_access_lifetime(&self, lifetime: u64, now: u64) -> Result<u64, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        let (lifetime, now) = (to_db(lifetime), to_db(now));
+        tx.execute(
+            "UPDATE access_lifetimes SET until = $2 + lifetime
+             WHERE lifetime <> $1 AND until IS NULL",
+            &[&lifetime, &now],
+        )
+        .await
+        .map_err(db_error)?;
+        tx.execute(
+            "DELETE FROM access_lifetimes WHERE until IS NOT NULL AND until <= $1",
+            &[&now],
+        )
+        .await
+        .map_err(db_error)?;
+        tx.execute(
+            "INSERT INTO access_lifetimes (lifetime, until) VALUES ($1, NULL)
+             ON CONFLICT (lifetime) DO UPDATE SET until = NULL",
+            &[&lifetime],
+        )
+        .await
+        .map_err(db_error)?;
+        let longest: i64 = tx
+            .query_one("SELECT max(lifetime) FROM access_lifetimes", &[])
+            .await
+            .map_err(db_error)?
+            .try_get::<_, Option<i64>>(0)
+            .map_err(corrupt)?
+            .unwrap_or(lifetime);
+        tx.commit().await.map_err(db_error)?;
+        Ok(from_db(longest))
     }
 
     /// Marks the families matched by `condition` (over `families`) revoked,

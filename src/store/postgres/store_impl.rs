@@ -2,7 +2,9 @@
 //! operations in `users.rs` and `sessions.rs`.
 
 use super::PostgresStore;
-use crate::store::{Family, FlushFuture, RefreshRecord, RotateOutcome, Store, StoreError, User};
+use crate::store::{
+    Family, FlushFuture, RefreshRecord, RotateOutcome, Store, StoreError, User, UserStamp,
+};
 
 #[async_trait::async_trait]
 impl Store for PostgresStore {
@@ -33,10 +35,11 @@ impl Store for PostgresStore {
     async fn set_password(
         &self,
         id: &str,
+        verified: &str,
         hash: &str,
         bump_version: bool,
     ) -> Result<Option<User>, StoreError> {
-        PostgresStore::set_password(self, id, hash, bump_version).await
+        PostgresStore::set_password(self, id, verified, hash, bump_version).await
     }
 
     async fn bump_token_version(&self, id: &str) -> Result<Option<User>, StoreError> {
@@ -60,8 +63,9 @@ impl Store for PostgresStore {
         family: &Family,
         first_token: &[u8; 32],
         record: &RefreshRecord,
+        verified: &UserStamp,
     ) -> Result<(), StoreError> {
-        PostgresStore::create_family(self, family, first_token, record).await
+        PostgresStore::create_family(self, family, first_token, record, verified).await
     }
 
     async fn refresh_record(
@@ -108,6 +112,10 @@ impl Store for PostgresStore {
 
     async fn prune_revocations(&self, before: u64) -> Result<usize, StoreError> {
         PostgresStore::prune_revocations(self, before).await
+    }
+
+    async fn note_access_lifetime(&self, lifetime: u64, now: u64) -> Result<u64, StoreError> {
+        PostgresStore::note_access_lifetime(self, lifetime, now).await
     }
 
     /// A commit is durable when it returns (`synchronous_commit` is on by

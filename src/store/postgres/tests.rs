@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::config::DatabaseUrl;
-use crate::store::{hex, Family, RefreshRecord, RotateOutcome, User};
+use crate::store::{hex, Family, RefreshRecord, RotateOutcome, User, UserStamp};
 
 /// A fresh database on the test server, dropped at the end.
 pub(crate) struct TestDb {
@@ -109,6 +109,23 @@ impl Drop for TestDb {
     }
 }
 
+/// `create_family` with the user's current stamp, as a login would pass it.
+async fn create_family(
+    store: &PostgresStore,
+    family: &Family,
+    token: &[u8; 32],
+    record: &RefreshRecord,
+) -> Result<(), StoreError> {
+    let stamp = match store.user_by_id(&family.user_id).await? {
+        Some(user) => UserStamp::of(&user),
+        None => UserStamp {
+            token_version: 0,
+            password_hash: String::new(),
+        },
+    };
+    store.create_family(family, token, record, &stamp).await
+}
+
 fn user(id: &str, email: &str) -> User {
     User {
         id: id.to_owned(),
@@ -205,23 +222,36 @@ async fn users_emails_versions_and_deletion() {
     );
     let updated = store.set_role("a", "admin").await.unwrap().unwrap();
     assert_eq!((updated.role.as_str(), updated.token_version), ("admin", 1));
-    let rehashed = store.set_password("a", "h2", false).await.unwrap().unwrap();
+    let rehashed = store
+        .set_password("a", &user("a", "").password_hash, "h2", false)
+        .await
+        .unwrap()
+        .unwrap();
+    // Compare-and-swap: a stale verified hash changes nothing.
+    assert!(matches!(
+        store.set_password("a", "stale", "h9", true).await,
+        Err(StoreError::UserChanged(_))
+    ));
     assert_eq!(rehashed.token_version, 1);
-    let changed = store.set_password("a", "h3", true).await.unwrap().unwrap();
+    let changed = store
+        .set_password("a", "h2", "h3", true)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(changed.token_version, 2);
     assert_eq!(
         store.token_versions().await.unwrap(),
         vec![("a".to_owned(), 2)]
     );
     assert!(store.set_role("nobody", "admin").await.unwrap().is_none());
-    store
-        .create_family(
-            &family("f1", "b", 10_000),
-            &[1; 32],
-            &record("f1", "b", 5_000),
-        )
-        .await
-        .unwrap();
+    create_family(
+        &store,
+        &family("f1", "b", 10_000),
+        &[1; 32],
+        &record("f1", "b", 5_000),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         store.delete_user("b", 2_000).await.unwrap().unwrap().id,
         "b"
@@ -233,13 +263,13 @@ async fn users_emails_versions_and_deletion() {
         vec!["b".to_owned()]
     );
     assert!(matches!(
-        store
-            .create_family(
-                &family("f2", "b", 10_000),
-                &[2; 32],
-                &record("f2", "b", 5_000)
-            )
-            .await,
+        create_family(
+            &store,
+            &family("f2", "b", 10_000),
+            &[2; 32],
+            &record("f2", "b", 5_000)
+        )
+        .await,
         Err(StoreError::UnknownUser(_))
     ));
     // The email is free again.
@@ -253,14 +283,14 @@ async fn rotation_reuse_revocation_and_sweep() {
     };
     let store = db.open().await;
     store.create_user(&user("u1", "a@x.io")).await.unwrap();
-    store
-        .create_family(
-            &family("f1", "u1", 10_000),
-            &[1; 32],
-            &record("f1", "u1", 5_000),
-        )
-        .await
-        .unwrap();
+    create_family(
+        &store,
+        &family("f1", "u1", 10_000),
+        &[1; 32],
+        &record("f1", "u1", 5_000),
+    )
+    .await
+    .unwrap();
     let outcome = store
         .rotate(&[1; 32], &[2; 32], &record("f1", "u1", 20_000), 1_500)
         .await
@@ -312,22 +342,22 @@ async fn rotation_reuse_revocation_and_sweep() {
         store.revoked_families_since(1_700).await.unwrap(),
         vec![("f1".to_owned(), 1_700)]
     );
-    store
-        .create_family(
-            &family("f2", "u1", 10_000),
-            &[4; 32],
-            &record("f2", "u1", 5_000),
-        )
-        .await
-        .unwrap();
-    store
-        .create_family(
-            &family("f3", "u1", 3_000),
-            &[5; 32],
-            &record("f3", "u1", 3_000),
-        )
-        .await
-        .unwrap();
+    create_family(
+        &store,
+        &family("f2", "u1", 10_000),
+        &[4; 32],
+        &record("f2", "u1", 5_000),
+    )
+    .await
+    .unwrap();
+    create_family(
+        &store,
+        &family("f3", "u1", 3_000),
+        &[5; 32],
+        &record("f3", "u1", 3_000),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         store
             .revoke_user_families("u1", Some("f2"), 2_000)
@@ -351,14 +381,14 @@ async fn parallel_rotations_of_one_token_mint_one_successor() {
     // A second store is a second instance: its own pool on the same database.
     let other = Arc::new(db.open().await);
     store.create_user(&user("u1", "a@x.io")).await.unwrap();
-    store
-        .create_family(
-            &family("f1", "u1", 10_000),
-            &[1; 32],
-            &record("f1", "u1", 5_000),
-        )
-        .await
-        .unwrap();
+    create_family(
+        &store,
+        &family("f1", "u1", 10_000),
+        &[1; 32],
+        &record("f1", "u1", 5_000),
+    )
+    .await
+    .unwrap();
     let mut tasks = Vec::new();
     for i in 0..32u8 {
         let store = if i % 2 == 0 {
@@ -416,7 +446,8 @@ async fn another_instance_revocations_reach_the_list_within_a_second() {
     let b = db.open().await;
     b.create_user(&user("u1", "a@x.io")).await.unwrap();
     b.create_user(&user("u2", "b@x.io")).await.unwrap();
-    b.create_family(
+    create_family(
+        &b,
         &family("f1", "u1", 10_000),
         &[1; 32],
         &record("f1", "u1", 5_000),

@@ -12,12 +12,16 @@ use crate::store::{StoreError, User};
 /// Highest version a bump reaches (`u32::MAX` is the deletion marker).
 const MAX_VERSION: i64 = u32::MAX as i64 - 1;
 
-const COLUMNS: &str = "id, email, role, password_hash, created_at, token_version";
+pub(super) const COLUMNS: &str = "id, email, role, password_hash, created_at, token_version";
 
 /// What a version bump changes besides the version.
 enum Change<'a> {
     Role(&'a str),
-    Password { hash: &'a str, bump: bool },
+    Password {
+        verified: &'a str,
+        hash: &'a str,
+        bump: bool,
+    },
     Version,
 }
 
@@ -105,15 +109,19 @@ impl PostgresStore {
         self.update_user(id, Change::Role(role)).await
     }
 
+    /// Compare-and-swap on the hash the caller verified the password
+    /// against: [`StoreError::UserChanged`] when it is no longer current.
     pub async fn set_password(
         &self,
         id: &str,
+        verified: &str,
         hash: &str,
         bump_version: bool,
     ) -> Result<Option<User>, StoreError> {
         self.update_user(
             id,
             Change::Password {
+                verified,
                 hash,
                 bump: bump_version,
             },
@@ -185,18 +193,42 @@ impl PostgresStore {
                 "token_version = token_version".to_owned()
             }
         };
-        let (set, value, bumped) = match change {
-            Change::Role(role) => (format!("role = $2, {}", bump(true)), Some(role), true),
-            Change::Password { hash, bump: yes } => (
+        let (set, value, bumped, verified) = match change {
+            Change::Role(role) => (format!("role = $2, {}", bump(true)), Some(role), true, None),
+            Change::Password {
+                verified,
+                hash,
+                bump: yes,
+            } => (
                 format!("password_hash = $2, {}", bump(yes)),
                 Some(hash),
                 yes,
+                Some(verified),
             ),
-            Change::Version => (bump(true), None, true),
+            Change::Version => (bump(true), None, true, None),
         };
         let sql = format!("UPDATE users SET {set} WHERE id = $1 RETURNING {COLUMNS}");
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db_error)?;
+        if let Some(verified) = verified {
+            // The row lock makes the compare and the swap one step.
+            let current = tx
+                .query_opt(
+                    "SELECT password_hash FROM users WHERE id = $1 FOR UPDATE",
+                    &[&id],
+                )
+                .await
+                .map_err(db_error)?;
+            match current {
+                None => return Ok(None),
+                Some(row) => {
+                    let hash: &str = row.try_get(0).map_err(corrupt)?;
+                    if hash != verified {
+                        return Err(StoreError::UserChanged(id.to_owned()));
+                    }
+                }
+            }
+        }
         let row = match value {
             Some(value) => tx.query_opt(&sql, &[&id, &value]).await,
             None => tx.query_opt(&sql, &[&id]).await,

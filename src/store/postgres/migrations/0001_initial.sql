@@ -65,3 +65,10 @@ CREATE TABLE revocation_events_pruned (
     through bigint NOT NULL
 );
 INSERT INTO revocation_events_pruned (through) VALUES (0);
+
+-- Access-token lifetimes in use (leeway included): revocations are kept for
+-- the longest. `until` is NULL while some run may still mint with it.
+CREATE TABLE access_lifetimes (
+    lifetime bigint PRIMARY KEY,
+    until    bigint
+);
