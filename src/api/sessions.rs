@@ -149,7 +149,7 @@ impl Sessions {
         if self.policy.reuse_grace.is_zero() {
             // Strict mode: every presentation after the first is reuse.
             return self
-                .rotate_once(presented_hash, now)
+                .rotate_once(presented, presented_hash, now)
                 .await
                 .map_err(Into::into);
         }
@@ -171,13 +171,18 @@ impl Sessions {
             )
         };
         let result = cell
-            .get_or_init(|| self.rotate_once(presented_hash, now))
+            .get_or_init(|| self.rotate_once(presented, presented_hash, now))
             .await;
         result.clone().map_err(Into::into)
     }
 
     /// The one rotation of a token: compare-and-swap in the store, mint, flush.
-    async fn rotate_once(&self, presented: [u8; 32], now: SystemTime) -> RotationResult {
+    async fn rotate_once(
+        &self,
+        presented_token: &str,
+        presented: [u8; 32],
+        now: SystemTime,
+    ) -> RotationResult {
         let now_secs = unix_seconds(now);
         let internal = |err: &dyn std::fmt::Display| {
             tracing::error!(error = %err, "refresh rotation failed");
@@ -190,11 +195,12 @@ impl Sessions {
         };
         let new_token = random_token(32);
         let new_hash = hash_token(&new_token);
-        let family_end = match self.store.family(&record.family_id).await {
-            Ok(Some(family)) => family.expires_at,
+        let current_family = match self.store.family(&record.family_id).await {
+            Ok(Some(family)) => family,
             Ok(None) => return Err(RotationFailure::Unknown),
             Err(err) => return Err(internal(&err)),
         };
+        let family_end = current_family.expires_at;
         let new_record = RefreshRecord {
             family_id: record.family_id.clone(),
             user_id: record.user_id.clone(),
@@ -204,11 +210,42 @@ impl Sessions {
             rotated_at: None,
             replaced_by: None,
         };
-        let outcome = self
-            .store
-            .rotate(&presented, &new_hash, &new_record, now_secs)
-            .await
-            .map_err(|err| internal(&err))?;
+        // Instances sharing the store: a retry within the grace may land on
+        // another instance, so the pair is minted first and kept, sealed
+        // under the presented token, in the rotation's own transaction.
+        let shared = self.store.shared() && !self.policy.reuse_grace.is_zero();
+        let mut minted = None;
+        let outcome = if shared {
+            let user = match self.store.user_by_id(&record.user_id).await {
+                Ok(Some(user)) => user,
+                Ok(None) => return Err(RotationFailure::Unknown),
+                Err(err) => return Err(internal(&err)),
+            };
+            let issued = self
+                .issue(
+                    user,
+                    &current_family,
+                    new_token.clone(),
+                    new_record.expires_at,
+                    now,
+                )
+                .map_err(|err| internal(&err))?;
+            let sealed = grace::seal(presented_token, &issued, new_record.expires_at)
+                .map_err(|err| internal(&err))?;
+            let until = now_secs.saturating_add(self.policy.reuse_grace.as_secs());
+            let outcome = self
+                .store
+                .rotate_sealed(&presented, &new_hash, &new_record, now_secs, &sealed, until)
+                .await
+                .map_err(|err| internal(&err))?;
+            minted = Some(issued);
+            outcome
+        } else {
+            self.store
+                .rotate(&presented, &new_hash, &new_record, now_secs)
+                .await
+                .map_err(|err| internal(&err))?
+        };
         let family = match outcome {
             RotateOutcome::Rotated { family } => family,
             RotateOutcome::AlreadyRotated {
@@ -218,6 +255,19 @@ impl Sessions {
                 if now_secs <= rotated_at.saturating_add(self.policy.reuse_grace.as_secs())
                     && !self.policy.reuse_grace.is_zero()
                 {
+                    // Rotated on another instance within the grace: the
+                    // same pair, from the sealed copy only this token opens.
+                    if shared {
+                        match self.store.sealed_pair(&presented, now_secs).await {
+                            Ok(Some(sealed)) => {
+                                return self
+                                    .reopen(presented_token, &sealed, &record.user_id, now)
+                                    .await
+                            }
+                            Ok(None) => {}
+                            Err(err) => return Err(internal(&err)),
+                        }
+                    }
                     // A retry within the grace whose pair is no longer in
                     // memory (a restart): refuse without punishing the session.
                     return Err(RotationFailure::Unknown);
@@ -235,16 +285,51 @@ impl Sessions {
                 return Err(RotationFailure::Expired)
             }
         };
-        let user = match self.store.user_by_id(&family.user_id).await {
+        let issued = match minted {
+            Some(issued) => issued,
+            None => {
+                let user = match self.store.user_by_id(&family.user_id).await {
+                    Ok(Some(user)) => user,
+                    Ok(None) => return Err(RotationFailure::Unknown),
+                    Err(err) => return Err(internal(&err)),
+                };
+                self.issue(user, &family, new_token, new_record.expires_at, now)
+                    .map_err(|err| internal(&err))?
+            }
+        };
+        self.store.flush().await.map_err(|err| internal(&err))?;
+        Ok(issued)
+    }
+
+    /// The pair another instance minted for `presented_token`, from its
+    /// sealed copy; the user is read afresh for the answer's profile.
+    async fn reopen(
+        &self,
+        presented_token: &str,
+        sealed: &[u8],
+        user_id: &str,
+        now: SystemTime,
+    ) -> RotationResult {
+        let internal = |err: &dyn std::fmt::Display| {
+            tracing::error!(error = %err, "reading the sealed refresh pair failed");
+            RotationFailure::Internal
+        };
+        let (access, refresh_token, refresh_expires_at) =
+            grace::open(presented_token, sealed).map_err(|err| internal(&err))?;
+        let user = match self.store.user_by_id(user_id).await {
             Ok(Some(user)) => user,
             Ok(None) => return Err(RotationFailure::Unknown),
             Err(err) => return Err(internal(&err)),
         };
-        let issued = self
-            .issue(user, &family, new_token, new_record.expires_at, now)
-            .map_err(|err| internal(&err))?;
-        self.store.flush().await.map_err(|err| internal(&err))?;
-        Ok(issued)
+        Ok(IssuedSession {
+            csrf_token: csrf_token_for(&refresh_token),
+            user,
+            access,
+            refresh_token,
+            refresh_max_age: Duration::from_secs(
+                refresh_expires_at.saturating_sub(unix_seconds(now)),
+            ),
+        })
     }
 
     /// Revokes one session: its refresh tokens in the store and its access
@@ -329,6 +414,58 @@ impl Sessions {
             refresh_token,
             refresh_max_age,
         })
+    }
+}
+
+/// The pair kept for the reuse grace across instances, as sealed bytes.
+mod grace {
+    use serde::{Deserialize, Serialize};
+
+    use super::IssuedSession;
+    use crate::auth::jwt::{AccessClaims, MintedToken};
+    use crate::auth::sealed_pair;
+
+    /// What a retry on another instance needs to answer with the same pair.
+    #[derive(Serialize, Deserialize)]
+    struct Body {
+        access_token: String,
+        access_expires_in: u64,
+        claims: AccessClaims,
+        refresh_token: String,
+        refresh_expires_at: u64,
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    pub enum GraceError {
+        #[error("cannot encode the pair: {0}")]
+        Encode(#[from] serde_json::Error),
+        #[error(transparent)]
+        Seal(#[from] sealed_pair::SealError),
+    }
+
+    pub fn seal(
+        presented: &str,
+        issued: &IssuedSession,
+        refresh_expires_at: u64,
+    ) -> Result<Vec<u8>, GraceError> {
+        let body = Body {
+            access_token: issued.access.token.clone(),
+            access_expires_in: issued.access.expires_in.as_secs(),
+            claims: issued.access.claims.clone(),
+            refresh_token: issued.refresh_token.clone(),
+            refresh_expires_at,
+        };
+        Ok(sealed_pair::seal(presented, &serde_json::to_vec(&body)?)?)
+    }
+
+    pub fn open(presented: &str, sealed: &[u8]) -> Result<(MintedToken, String, u64), GraceError> {
+        let body: Body = serde_json::from_slice(&sealed_pair::open(presented, sealed)?)?;
+        let access = MintedToken {
+            token: body.access_token,
+            expires_in: std::time::Duration::from_secs(body.access_expires_in),
+            claims: body.claims,
+        };
+        Ok((access, body.refresh_token, body.refresh_expires_at))
     }
 }
 

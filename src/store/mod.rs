@@ -274,6 +274,38 @@ pub trait Store: Send + Sync + 'static {
     /// `access_ttl` is lowered across a restart, tokens minted under the old
     /// value live on until their own expiry.
     async fn note_access_lifetime(&self, lifetime: u64, now: u64) -> Result<u64, StoreError>;
+    /// True when other gateway instances share this store, so a refresh
+    /// retried on another instance within the reuse grace must find the
+    /// pair there ([`Store::rotate_sealed`], [`Store::sealed_pair`]).
+    fn shared(&self) -> bool {
+        false
+    }
+    /// [`Store::rotate`], also keeping `sealed_pair` (the new pair, sealed
+    /// under a key only the presented token yields) until `sealed_until`,
+    /// in the same transaction. A store no other instance reads keeps
+    /// nothing: the instance's memory serves retries.
+    async fn rotate_sealed(
+        &self,
+        presented: &[u8; 32],
+        new_hash: &[u8; 32],
+        new_record: &RefreshRecord,
+        now: u64,
+        sealed_pair: &[u8],
+        sealed_until: u64,
+    ) -> Result<RotateOutcome, StoreError> {
+        let _ = (sealed_pair, sealed_until);
+        self.rotate(presented, new_hash, new_record, now).await
+    }
+    /// The pair [`Store::rotate_sealed`] kept for `presented`, while `now`
+    /// is before its `sealed_until`.
+    async fn sealed_pair(
+        &self,
+        presented: &[u8; 32],
+        now: u64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let _ = (presented, now);
+        Ok(None)
+    }
     /// Completes when every write made before the call is on disk.
     /// Concurrent callers share one disk flush.
     fn flush(&self) -> FlushFuture<'_>;

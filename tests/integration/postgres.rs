@@ -183,6 +183,55 @@ async fn rotation_on_a_then_reuse_on_b_kills_the_family_everywhere() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_refreshes_across_a_and_b_mint_one_pair() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let upstream = Upstream::start(Behavior::Ok).await;
+    let (a, b) = pair(&db, &upstream, "refresh_reuse_grace = \"30s\"", "").await;
+    let token = field(&register(&a, "gus@example.com").await, "refreshToken");
+    let (a, b) = (std::sync::Arc::new(a), std::sync::Arc::new(b));
+    let mut tasks = Vec::new();
+    for i in 0..32 {
+        let gw = std::sync::Arc::clone(if i % 2 == 0 { &a } else { &b });
+        let token = token.clone();
+        tasks.push(tokio::spawn(async move { refresh(&gw, &token).await }));
+    }
+    let mut pairs = Vec::new();
+    for task in tasks {
+        let response = task.await.unwrap();
+        assert_eq!(response.status, 200, "{:?}", response.body);
+        pairs.push((
+            field(&response, "refreshToken"),
+            field(&response, "accessToken"),
+        ));
+    }
+    pairs.sort();
+    pairs.dedup();
+    assert_eq!(pairs.len(), 1, "more than one pair was minted");
+    let (new_refresh, new_access) = pairs.remove(0);
+    // One successor in the store, and the pair kept for the grace is sealed:
+    // neither token appears in it.
+    let client = db.client().await;
+    let tokens: i64 = client
+        .query_one("SELECT count(*) FROM refresh_tokens", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(tokens, 2);
+    let sealed: Vec<u8> = client
+        .query_one("SELECT sealed FROM grace_pairs", &[])
+        .await
+        .unwrap()
+        .get(0);
+    for secret in [&new_refresh, &new_access] {
+        assert!(!sealed.windows(secret.len()).any(|w| w == secret.as_bytes()));
+    }
+    assert_eq!(proxied(&b, &new_access).await.status, 200);
+    assert_eq!(refresh(&a, &new_refresh).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logout_all_role_change_and_deletion_on_a_reach_b_within_a_second() {
     let Some(db) = TestDatabase::create().await else {
         return;

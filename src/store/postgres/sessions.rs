@@ -120,6 +120,57 @@ impl PostgresStore {
         new_record: &RefreshRecord,
         now: u64,
     ) -> Result<RotateOutcome, StoreError> {
+        self.rotate_keeping(presented, new_hash, new_record, now, None)
+            .await
+    }
+
+    /// Rotation that also keeps the sealed new pair for the reuse grace, in
+    /// the same transaction: a retry on another instance waits on the row
+    /// lock, then finds the pair committed with the rotation.
+    pub async fn rotate_sealed(
+        &self,
+        presented: &[u8; 32],
+        new_hash: &[u8; 32],
+        new_record: &RefreshRecord,
+        now: u64,
+        sealed_pair: &[u8],
+        sealed_until: u64,
+    ) -> Result<RotateOutcome, StoreError> {
+        self.rotate_keeping(
+            presented,
+            new_hash,
+            new_record,
+            now,
+            Some((sealed_pair, sealed_until)),
+        )
+        .await
+    }
+
+    /// The sealed pair kept for `presented`, unless past its grace.
+    pub async fn sealed_pair(
+        &self,
+        presented: &[u8; 32],
+        now: u64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT sealed FROM grace_pairs WHERE presented = $1 AND expires_at > $2",
+                &[&&presented[..], &to_db(now)],
+            )
+            .await
+            .map_err(db_error)?;
+        row.map(|row| row.try_get(0).map_err(corrupt)).transpose()
+    }
+
+    async fn rotate_keeping(
+        &self,
+        presented: &[u8; 32],
+        new_hash: &[u8; 32],
+        new_record: &RefreshRecord,
+        now: u64,
+        sealed: Option<(&[u8], u64)>,
+    ) -> Result<RotateOutcome, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db_error)?;
         // The row lock is the compare-and-swap: a concurrent rotation of the
@@ -180,6 +231,15 @@ impl PostgresStore {
             new_record.expires_at.min(family.expires_at),
         )
         .await?;
+        if let Some((sealed, until)) = sealed {
+            tx.execute(
+                "INSERT INTO grace_pairs (presented, sealed, expires_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (presented) DO NOTHING",
+                &[&&presented[..], &sealed, &to_db(until)],
+            )
+            .await
+            .map_err(db_error)?;
+        }
         tx.commit().await.map_err(db_error)?;
         Ok(RotateOutcome::Rotated { family })
     }
@@ -250,6 +310,10 @@ impl PostgresStore {
             .map_err(db_error)?;
         let families = tx
             .execute("DELETE FROM families WHERE expires_at <= $1", &[&now])
+            .await
+            .map_err(db_error)?;
+        // Pairs past their grace are unreadable by design; not counted.
+        tx.execute("DELETE FROM grace_pairs WHERE expires_at <= $1", &[&now])
             .await
             .map_err(db_error)?;
         tx.commit().await.map_err(db_error)?;

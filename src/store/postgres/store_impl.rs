@@ -118,6 +118,39 @@ impl Store for PostgresStore {
         PostgresStore::note_access_lifetime(self, lifetime, now).await
     }
 
+    fn shared(&self) -> bool {
+        true
+    }
+
+    async fn rotate_sealed(
+        &self,
+        presented: &[u8; 32],
+        new_hash: &[u8; 32],
+        new_record: &RefreshRecord,
+        now: u64,
+        sealed_pair: &[u8],
+        sealed_until: u64,
+    ) -> Result<RotateOutcome, StoreError> {
+        PostgresStore::rotate_sealed(
+            self,
+            presented,
+            new_hash,
+            new_record,
+            now,
+            sealed_pair,
+            sealed_until,
+        )
+        .await
+    }
+
+    async fn sealed_pair(
+        &self,
+        presented: &[u8; 32],
+        now: u64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        PostgresStore::sealed_pair(self, presented, now).await
+    }
+
     /// A commit is durable when it returns (`synchronous_commit` is on by
     /// default), so there is nothing left to wait for.
     fn flush(&self) -> FlushFuture<'_> {

@@ -72,3 +72,13 @@ CREATE TABLE access_lifetimes (
     lifetime bigint PRIMARY KEY,
     until    bigint
 );
+
+-- The pair a rotation minted, sealed under a key derived from the presented
+-- refresh token (which is never stored), kept for the reuse grace so a retry
+-- on another instance gets the same pair. Unreadable without that token.
+CREATE TABLE grace_pairs (
+    presented  bytea PRIMARY KEY,
+    sealed     bytea NOT NULL,
+    expires_at bigint NOT NULL
+);
+CREATE INDEX grace_pairs_expiry ON grace_pairs (expires_at);
