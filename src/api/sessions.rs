@@ -52,6 +52,8 @@ enum RotationFailure {
     Expired,
     Reuse,
     Internal,
+    /// The database is unreachable: 503, the client retries.
+    Unavailable,
 }
 
 impl From<RotationFailure> for GatewayError {
@@ -62,6 +64,9 @@ impl From<RotationFailure> for GatewayError {
             RotationFailure::Reuse => GatewayError::TokenReuseDetected,
             RotationFailure::Internal => {
                 GatewayError::internal("refresh rotation failed; see the log above")
+            }
+            RotationFailure::Unavailable => {
+                GatewayError::StoreUnavailable("refresh rotation: database unavailable".into())
             }
         }
     }
@@ -173,6 +178,23 @@ impl Sessions {
         let result = cell
             .get_or_init(|| self.rotate_once(presented, presented_hash, now))
             .await;
+        if matches!(
+            result,
+            Err(RotationFailure::Unavailable | RotationFailure::Internal)
+        ) {
+            // A failure of ours decided nothing about the token: the next
+            // presentation tries again instead of reading it from memory.
+            let mut rotations = self
+                .rotations
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if rotations
+                .get(&presented_hash)
+                .is_some_and(|r| Arc::ptr_eq(&r.result, &cell))
+            {
+                rotations.remove(&presented_hash);
+            }
+        }
         result.clone().map_err(Into::into)
     }
 
@@ -184,7 +206,14 @@ impl Sessions {
         now: SystemTime,
     ) -> RotationResult {
         let now_secs = unix_seconds(now);
-        let internal = |err: &dyn std::fmt::Display| {
+        let internal = |err: &(dyn std::error::Error + 'static)| {
+            if matches!(
+                err.downcast_ref::<StoreError>(),
+                Some(StoreError::Unavailable(_))
+            ) {
+                tracing::warn!(error = %err, "refresh rotation failed: database unavailable");
+                return RotationFailure::Unavailable;
+            }
             tracing::error!(error = %err, "refresh rotation failed");
             RotationFailure::Internal
         };
@@ -310,7 +339,13 @@ impl Sessions {
         user_id: &str,
         now: SystemTime,
     ) -> RotationResult {
-        let internal = |err: &dyn std::fmt::Display| {
+        let internal = |err: &(dyn std::error::Error + 'static)| {
+            if matches!(
+                err.downcast_ref::<StoreError>(),
+                Some(StoreError::Unavailable(_))
+            ) {
+                return RotationFailure::Unavailable;
+            }
             tracing::error!(error = %err, "reading the sealed refresh pair failed");
             RotationFailure::Internal
         };

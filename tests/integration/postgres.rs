@@ -338,7 +338,9 @@ async fn the_database_down_means_503_for_accounts_while_proxying_goes_on() {
     let upstream = Upstream::start(Behavior::Ok).await;
     let (a, b) = pair(&db, &upstream, "", "").await;
     register(&a, "fay@example.com").await;
-    let access = field(&login(&a, "fay@example.com").await, "accessToken");
+    let session = login(&a, "fay@example.com").await;
+    let access = field(&session, "accessToken");
+    let refresh_token = field(&session, "refreshToken");
 
     db.set_connections_allowed(false).await;
     db.terminate("true").await;
@@ -360,6 +362,11 @@ async fn the_database_down_means_503_for_accounts_while_proxying_goes_on() {
         down.body
     );
     assert!(down.header("retry-after").is_some());
+    let refresh_down = refresh(&a, &refresh_token).await;
+    assert_eq!(
+        (refresh_down.status.as_u16(), refresh_down.code().as_str()),
+        (503, "STORE_UNAVAILABLE")
+    );
     // Within the staleness bound the proxied path needs no database.
     assert_eq!(proxied(&a, &access).await.status, 200);
     assert_eq!(proxied(&b, &access).await.status, 200);
@@ -375,6 +382,8 @@ async fn the_database_down_means_503_for_accounts_while_proxying_goes_on() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(login(&a, "fay@example.com").await.status, 200);
+    // The refresh refused while down was not remembered as decided.
+    assert_eq!(refresh(&a, &refresh_token).await.status, 200);
 }
 
 fn unix_now() -> u64 {
