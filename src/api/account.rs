@@ -156,7 +156,10 @@ impl Accounts {
         &self,
         headers: &HeaderMap,
         body: &[u8],
+        peer: IpAddr,
     ) -> Result<Response<ResponseBody>, GatewayError> {
+        // Counted before any store work, whatever the token turns out to be.
+        self.sessions.admit_refresh(peer)?;
         let presented = self
             .presented_refresh_token(headers, body)?
             .ok_or(GatewayError::InvalidRefreshToken)?;

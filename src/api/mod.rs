@@ -4,6 +4,9 @@
 
 mod account;
 mod admin;
+mod grace;
+mod refresh_limit;
+pub mod refresh_token;
 pub mod request;
 pub mod response;
 pub mod sessions;
@@ -25,6 +28,7 @@ use crate::body::ResponseBody;
 use crate::config::{Config, Registration};
 use crate::error::GatewayError;
 use crate::store::{Store, StoreError};
+use refresh_limit::RefreshLimits;
 use sessions::{SessionPolicy, Sessions};
 
 /// Settings the endpoints read on every request.
@@ -74,7 +78,14 @@ impl Accounts {
             // Not this run's ttl: a session revoked now may hold access
             // tokens an earlier run minted with a longer one.
             access_lifetime: revocation_window.max(tokens.access_ttl + tokens.leeway),
+            max_sessions_per_user: config.auth.max_sessions_per_user,
         };
+        let limits = RefreshLimits::new(
+            config.auth.refresh_per_session_per_minute,
+            config.auth.refresh_per_address_per_minute,
+            config.auth.throttle.max_entries,
+            config.auth.throttle.ipv6_prefix,
+        );
         Self {
             settings: AccountSettings {
                 path_prefix: config.auth.path_prefix.clone(),
@@ -83,7 +94,13 @@ impl Accounts {
                 max_body: config.auth.max_body,
                 body_timeout: config.server.body_read_timeout,
             },
-            sessions: Sessions::new(Arc::clone(&store), issuer, Arc::clone(&revocations), policy),
+            sessions: Sessions::new(
+                Arc::clone(&store),
+                issuer,
+                Arc::clone(&revocations),
+                policy,
+                limits,
+            ),
             store,
             passwords,
             throttle: Throttle::new(&config.auth.throttle),
@@ -196,7 +213,7 @@ impl Accounts {
                 outcome.user = Some(user);
                 Ok(response)
             }
-            (Endpoint::Refresh, _) => self.refresh(headers, &body).await,
+            (Endpoint::Refresh, _) => self.refresh(headers, &body, peer).await,
             (Endpoint::Logout, _) => self.logout(headers, &body).await,
             (Endpoint::LogoutAll, Some(id)) => self.logout_all(id).await,
             (Endpoint::Me, Some(id)) => self.me(id).await,

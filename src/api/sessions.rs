@@ -6,9 +6,16 @@
 //! token at once) is settled here: concurrent presentations of one token
 //! share a single rotation, and for `refresh_reuse_grace` after it the same
 //! token receives that same new pair from memory instead of tripping reuse
-//! detection. At most one pair is ever minted per refresh token.
+//! detection. At most one pair is ever minted per refresh token. Only
+//! tokens the store knows get a cache entry, and a shared pair is handed out
+//! only while its session is still live.
+//!
+//! A rotated token is kept in the store only for the grace; after that, its
+//! reuse is recognised from its tag (`refresh_token.rs`) against the
+//! family's chain, so the store holds a bounded number of records per
+//! session however often it rotates.
 
-use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -21,12 +28,26 @@ use tokio::sync::OnceCell;
 use crate::auth::jwt::{unix_seconds, MintedToken, TokenIssuer};
 use crate::auth::revocation::RevocationList;
 use crate::error::GatewayError;
-use crate::store::{Family, RefreshRecord, RotateOutcome, Store, StoreError, User, UserStamp};
+use crate::store::{
+    hash_from_hex, ChainStep, Family, RefreshRecord, RotateOutcome, Store, StoreError, User,
+    UserStamp,
+};
+
+use super::grace::GraceCache;
+use super::refresh_limit::RefreshLimits;
+use super::refresh_token;
+
+/// Most rotations the grace cache remembers. Refreshes are rate-limited per
+/// address, so this is reached only by a wide flood; an entry evicted early
+/// turns a retry into a 401 that does not revoke the session.
+const MAX_CACHED_ROTATIONS: usize = 16_384;
 
 /// What a client receives when a session starts or rotates.
 #[derive(Clone)]
 pub struct IssuedSession {
     pub user: User,
+    /// The session the pair belongs to.
+    pub family_id: String,
     pub access: MintedToken,
     pub refresh_token: String,
     pub csrf_token: String,
@@ -43,6 +64,9 @@ pub struct SessionPolicy {
     /// Access tokens of a revoked session are refused for this long (their
     /// longest remaining life, leeway included).
     pub access_lifetime: Duration,
+    /// Sessions a user may hold in the store; a login past it ends the
+    /// oldest (revoked ones first).
+    pub max_sessions_per_user: usize,
 }
 
 /// Why a rotation failed; cloneable so every waiter on one rotation gets it.
@@ -76,19 +100,19 @@ type RotationResult = Result<IssuedSession, RotationFailure>;
 
 /// A rotation in progress or recently done, shared by every presentation of
 /// the same token within the grace period.
-struct Rotation {
-    started: Instant,
-    result: Arc<OnceCell<RotationResult>>,
-}
+type Rotation = Arc<OnceCell<RotationResult>>;
 
 pub struct Sessions {
     store: Arc<dyn Store>,
     issuer: Arc<TokenIssuer>,
     revocations: Arc<RevocationList>,
     policy: SessionPolicy,
-    /// Keyed by the SHA-256 of the presented token; entries older than the
-    /// grace are pruned. Memory only, by design: a pair is never stored.
-    rotations: Mutex<HashMap<[u8; 32], Rotation>>,
+    /// Keyed by the SHA-256 of the presented token, for the grace. Memory
+    /// only; a shared store also keeps each pair sealed under the presented
+    /// token, for retries that land on another instance.
+    rotations: Mutex<GraceCache<Rotation>>,
+    /// Rotations per session and refreshes per address.
+    limits: RefreshLimits,
 }
 
 impl Sessions {
@@ -97,13 +121,15 @@ impl Sessions {
         issuer: Arc<TokenIssuer>,
         revocations: Arc<RevocationList>,
         policy: SessionPolicy,
+        limits: RefreshLimits,
     ) -> Self {
         Self {
             store,
             issuer,
             revocations,
+            rotations: Mutex::new(GraceCache::new(policy.reuse_grace, MAX_CACHED_ROTATIONS)),
             policy,
-            rotations: Mutex::new(HashMap::new()),
+            limits,
         }
     }
 
@@ -141,7 +167,29 @@ impl Sessions {
             }
             Err(err) => return Err(GatewayError::internal(err)),
         }
+        self.cap_sessions(&user.id, now_secs).await?;
         self.issue(user, &family, refresh_token, record.expires_at, now)
+    }
+
+    /// Ends the user's sessions past `max_sessions_per_user`; the sweep
+    /// purges them. The caller flushes.
+    async fn cap_sessions(&self, user_id: &str, now_secs: u64) -> Result<(), GatewayError> {
+        let revoked = self
+            .store
+            .cap_user_families(user_id, self.policy.max_sessions_per_user, now_secs)
+            .await
+            .map_err(GatewayError::internal)?;
+        let until = now_secs.saturating_add(self.policy.access_lifetime.as_secs());
+        for family in revoked {
+            tracing::info!(family = %family, "session limit reached; ended the oldest session");
+            self.revocations.revoke_session(&family, until);
+        }
+        Ok(())
+    }
+
+    /// Counts a refresh request from `peer` (429 past the limit).
+    pub fn admit_refresh(&self, peer: IpAddr) -> Result<(), GatewayError> {
+        Ok(self.limits.admit_address(peer, Instant::now())?)
     }
 
     /// Exchanges a refresh token for a new pair (see the module doc).
@@ -150,52 +198,111 @@ impl Sessions {
         presented: &str,
         now: SystemTime,
     ) -> Result<IssuedSession, GatewayError> {
+        let now_secs = unix_seconds(now);
         let presented_hash = hash_token(presented);
+        let Some(record) = self
+            .store
+            .refresh_record(&presented_hash)
+            .await
+            .map_err(GatewayError::internal)?
+        else {
+            return Err(self.unknown_token(presented, now_secs).await);
+        };
+        // Only a token that can still rotate is held to the session's limit:
+        // a rotated one mints nothing, and its reuse must never wait.
+        let limited = record
+            .rotated_at
+            .is_none()
+            .then_some(record.family_id.as_str());
         if self.policy.reuse_grace.is_zero() {
             // Strict mode: every presentation after the first is reuse.
-            return self
-                .rotate_once(presented, presented_hash, now)
-                .await
-                .map_err(Into::into);
-        }
-        let cell = {
-            let mut rotations = self
-                .rotations
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            let grace = self.policy.reuse_grace;
-            rotations.retain(|_, r| r.started.elapsed() <= grace);
-            Arc::clone(
-                &rotations
-                    .entry(presented_hash)
-                    .or_insert_with(|| Rotation {
-                        started: Instant::now(),
-                        result: Arc::new(OnceCell::new()),
-                    })
-                    .result,
-            )
-        };
-        let result = cell
-            .get_or_init(|| self.rotate_once(presented, presented_hash, now))
-            .await;
-        if matches!(
-            result,
-            Err(RotationFailure::Unavailable | RotationFailure::Internal)
-        ) {
-            // A failure of ours decided nothing about the token: the next
-            // presentation tries again instead of reading it from memory.
-            let mut rotations = self
-                .rotations
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            if rotations
-                .get(&presented_hash)
-                .is_some_and(|r| Arc::ptr_eq(&r.result, &cell))
-            {
-                rotations.remove(&presented_hash);
+            if let Some(family_id) = limited {
+                self.limits.check_session(family_id, Instant::now())?;
             }
+            return Ok(self
+                .rotate_once(presented, presented_hash, record, now)
+                .await?);
         }
-        result.clone().map_err(Into::into)
+        let cell = self.shared_rotation(presented_hash, limited)?;
+        let mut rotated_here = false;
+        let issued = cell
+            .get_or_init(|| {
+                rotated_here = true;
+                self.rotate_once(presented, presented_hash, record, now)
+            })
+            .await
+            .clone()?;
+        if !rotated_here {
+            // A pair minted for an earlier presentation: the session may
+            // have ended since (logout, password change, reuse).
+            self.ensure_live(&issued.family_id, now_secs).await?;
+        }
+        Ok(issued)
+    }
+
+    /// The rotation every presentation of this token within the grace
+    /// shares; a new one is refused once the session `limited` (if any)
+    /// made its rate limit.
+    fn shared_rotation(
+        &self,
+        presented_hash: [u8; 32],
+        limited: Option<&str>,
+    ) -> Result<Rotation, GatewayError> {
+        let now = Instant::now();
+        let mut rotations = self
+            .rotations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        rotations.expire(now);
+        if let Some(cell) = rotations.get(&presented_hash) {
+            return Ok(cell);
+        }
+        if let Some(family_id) = limited {
+            self.limits.check_session(family_id, now)?;
+        }
+        let cell = Arc::new(OnceCell::new());
+        rotations.insert(presented_hash, Arc::clone(&cell), now);
+        Ok(cell)
+    }
+
+    /// A pair shared from the grace is handed out only while its session
+    /// lives: after a logout or a password change the old token answers
+    /// 401, not the dead pair.
+    async fn ensure_live(&self, family_id: &str, now_secs: u64) -> Result<(), GatewayError> {
+        let family = self
+            .store
+            .family(family_id)
+            .await
+            .map_err(GatewayError::internal)?;
+        match family {
+            Some(family) if family.revoked_at.is_none() && now_secs < family.expires_at => Ok(()),
+            _ => Err(GatewayError::InvalidRefreshToken),
+        }
+    }
+
+    /// A token the store does not hold: unknown, or a rotated token dropped
+    /// after its grace, which is reuse if its tag says this family issued it.
+    async fn unknown_token(&self, presented: &str, now_secs: u64) -> GatewayError {
+        let Some(tagged) = refresh_token::parse(presented) else {
+            return GatewayError::InvalidRefreshToken;
+        };
+        let chain = match self.store.chain(tagged.family_id).await {
+            Ok(Some(chain)) => chain,
+            Ok(None) => return GatewayError::InvalidRefreshToken,
+            Err(err) => return GatewayError::internal(err),
+        };
+        let Some(key) = hash_from_hex(&chain.tag_key) else {
+            return GatewayError::internal("a session chain holds an unreadable tag key");
+        };
+        // The live generation's own tag with a wrong secret proves nothing.
+        if tagged.generation >= chain.generation || !tagged.verify(&key) {
+            return GatewayError::InvalidRefreshToken;
+        }
+        tracing::warn!(family = %tagged.family_id, "refresh token reuse detected; revoking the session");
+        match self.revoke_family(tagged.family_id, now_secs).await {
+            Ok(()) => GatewayError::TokenReuseDetected,
+            Err(err) => err,
+        }
     }
 
     /// The one rotation of a token: compare-and-swap in the store, mint, flush.
@@ -203,33 +310,40 @@ impl Sessions {
         &self,
         presented_token: &str,
         presented: [u8; 32],
+        record: RefreshRecord,
         now: SystemTime,
     ) -> RotationResult {
         let now_secs = unix_seconds(now);
-        let internal = |err: &(dyn std::error::Error + 'static)| {
-            if matches!(
-                err.downcast_ref::<StoreError>(),
-                Some(StoreError::Unavailable(_))
-            ) {
-                tracing::warn!(error = %err, "refresh rotation failed: database unavailable");
-                return RotationFailure::Unavailable;
-            }
-            tracing::error!(error = %err, "refresh rotation failed");
-            RotationFailure::Internal
-        };
-        let record = match self.store.refresh_record(&presented).await {
-            Ok(Some(record)) => record,
-            Ok(None) => return Err(RotationFailure::Unknown),
-            Err(err) => return Err(internal(&err)),
-        };
-        let new_token = random_token(32);
-        let new_hash = hash_token(&new_token);
+        let internal = rotation_failure;
         let current_family = match self.store.family(&record.family_id).await {
             Ok(Some(family)) => family,
             Ok(None) => return Err(RotationFailure::Unknown),
             Err(err) => return Err(internal(&err)),
         };
         let family_end = current_family.expires_at;
+        let (generation, tag_key) = match self.store.chain(&record.family_id).await {
+            Ok(Some(chain)) => match hash_from_hex(&chain.tag_key) {
+                Some(key) => (chain.generation.saturating_add(1), key),
+                None => {
+                    return Err(internal(&StoreError::Corrupt(
+                        "a session chain holds an unreadable tag key".to_owned(),
+                    )))
+                }
+            },
+            Ok(None) => (1, random_key()),
+            Err(err) => return Err(internal(&err)),
+        };
+        // A token from login carries no tag: it stays until its own expiry,
+        // since its reuse could not be recognised once it is gone.
+        let keep_presented_until =
+            refresh_token::parse(presented_token).map(|_| self.keep_until(now_secs));
+        let step = ChainStep {
+            generation,
+            tag_key,
+            keep_presented_until,
+        };
+        let new_token = refresh_token::mint(&record.family_id, generation, &tag_key);
+        let new_hash = hash_token(&new_token);
         let new_record = RefreshRecord {
             family_id: record.family_id.clone(),
             user_id: record.user_id.clone(),
@@ -259,24 +373,35 @@ impl Sessions {
                     now,
                 )
                 .map_err(|err| internal(&err))?;
-            let sealed = grace::seal(presented_token, &issued, new_record.expires_at)
+            let sealed = sealed::seal(presented_token, &issued, new_record.expires_at)
                 .map_err(|err| internal(&err))?;
             let until = now_secs.saturating_add(self.policy.reuse_grace.as_secs());
             let outcome = self
                 .store
-                .rotate_sealed(&presented, &new_hash, &new_record, now_secs, &sealed, until)
+                .rotate_sealed(
+                    &presented,
+                    &new_hash,
+                    &new_record,
+                    &step,
+                    now_secs,
+                    &sealed,
+                    until,
+                )
                 .await
                 .map_err(|err| internal(&err))?;
             minted = Some(issued);
             outcome
         } else {
             self.store
-                .rotate(&presented, &new_hash, &new_record, now_secs)
+                .rotate(&presented, &new_hash, &new_record, &step, now_secs)
                 .await
                 .map_err(|err| internal(&err))?
         };
         let family = match outcome {
-            RotateOutcome::Rotated { family } => family,
+            RotateOutcome::Rotated { family } => {
+                self.limits.count_session(&family.id, Instant::now());
+                family
+            }
             RotateOutcome::AlreadyRotated {
                 rotated_at,
                 family_id,
@@ -307,9 +432,16 @@ impl Sessions {
                     .map_err(|err| internal(&err))?;
                 return Err(RotationFailure::Reuse);
             }
-            RotateOutcome::Unknown | RotateOutcome::FamilyRevoked { .. } => {
-                return Err(RotationFailure::Unknown)
+            RotateOutcome::Unknown => {
+                // In strict mode a concurrent rotation may have dropped the
+                // token at once: its tag still tells reuse from a stranger.
+                return Err(match self.unknown_token(presented_token, now_secs).await {
+                    GatewayError::TokenReuseDetected => RotationFailure::Reuse,
+                    GatewayError::InvalidRefreshToken => RotationFailure::Unknown,
+                    err => internal(&err),
+                });
             }
+            RotateOutcome::FamilyRevoked { .. } => return Err(RotationFailure::Unknown),
             RotateOutcome::Expired | RotateOutcome::FamilyExpired { .. } => {
                 return Err(RotationFailure::Expired)
             }
@@ -339,26 +471,17 @@ impl Sessions {
         user_id: &str,
         now: SystemTime,
     ) -> RotationResult {
-        let internal = |err: &(dyn std::error::Error + 'static)| {
-            if matches!(
-                err.downcast_ref::<StoreError>(),
-                Some(StoreError::Unavailable(_))
-            ) {
-                return RotationFailure::Unavailable;
-            }
-            tracing::error!(error = %err, "reading the sealed refresh pair failed");
-            RotationFailure::Internal
-        };
-        let (access, refresh_token, refresh_expires_at) =
-            grace::open(presented_token, sealed).map_err(|err| internal(&err))?;
+        let (family_id, access, refresh_token, refresh_expires_at) =
+            sealed::open(presented_token, sealed).map_err(|err| rotation_failure(&err))?;
         let user = match self.store.user_by_id(user_id).await {
             Ok(Some(user)) => user,
             Ok(None) => return Err(RotationFailure::Unknown),
-            Err(err) => return Err(internal(&err)),
+            Err(err) => return Err(rotation_failure(&err)),
         };
         Ok(IssuedSession {
             csrf_token: csrf_token_for(&refresh_token),
             user,
+            family_id,
             access,
             refresh_token,
             refresh_max_age: Duration::from_secs(
@@ -381,14 +504,30 @@ impl Sessions {
         self.store.flush().await.map_err(GatewayError::internal)
     }
 
-    /// The family a refresh token belongs to, if the token is known.
+    /// The family a refresh token belongs to: from its record, or, for a
+    /// rotated token already dropped from the store, from its verified tag.
     pub async fn family_of(&self, presented: &str) -> Result<Option<String>, GatewayError> {
-        Ok(self
+        let record = self
             .store
             .refresh_record(&hash_token(presented))
             .await
-            .map_err(GatewayError::internal)?
-            .map(|record| record.family_id))
+            .map_err(GatewayError::internal)?;
+        if let Some(record) = record {
+            return Ok(Some(record.family_id));
+        }
+        let Some(tagged) = refresh_token::parse(presented) else {
+            return Ok(None);
+        };
+        let chain = self
+            .store
+            .chain(tagged.family_id)
+            .await
+            .map_err(GatewayError::internal)?;
+        let issued_here = chain.is_some_and(|chain| {
+            tagged.generation <= chain.generation
+                && hash_from_hex(&chain.tag_key).is_some_and(|key| tagged.verify(&key))
+        });
+        Ok(issued_here.then(|| tagged.family_id.to_owned()))
     }
 
     /// Revokes every session of a user except `keep`; the caller flushes.
@@ -410,13 +549,33 @@ impl Sessions {
         Ok(())
     }
 
-    /// Forgets rotations past their grace.
+    /// Forgets rotations past their grace and rate windows that ended.
     pub fn prune(&self) {
-        let grace = self.policy.reuse_grace;
+        let now = Instant::now();
         self.rotations
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .retain(|_, r| r.started.elapsed() <= grace);
+            .expire(now);
+        self.limits.prune(now);
+    }
+
+    /// How many rotations the grace cache holds.
+    pub fn cached_rotations(&self) -> usize {
+        self.rotations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Until when a rotated token stays in the store: past the last second
+    /// a retry may still fall within the grace, or not at all in strict mode.
+    fn keep_until(&self, now_secs: u64) -> u64 {
+        let grace = self.policy.reuse_grace;
+        if grace.is_zero() {
+            return now_secs;
+        }
+        let whole_seconds = grace.as_secs() + u64::from(grace.subsec_nanos() > 0);
+        now_secs.saturating_add(whole_seconds).saturating_add(1)
     }
 
     fn refresh_expiry(&self, now_secs: u64, family: &Family) -> u64 {
@@ -445,6 +604,7 @@ impl Sessions {
         Ok(IssuedSession {
             csrf_token: csrf_token_for(&refresh_token),
             user,
+            family_id: family.id.clone(),
             access,
             refresh_token,
             refresh_max_age,
@@ -452,8 +612,22 @@ impl Sessions {
     }
 }
 
+/// Logs a rotation failure once and classifies it: the database being
+/// unreachable is retried by the client (503), anything else is ours (500).
+fn rotation_failure(err: &(dyn std::error::Error + 'static)) -> RotationFailure {
+    if matches!(
+        err.downcast_ref::<StoreError>(),
+        Some(StoreError::Unavailable(_))
+    ) {
+        tracing::warn!(error = %err, "refresh rotation failed: database unavailable");
+        return RotationFailure::Unavailable;
+    }
+    tracing::error!(error = %err, "refresh rotation failed");
+    RotationFailure::Internal
+}
+
 /// The pair kept for the reuse grace across instances, as sealed bytes.
-mod grace {
+mod sealed {
     use serde::{Deserialize, Serialize};
 
     use super::IssuedSession;
@@ -463,6 +637,7 @@ mod grace {
     /// What a retry on another instance needs to answer with the same pair.
     #[derive(Serialize, Deserialize)]
     struct Body {
+        family_id: String,
         access_token: String,
         access_expires_in: u64,
         claims: AccessClaims,
@@ -471,7 +646,7 @@ mod grace {
     }
 
     #[derive(Debug, thiserror::Error)]
-    pub enum GraceError {
+    pub enum SealedError {
         #[error("cannot encode the pair: {0}")]
         Encode(#[from] serde_json::Error),
         #[error(transparent)]
@@ -482,8 +657,9 @@ mod grace {
         presented: &str,
         issued: &IssuedSession,
         refresh_expires_at: u64,
-    ) -> Result<Vec<u8>, GraceError> {
+    ) -> Result<Vec<u8>, SealedError> {
         let body = Body {
+            family_id: issued.family_id.clone(),
             access_token: issued.access.token.clone(),
             access_expires_in: issued.access.expires_in.as_secs(),
             claims: issued.access.claims.clone(),
@@ -493,14 +669,22 @@ mod grace {
         Ok(sealed_pair::seal(presented, &serde_json::to_vec(&body)?)?)
     }
 
-    pub fn open(presented: &str, sealed: &[u8]) -> Result<(MintedToken, String, u64), GraceError> {
+    pub fn open(
+        presented: &str,
+        sealed: &[u8],
+    ) -> Result<(String, MintedToken, String, u64), SealedError> {
         let body: Body = serde_json::from_slice(&sealed_pair::open(presented, sealed)?)?;
         let access = MintedToken {
             token: body.access_token,
             expires_in: std::time::Duration::from_secs(body.access_expires_in),
             claims: body.claims,
         };
-        Ok((access, body.refresh_token, body.refresh_expires_at))
+        Ok((
+            body.family_id,
+            access,
+            body.refresh_token,
+            body.refresh_expires_at,
+        ))
     }
 }
 
@@ -525,9 +709,19 @@ pub fn hash_token(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
+/// A fresh key for a family's token tags.
+fn random_key() -> [u8; 32] {
+    let mut key = [0u8; 32];
+    rand::rng().fill_bytes(&mut key);
+    key
+}
+
 /// `bytes` random bytes, URL-safe base64.
 pub fn random_token(bytes: usize) -> String {
     let mut raw = vec![0u8; bytes];
     rand::rng().fill_bytes(&mut raw);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
 }
+
+#[cfg(test)]
+mod tests;

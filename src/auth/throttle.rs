@@ -122,7 +122,7 @@ impl Throttle {
         now: Instant,
     ) -> Result<LoginAttempt<'_>, Throttled> {
         let limits = self.limits;
-        let address = address_key(peer, limits.ipv6_prefix);
+        let address = client_block(peer, limits.ipv6_prefix);
         let mut state = self.lock();
         let mut wait = state
             .addresses
@@ -168,7 +168,7 @@ impl Throttle {
         let count =
             state
                 .registrations
-                .entry(address_key(peer, self.limits.ipv6_prefix), now, || {
+                .entry(client_block(peer, self.limits.ipv6_prefix), now, || {
                     WindowCount::new(now)
                 });
         count.roll(now, REGISTRATION_WINDOW);
@@ -184,7 +184,7 @@ impl Throttle {
     /// Gives back a registration that did no work (the password pool was busy).
     pub fn refund_registration(&self, peer: IpAddr) {
         let mut state = self.lock();
-        let address = address_key(peer, self.limits.ipv6_prefix);
+        let address = client_block(peer, self.limits.ipv6_prefix);
         if let Some(count) = state.registrations.get_mut(&address) {
             count.count = count.count.saturating_sub(1);
         }
@@ -327,7 +327,9 @@ impl Limits {
 /// keyed per address, one attacker would have 2^64 fresh counters in the /64
 /// of a single host, and households and small sites are commonly given a /56
 /// or a /48. IPv4-mapped IPv6 addresses count as the IPv4 address.
-fn address_key(peer: IpAddr, prefix: u8) -> IpAddr {
+/// The block `peer` is counted as: an IPv4 address (IPv4-mapped IPv6
+/// included) as itself, an IPv6 address by its first `prefix` bits.
+pub fn client_block(peer: IpAddr, prefix: u8) -> IpAddr {
     match peer {
         IpAddr::V4(_) => peer,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

@@ -96,6 +96,9 @@ pub struct AuthFile {
     pub registration: Option<Registration>,
     pub default_role: Option<Spanned<String>>,
     pub max_body: Option<Bytes<64>>,
+    pub max_sessions_per_user: Option<CountIn<usize, 1, 1_000_000>>,
+    pub refresh_per_session_per_minute: Option<CountIn<u32, 1, 1_000_000>>,
+    pub refresh_per_address_per_minute: Option<CountIn<u32, 1, 1_000_000>>,
     #[serde(default)]
     pub password: PasswordFile,
     #[serde(default)]

@@ -94,6 +94,13 @@ pub struct AuthConfig {
     pub default_role: String,
     /// Largest request body the account endpoints read.
     pub max_body: usize,
+    /// Sessions (refresh families) one user may hold; a login past it ends
+    /// the oldest, revoked ones first.
+    pub max_sessions_per_user: usize,
+    /// Rotations one session may make per minute (429 past it).
+    pub refresh_per_session_per_minute: u32,
+    /// Refresh requests one client address may make per minute.
+    pub refresh_per_address_per_minute: u32,
     pub password: PasswordConfig,
     pub throttle: ThrottleConfig,
 }
@@ -449,6 +456,9 @@ fn build_auth(raw: file::AuthFile, at: &Locator) -> Result<AuthConfig, ConfigErr
         registration: raw.registration.unwrap_or(Registration::Open),
         default_role,
         max_body: count(raw.max_body, 16 * 1024),
+        max_sessions_per_user: count(raw.max_sessions_per_user, 32),
+        refresh_per_session_per_minute: count(raw.refresh_per_session_per_minute, 10),
+        refresh_per_address_per_minute: count(raw.refresh_per_address_per_minute, 300),
         password,
         throttle,
     })

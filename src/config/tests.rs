@@ -512,3 +512,27 @@ fn the_account_prefix_follows_the_same_rule() {
         assert!(error_text(&text).contains("auth.path_prefix"), "{bad}");
     }
 }
+
+#[test]
+fn session_and_refresh_limits_have_defaults_and_refuse_zero() {
+    let config = parse(MINIMAL).unwrap();
+    assert_eq!(config.auth.max_sessions_per_user, 32);
+    assert_eq!(config.auth.refresh_per_session_per_minute, 10);
+    assert_eq!(config.auth.refresh_per_address_per_minute, 300);
+    let text =
+        format!("{MINIMAL}[auth]\nmax_sessions_per_user = 4\nrefresh_per_session_per_minute = 2\n");
+    let config = parse(&text).unwrap();
+    assert_eq!(config.auth.max_sessions_per_user, 4);
+    assert_eq!(config.auth.refresh_per_session_per_minute, 2);
+    for key in [
+        "max_sessions_per_user",
+        "refresh_per_session_per_minute",
+        "refresh_per_address_per_minute",
+    ] {
+        let message = error_text(&format!("{MINIMAL}[auth]\n{key} = 0\n"));
+        assert!(message.starts_with("gw.toml:6:"), "{message}");
+        assert!(message.contains(key), "{message}");
+        let message = error_text(&format!("{MINIMAL}[auth]\n{key} = 2000000\n"));
+        assert!(message.contains("use 1 to 1000000"), "{message}");
+    }
+}

@@ -74,8 +74,11 @@ pub struct Family {
 }
 
 /// A refresh token, stored under the SHA-256 of the token (the raw token is
-/// never stored). Kept after rotation, until `expires_at`, so a second use
-/// can be recognised as reuse.
+/// never stored). After rotation it is kept only while a retry may still be
+/// answered from the grace (its `expires_at` is lowered to that moment);
+/// reuse after that is recognised from the family's [`Chain`] instead.
+/// Tokens of the first generation (from login) carry no tag and are kept
+/// until their own expiry, as before.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RefreshRecord {
     pub family_id: String,
@@ -86,6 +89,61 @@ pub struct RefreshRecord {
     pub rotated_at: Option<u64>,
     /// Hex of the successor's hash, set together with `rotated_at`.
     pub replaced_by: Option<String>,
+}
+
+/// The rotation state of a family, created by its first rotation: which
+/// generation its live token is, and the key its tokens' tags are made with,
+/// so a token dropped from the store is still recognised as one this family
+/// issued (reuse) without keeping a record per rotation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chain {
+    /// Generation of the family's live token; tokens from login are 0.
+    pub generation: u64,
+    /// Hex of the 32-byte key the tags of this family's tokens are made
+    /// with. Reading it lets one forge a reuse (a logout), never a token.
+    pub tag_key: String,
+    /// Rotated tokens still kept for the grace, oldest first: each
+    /// rotation drops those whose `keep_until` has passed. At most
+    /// [`MAX_TRACKED_RETIRED`]; any beyond are left to the sweep.
+    pub retired: Vec<Retired>,
+}
+
+/// Most retired tokens a [`Chain`] tracks: only a session rotating faster
+/// than its grace has more than one or two.
+pub const MAX_TRACKED_RETIRED: usize = 16;
+
+/// A rotated token still kept for the reuse grace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retired {
+    /// Hex of the token's hash.
+    pub hash: String,
+    /// Unix seconds after which it may go.
+    pub keep_until: u64,
+}
+
+/// What a rotation changes besides the tokens: the successor's generation,
+/// the family's tag key, and how long the presented token is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainStep {
+    /// Must be the family's generation plus one (1 on a first rotation).
+    pub generation: u64,
+    /// Must equal the family's key, or start its chain on a first rotation.
+    pub tag_key: [u8; 32],
+    /// `Some(t)`: drop the presented token at `t` (at once when `t <= now`).
+    /// `None`: keep it until its own expiry (an untagged token, whose reuse
+    /// could not be recognised once it is gone).
+    pub keep_presented_until: Option<u64>,
+}
+
+/// How many records of each kind the store holds (operators and tests).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecordCounts {
+    pub users: usize,
+    pub families: usize,
+    pub chains: usize,
+    pub refresh_tokens: usize,
+    /// Entries of the per-family token index and of the expiry index.
+    pub index_entries: usize,
 }
 
 /// What [`Store::rotate`] found.
@@ -232,17 +290,23 @@ pub trait Store: Send + Sync + 'static {
         token_hash: &[u8; 32],
     ) -> Result<Option<RefreshRecord>, StoreError>;
     async fn family(&self, id: &str) -> Result<Option<Family>, StoreError>;
+    /// The family's rotation state; `None` before its first rotation.
+    async fn chain(&self, family_id: &str) -> Result<Option<Chain>, StoreError>;
     /// Atomic compare-and-swap rotation: succeeds only if the presented
     /// token exists, was not rotated, its family exists, is not revoked, and
     /// neither is expired at `now`. Then, in one transaction, marks it
-    /// rotated (`rotated_at = now`, `replaced_by = hex(new_hash)`) and stores
-    /// `new_record` under `new_hash`. `new_record` must name the presented
-    /// token's family and user; its `expires_at` is capped at the family's.
+    /// rotated (`rotated_at = now`, `replaced_by = hex(new_hash)`, kept until
+    /// `step.keep_presented_until`, or dropped at once when that has
+    /// passed), drops the previously retired token once its time has passed,
+    /// advances the family's [`Chain`] to `step`, and stores `new_record`
+    /// under `new_hash`. `new_record` must name the presented token's family
+    /// and user; its `expires_at` is capped at the family's.
     async fn rotate(
         &self,
         presented: &[u8; 32],
         new_hash: &[u8; 32],
         new_record: &RefreshRecord,
+        step: &ChainStep,
         now: u64,
     ) -> Result<RotateOutcome, StoreError>;
     /// Idempotent; true when this call revoked it.
@@ -255,12 +319,25 @@ pub trait Store: Send + Sync + 'static {
         except_family: Option<&str>,
         now: u64,
     ) -> Result<Vec<String>, StoreError>;
+    /// Keeps at most `max` sessions of the user occupying the store: past
+    /// that, revoked ones go first, then the oldest live ones are revoked.
+    /// Either kind is marked expired at `now`, so the sweep purges it off
+    /// the request path. Returns the ids this call revoked.
+    async fn cap_user_families(
+        &self,
+        user_id: &str,
+        max: usize,
+        now: u64,
+    ) -> Result<Vec<String>, StoreError>;
+    /// Counts records by kind; walks every tree, so not for the request path.
+    async fn record_counts(&self) -> Result<RecordCounts, StoreError>;
     /// `(family id, revoked_at)` for revocations at or after `since`, for
     /// the revocation list at start. Entries outlive their swept family
     /// until [`Store::prune_revocations`].
     async fn revoked_families_since(&self, since: u64) -> Result<Vec<(String, u64)>, StoreError>;
     /// Deletes refresh tokens and families whose `expires_at <= now` (a
-    /// family with its tokens); returns how many records it removed.
+    /// family with its tokens, in bounded batches); returns how many records
+    /// it removed. Blocking: run it off the async workers.
     async fn sweep_expired(&self, now: u64) -> Result<usize, StoreError>;
     /// Forgets revocation entries and user tombstones older than `before`:
     /// once every access token issued before them has expired (`before =
@@ -284,17 +361,20 @@ pub trait Store: Send + Sync + 'static {
     /// under a key only the presented token yields) until `sealed_until`,
     /// in the same transaction. A store no other instance reads keeps
     /// nothing: the instance's memory serves retries.
+    #[allow(clippy::too_many_arguments)]
     async fn rotate_sealed(
         &self,
         presented: &[u8; 32],
         new_hash: &[u8; 32],
         new_record: &RefreshRecord,
+        step: &ChainStep,
         now: u64,
         sealed_pair: &[u8],
         sealed_until: u64,
     ) -> Result<RotateOutcome, StoreError> {
         let _ = (sealed_pair, sealed_until);
-        self.rotate(presented, new_hash, new_record, now).await
+        self.rotate(presented, new_hash, new_record, step, now)
+            .await
     }
     /// The pair [`Store::rotate_sealed`] kept for `presented`, while `now`
     /// is before its `sealed_until`.
@@ -320,6 +400,19 @@ pub fn hex(bytes: &[u8]) -> String {
         let _ = write!(text, "{byte:02x}");
     }
     text
+}
+
+/// The 32 bytes a 64-digit hex string (as [`hex`] writes it) stands for.
+pub fn hash_from_hex(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 64 {
+        return None;
+    }
+    let mut hash = [0u8; 32];
+    for (byte, pair) in hash.iter_mut().zip(text.as_bytes().chunks(2)) {
+        let pair = std::str::from_utf8(pair).ok()?;
+        *byte = u8::from_str_radix(pair, 16).ok()?;
+    }
+    Some(hash)
 }
 
 #[cfg(test)]

@@ -3,8 +3,8 @@
 //! did before the trait became async for PostgreSQL).
 
 use super::{
-    Family, FlushFuture, RefreshRecord, RotateOutcome, SledStore, Store, StoreError, User,
-    UserStamp,
+    Chain, ChainStep, Family, FlushFuture, RecordCounts, RefreshRecord, RotateOutcome, SledStore,
+    Store, StoreError, User, UserStamp,
 };
 
 #[async_trait::async_trait]
@@ -80,14 +80,19 @@ impl Store for SledStore {
         SledStore::family(self, id)
     }
 
+    async fn chain(&self, family_id: &str) -> Result<Option<Chain>, StoreError> {
+        SledStore::chain(self, family_id)
+    }
+
     async fn rotate(
         &self,
         presented: &[u8; 32],
         new_hash: &[u8; 32],
         new_record: &RefreshRecord,
+        step: &ChainStep,
         now: u64,
     ) -> Result<RotateOutcome, StoreError> {
-        SledStore::rotate(self, presented, new_hash, new_record, now)
+        SledStore::rotate(self, presented, new_hash, new_record, step, now)
     }
 
     async fn revoke_family(&self, family_id: &str, now: u64) -> Result<bool, StoreError> {
@@ -101,6 +106,19 @@ impl Store for SledStore {
         now: u64,
     ) -> Result<Vec<String>, StoreError> {
         SledStore::revoke_user_families(self, user_id, except_family, now)
+    }
+
+    async fn cap_user_families(
+        &self,
+        user_id: &str,
+        max: usize,
+        now: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        SledStore::cap_user_families(self, user_id, max, now)
+    }
+
+    async fn record_counts(&self) -> Result<RecordCounts, StoreError> {
+        SledStore::record_counts(self)
     }
 
     async fn revoked_families_since(&self, since: u64) -> Result<Vec<(String, u64)>, StoreError> {

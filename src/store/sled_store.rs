@@ -17,7 +17,10 @@ use sled::transaction::{
 use sled::{IVec, Tree};
 
 use super::flush::FlushGroup;
-use super::{hex, Family, FlushFuture, RefreshRecord, RotateOutcome, StoreError, User, UserStamp};
+use super::{
+    hash_from_hex, hex, Chain, ChainStep, Family, FlushFuture, RecordCounts, RefreshRecord,
+    Retired, RotateOutcome, StoreError, User, UserStamp, MAX_TRACKED_RETIRED,
+};
 use crate::private_files;
 
 /// sled's page cache; the working set (users, live sessions) is far smaller.
@@ -26,6 +29,10 @@ const CACHE_BYTES: u64 = 64 * 1024 * 1024;
 /// How many expired entries `sweep_expired` reads before acting on them, so
 /// a sweep after long downtime does not load every key at once.
 const SWEEP_BATCH: usize = 1024;
+
+/// How many of a family's tokens one purge transaction removes, so purging
+/// a family with a long history never holds all of it in one transaction.
+const PURGE_BATCH: usize = 256;
 
 /// Separates the two ids in a composite index key; ids never contain it.
 const SEP: u8 = 0;
@@ -49,6 +56,8 @@ const TOKEN: u8 = b'r';
 /// second process (or a second open in this one) gets [`StoreError::InUse`].
 pub struct SledStore {
     path: PathBuf,
+    /// The database itself, for its monotonic id generator.
+    db: sled::Db,
     trees: Trees,
     flusher: FlushGroup,
 }
@@ -63,7 +72,9 @@ struct Trees {
     emails: Tree,
     /// family id → [`Family`] JSON.
     families: Tree,
-    /// user id, 0, family id → (): a user's sessions.
+    /// user id, 0, family id → () or, once the session cap has seen it, a
+    /// sequence number (big-endian) ordering the user's sessions by creation
+    /// more finely than `created_at`'s seconds.
     user_families: Tree,
     /// SHA-256 of a refresh token → [`RefreshRecord`] JSON.
     refresh: Tree,
@@ -75,6 +86,8 @@ struct Trees {
     revocations: Tree,
     /// user id → deleted_at (big-endian): deleted users.
     tombstones: Tree,
+    /// family id → [`Chain`] JSON: rotation state, from a first rotation.
+    chains: Tree,
 }
 
 /// The trees as seen inside one transaction.
@@ -88,6 +101,7 @@ struct Tx<'a> {
     expiry: &'a TransactionalTree,
     revocations: &'a TransactionalTree,
     tombstones: &'a TransactionalTree,
+    chains: &'a TransactionalTree,
 }
 
 type TxResult<T> = ConflictableTransactionResult<T, StoreError>;
@@ -135,11 +149,13 @@ impl SledStore {
             expiry: open("expiry")?,
             revocations: open("revocations")?,
             tombstones: open("tombstones")?,
+            chains: open("chains")?,
         };
         let flush_db = db.clone();
         let flusher = FlushGroup::new(Box::new(move || flush_db.flush().map(|_| ())));
         Ok(Self {
             path: path.to_owned(),
+            db,
             trees,
             flusher,
         })
@@ -164,6 +180,7 @@ impl SledStore {
             &t.expiry,
             &t.revocations,
             &t.tombstones,
+            &t.chains,
         );
         let result = trees.transaction(
             |(
@@ -176,6 +193,7 @@ impl SledStore {
                 expiry,
                 revocations,
                 tombstones,
+                chains,
             )| {
                 body(&Tx {
                     users,
@@ -187,6 +205,7 @@ impl SledStore {
                     expiry,
                     revocations,
                     tombstones,
+                    chains,
                 })
             },
         );
@@ -226,11 +245,57 @@ impl SledStore {
         Ok(ids)
     }
 
-    /// The hashes of a family's refresh tokens, from the index.
-    fn family_hashes(&self, family_id: &str) -> Result<Vec<[u8; 32]>, StoreError> {
+    /// The user's family ids with their creation sequence. A family not yet
+    /// numbered (new since the last cap, which runs after every creation)
+    /// gets the next number now; only an entry still unnumbered is changed,
+    /// so a family purged meanwhile is not brought back into the index.
+    fn user_family_order(&self, user_id: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let prefix = composite(user_id.as_bytes(), b"");
+        let mut order = Vec::new();
+        for entry in self.trees.user_families.scan_prefix(&prefix) {
+            let (key, value) = entry?;
+            let id = utf8(
+                "user_families key",
+                key.get(prefix.len()..).unwrap_or_default(),
+            )?;
+            let seq = match <[u8; 8]>::try_from(value.as_ref()) {
+                Ok(bytes) => u64::from_be_bytes(bytes),
+                Err(_) => {
+                    let seq = self.db.generate_id()?;
+                    let numbered = self.trees.user_families.compare_and_swap(
+                        &key,
+                        Some(value),
+                        Some(&seq.to_be_bytes()[..]),
+                    )?;
+                    match numbered {
+                        Ok(()) => seq,
+                        // Numbered by a concurrent cap: take its number.
+                        Err(sled::CompareAndSwapError {
+                            current: Some(current),
+                            ..
+                        }) => match <[u8; 8]>::try_from(current.as_ref()) {
+                            Ok(bytes) => u64::from_be_bytes(bytes),
+                            Err(_) => continue,
+                        },
+                        // Purged meanwhile.
+                        Err(_) => continue,
+                    }
+                }
+            };
+            order.push((id, seq));
+        }
+        Ok(order)
+    }
+
+    /// Up to `limit` hashes of a family's refresh tokens, from the index.
+    fn family_hashes_batch(
+        &self,
+        family_id: &str,
+        limit: usize,
+    ) -> Result<Vec<[u8; 32]>, StoreError> {
         let prefix = composite(family_id.as_bytes(), b"");
         let mut hashes = Vec::new();
-        for entry in self.trees.family_tokens.scan_prefix(&prefix) {
+        for entry in self.trees.family_tokens.scan_prefix(&prefix).take(limit) {
             let (key, _) = entry?;
             let rest = key.get(prefix.len()..).unwrap_or_default();
             let hash = <[u8; 32]>::try_from(rest)
@@ -241,16 +306,27 @@ impl SledStore {
     }
 
     /// Deletes a family and all its tokens; returns how many records went.
+    /// The family record goes first (so no rotation can add a token), then
+    /// its tokens in transactions of at most [`PURGE_BATCH`]: a crash in
+    /// between leaves tokens whose family is gone, which refuse rotation and
+    /// which the sweep removes at their expiry.
     fn purge_family(&self, family_id: &str) -> Result<usize, StoreError> {
-        let hashes = self.family_hashes(family_id)?;
-        let mut removed = self.transact(|tx| remove_family(tx, family_id, &hashes))?;
-        // A rotation may have added a token between the scan and the
-        // transaction; with the family gone no more can appear.
-        let late = self.family_hashes(family_id)?;
-        if !late.is_empty() {
-            removed += self.transact(|tx| remove_tokens(tx, family_id, &late))?;
+        let first = self.family_hashes_batch(family_id, PURGE_BATCH)?;
+        let removed = self.transact(|tx| remove_family(tx, family_id, &first))?;
+        Ok(removed + self.purge_tokens(family_id)?)
+    }
+
+    /// Deletes what tokens a family still has in the index, in transactions
+    /// of at most [`PURGE_BATCH`]; counts records.
+    fn purge_tokens(&self, family_id: &str) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        loop {
+            let batch = self.family_hashes_batch(family_id, PURGE_BATCH)?;
+            if batch.is_empty() {
+                return Ok(removed);
+            }
+            removed += self.transact(|tx| remove_tokens(tx, family_id, &batch))?;
         }
-        Ok(removed)
     }
 
     /// Removes one refresh token found expired; 1 if it still existed.
@@ -361,14 +437,9 @@ impl SledStore {
     }
 
     pub fn delete_user(&self, id: &str, now: u64) -> Result<Option<User>, StoreError> {
-        let families: Vec<(String, Vec<[u8; 32]>)> = self
-            .user_family_ids(id)?
-            .into_iter()
-            .map(|family| {
-                let hashes = self.family_hashes(&family)?;
-                Ok((family, hashes))
-            })
-            .collect::<Result<_, StoreError>>()?;
+        // Family records go in the transaction, their tokens after it in
+        // bounded batches: a session's history is never held at once.
+        let families = self.user_family_ids(id)?;
         let deleted = self.transact(|tx| {
             let Some(bytes) = tx.users.remove(id.as_bytes())? else {
                 return Ok(None);
@@ -378,8 +449,8 @@ impl SledStore {
             if tx.emails.get(user.email.as_bytes())?.as_deref() == Some(id.as_bytes()) {
                 tx.emails.remove(user.email.as_bytes())?;
             }
-            for (family, hashes) in &families {
-                remove_family(tx, family, hashes)?;
+            for family in &families {
+                remove_family(tx, family, &[])?;
             }
             tx.tombstones
                 .insert(id.as_bytes(), &now.to_be_bytes()[..])?;
@@ -391,11 +462,8 @@ impl SledStore {
             for family in self.user_family_ids(id)? {
                 self.purge_family(&family)?;
             }
-            for (family, _) in &families {
-                let late = self.family_hashes(family)?;
-                if !late.is_empty() {
-                    self.transact(|tx| remove_tokens(tx, family, &late))?;
-                }
+            for family in &families {
+                self.purge_tokens(family)?;
             }
         }
         Ok(deleted)
@@ -491,13 +559,22 @@ impl SledStore {
         }
     }
 
+    pub fn chain(&self, family_id: &str) -> Result<Option<Chain>, StoreError> {
+        match self.trees.chains.get(family_id)? {
+            Some(bytes) => decode("chain", family_id.as_bytes(), &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
     pub fn rotate(
         &self,
         presented: &[u8; 32],
         new_hash: &[u8; 32],
         new_record: &RefreshRecord,
+        step: &ChainStep,
         now: u64,
     ) -> Result<RotateOutcome, StoreError> {
+        let tag_key = hex(&step.tag_key);
         self.transact(|tx| {
             let Some(bytes) = tx.refresh.get(presented)? else {
                 return Ok(RotateOutcome::Unknown);
@@ -536,9 +613,67 @@ impl SledStore {
             if tx.refresh.get(new_hash)?.is_some() {
                 return abort(StoreError::Invalid("this refresh token is already stored"));
             }
-            record.rotated_at = Some(now);
-            record.replaced_by = Some(hex(new_hash));
-            tx.refresh.insert(&presented[..], encode_tx(&record)?)?;
+            let family_key = record.family_id.as_bytes();
+            let previous: Option<Chain> = match tx.chains.get(family_key)? {
+                Some(bytes) => Some(decode_tx("chain", family_key, &bytes)?),
+                None => None,
+            };
+            let expected = previous
+                .as_ref()
+                .map_or(1, |c| c.generation.saturating_add(1));
+            if step.generation != expected
+                || previous.as_ref().is_some_and(|c| c.tag_key != tag_key)
+            {
+                // Only one token of a family is ever unrotated, so a step
+                // computed from a stale chain means a caller bug.
+                return abort(StoreError::Invalid(
+                    "a rotation must advance its family's chain by one, with its key",
+                ));
+            }
+            let mut retired = Vec::new();
+            for entry in previous.map(|chain| chain.retired).unwrap_or_default() {
+                let Some(old) = hash_from_hex(&entry.hash) else {
+                    return abort(StoreError::Corrupt("chain retired hash".to_owned()));
+                };
+                if entry.keep_until <= now {
+                    remove_tokens(tx, &record.family_id, &[old])?;
+                } else {
+                    retired.push(entry);
+                }
+            }
+            match step.keep_presented_until {
+                Some(keep_until) if keep_until <= now => {
+                    remove_tokens(tx, &record.family_id, &[*presented])?;
+                }
+                keep => {
+                    let old_expiry = record.expires_at;
+                    record.rotated_at = Some(now);
+                    record.replaced_by = Some(hex(new_hash));
+                    if let Some(keep_until) = keep {
+                        // The expiry index then drops it after the grace,
+                        // should no later rotation come to do it.
+                        record.expires_at = record.expires_at.min(keep_until);
+                        retired.push(Retired {
+                            hash: hex(presented),
+                            keep_until: record.expires_at,
+                        });
+                    }
+                    tx.refresh.insert(&presented[..], encode_tx(&record)?)?;
+                    tx.expiry
+                        .remove(expiry_key(old_expiry, &[TOKEN], presented))?;
+                    tx.expiry
+                        .insert(expiry_key(record.expires_at, &[TOKEN], presented), EMPTY)?;
+                }
+            }
+            // Untracked ones still leave at their `keep_until`, by the sweep.
+            let excess = retired.len().saturating_sub(MAX_TRACKED_RETIRED);
+            retired.drain(..excess);
+            let chain = Chain {
+                generation: step.generation,
+                tag_key: tag_key.clone(),
+                retired,
+            };
+            tx.chains.insert(family_key, encode_tx(&chain)?)?;
             let successor = RefreshRecord {
                 family_id: record.family_id.clone(),
                 user_id: record.user_id.clone(),
@@ -575,6 +710,53 @@ impl SledStore {
                 }
             }
             Ok(revoked)
+        })
+    }
+
+    pub fn cap_user_families(
+        &self,
+        user_id: &str,
+        max: usize,
+        now: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut occupying = Vec::new();
+        for (id, seq) in self.user_family_order(user_id)? {
+            if let Some(family) = self.family(&id)? {
+                if family.expires_at > now {
+                    occupying.push((seq, family));
+                }
+            }
+        }
+        let Some(excess) = occupying.len().checked_sub(max).filter(|n| *n > 0) else {
+            return Ok(Vec::new());
+        };
+        // Revoked sessions only take room: they go first, then the oldest.
+        occupying.sort_by_key(|(seq, f)| (f.revoked_at.is_none(), f.created_at, *seq));
+        let victims: Vec<String> = occupying
+            .into_iter()
+            .take(excess)
+            .map(|(_, f)| f.id)
+            .collect();
+        self.transact(|tx| {
+            let mut revoked = Vec::new();
+            for id in &victims {
+                if revoke_in(tx, id, now)? {
+                    revoked.push(id.clone());
+                }
+                expire_in(tx, id, now)?;
+            }
+            Ok(revoked)
+        })
+    }
+
+    pub fn record_counts(&self) -> Result<RecordCounts, StoreError> {
+        let t = &self.trees;
+        Ok(RecordCounts {
+            users: t.users.len(),
+            families: t.families.len(),
+            chains: t.chains.len(),
+            refresh_tokens: t.refresh.len(),
+            index_entries: t.family_tokens.len() + t.expiry.len(),
         })
     }
 
@@ -725,6 +907,29 @@ fn revoke_in(tx: &Tx, family_id: &str, now: u64) -> TxResult<bool> {
     Ok(true)
 }
 
+/// Ends a family at `now` (never later than it would have), moving its
+/// expiry index entry so the sweep purges it.
+fn expire_in(tx: &Tx, family_id: &str, now: u64) -> TxResult<()> {
+    let Some(bytes) = tx.families.get(family_id.as_bytes())? else {
+        return Ok(());
+    };
+    let mut family: Family = decode_tx("family", family_id.as_bytes(), &bytes)?;
+    if family.expires_at <= now {
+        return Ok(());
+    }
+    tx.expiry.remove(expiry_key(
+        family.expires_at,
+        &[FAMILY],
+        family_id.as_bytes(),
+    ))?;
+    family.expires_at = now;
+    tx.families
+        .insert(family_id.as_bytes(), encode_tx(&family)?)?;
+    tx.expiry
+        .insert(expiry_key(now, &[FAMILY], family_id.as_bytes()), EMPTY)?;
+    Ok(())
+}
+
 /// Stores a refresh token with its family and expiry index entries.
 fn insert_token(tx: &Tx, hash: &[u8; 32], record: &RefreshRecord, bytes: Vec<u8>) -> TxResult<()> {
     tx.refresh.insert(&hash[..], bytes)?;
@@ -738,6 +943,9 @@ fn insert_token(tx: &Tx, hash: &[u8; 32], record: &RefreshRecord, bytes: Vec<u8>
 /// Removes a family record, its index entries and the given tokens.
 fn remove_family(tx: &Tx, family_id: &str, hashes: &[[u8; 32]]) -> TxResult<usize> {
     let mut removed = remove_tokens(tx, family_id, hashes)?;
+    if tx.chains.remove(family_id.as_bytes())?.is_some() {
+        removed += 1;
+    }
     if let Some(bytes) = tx.families.remove(family_id.as_bytes())? {
         removed += 1;
         // An unreadable record still goes; only its index entries may stay

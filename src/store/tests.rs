@@ -45,6 +45,16 @@ fn fresh() -> UserStamp {
     UserStamp::of(&user("any", "any@example.com"))
 }
 
+/// The step of a family's first rotation, keeping the presented token
+/// until its own expiry (as for a token from login).
+fn first_step() -> ChainStep {
+    ChainStep {
+        generation: 1,
+        tag_key: [7; 32],
+        keep_presented_until: None,
+    }
+}
+
 /// A user "u1" with family "f1" (ends at 10_000) holding token [1; 32]
 /// (expires at 5_000).
 fn with_session() -> (tempfile::TempDir, SledStore) {
@@ -132,7 +142,10 @@ fn role_password_and_version_changes() {
 fn rotation_succeeds_once_then_reports_reuse() {
     let (_dir, store) = with_session();
     let next = record("f1", "u1", 99_999);
-    match store.rotate(&[1; 32], &[2; 32], &next, 2_000).unwrap() {
+    match store
+        .rotate(&[1; 32], &[2; 32], &next, &first_step(), 2_000)
+        .unwrap()
+    {
         RotateOutcome::Rotated { family } => assert_eq!(family.id, "f1"),
         other => panic!("{other:?}"),
     }
@@ -146,7 +159,9 @@ fn rotation_succeeds_once_then_reports_reuse() {
     );
 
     assert_eq!(
-        store.rotate(&[1; 32], &[3; 32], &next, 2_001).unwrap(),
+        store
+            .rotate(&[1; 32], &[3; 32], &next, &first_step(), 2_001)
+            .unwrap(),
         RotateOutcome::AlreadyRotated {
             rotated_at: 2_000,
             family_id: "f1".to_owned()
@@ -154,7 +169,9 @@ fn rotation_succeeds_once_then_reports_reuse() {
     );
     assert!(store.refresh_record(&[3; 32]).unwrap().is_none());
     assert_eq!(
-        store.rotate(&[9; 32], &[3; 32], &next, 2_001).unwrap(),
+        store
+            .rotate(&[9; 32], &[3; 32], &next, &first_step(), 2_001)
+            .unwrap(),
         RotateOutcome::Unknown
     );
 }
@@ -164,11 +181,15 @@ fn rotation_refuses_expired_and_revoked() {
     let (_dir, store) = with_session();
     let next = record("f1", "u1", 9_000);
     assert_eq!(
-        store.rotate(&[1; 32], &[2; 32], &next, 5_000).unwrap(),
+        store
+            .rotate(&[1; 32], &[2; 32], &next, &first_step(), 5_000)
+            .unwrap(),
         RotateOutcome::Expired
     );
     assert_eq!(
-        store.rotate(&[1; 32], &[2; 32], &next, 10_000).unwrap(),
+        store
+            .rotate(&[1; 32], &[2; 32], &next, &first_step(), 10_000)
+            .unwrap(),
         RotateOutcome::FamilyExpired {
             family_id: "f1".to_owned()
         }
@@ -176,7 +197,9 @@ fn rotation_refuses_expired_and_revoked() {
     assert!(store.revoke_family("f1", 3_000).unwrap());
     assert!(!store.revoke_family("f1", 3_001).unwrap());
     assert_eq!(
-        store.rotate(&[1; 32], &[2; 32], &next, 3_002).unwrap(),
+        store
+            .rotate(&[1; 32], &[2; 32], &next, &first_step(), 3_002)
+            .unwrap(),
         RotateOutcome::FamilyRevoked {
             family_id: "f1".to_owned()
         }
@@ -189,7 +212,7 @@ fn rotation_keeps_the_family_and_user() {
     let (_dir, store) = with_session();
     let stranger = record("f2", "u1", 9_000);
     assert!(matches!(
-        store.rotate(&[1; 32], &[2; 32], &stranger, 2_000),
+        store.rotate(&[1; 32], &[2; 32], &stranger, &first_step(), 2_000),
         Err(StoreError::Invalid(_))
     ));
     assert!(store
@@ -209,7 +232,13 @@ fn concurrent_rotations_of_one_token_have_one_winner() {
             let store = Arc::clone(&store);
             std::thread::spawn(move || {
                 store
-                    .rotate(&[1; 32], &[10 + i; 32], &record("f1", "u1", 9_000), 2_000)
+                    .rotate(
+                        &[1; 32],
+                        &[10 + i; 32],
+                        &record("f1", "u1", 9_000),
+                        &first_step(),
+                        2_000,
+                    )
                     .unwrap()
             })
         })
@@ -268,7 +297,13 @@ fn revoking_a_users_families_spares_the_exception() {
 fn deleting_a_user_removes_everything_but_a_tombstone() {
     let (_dir, store) = with_session();
     store
-        .rotate(&[1; 32], &[2; 32], &record("f1", "u1", 9_000), 2_000)
+        .rotate(
+            &[1; 32],
+            &[2; 32],
+            &record("f1", "u1", 9_000),
+            &first_step(),
+            2_000,
+        )
         .unwrap();
     store.create_user(&user("u2", "b@example.com")).unwrap();
 
@@ -300,7 +335,13 @@ fn sweep_removes_what_expired() {
         )
         .unwrap();
     store
-        .rotate(&[2; 32], &[3; 32], &record("f2", "u1", 15_000), 5_500)
+        .rotate(
+            &[2; 32],
+            &[3; 32],
+            &record("f2", "u1", 15_000),
+            &first_step(),
+            5_500,
+        )
         .unwrap();
     assert_eq!(store.sweep_expired(4_999).unwrap(), 0);
     // Token 1 (5_000) and token 2 (6_000) are due; token 3 and both families live.
@@ -311,8 +352,8 @@ fn sweep_removes_what_expired() {
     // Family 1 ends at 10_000: it goes, with nothing else.
     assert_eq!(store.sweep_expired(10_000).unwrap(), 1);
     assert!(store.family("f1").unwrap().is_none());
-    // Family 2 and its remaining token go together.
-    assert_eq!(store.sweep_expired(20_000).unwrap(), 2);
+    // Family 2 goes with its remaining token and its chain.
+    assert_eq!(store.sweep_expired(20_000).unwrap(), 3);
     assert!(store.family("f2").unwrap().is_none());
     assert!(store.refresh_record(&[3; 32]).unwrap().is_none());
     assert_eq!(store.sweep_expired(u64::MAX).unwrap(), 0);
@@ -491,4 +532,181 @@ fn a_lowered_access_lifetime_is_remembered_until_its_tokens_expire() {
     // A longer lifetime is its own window at once.
     assert_eq!(store.note_access_lifetime(7_200, 5_700).unwrap(), 7_200);
     assert_eq!(store.note_access_lifetime(60, 5_800).unwrap(), 7_200);
+}
+
+/// A distinct token hash per `i`.
+fn nth_hash(i: u32) -> [u8; 32] {
+    let mut hash = [0xAA; 32];
+    hash[..4].copy_from_slice(&i.to_be_bytes());
+    hash
+}
+
+fn step(generation: u64, keep_presented_until: Option<u64>) -> ChainStep {
+    ChainStep {
+        generation,
+        tag_key: [7; 32],
+        keep_presented_until,
+    }
+}
+
+#[test]
+fn rotated_tokens_leave_the_store_once_their_grace_has_passed() {
+    let (_dir, store) = with_session();
+    let next = record("f1", "u1", 9_000);
+    // Login's untagged token is kept until its own expiry.
+    store
+        .rotate(&[1; 32], &nth_hash(0), &next, &first_step(), 1_100)
+        .unwrap();
+    for i in 0..500u32 {
+        let now = 1_101 + u64::from(i);
+        let outcome = store
+            .rotate(
+                &nth_hash(i),
+                &nth_hash(i + 1),
+                &next,
+                &step(u64::from(i) + 2, Some(now + 3)),
+                now,
+            )
+            .unwrap();
+        assert!(
+            matches!(outcome, RotateOutcome::Rotated { .. }),
+            "{outcome:?}"
+        );
+        let counts = store.record_counts().unwrap();
+        // Login's token, the live one and those within the 3 s grace.
+        assert!(counts.refresh_tokens <= 5, "{i}: {counts:?}");
+        assert!(counts.index_entries <= 2 * 5 + 1, "{i}: {counts:?}");
+    }
+    assert_eq!(store.chain("f1").unwrap().unwrap().generation, 501);
+    assert!(store.refresh_record(&nth_hash(0)).unwrap().is_none());
+    // The one rotated last is still there for a retry within the grace.
+    let last = store.refresh_record(&nth_hash(499)).unwrap().unwrap();
+    assert_eq!(last.rotated_at, Some(1_101 + 499));
+    assert!(store.refresh_record(&[1; 32]).unwrap().is_some());
+}
+
+#[test]
+fn strict_rotation_drops_the_presented_token_at_once() {
+    let (_dir, store) = with_session();
+    let next = record("f1", "u1", 9_000);
+    store
+        .rotate(&[1; 32], &[2; 32], &next, &first_step(), 1_100)
+        .unwrap();
+    store
+        .rotate(&[2; 32], &[3; 32], &next, &step(2, Some(1_200)), 1_200)
+        .unwrap();
+    assert!(store.refresh_record(&[2; 32]).unwrap().is_none());
+    assert_eq!(
+        store
+            .rotate(&[2; 32], &[4; 32], &next, &step(3, Some(1_201)), 1_201)
+            .unwrap(),
+        RotateOutcome::Unknown
+    );
+}
+
+#[test]
+fn a_rotation_must_advance_the_chain_with_its_key() {
+    let (_dir, store) = with_session();
+    let next = record("f1", "u1", 9_000);
+    store
+        .rotate(&[1; 32], &[2; 32], &next, &first_step(), 1_100)
+        .unwrap();
+    let skipped = store.rotate(&[2; 32], &[3; 32], &next, &step(3, None), 1_101);
+    assert!(matches!(skipped, Err(StoreError::Invalid(_))));
+    let mut other_key = step(2, None);
+    other_key.tag_key = [8; 32];
+    let rekeyed = store.rotate(&[2; 32], &[3; 32], &next, &other_key, 1_101);
+    assert!(matches!(rekeyed, Err(StoreError::Invalid(_))));
+    assert!(store.refresh_record(&[3; 32]).unwrap().is_none());
+}
+
+#[test]
+fn a_user_keeps_at_most_max_sessions_revoked_ones_going_first() {
+    let (_dir, store) = open();
+    store.create_user(&user("u1", "a@example.com")).unwrap();
+    for (n, id) in ["f1", "f2", "f3", "f4"].iter().enumerate() {
+        let mut session = family(id, "u1", 10_000);
+        session.created_at = 1_000 + n as u64;
+        store
+            .create_family(
+                &session,
+                &[n as u8 + 1; 32],
+                &record(id, "u1", 5_000),
+                &fresh(),
+            )
+            .unwrap();
+    }
+    store.revoke_family("f3", 1_500).unwrap();
+    assert_eq!(
+        store.cap_user_families("u1", 4, 2_000).unwrap(),
+        Vec::<String>::new()
+    );
+    // Two too many: the revoked f3 goes first, then the oldest live, f1.
+    assert_eq!(store.cap_user_families("u1", 2, 2_000).unwrap(), ["f1"]);
+    assert_eq!(store.family("f1").unwrap().unwrap().revoked_at, Some(2_000));
+    // Both are ended now, so the sweep purges them; f2 and f4 live on.
+    assert_eq!(store.sweep_expired(2_000).unwrap(), 4);
+    assert!(store.family("f1").unwrap().is_none());
+    assert!(store.family("f3").unwrap().is_none());
+    assert!(store.family("f2").unwrap().is_some());
+    assert!(store.family("f4").unwrap().is_some());
+    assert_eq!(
+        store.cap_user_families("u1", 2, 2_001).unwrap(),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn purging_a_family_with_a_long_history_takes_every_token() {
+    let (_dir, store) = with_session();
+    let next = record("f1", "u1", 9_000);
+    store
+        .rotate(&[1; 32], &nth_hash(0), &next, &first_step(), 1_100)
+        .unwrap();
+    // Kept until expiry, as tokens from before this version were.
+    for i in 0..600u32 {
+        store
+            .rotate(
+                &nth_hash(i),
+                &nth_hash(i + 1),
+                &next,
+                &step(u64::from(i) + 2, None),
+                1_101,
+            )
+            .unwrap();
+    }
+    assert_eq!(store.record_counts().unwrap().refresh_tokens, 602);
+    // Family, chain and 602 tokens, over several purge transactions.
+    assert_eq!(store.sweep_expired(10_000).unwrap(), 604);
+    let counts = store.record_counts().unwrap();
+    assert_eq!(
+        counts,
+        RecordCounts {
+            users: 1,
+            ..RecordCounts::default()
+        }
+    );
+}
+
+#[test]
+fn deleting_a_user_with_a_long_session_history_removes_every_token() {
+    let (_dir, store) = with_session();
+    let next = record("f1", "u1", 9_000);
+    store
+        .rotate(&[1; 32], &nth_hash(0), &next, &first_step(), 1_100)
+        .unwrap();
+    for i in 0..600u32 {
+        store
+            .rotate(
+                &nth_hash(i),
+                &nth_hash(i + 1),
+                &next,
+                &step(u64::from(i) + 2, None),
+                1_101,
+            )
+            .unwrap();
+    }
+    assert!(store.delete_user("u1", 2_000).unwrap().is_some());
+    assert_eq!(store.record_counts().unwrap(), RecordCounts::default());
+    assert_eq!(store.deleted_user_ids().unwrap(), ["u1"]);
 }

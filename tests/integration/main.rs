@@ -16,6 +16,7 @@ mod limits;
 mod operations;
 mod postgres;
 mod proxying;
+mod refresh_bounds;
 mod session_races;
 mod streaming;
 mod throttle;

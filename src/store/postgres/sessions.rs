@@ -7,7 +7,10 @@ use tokio_postgres::Row;
 
 use super::events::{self, Event};
 use super::{corrupt, db_error, from_db, sql_state, to_db, PostgresStore};
-use crate::store::{hex, Family, RefreshRecord, RotateOutcome, StoreError, UserStamp};
+use crate::store::{
+    hash_from_hex, hex, Chain, ChainStep, Family, RecordCounts, RefreshRecord, Retired,
+    RotateOutcome, StoreError, UserStamp, MAX_TRACKED_RETIRED,
+};
 
 /// Key of the advisory lock a sweep holds, so one instance sweeps at a time.
 const SWEEP_LOCK: i64 = 0x6167_7377_6565_7031; // "agsweep1"
@@ -113,25 +116,40 @@ impl PostgresStore {
         row.as_ref().map(|row| family_from(row, 0)).transpose()
     }
 
+    pub async fn chain(&self, family_id: &str) -> Result<Option<Chain>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT generation, tag_key, retired FROM chains WHERE family_id = $1",
+                &[&family_id],
+            )
+            .await
+            .map_err(db_error)?;
+        row.as_ref().map(chain_from).transpose()
+    }
+
     pub async fn rotate(
         &self,
         presented: &[u8; 32],
         new_hash: &[u8; 32],
         new_record: &RefreshRecord,
+        step: &ChainStep,
         now: u64,
     ) -> Result<RotateOutcome, StoreError> {
-        self.rotate_keeping(presented, new_hash, new_record, now, None)
+        self.rotate_keeping(presented, new_hash, new_record, step, now, None)
             .await
     }
 
     /// Rotation that also keeps the sealed new pair for the reuse grace, in
     /// the same transaction: a retry on another instance waits on the row
     /// lock, then finds the pair committed with the rotation.
+    #[allow(clippy::too_many_arguments)]
     pub async fn rotate_sealed(
         &self,
         presented: &[u8; 32],
         new_hash: &[u8; 32],
         new_record: &RefreshRecord,
+        step: &ChainStep,
         now: u64,
         sealed_pair: &[u8],
         sealed_until: u64,
@@ -140,6 +158,7 @@ impl PostgresStore {
             presented,
             new_hash,
             new_record,
+            step,
             now,
             Some((sealed_pair, sealed_until)),
         )
@@ -168,6 +187,7 @@ impl PostgresStore {
         presented: &[u8; 32],
         new_hash: &[u8; 32],
         new_record: &RefreshRecord,
+        step: &ChainStep,
         now: u64,
         sealed: Option<(&[u8], u64)>,
     ) -> Result<RotateOutcome, StoreError> {
@@ -217,9 +237,81 @@ impl PostgresStore {
                 "a rotated token must stay in its family and with its user",
             ));
         }
+        // The chain row is locked too: its generation and retired list move
+        // with this rotation only.
+        let previous = tx
+            .query_opt(
+                "SELECT generation, tag_key, retired FROM chains WHERE family_id = $1 FOR UPDATE",
+                &[&record.family_id],
+            )
+            .await
+            .map_err(db_error)?
+            .as_ref()
+            .map(chain_from)
+            .transpose()?;
+        let tag_key = hex(&step.tag_key);
+        let expected = previous
+            .as_ref()
+            .map_or(1, |c| c.generation.saturating_add(1));
+        if step.generation != expected || previous.as_ref().is_some_and(|c| c.tag_key != tag_key) {
+            return Err(StoreError::Invalid(
+                "a rotation must advance its family's chain by one, with its key",
+            ));
+        }
+        let mut retired = Vec::new();
+        for entry in previous.map(|chain| chain.retired).unwrap_or_default() {
+            let Some(old) = hash_from_hex(&entry.hash) else {
+                return Err(StoreError::Corrupt("chain retired hash".to_owned()));
+            };
+            if entry.keep_until <= now {
+                delete_token(&tx, &old).await?;
+            } else {
+                retired.push(entry);
+            }
+        }
+        match step.keep_presented_until {
+            Some(keep_until) if keep_until <= now => delete_token(&tx, presented).await?,
+            keep => {
+                let expires_at = match keep {
+                    Some(keep_until) => record.expires_at.min(keep_until),
+                    None => record.expires_at,
+                };
+                tx.execute(
+                    "UPDATE refresh_tokens SET rotated_at = $2, replaced_by = $3, expires_at = $4
+                     WHERE hash = $1",
+                    &[
+                        &&presented[..],
+                        &to_db(now),
+                        &hex(new_hash),
+                        &to_db(expires_at),
+                    ],
+                )
+                .await
+                .map_err(db_error)?;
+                if keep.is_some() {
+                    retired.push(Retired {
+                        hash: hex(presented),
+                        keep_until: expires_at,
+                    });
+                }
+            }
+        }
+        // Untracked ones still leave at their expiry, by the sweep.
+        let excess = retired.len().saturating_sub(MAX_TRACKED_RETIRED);
+        retired.drain(..excess);
+        let retired = serde_json::to_string(&retired)
+            .map_err(|err| StoreError::Corrupt(format!("chain retired list: {err}")))?;
         tx.execute(
-            "UPDATE refresh_tokens SET rotated_at = $2, replaced_by = $3 WHERE hash = $1",
-            &[&&presented[..], &to_db(now), &hex(new_hash)],
+            "INSERT INTO chains (family_id, generation, tag_key, retired) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (family_id) DO UPDATE
+             SET generation = EXCLUDED.generation, tag_key = EXCLUDED.tag_key,
+                 retired = EXCLUDED.retired",
+            &[
+                &record.family_id,
+                &to_db(step.generation),
+                &tag_key,
+                &retired,
+            ],
         )
         .await
         .map_err(db_error)?;
@@ -284,6 +376,70 @@ impl PostgresStore {
                 ))
             })
             .collect()
+    }
+
+    /// Keeps at most `max` sessions of the user occupying the store:
+    /// revoked ones go first, then the oldest live ones are revoked; both
+    /// are marked expired at `now` for the sweep. Returns the ids revoked.
+    pub async fn cap_user_families(
+        &self,
+        user_id: &str,
+        max: usize,
+        now: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        let now_db = to_db(now);
+        let rows = tx
+            .query(
+                "SELECT id FROM families WHERE user_id = $1 AND expires_at > $2
+                 ORDER BY (revoked_at IS NULL), created_at, seq
+                 FOR UPDATE",
+                &[&user_id, &now_db],
+            )
+            .await
+            .map_err(db_error)?;
+        let Some(excess) = rows.len().checked_sub(max).filter(|n| *n > 0) else {
+            return Ok(Vec::new());
+        };
+        let victims: Vec<String> = rows
+            .iter()
+            .take(excess)
+            .map(|row| row.try_get(0).map_err(corrupt))
+            .collect::<Result<_, _>>()?;
+        let revoked = revoke_in(&tx, "id = ANY($1)", &[&victims], now).await?;
+        tx.execute(
+            "UPDATE families SET expires_at = $2 WHERE id = ANY($1) AND expires_at > $2",
+            &[&victims, &now_db],
+        )
+        .await
+        .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(revoked)
+    }
+
+    pub async fn record_counts(&self) -> Result<RecordCounts, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM families),
+                        (SELECT count(*) FROM chains), (SELECT count(*) FROM refresh_tokens)",
+                &[],
+            )
+            .await
+            .map_err(db_error)?;
+        let count = |i: usize| -> Result<usize, StoreError> {
+            let n: i64 = row.try_get(i).map_err(corrupt)?;
+            Ok(usize::try_from(n).unwrap_or(0))
+        };
+        Ok(RecordCounts {
+            users: count(0)?,
+            families: count(1)?,
+            chains: count(2)?,
+            refresh_tokens: count(3)?,
+            // PostgreSQL keeps its own indexes; there are no index records.
+            index_entries: 0,
+        })
     }
 
     /// Removes expired tokens and families; one instance at a time (the
@@ -380,8 +536,8 @@ impl PostgresStore {
         Ok(from_db(longest))
     }
 
-    /// Marks the families matched by `condition` (over `families`) revoked,
-    /// remembers each revocation and writes its event; returns their ids.
+    /// Marks the families matched by `condition` revoked, in one
+    /// transaction with their revocation entries and events.
     async fn revoke_where(
         &self,
         condition: &str,
@@ -390,45 +546,78 @@ impl PostgresStore {
     ) -> Result<Vec<String>, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db_error)?;
-        let now_db = to_db(now);
-        let at_param = format!("${}", params.len() + 1);
-        let mut all: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params.to_vec();
-        all.push(&now_db);
-        let rows = tx
-            .query(
-                &format!(
-                    "UPDATE families SET revoked_at = {at_param}
-                     WHERE revoked_at IS NULL AND {condition} RETURNING id"
-                ),
-                &all,
-            )
-            .await
-            .map_err(db_error)?;
-        let ids: Vec<String> = rows
-            .iter()
-            .map(|row| row.try_get(0).map_err(corrupt))
-            .collect::<Result<_, _>>()?;
-        if ids.is_empty() {
-            return Ok(ids);
-        }
-        tx.execute(
-            "INSERT INTO revocations (family_id, revoked_at) SELECT unnest($1::text[]), $2
-             ON CONFLICT (family_id) DO NOTHING",
-            &[&ids, &now_db],
-        )
-        .await
-        .map_err(db_error)?;
-        let events: Vec<Event<'_>> = ids
-            .iter()
-            .map(|id| Event::Family {
-                family: id,
-                at: now,
-            })
-            .collect();
-        events::record(&tx, &events).await?;
+        let ids = revoke_in(&tx, condition, params, now).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(ids)
     }
+}
+
+/// Marks the families matched by `condition` (over `families`, with
+/// `params`) revoked inside `tx`, remembers each revocation and writes its
+/// event; returns the ids this call revoked.
+async fn revoke_in(
+    tx: &tokio_postgres::Transaction<'_>,
+    condition: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    now: u64,
+) -> Result<Vec<String>, StoreError> {
+    let now_db = to_db(now);
+    let at_param = format!("${}", params.len() + 1);
+    let mut all: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params.to_vec();
+    all.push(&now_db);
+    let rows = tx
+        .query(
+            &format!(
+                "UPDATE families SET revoked_at = {at_param}
+                 WHERE revoked_at IS NULL AND {condition} RETURNING id"
+            ),
+            &all,
+        )
+        .await
+        .map_err(db_error)?;
+    let ids: Vec<String> = rows
+        .iter()
+        .map(|row| row.try_get(0).map_err(corrupt))
+        .collect::<Result<_, _>>()?;
+    if ids.is_empty() {
+        return Ok(ids);
+    }
+    tx.execute(
+        "INSERT INTO revocations (family_id, revoked_at) SELECT unnest($1::text[]), $2
+         ON CONFLICT (family_id) DO NOTHING",
+        &[&ids, &now_db],
+    )
+    .await
+    .map_err(db_error)?;
+    let events: Vec<Event<'_>> = ids
+        .iter()
+        .map(|id| Event::Family {
+            family: id,
+            at: now,
+        })
+        .collect();
+    events::record(tx, &events).await?;
+    Ok(ids)
+}
+
+async fn delete_token(
+    tx: &tokio_postgres::Transaction<'_>,
+    hash: &[u8; 32],
+) -> Result<(), StoreError> {
+    tx.execute("DELETE FROM refresh_tokens WHERE hash = $1", &[&&hash[..]])
+        .await
+        .map_err(db_error)?;
+    Ok(())
+}
+
+fn chain_from(row: &Row) -> Result<Chain, StoreError> {
+    let retired: String = row.try_get(2).map_err(corrupt)?;
+    Ok(Chain {
+        generation: from_db(row.try_get(0).map_err(corrupt)?),
+        tag_key: row.try_get(1).map_err(corrupt)?,
+        retired: serde_json::from_str(&retired)
+            .map_err(|err| StoreError::Corrupt(format!("chain retired list: {err}")))?,
+    })
 }
 
 async fn insert_token(

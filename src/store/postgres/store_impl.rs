@@ -3,7 +3,8 @@
 
 use super::PostgresStore;
 use crate::store::{
-    Family, FlushFuture, RefreshRecord, RotateOutcome, Store, StoreError, User, UserStamp,
+    Chain, ChainStep, Family, FlushFuture, RecordCounts, RefreshRecord, RotateOutcome, Store,
+    StoreError, User, UserStamp,
 };
 
 #[async_trait::async_trait]
@@ -79,14 +80,19 @@ impl Store for PostgresStore {
         PostgresStore::family(self, id).await
     }
 
+    async fn chain(&self, family_id: &str) -> Result<Option<Chain>, StoreError> {
+        PostgresStore::chain(self, family_id).await
+    }
+
     async fn rotate(
         &self,
         presented: &[u8; 32],
         new_hash: &[u8; 32],
         new_record: &RefreshRecord,
+        step: &ChainStep,
         now: u64,
     ) -> Result<RotateOutcome, StoreError> {
-        PostgresStore::rotate(self, presented, new_hash, new_record, now).await
+        PostgresStore::rotate(self, presented, new_hash, new_record, step, now).await
     }
 
     async fn revoke_family(&self, family_id: &str, now: u64) -> Result<bool, StoreError> {
@@ -100,6 +106,19 @@ impl Store for PostgresStore {
         now: u64,
     ) -> Result<Vec<String>, StoreError> {
         PostgresStore::revoke_user_families(self, user_id, except_family, now).await
+    }
+
+    async fn cap_user_families(
+        &self,
+        user_id: &str,
+        max: usize,
+        now: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        PostgresStore::cap_user_families(self, user_id, max, now).await
+    }
+
+    async fn record_counts(&self) -> Result<RecordCounts, StoreError> {
+        PostgresStore::record_counts(self).await
     }
 
     async fn revoked_families_since(&self, since: u64) -> Result<Vec<(String, u64)>, StoreError> {
@@ -127,6 +146,7 @@ impl Store for PostgresStore {
         presented: &[u8; 32],
         new_hash: &[u8; 32],
         new_record: &RefreshRecord,
+        step: &ChainStep,
         now: u64,
         sealed_pair: &[u8],
         sealed_until: u64,
@@ -136,6 +156,7 @@ impl Store for PostgresStore {
             presented,
             new_hash,
             new_record,
+            step,
             now,
             sealed_pair,
             sealed_until,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::config::DatabaseUrl;
-use crate::store::{hex, Family, RefreshRecord, RotateOutcome, User, UserStamp};
+use crate::store::{hex, ChainStep, Family, RefreshRecord, RotateOutcome, User, UserStamp};
 
 /// A fresh database on the test server, dropped at the end.
 pub(crate) struct TestDb {
@@ -124,6 +124,16 @@ async fn create_family(
         },
     };
     store.create_family(family, token, record, &stamp).await
+}
+
+/// A rotation step of generation `generation`, keeping the presented token
+/// until its own expiry (as for a login token).
+fn step(generation: u64) -> ChainStep {
+    ChainStep {
+        generation,
+        tag_key: [7; 32],
+        keep_presented_until: None,
+    }
 }
 
 fn user(id: &str, email: &str) -> User {
@@ -292,7 +302,13 @@ async fn rotation_reuse_revocation_and_sweep() {
     .await
     .unwrap();
     let outcome = store
-        .rotate(&[1; 32], &[2; 32], &record("f1", "u1", 20_000), 1_500)
+        .rotate(
+            &[1; 32],
+            &[2; 32],
+            &record("f1", "u1", 20_000),
+            &step(1),
+            1_500,
+        )
         .await
         .unwrap();
     assert!(matches!(outcome, RotateOutcome::Rotated { .. }));
@@ -310,7 +326,13 @@ async fn rotation_reuse_revocation_and_sweep() {
     assert_eq!(old.rotated_at, Some(1_500));
     assert_eq!(old.replaced_by, Some(hex(&[2; 32])));
     let again = store
-        .rotate(&[1; 32], &[3; 32], &record("f1", "u1", 5_000), 1_600)
+        .rotate(
+            &[1; 32],
+            &[3; 32],
+            &record("f1", "u1", 5_000),
+            &step(2),
+            1_600,
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -322,7 +344,13 @@ async fn rotation_reuse_revocation_and_sweep() {
     );
     assert_eq!(
         store
-            .rotate(&[9; 32], &[3; 32], &record("f1", "u1", 5_000), 1_600)
+            .rotate(
+                &[9; 32],
+                &[3; 32],
+                &record("f1", "u1", 5_000),
+                &step(2),
+                1_600
+            )
             .await
             .unwrap(),
         RotateOutcome::Unknown
@@ -331,7 +359,13 @@ async fn rotation_reuse_revocation_and_sweep() {
     assert!(!store.revoke_family("f1", 1_800).await.unwrap());
     assert_eq!(
         store
-            .rotate(&[2; 32], &[3; 32], &record("f1", "u1", 5_000), 1_900)
+            .rotate(
+                &[2; 32],
+                &[3; 32],
+                &record("f1", "u1", 5_000),
+                &step(2),
+                1_900
+            )
             .await
             .unwrap(),
         RotateOutcome::FamilyRevoked {
@@ -398,7 +432,13 @@ async fn parallel_rotations_of_one_token_mint_one_successor() {
         };
         tasks.push(tokio::spawn(async move {
             store
-                .rotate(&[1; 32], &[100 + i; 32], &record("f1", "u1", 5_000), 2_000)
+                .rotate(
+                    &[1; 32],
+                    &[100 + i; 32],
+                    &record("f1", "u1", 5_000),
+                    &step(1),
+                    2_000,
+                )
                 .await
                 .unwrap()
         }));

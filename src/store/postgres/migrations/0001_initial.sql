@@ -15,7 +15,9 @@ CREATE TABLE families (
     user_id    text NOT NULL REFERENCES users (id) ON DELETE CASCADE,
     created_at bigint NOT NULL,
     expires_at bigint NOT NULL,
-    revoked_at bigint
+    revoked_at bigint,
+    -- Creation order, to end the oldest session first past the per-user cap.
+    seq        bigserial NOT NULL
 );
 CREATE INDEX families_user ON families (user_id);
 CREATE INDEX families_expiry ON families (expires_at);
@@ -82,3 +84,13 @@ CREATE TABLE grace_pairs (
     expires_at bigint NOT NULL
 );
 CREATE INDEX grace_pairs_expiry ON grace_pairs (expires_at);
+
+-- A family's rotation state (src/store/mod.rs `Chain`): the live token's
+-- generation, the key its tokens are tagged with, and the rotated tokens
+-- still kept for the grace (JSON list of {hash, keep_until}).
+CREATE TABLE chains (
+    family_id  text PRIMARY KEY REFERENCES families (id) ON DELETE CASCADE,
+    generation bigint NOT NULL,
+    tag_key    text NOT NULL,
+    retired    text NOT NULL
+);
