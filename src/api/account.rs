@@ -2,7 +2,7 @@
 //! me and password change.
 
 use std::net::IpAddr;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use http::header::HeaderMap;
 use http::{Response, StatusCode};
@@ -93,6 +93,25 @@ impl Accounts {
             peer,
             Instant::now(),
         )?;
+        // Instances sharing the store share lockouts: one earned elsewhere
+        // holds here too (the attempt is dropped, counting as neither).
+        let shared_key = self
+            .store
+            .shared()
+            .then(|| *AccountKey::from_input(&credentials.email).as_bytes());
+        if let Some(key) = &shared_key {
+            let now_secs = unix_seconds(SystemTime::now());
+            if let Some(until) = self
+                .store
+                .account_locked_until(key, now_secs)
+                .await
+                .map_err(GatewayError::internal)?
+            {
+                return Err(GatewayError::TooManyRequests {
+                    retry_after: Duration::from_secs(until.saturating_sub(now_secs)),
+                });
+            }
+        }
         if credentials.password.len() > MAX_PASSWORD_BYTES {
             return Err(password_too_long());
         }
@@ -114,6 +133,7 @@ impl Accounts {
                 .await
                 .map_err(super::password_error)?;
             attempt.failed(Instant::now());
+            self.shared_failure(shared_key.as_ref()).await;
             return Err(GatewayError::InvalidCredentials);
         };
         let verdict = self
@@ -123,9 +143,15 @@ impl Accounts {
             .map_err(super::password_error)?;
         if !verdict.matches {
             attempt.failed(Instant::now());
+            self.shared_failure(shared_key.as_ref()).await;
             return Err(GatewayError::InvalidCredentials);
         }
         attempt.succeeded();
+        if let Some(key) = &shared_key {
+            if let Err(err) = self.store.account_succeeded(key).await {
+                tracing::warn!(error = %err, "clearing the shared login failures failed");
+            }
+        }
         let mut user = user;
         if verdict.needs_rehash {
             // Parameters were raised since this hash was made: upgrade it now
@@ -150,6 +176,25 @@ impl Accounts {
         let session = self.sessions.start(user, SystemTime::now()).await?;
         self.flush().await?;
         Ok((self.session_response(StatusCode::OK, &session)?, user_id))
+    }
+
+    /// Counts a failed login in the shared store, when there is one. A
+    /// failure to count is logged, never turned into a different answer.
+    async fn shared_failure(&self, key: Option<&[u8; 32]>) {
+        let Some(key) = key else { return };
+        let now = unix_seconds(SystemTime::now());
+        match self
+            .store
+            .account_failed(key, &self.settings.lockout, now)
+            .await
+        {
+            Ok(Some(until)) => tracing::info!(
+                locked_for = until.saturating_sub(now),
+                "account locked for every instance after repeated failed logins"
+            ),
+            Ok(None) => {}
+            Err(err) => tracing::warn!(error = %err, "counting a shared login failure failed"),
+        }
     }
 
     pub(super) async fn refresh(

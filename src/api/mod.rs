@@ -38,6 +38,9 @@ pub struct AccountSettings {
     pub default_role: String,
     pub max_body: usize,
     pub body_timeout: Duration,
+    /// The account lockout, applied through the store when instances
+    /// share it.
+    pub lockout: crate::store::LockoutPolicy,
 }
 
 /// The account service: store, password pool, login throttle, sessions,
@@ -93,6 +96,12 @@ impl Accounts {
                 default_role: config.auth.default_role.clone(),
                 max_body: config.auth.max_body,
                 body_timeout: config.server.body_read_timeout,
+                lockout: crate::store::LockoutPolicy {
+                    failures: config.auth.throttle.account_failures,
+                    window: config.auth.throttle.window.as_secs(),
+                    base: config.auth.throttle.base_lockout.as_secs(),
+                    max: config.auth.throttle.max_lockout.as_secs(),
+                },
             },
             sessions: Sessions::new(
                 Arc::clone(&store),

@@ -146,6 +146,17 @@ pub struct RecordCounts {
     pub index_entries: usize,
 }
 
+/// The account lockout of `[auth.throttle]`, in seconds, as a shared store
+/// applies it: `failures` within `window` lock the account for `base`,
+/// doubling with each lockout in a row, at most `max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockoutPolicy {
+    pub failures: u32,
+    pub window: u64,
+    pub base: u64,
+    pub max: u64,
+}
+
 /// What [`Store::rotate`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RotateOutcome {
@@ -385,6 +396,33 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<Vec<u8>>, StoreError> {
         let _ = (presented, now);
         Ok(None)
+    }
+    /// With instances sharing the store: the end of the account's lockout
+    /// (by its throttle key) if it is locked at `now`. A store no other
+    /// instance reads answers `None`: the in-memory throttle decides.
+    async fn account_locked_until(
+        &self,
+        account: &[u8; 32],
+        now: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        let _ = (account, now);
+        Ok(None)
+    }
+    /// Counts a failed login of the account for every instance; returns the
+    /// end of the lockout this failure started, if it started one.
+    async fn account_failed(
+        &self,
+        account: &[u8; 32],
+        policy: &LockoutPolicy,
+        now: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        let _ = (account, policy, now);
+        Ok(None)
+    }
+    /// A successful login ends the account's shared failure streak.
+    async fn account_succeeded(&self, account: &[u8; 32]) -> Result<(), StoreError> {
+        let _ = account;
+        Ok(())
     }
     /// Completes when every write made before the call is on disk.
     /// Concurrent callers share one disk flush.

@@ -18,8 +18,12 @@ fn options(db: &TestDatabase, upstream: &Upstream, tokens: &str, store: &str) ->
     GatewayOptions {
         tokens: tokens.to_owned(),
         auth: FAST_HASHING.to_owned(),
+        // `probe` admits no role anyone has: a valid token gets 403 and a
+        // revoked one 401, and neither reaches the upstream.
         routes: format!(
-            "[[route]]\nname = \"api\"\npath_prefix = \"/api/\"\nupstream = \"{}\"\n",
+            "[[route]]\nname = \"api\"\npath_prefix = \"/api/\"\nupstream = \"{0}\"\n\
+             [[route]]\nname = \"probe\"\npath_prefix = \"/probe/\"\nupstream = \"{0}\"\n\
+             roles = [\"nobody\"]\n",
             upstream.url()
         ),
         store: format!(
@@ -68,8 +72,10 @@ async fn refresh(gw: &TestGateway, token: &str) -> Response {
     post(gw, "/auth/refresh", json!({"refreshToken": token})).await
 }
 
-async fn me(gw: &TestGateway, access: &str) -> Response {
-    gw.client().get("/auth/me").bearer(access).send().await
+/// Asks the proxied path's revocation check alone (see `options`): 403
+/// while the token is accepted, 401 once revoked, 503 when stale.
+async fn probe(gw: &TestGateway, access: &str) -> Response {
+    gw.client().get("/probe/x").bearer(access).send().await
 }
 
 async fn proxied(gw: &TestGateway, access: &str) -> Response {
@@ -83,12 +89,12 @@ fn field(response: &Response, name: &str) -> String {
         .to_owned()
 }
 
-/// Polls `/auth/me` (which never reaches the upstream) until it answers
+/// Polls [`probe`] (which never reaches the upstream) until it answers
 /// `status`, and returns how long that took; fails after `limit`.
-async fn me_until(gw: &TestGateway, access: &str, status: u16, limit: Duration) -> Duration {
+async fn probe_until(gw: &TestGateway, access: &str, status: u16, limit: Duration) -> Duration {
     let start = Instant::now();
     loop {
-        let response = me(gw, access).await;
+        let response = probe(gw, access).await;
         if response.status.as_u16() == status {
             return start.elapsed();
         }
@@ -167,7 +173,7 @@ async fn rotation_on_a_then_reuse_on_b_kills_the_family_everywhere() {
         refresh(&a, &field(&rotated, "refreshToken")).await.status,
         401
     );
-    let took = me_until(
+    let took = probe_until(
         &a,
         &field(&rotated, "accessToken"),
         401,
@@ -242,7 +248,7 @@ async fn logout_all_role_change_and_deletion_on_a_reach_b_within_a_second() {
     let on_a = login(&a, "cat@example.com").await;
     let on_b = login(&b, "cat@example.com").await;
     let access_b = field(&on_b, "accessToken");
-    assert_eq!(me(&b, &access_b).await.status, 200);
+    assert_eq!(probe(&b, &access_b).await.status, 403);
 
     let logout = a
         .client()
@@ -251,12 +257,12 @@ async fn logout_all_role_change_and_deletion_on_a_reach_b_within_a_second() {
         .send()
         .await;
     assert_eq!(logout.status, 204);
-    me_until(&b, &access_b, 401, Duration::from_secs(1)).await;
+    probe_until(&b, &access_b, 401, Duration::from_secs(1)).await;
     assert_eq!(proxied(&b, &access_b).await.code(), "TOKEN_REVOKED");
 
     // A role change made on A (as an operator would, through the store).
     let fresh = field(&login(&b, "cat@example.com").await, "accessToken");
-    assert_eq!(me(&b, &fresh).await.status, 200);
+    assert_eq!(probe(&b, &fresh).await.status, 403);
     let store = a.store();
     let user = store
         .user_by_email("cat@example.com")
@@ -264,15 +270,51 @@ async fn logout_all_role_change_and_deletion_on_a_reach_b_within_a_second() {
         .unwrap()
         .unwrap();
     store.set_role(&user.id, "editor").await.unwrap();
-    me_until(&b, &fresh, 401, Duration::from_secs(1)).await;
+    probe_until(&b, &fresh, 401, Duration::from_secs(1)).await;
 
     // And a deletion.
     let fresh = field(&login(&b, "cat@example.com").await, "accessToken");
-    assert_eq!(me(&b, &fresh).await.status, 200);
+    assert_eq!(probe(&b, &fresh).await.status, 403);
     store.delete_user(&user.id, unix_now()).await.unwrap();
-    me_until(&b, &fresh, 401, Duration::from_secs(1)).await;
+    probe_until(&b, &fresh, 401, Duration::from_secs(1)).await;
     assert_eq!(proxied(&b, &fresh).await.code(), "TOKEN_REVOKED");
     assert_eq!(upstream.count(), 0, "a revoked token reached the upstream");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_locked_on_a_is_locked_on_b() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let upstream = Upstream::start(Behavior::Ok).await;
+    let throttle = "[auth.throttle]\naccount_failures = 3\nbase_lockout = \"60s\"\n";
+    let with_throttle = |gw_options: GatewayOptions| GatewayOptions {
+        auth: format!("{}{throttle}", gw_options.auth),
+        ..gw_options
+    };
+    let a = TestGateway::start_with(with_throttle(options(&db, &upstream, "", ""))).await;
+    let b = TestGateway::start_with(with_throttle(options(&db, &upstream, "", ""))).await;
+    register(&a, "hal@example.com").await;
+    // B lets the right password in before the guesses.
+    assert_eq!(login(&b, "hal@example.com").await.status, 200);
+    for _ in 0..3 {
+        let wrong = post(
+            &a,
+            "/auth/login",
+            json!({"email": "hal@example.com", "password": "not-the-password"}),
+        )
+        .await;
+        assert_eq!(wrong.status, 401);
+    }
+    // B never saw a failure, yet refuses even the right password.
+    let locked = login(&b, "hal@example.com").await;
+    assert_eq!(
+        (locked.status.as_u16(), locked.code().as_str()),
+        (429, "TOO_MANY_REQUESTS"),
+        "{:?}",
+        locked.body
+    );
+    assert!(locked.header("retry-after").is_some());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -316,7 +358,7 @@ async fn a_listener_held_down_past_the_bound_fails_closed_then_recovers() {
     // The listener cannot reconnect; the pool's connections stay open.
     db.set_connections_allowed(false).await;
     db.terminate("application_name = 'authgate-listener'").await;
-    me_until(&b, &access, 503, Duration::from_secs(10)).await;
+    probe_until(&b, &access, 503, Duration::from_secs(10)).await;
     let refused = proxied(&b, &access).await;
     assert_eq!(
         (refused.status.as_u16(), refused.code().as_str()),
@@ -326,7 +368,7 @@ async fn a_listener_held_down_past_the_bound_fails_closed_then_recovers() {
     assert_eq!(upstream.count(), 1, "a request passed on stale revocations");
 
     db.set_connections_allowed(true).await;
-    me_until(&b, &access, 200, Duration::from_secs(10)).await;
+    probe_until(&b, &access, 403, Duration::from_secs(10)).await;
     assert_eq!(proxied(&b, &access).await.status, 200);
 }
 

@@ -7,6 +7,7 @@
 //! `events.rs` writes and follows the revocation feed.
 
 mod events;
+mod lockouts;
 mod migrate;
 mod pool;
 mod sessions;

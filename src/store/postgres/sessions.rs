@@ -468,6 +468,14 @@ impl PostgresStore {
             .execute("DELETE FROM families WHERE expires_at <= $1", &[&now])
             .await
             .map_err(db_error)?;
+        // Failure streaks a day old that lock nothing any more.
+        tx.execute(
+            "DELETE FROM account_lockouts
+             WHERE COALESCE(locked_until, 0) <= $1 AND window_start < $1 - 86400",
+            &[&now],
+        )
+        .await
+        .map_err(db_error)?;
         // Pairs past their grace are unreadable by design; not counted.
         tx.execute("DELETE FROM grace_pairs WHERE expires_at <= $1", &[&now])
             .await

@@ -3,8 +3,8 @@
 
 use super::PostgresStore;
 use crate::store::{
-    Chain, ChainStep, Family, FlushFuture, RecordCounts, RefreshRecord, RotateOutcome, Store,
-    StoreError, User, UserStamp,
+    Chain, ChainStep, Family, FlushFuture, LockoutPolicy, RecordCounts, RefreshRecord,
+    RotateOutcome, Store, StoreError, User, UserStamp,
 };
 
 #[async_trait::async_trait]
@@ -170,6 +170,27 @@ impl Store for PostgresStore {
         now: u64,
     ) -> Result<Option<Vec<u8>>, StoreError> {
         PostgresStore::sealed_pair(self, presented, now).await
+    }
+
+    async fn account_locked_until(
+        &self,
+        account: &[u8; 32],
+        now: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        PostgresStore::account_locked_until(self, account, now).await
+    }
+
+    async fn account_failed(
+        &self,
+        account: &[u8; 32],
+        policy: &LockoutPolicy,
+        now: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        PostgresStore::account_failed(self, account, policy, now).await
+    }
+
+    async fn account_succeeded(&self, account: &[u8; 32]) -> Result<(), StoreError> {
+        PostgresStore::account_succeeded(self, account).await
     }
 
     /// A commit is durable when it returns (`synchronous_commit` is on by

@@ -94,3 +94,13 @@ CREATE TABLE chains (
     tag_key    text NOT NULL,
     retired    text NOT NULL
 );
+
+-- Failed logins per account (keyed by the throttle's hash of the email), so
+-- a lockout earned on one instance holds on all.
+CREATE TABLE account_lockouts (
+    account      bytea PRIMARY KEY,
+    failures     integer NOT NULL,
+    window_start bigint NOT NULL,
+    lockouts     integer NOT NULL,
+    locked_until bigint
+);
