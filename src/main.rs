@@ -13,7 +13,7 @@ use tracing_subscriber::EnvFilter;
 
 use authgate::auth::email::canonical_email;
 use authgate::auth::password::PasswordPool;
-use authgate::cli::{Cli, Command, UserCommand};
+use authgate::cli::{Cli, Command, StoreCommand, UserCommand};
 use authgate::config::StoreBackend;
 use authgate::config::{is_valid_role, Config};
 use authgate::service::error_chain;
@@ -28,6 +28,7 @@ fn main() -> ExitCode {
         Command::Serve => serve(&cli.config),
         Command::Token { sub, role } => token(&cli.config, &sub, &role),
         Command::User { command } => user(&cli.config, command),
+        Command::Store { command } => store_command(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -156,6 +157,59 @@ fn user(config_path: &Path, command: UserCommand) -> Result<(), String> {
             runtime.block_on(revoke_sessions(open()?.as_ref(), &email))
         }
     }
+}
+
+/// `authgate store copy`: sled into PostgreSQL, idempotently.
+fn store_command(command: StoreCommand) -> Result<(), String> {
+    let StoreCommand::Copy { from, to } = command;
+    let Some(path) = from.strip_prefix("sled:").filter(|p| !p.is_empty()) else {
+        return Err(format!("--from {from:?}: expected sled:PATH"));
+    };
+    let url = match to.strip_prefix("postgres:") {
+        Some("") => std::env::var(authgate::config::DATABASE_URL_ENV).map_err(|_| {
+            format!(
+                "--to postgres: takes the URL from {}, which is not set",
+                authgate::config::DATABASE_URL_ENV
+            )
+        })?,
+        Some(rest) if rest.starts_with("//") => to.clone(),
+        Some(rest) => rest.to_owned(),
+        None => return Err("--to: expected postgres:URL".to_owned()),
+    };
+    let url = authgate::config::DatabaseUrl::parse(&url).map_err(|e| format!("--to: {e}"))?;
+    let target = authgate::config::PostgresConfig {
+        url,
+        max_connections: 2,
+        tls_ca: None,
+    };
+    let source = SledStore::open(Path::new(path)).map_err(|e| error_chain(&e))?;
+    let export = source.export().map_err(|e| error_chain(&e))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let done = runtime.block_on(async {
+        let store = PostgresStore::open(&target)
+            .await
+            .map_err(|e| error_chain(&e))?;
+        store.import(&export).await.map_err(|e| error_chain(&e))
+    })?;
+    println!("copied from sled:{path} to {}:", target.url);
+    for (kind, read, added) in [
+        ("users", export.users.len(), done.users),
+        ("deleted users", export.tombstones.len(), done.tombstones),
+        ("sessions", export.families.len(), done.families),
+        ("session chains", export.chains.len(), done.chains),
+        (
+            "refresh tokens",
+            export.refresh_tokens.len(),
+            done.refresh_tokens,
+        ),
+        ("revocations", export.revocations.len(), done.revocations),
+    ] {
+        println!("  {kind}: {read} read, {added} added");
+    }
+    Ok(())
 }
 
 /// The store the config names: the sled directory (only while no gateway

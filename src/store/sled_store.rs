@@ -4,6 +4,8 @@
 //! Every multi-record change is one sled transaction (serialised by sled), so
 //! a crash never leaves a user without its email index or a rotation half done.
 
+mod export;
+
 use std::ops::Bound;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -15,6 +17,8 @@ use sled::transaction::{
     Transactional, TransactionalTree,
 };
 use sled::{IVec, Tree};
+
+pub use export::Export;
 
 use super::flush::FlushGroup;
 use super::{

@@ -434,3 +434,49 @@ fn unix_now() -> u64 {
         .unwrap()
         .as_secs()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_copy_moves_a_sled_installation_once() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let upstream = Upstream::start(Behavior::Ok).await;
+    let sled = TestGateway::start_with(GatewayOptions {
+        auth: FAST_HASHING.to_owned(),
+        ..GatewayOptions::default()
+    })
+    .await;
+    register(&sled, "ida@example.com").await;
+    let session = login(&sled, "ida@example.com").await;
+    let refresh_token = field(&session, "refreshToken");
+    let files = sled.stop().await;
+    let from = format!("sled:{}", files.dir.path().join("store.sled").display());
+    let copy = || {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_authgate"))
+            .args(["store", "copy", "--from", &from, "--to", "postgres:"])
+            .env("AUTHGATE_DATABASE_URL", &db.url)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout
+    };
+    let first = copy();
+    assert!(first.contains("users: 1 read, 1 added"), "{first}");
+    assert!(first.contains("sessions: 2 read, 2 added"), "{first}");
+    let second = copy();
+    assert!(second.contains("users: 1 read, 0 added"), "{second}");
+    assert!(
+        second.contains("refresh tokens: 2 read, 0 added"),
+        "{second}"
+    );
+
+    let pg = TestGateway::start_with(options(&db, &upstream, "", "")).await;
+    assert_eq!(login(&pg, "ida@example.com").await.status, 200);
+    // A session from the sled days goes on.
+    assert_eq!(refresh(&pg, &refresh_token).await.status, 200);
+}

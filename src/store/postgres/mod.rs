@@ -7,6 +7,7 @@
 //! `events.rs` writes and follows the revocation feed.
 
 mod events;
+mod import;
 mod lockouts;
 mod migrate;
 mod pool;
@@ -23,6 +24,7 @@ use super::StoreError;
 use crate::config::PostgresConfig;
 
 pub use events::{spawn_listener, Listener};
+pub use import::Imported;
 pub use migrate::SCHEMA_VERSION;
 
 /// The PostgreSQL store. Cheap to share behind an `Arc`; the pool holds
