@@ -2,13 +2,21 @@
 //! code, a fixed message and (for 401) a `WWW-Authenticate` challenge.
 //!
 //! Handlers return [`GatewayError`]; `service.rs` logs it once and calls
-//! [`GatewayError::into_response`]. Internal causes stay in the log.
+//! [`GatewayError::into_response`]. Internal causes stay in the log. The
+//! typed errors of `auth` (which knows nothing of HTTP) become a
+//! [`GatewayError`] here, one `From` each.
 
 use std::time::Duration;
 
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderValue, Response, StatusCode};
 
+use crate::account::{EmailError, NewPasswordError, RoleError};
+use crate::auth::bearer::BearerError;
+use crate::auth::jwt::{MintError, TokenError};
+use crate::auth::sessions::SessionError;
+use crate::auth::throttle::Throttled;
+use crate::auth::AuthError;
 use crate::body::{BoxError, ResponseBody};
 
 /// Retry-After of the answers given while the shared store is unreachable.
@@ -25,7 +33,7 @@ pub enum GatewayError {
     #[error("access token expired")]
     TokenExpired,
     #[error("access token rejected: {0}")]
-    InvalidToken(&'static str),
+    InvalidToken(TokenError),
     #[error("access token revoked")]
     TokenRevoked,
     #[error("role not allowed on this route")]
@@ -52,11 +60,14 @@ pub enum GatewayError {
     MalformedJson(String),
     #[error("request body must be application/json")]
     UnsupportedMediaType,
-    #[error("invalid input: {message}")]
-    Validation {
-        code: &'static str,
-        message: &'static str,
-    },
+    #[error("invalid email: {0}")]
+    InvalidEmail(#[from] EmailError),
+    #[error("new password too short")]
+    WeakPassword,
+    #[error("password too long")]
+    PasswordTooLong,
+    #[error("invalid role: {0}")]
+    InvalidRole(#[from] RoleError),
 
     // Account outcomes.
     #[error("invalid credentials")]
@@ -121,7 +132,8 @@ impl GatewayError {
                 StatusCode::UNAUTHORIZED
             }
             Forbidden | RegistrationClosed | CsrfFailed => StatusCode::FORBIDDEN,
-            BadRequest(_) | InvalidPath(_) | MalformedJson(_) | Validation { .. } => {
+            BadRequest(_) | InvalidPath(_) | MalformedJson(_) => StatusCode::BAD_REQUEST,
+            InvalidEmail(_) | WeakPassword | PasswordTooLong | InvalidRole(_) => {
                 StatusCode::BAD_REQUEST
             }
             NotFound | UserNotFound => StatusCode::NOT_FOUND,
@@ -161,7 +173,10 @@ impl GatewayError {
             HeadersTooLarge => "HEADERS_TOO_LARGE",
             MalformedJson(_) => "MALFORMED_JSON",
             UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
-            Validation { code, .. } => code,
+            InvalidEmail(_) => "INVALID_EMAIL",
+            WeakPassword => "WEAK_PASSWORD",
+            PasswordTooLong => "PASSWORD_TOO_LONG",
+            InvalidRole(_) => "INVALID_ROLE",
             InvalidCredentials => "INVALID_CREDENTIALS",
             EmailTaken => "EMAIL_TAKEN",
             RegistrationClosed => "REGISTRATION_CLOSED",
@@ -200,7 +215,11 @@ impl GatewayError {
             HeadersTooLarge => "The request headers are too large.",
             MalformedJson(_) => "The request body is not valid JSON of the expected shape.",
             UnsupportedMediaType => "The request body must be application/json.",
-            Validation { message, .. } => message,
+            InvalidEmail(_) => "The email address is not valid.",
+            // Both stated in `account::new_password`; a test keeps them equal.
+            WeakPassword => "The password must be at least 8 characters long.",
+            PasswordTooLong => "The password must be at most 256 bytes long.",
+            InvalidRole(_) => "A role is 1-64 characters of letters, digits, '-', '_', '.' or ':'.",
             InvalidCredentials => "Email or password is incorrect.",
             EmailTaken => "An account with this email already exists.",
             RegistrationClosed => "Registration is closed.",
@@ -272,6 +291,81 @@ impl GatewayError {
             headers.insert(RETRY_AFTER, HeaderValue::from(seconds.max(1)));
         }
         response
+    }
+}
+
+impl From<BearerError> for GatewayError {
+    fn from(err: BearerError) -> Self {
+        match err {
+            BearerError::Missing => Self::MissingToken,
+            BearerError::Malformed => Self::InvalidFormat,
+            BearerError::Oversized => Self::InvalidToken(TokenError::Oversized),
+        }
+    }
+}
+
+impl From<TokenError> for GatewayError {
+    fn from(err: TokenError) -> Self {
+        match err {
+            TokenError::Expired => Self::TokenExpired,
+            reason => Self::InvalidToken(reason),
+        }
+    }
+}
+
+impl From<AuthError> for GatewayError {
+    fn from(err: AuthError) -> Self {
+        match err {
+            AuthError::Bearer(err) => err.into(),
+            AuthError::Token(err) => err.into(),
+            AuthError::Revoked => Self::TokenRevoked,
+            AuthError::Stale { stale_for } => Self::RevocationsStale { stale_for },
+        }
+    }
+}
+
+impl From<SessionError> for GatewayError {
+    fn from(err: SessionError) -> Self {
+        match err {
+            // The same answer as a wrong password: the check raced a change.
+            SessionError::UserChanged => Self::InvalidCredentials,
+            SessionError::UnknownToken => Self::InvalidRefreshToken,
+            SessionError::Expired => Self::RefreshExpired,
+            SessionError::Reused => Self::TokenReuseDetected,
+            SessionError::Throttled(refusal) => refusal.into(),
+            // The database being unreachable is retried by the client.
+            SessionError::Store(err) => Self::internal(err),
+            SessionError::StoreUnavailable => {
+                Self::StoreUnavailable("refresh rotation: database unavailable".into())
+            }
+            err @ (SessionError::Mint(_)
+            | SessionError::UnreadableTagKey
+            | SessionError::RotationFailed) => Self::internal(err),
+        }
+    }
+}
+
+impl From<MintError> for GatewayError {
+    fn from(err: MintError) -> Self {
+        Self::internal(err)
+    }
+}
+
+impl From<Throttled> for GatewayError {
+    fn from(refusal: Throttled) -> Self {
+        Self::TooManyRequests {
+            retry_after: refusal.retry_after,
+        }
+    }
+}
+
+/// The two ways a new password fails the policy are two outcomes.
+impl From<NewPasswordError> for GatewayError {
+    fn from(err: NewPasswordError) -> Self {
+        match err {
+            NewPasswordError::TooShort => Self::WeakPassword,
+            NewPasswordError::TooLong => Self::PasswordTooLong,
+        }
     }
 }
 

@@ -10,6 +10,7 @@ use crate::api::Accounts;
 use crate::auth::jwt::{TokenIssuer, TokenVerifier};
 use crate::auth::password::{PasswordError, PasswordPool};
 use crate::auth::revocation::RevocationList;
+use crate::auth::sessions;
 use crate::auth::Authenticator;
 use crate::config::secret::AccessSecret;
 use crate::config::Config;
@@ -95,7 +96,7 @@ impl Gateway {
         store: Arc<dyn Store>,
         revocations: Arc<RevocationList>,
     ) -> Result<Self, BuildError> {
-        let revocation_window = Accounts::load_revocations(
+        let revocation_window = sessions::load_revocations(
             store.as_ref(),
             &revocations,
             config.tokens.access_ttl + config.tokens.leeway,

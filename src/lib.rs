@@ -3,21 +3,30 @@
 //! ```text
 //!  client ──TLS──▶ server.rs ──▶ service.rs ──▶ path.rs (decide the path once)
 //!                  (accept,       (access log,        │
-//!                   handshake,     errors → JSON)      ▼
-//!                   h1/h2)                      /auth/* ──▶ api (accounts) ──▶ store
-//!                                                  │
-//!                                                  ▼
-//!                                  router.rs (host, longest prefix)
-//!                                                  │
+//!                   handshake,     errors → JSON)     ├──▶ /auth/* ──▶ api/ (account endpoints:
+//!                   h1/h2)                            │                │    HTTP in and out)
+//!                                                     ▼                ▼
+//!                                  router.rs (host, longest     auth/sessions/ (start, rotate,
+//!                                             prefix)            revoke; revocations loaded
+//!                                                     │          at start) ──▶ store/
+//!                                                     ▼
 //!                                  auth/ (bearer → JWT → revocation → role)
-//!                                                  │
+//!                                                     │
+//!                                                     ▼
 //!                                  proxy/ (scrub, inject, stream) ──▶ upstream
 //! ```
 //!
 //! Configuration is read once (`config/`), assembled into one shared
-//! [`gateway::Gateway`], and served by [`server::serve`]. Every client-visible
-//! failure is a [`error::GatewayError`], mapped to a response in one place.
+//! [`gateway::Gateway`], and served by [`server::serve`]. Imports point down
+//! the drawing: api → auth → store, proxy → auth, never back (a test in
+//! `module_graph.rs` keeps it so). auth chooses no response: it returns
+//! typed errors (bearer, token, session), and every client-visible failure
+//! becomes a [`error::GatewayError`] in `error.rs`, mapped to a response in
+//! one place.
+//! What names an account (email, role, user id, a new password) is parsed
+//! once where it enters, into the types of [`account`], and passed inward.
 
+pub mod account;
 pub mod api;
 pub mod auth;
 pub mod body;
@@ -25,6 +34,8 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod gateway;
+#[cfg(test)]
+mod module_graph;
 pub mod path;
 pub mod private_files;
 pub mod proxy;

@@ -11,11 +11,11 @@ use clap::Parser;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
-use authgate::auth::email::canonical_email;
+use authgate::account::{Email, NewPassword, Role, UserId};
 use authgate::auth::password::PasswordPool;
 use authgate::cli::{Cli, Command, StoreCommand, UserCommand};
+use authgate::config::Config;
 use authgate::config::StoreBackend;
-use authgate::config::{is_valid_role, Config};
 use authgate::service::error_chain;
 use authgate::store::{PostgresStore, SledStore, Store, User};
 use authgate::StartupError;
@@ -104,32 +104,25 @@ async fn shutdown_signal() {
 
 fn token(config_path: &std::path::Path, sub: &str, role: &str) -> Result<(), String> {
     let config = Config::load(config_path).map_err(|e| error_chain(&e))?;
-    if !is_valid_role(role) {
-        return Err(format!("{role:?} is not a valid role"));
-    }
-    if sub.is_empty() || http::HeaderValue::from_str(sub).is_err() {
-        return Err("--sub must be a non-empty printable value".to_owned());
-    }
+    let role = Role::parse(role).map_err(|_| format!("{role:?} is not a valid role"))?;
+    // The gateway refuses a token whose `sub` it could not pass on as a header.
+    let sub = UserId::parse(sub)
+        .map_err(|_| "--sub must be non-empty, without control characters or surrounding spaces")?;
     let (secret, _) = authgate::config::secret::resolve(&config).map_err(|e| error_chain(&e))?;
     let issuer = authgate::auth::jwt::TokenIssuer::new(&config.tokens, &secret);
     let minted = issuer
-        .mint(sub, role, 0, None, SystemTime::now())
+        .mint(sub.as_str(), role.as_str(), 0, None, SystemTime::now())
         .map_err(|e| error_chain(&e))?;
     println!("{}", minted.token);
     Ok(())
 }
-
-/// Passwords shorter than this are refused (NIST SP 800-63B §5.1.1.2).
-const MIN_PASSWORD_BYTES: usize = 8;
-/// Longer passwords only cost argon2 time.
-const MAX_PASSWORD_BYTES: usize = 256;
 
 /// Runs a `user` command against the store named in the config. Arguments
 /// are checked before the store is opened, the store before a password is
 /// asked for, and every change is flushed to disk before success is printed.
 fn user(config_path: &Path, command: UserCommand) -> Result<(), String> {
     let config = Config::load(config_path).map_err(|e| error_chain(&e))?;
-    // The store, the flush group and the password pool answer through tokio.
+    // The flush group and the password pool answer through tokio.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -138,14 +131,14 @@ fn user(config_path: &Path, command: UserCommand) -> Result<(), String> {
     match command {
         UserCommand::Add { email, role } => {
             let email = email_arg(&email)?;
-            role_arg(&role)?;
+            let role = role_arg(&role)?;
             let store = open()?;
             runtime.block_on(add_user(&config, store.as_ref(), email, role))
         }
         UserCommand::List => runtime.block_on(list_users(open()?.as_ref())),
         UserCommand::SetRole { email, role } => {
             let email = email_arg(&email)?;
-            role_arg(&role)?;
+            let role = role_arg(&role)?;
             runtime.block_on(set_role(open()?.as_ref(), &email, &role))
         }
         UserCommand::Delete { email } => {
@@ -227,10 +220,10 @@ async fn open_store(config: &Config) -> Result<Box<dyn Store>, String> {
     }
 }
 
-async fn set_role(store: &dyn Store, email: &str, role: &str) -> Result<(), String> {
+async fn set_role(store: &dyn Store, email: &Email, role: &Role) -> Result<(), String> {
     let found = existing(store, email).await?;
     let updated = store
-        .set_role(&found.id, role)
+        .set_role(&found.id, role.as_str())
         .await
         .map_err(|e| error_chain(&e))?
         .ok_or_else(|| no_such_user(email))?;
@@ -242,7 +235,7 @@ async fn set_role(store: &dyn Store, email: &str, role: &str) -> Result<(), Stri
     Ok(())
 }
 
-async fn delete_user(store: &dyn Store, email: &str) -> Result<(), String> {
+async fn delete_user(store: &dyn Store, email: &Email) -> Result<(), String> {
     let found = existing(store, email).await?;
     store
         .delete_user(&found.id, unix_now())
@@ -254,7 +247,7 @@ async fn delete_user(store: &dyn Store, email: &str) -> Result<(), String> {
     Ok(())
 }
 
-async fn revoke_sessions(store: &dyn Store, email: &str) -> Result<(), String> {
+async fn revoke_sessions(store: &dyn Store, email: &Email) -> Result<(), String> {
     let found = existing(store, email).await?;
     let revoked = store
         .revoke_user_families(&found.id, None, unix_now())
@@ -278,11 +271,11 @@ async fn revoke_sessions(store: &dyn Store, email: &str) -> Result<(), String> {
 async fn add_user(
     config: &Config,
     store: &dyn Store,
-    email: String,
-    role: String,
+    email: Email,
+    role: Role,
 ) -> Result<(), String> {
     if store
-        .user_by_email(&email)
+        .user_by_email(email.as_str())
         .await
         .map_err(|e| error_chain(&e))?
         .is_some()
@@ -294,11 +287,14 @@ async fn add_user(
     let mut params = config.auth.password.clone();
     params.hash_workers = 1;
     let pool = PasswordPool::new(&params).map_err(|e| error_chain(&e))?;
-    let password_hash = pool.hash(password).await.map_err(|e| error_chain(&e))?;
+    let password_hash = pool
+        .hash(password.into_string())
+        .await
+        .map_err(|e| error_chain(&e))?;
     let user = User {
         id: uuid::Uuid::new_v4().to_string(),
-        email,
-        role,
+        email: email.into_string(),
+        role: role.as_str().to_owned(),
         password_hash,
         created_at: unix_now(),
         token_version: 0,
@@ -344,29 +340,23 @@ async fn list_users(store: &dyn Store) -> Result<(), String> {
     }
 }
 
-fn email_arg(email: &str) -> Result<String, String> {
-    canonical_email(email).map_err(|e| format!("--email {email:?}: {e}"))
+fn email_arg(email: &str) -> Result<Email, String> {
+    Email::parse(email).map_err(|e| format!("--email {email:?}: {e}"))
 }
 
-fn role_arg(role: &str) -> Result<(), String> {
-    if is_valid_role(role) {
-        Ok(())
-    } else {
-        Err(format!(
-            "--role {role:?}: a role is 1-64 characters of a-z, A-Z, 0-9, '-', '_', '.' or ':'"
-        ))
-    }
+fn role_arg(role: &str) -> Result<Role, String> {
+    Role::parse(role).map_err(|e| format!("--role {role:?}: {e}"))
 }
 
-async fn existing(store: &dyn Store, email: &str) -> Result<User, String> {
+async fn existing(store: &dyn Store, email: &Email) -> Result<User, String> {
     store
-        .user_by_email(email)
+        .user_by_email(email.as_str())
         .await
         .map_err(|e| error_chain(&e))?
         .ok_or_else(|| no_such_user(email))
 }
 
-fn no_such_user(email: &str) -> String {
+fn no_such_user(email: &Email) -> String {
     format!("no user with email {email}")
 }
 
@@ -374,9 +364,10 @@ async fn flush(store: &dyn Store) -> Result<(), String> {
     store.flush().await.map_err(|e| error_chain(&e))
 }
 
-/// One line from standard input, without its line ending. On a terminal the
-/// prompt goes to stderr so stdout stays clean for scripts.
-fn read_password(email: &str) -> Result<String, String> {
+/// One line from standard input, without its line ending, held to the same
+/// policy as `/auth/register`. On a terminal the prompt goes to stderr so
+/// stdout stays clean for scripts.
+fn read_password(email: &Email) -> Result<NewPassword, String> {
     let stdin = std::io::stdin();
     if stdin.is_terminal() {
         eprint!("Password for {email}: ");
@@ -393,12 +384,7 @@ fn read_password(email: &str) -> Result<String, String> {
     let password = line
         .strip_suffix('\n')
         .map_or(line.as_str(), |l| l.strip_suffix('\r').unwrap_or(l));
-    if !(MIN_PASSWORD_BYTES..=MAX_PASSWORD_BYTES).contains(&password.len()) {
-        return Err(format!(
-            "the password must be {MIN_PASSWORD_BYTES} to {MAX_PASSWORD_BYTES} bytes long"
-        ));
-    }
-    Ok(password.to_owned())
+    NewPassword::parse(password.to_owned()).map_err(|e| e.to_string())
 }
 
 fn unix_now() -> u64 {

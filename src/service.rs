@@ -175,7 +175,7 @@ async fn dispatch(
                 .authenticator()
                 .authenticate(request.headers(), now)?;
             tracing::Span::current().record("user", tracing::field::display(&identity.user_id));
-            outcome.user = Some(identity.user_id.clone());
+            outcome.user = Some(identity.user_id.to_string());
             if let Some(roles) = &route.roles {
                 if !roles.contains(&identity.role) {
                     return Err(GatewayError::Forbidden);

@@ -11,10 +11,12 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
+use authgate::account::{Role, UserId};
+use authgate::auth::sessions::cookies::{CSRF_COOKIE, REFRESH_COOKIE};
 use authgate::auth::Identity;
 use authgate::proxy::headers::{
     prepare_request_headers, prepare_response_headers, ClientSide, IdentityHeaders,
-    IdentityScrubber, RouteHeaderPolicy, CSRF_COOKIE, REFRESH_COOKIE,
+    IdentityScrubber, RouteHeaderPolicy,
 };
 use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue};
@@ -64,9 +66,12 @@ fuzz_target!(|data: &[u8]| {
     let original = parse_headers(rest);
 
     let mut request = original.clone();
+    let (Ok(user_id), Ok(role)) = (UserId::parse(USER_ID), Role::parse(ROLE)) else {
+        panic!("fixed identity refused");
+    };
     let identity = Identity {
-        user_id: USER_ID.to_owned(),
-        role: ROLE.to_owned(),
+        user_id,
+        role,
         session: None,
     };
     let names = match IdentityHeaders::new(PREFIX) {

@@ -4,7 +4,8 @@
 //! The first byte picks a mode:
 //! - even: the rest is one or more `Authorization` values, one per line. No
 //!   input can carry a valid HMAC for the harness's secret, so nothing may be
-//!   accepted; the bearer parser's own guarantees are checked on the way.
+//!   accepted, and no refusal may come from a check that lies behind the
+//!   signature; the bearer parser's own guarantees are checked on the way.
 //! - odd: the rest is `HEADER_JSON\nCLAIMS_JSON`; the harness signs them with
 //!   the verifier's own secret (HS256, or HS384/HS512 per bits 1-2) so the
 //!   fuzzer reaches the claim and header checks behind the signature. Anything
@@ -15,8 +16,8 @@
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
-use authgate::auth::bearer::{self, MAX_TOKEN_BYTES};
-use authgate::auth::jwt::{unix_seconds, TokenVerifier, ACCESS_TOKEN_TYPE};
+use authgate::auth::bearer::{self, BearerError, MAX_TOKEN_BYTES};
+use authgate::auth::jwt::{unix_seconds, TokenError, TokenVerifier, ACCESS_TOKEN_TYPE};
 use authgate::config::secret::AccessSecret;
 use authgate::config::TokensConfig;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -71,8 +72,18 @@ fn unsigned(rest: &[u8]) {
             headers.append(AUTHORIZATION, value);
         }
     }
-    let Ok(token) = bearer::token(&headers) else {
-        return;
+    let token = match bearer::token(&headers) {
+        Ok(token) => token,
+        Err(err) => {
+            // "Missing" exactly when no header was sent: RFC 6750 §3.1 gives
+            // that case a challenge without an error code.
+            assert_eq!(
+                err == BearerError::Missing,
+                !headers.contains_key(AUTHORIZATION),
+                "{err:?}"
+            );
+            return;
+        }
     };
     assert_eq!(
         headers.get_all(AUTHORIZATION).iter().count(),
@@ -89,8 +100,19 @@ fn unsigned(rest: &[u8]) {
             || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b'=')),
         "not a b64token: {token:?}"
     );
-    if let Ok(claims) = verifier().verify(token, SystemTime::now()) {
-        panic!("forged token accepted: {token:?} -> {claims:?}");
+    match verifier().verify(token, SystemTime::now()) {
+        Ok(claims) => panic!("forged token accepted: {token:?} -> {claims:?}"),
+        Err(err) => assert!(
+            !matches!(
+                err,
+                TokenError::NotAccessToken
+                    | TokenError::KeySelectingHeader
+                    | TokenError::Expired
+                    | TokenError::NotYetValid
+                    | TokenError::IssuedInFuture
+            ),
+            "judged {err:?} before the signature: {token:?}"
+        ),
     }
 }
 

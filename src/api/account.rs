@@ -9,24 +9,20 @@ use http::{Response, StatusCode};
 
 use super::request::{cookie, parse_json, parse_optional_json};
 use super::response::{clear_session_cookies, json, no_content, set_session_cookies};
-use super::sessions::{csrf_matches, IssuedSession};
 use super::views::{Credentials, PasswordChange, RefreshBody, SessionView, UserView};
 use super::Accounts;
-use crate::auth::email::canonical_email;
+use crate::account::new_password::MAX_PASSWORD_BYTES;
+use crate::account::{Email, NewPassword};
 use crate::auth::jwt::unix_seconds;
 use crate::auth::password::PasswordError;
+use crate::auth::sessions::cookies::REFRESH_COOKIE;
+use crate::auth::sessions::{csrf_matches, IssuedSession};
 use crate::auth::throttle::AccountKey;
 use crate::auth::Identity;
 use crate::body::ResponseBody;
 use crate::config::Registration;
 use crate::error::GatewayError;
-use crate::proxy::headers::REFRESH_COOKIE;
 use crate::store::{StoreError, User};
-
-/// Passwords are refused past this many bytes before any hashing, so a
-/// megabyte password cannot buy a megabyte of argon2 work.
-pub const MAX_PASSWORD_BYTES: usize = 256;
-pub const MIN_PASSWORD_CHARS: usize = 8;
 
 const CSRF_HEADER: &str = "x-csrf-token";
 
@@ -41,15 +37,15 @@ impl Accounts {
             return Err(GatewayError::RegistrationClosed);
         }
         let credentials: Credentials = parse_json(headers, body)?;
-        let email = checked_email(&credentials.email)?;
-        check_new_password(&credentials.password)?;
+        let email = Email::parse(&credentials.email)?;
+        let password = NewPassword::parse(credentials.password)?;
         // Counted once it is valid enough to cost a hash, taken or not.
         self.throttle.admit_registration(peer, Instant::now())?;
         // Hash before looking at the email index, so a taken address costs
         // the same work (and time) as a free one.
         let hash = self
             .passwords
-            .hash(credentials.password)
+            .hash(password.into_string())
             .await
             .map_err(|err| {
                 if matches!(err, PasswordError::Busy) {
@@ -61,8 +57,8 @@ impl Accounts {
         let now = SystemTime::now();
         let user = User {
             id: uuid::Uuid::new_v4().to_string(),
-            email,
-            role: self.settings.default_role.clone(),
+            email: email.into_string(),
+            role: self.settings.default_role.as_str().to_owned(),
             password_hash: hash,
             created_at: unix_seconds(now),
             token_version: 0,
@@ -112,16 +108,17 @@ impl Accounts {
                 });
             }
         }
+        // Not a new password, but the same cap on argon2 work.
         if credentials.password.len() > MAX_PASSWORD_BYTES {
-            return Err(password_too_long());
+            return Err(GatewayError::PasswordTooLong);
         }
         // An address that cannot be canonical cannot be registered either:
         // answer exactly as for an unknown account.
-        let email = canonical_email(&credentials.email).ok();
+        let email = Email::parse(&credentials.email).ok();
         let user = match &email {
             Some(email) => self
                 .store
-                .user_by_email(email)
+                .user_by_email(email.as_str())
                 .await
                 .map_err(GatewayError::internal)?,
             None => None,
@@ -241,7 +238,7 @@ impl Accounts {
         let now = unix_seconds(SystemTime::now());
         let user = self
             .store
-            .bump_token_version(&identity.user_id)
+            .bump_token_version(identity.user_id.as_str())
             .await
             .map_err(GatewayError::internal)?
             .ok_or(GatewayError::TokenRevoked)?;
@@ -262,7 +259,7 @@ impl Accounts {
     ) -> Result<Response<ResponseBody>, GatewayError> {
         let user = self
             .store
-            .user_by_id(&identity.user_id)
+            .user_by_id(identity.user_id.as_str())
             .await
             .map_err(GatewayError::internal)?
             .ok_or(GatewayError::TokenRevoked)?;
@@ -278,12 +275,12 @@ impl Accounts {
     ) -> Result<Response<ResponseBody>, GatewayError> {
         let change: PasswordChange = parse_json(headers, body)?;
         if change.current_password.len() > MAX_PASSWORD_BYTES {
-            return Err(password_too_long());
+            return Err(GatewayError::PasswordTooLong);
         }
-        check_new_password(&change.new_password)?;
+        let new_password = NewPassword::parse(change.new_password)?;
         let user = self
             .store
-            .user_by_id(&identity.user_id)
+            .user_by_id(identity.user_id.as_str())
             .await
             .map_err(GatewayError::internal)?
             .ok_or(GatewayError::TokenRevoked)?;
@@ -306,7 +303,7 @@ impl Accounts {
         attempt.succeeded();
         let hash = self
             .passwords
-            .hash(change.new_password)
+            .hash(new_password.into_string())
             .await
             .map_err(super::password_error)?;
         // Over the hash just verified only: of two changes racing with the
@@ -373,32 +370,5 @@ impl Accounts {
             session.refresh_max_age,
         );
         Ok(response)
-    }
-}
-
-fn checked_email(raw: &str) -> Result<String, GatewayError> {
-    canonical_email(raw).map_err(|_| GatewayError::Validation {
-        code: "INVALID_EMAIL",
-        message: "The email address is not valid.",
-    })
-}
-
-fn check_new_password(password: &str) -> Result<(), GatewayError> {
-    if password.len() > MAX_PASSWORD_BYTES {
-        return Err(password_too_long());
-    }
-    if password.chars().count() < MIN_PASSWORD_CHARS {
-        return Err(GatewayError::Validation {
-            code: "WEAK_PASSWORD",
-            message: "The password must be at least 8 characters long.",
-        });
-    }
-    Ok(())
-}
-
-fn password_too_long() -> GatewayError {
-    GatewayError::Validation {
-        code: "PASSWORD_TOO_LONG",
-        message: "The password must be at most 256 bytes long.",
     }
 }

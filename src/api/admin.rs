@@ -10,9 +10,9 @@ use super::request::parse_json;
 use super::response::{json, no_content};
 use super::views::{RoleChange, UserPage, UserView};
 use super::Accounts;
+use crate::account::Role;
 use crate::auth::jwt::unix_seconds;
 use crate::body::ResponseBody;
-use crate::config::is_valid_role;
 use crate::error::GatewayError;
 
 const DEFAULT_PAGE: usize = 50;
@@ -79,15 +79,10 @@ impl Accounts {
         body: &[u8],
     ) -> Result<Response<ResponseBody>, GatewayError> {
         let change: RoleChange = parse_json(headers, body)?;
-        if !is_valid_role(&change.role) {
-            return Err(GatewayError::Validation {
-                code: "INVALID_ROLE",
-                message: "A role is 1-64 characters of letters, digits, '-', '_', '.' or ':'.",
-            });
-        }
+        let role = Role::parse(&change.role)?;
         let user = self
             .store
-            .set_role(id, &change.role)
+            .set_role(id, role.as_str())
             .await
             .map_err(GatewayError::internal)?
             .ok_or(GatewayError::UserNotFound)?;

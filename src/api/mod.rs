@@ -1,15 +1,11 @@
 //! The account endpoints under `[auth] path_prefix`: routing within the
 //! prefix, body reading, and the bearer/admin checks. Each endpoint group
-//! lives in its own file; sessions (refresh rotation) in `sessions.rs`.
+//! lives in its own file; the session logic they call is `auth::sessions`.
 
 mod account;
 mod admin;
-mod grace;
-mod refresh_limit;
-pub mod refresh_token;
 pub mod request;
 pub mod response;
-pub mod sessions;
 pub mod views;
 
 use std::net::IpAddr;
@@ -19,23 +15,23 @@ use std::time::{Duration, Instant, SystemTime};
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 
+use crate::account::Role;
 use crate::auth::jwt::{unix_seconds, TokenIssuer};
 use crate::auth::password::{PasswordError, PasswordPool};
 use crate::auth::revocation::RevocationList;
+use crate::auth::sessions::{RefreshLimits, SessionPolicy, Sessions};
 use crate::auth::throttle::Throttle;
 use crate::auth::Authenticator;
 use crate::body::ResponseBody;
 use crate::config::{Config, Registration};
 use crate::error::GatewayError;
-use crate::store::{Store, StoreError};
-use refresh_limit::RefreshLimits;
-use sessions::{SessionPolicy, Sessions};
+use crate::store::Store;
 
 /// Settings the endpoints read on every request.
 pub struct AccountSettings {
     pub path_prefix: String,
     pub registration: Registration,
-    pub default_role: String,
+    pub default_role: Role,
     pub max_body: usize,
     pub body_timeout: Duration,
     /// The account lockout, applied through the store when instances
@@ -54,7 +50,7 @@ pub struct Accounts {
     sessions: Sessions,
     revocations: Arc<RevocationList>,
     /// The longest lifetime a live access token can have, this run's or an
-    /// earlier one's: what `load_revocations` returned.
+    /// earlier one's: what `auth::sessions::load_revocations` returned.
     revocation_window: Duration,
 }
 
@@ -118,38 +114,8 @@ impl Accounts {
         }
     }
 
-    /// Loads the revocation state the proxied path consults: token versions,
-    /// deleted users, and sessions revoked recently enough that their access
-    /// tokens may still be unexpired. `access_lifetime` is this run's (ttl
-    /// plus leeway); the window used is the longest any live token may have,
-    /// which an earlier run with a longer `access_ttl` can have made longer.
-    /// Returns that window: revocations made during this run must last as
-    /// long, and the sweep must keep stored ones as long.
-    pub async fn load_revocations(
-        store: &dyn Store,
-        revocations: &RevocationList,
-        access_lifetime: Duration,
-        now: SystemTime,
-    ) -> Result<Duration, StoreError> {
-        let now_secs = unix_seconds(now);
-        let window = store
-            .note_access_lifetime(access_lifetime.as_secs(), now_secs)
-            .await?;
-        for (user, version) in store.token_versions().await? {
-            revocations.set_min_version(&user, version);
-        }
-        for user in store.deleted_user_ids().await? {
-            revocations.delete_user(&user);
-        }
-        let since = now_secs.saturating_sub(window);
-        for (family, revoked_at) in store.revoked_families_since(since).await? {
-            revocations.revoke_session(&family, revoked_at.saturating_add(window));
-        }
-        Ok(Duration::from_secs(window))
-    }
-
     /// How long a revocation must last: the longest lifetime a live access
-    /// token can have (see [`Accounts::load_revocations`]).
+    /// token can have (see [`crate::auth::sessions::load_revocations`]).
     pub fn revocation_window(&self) -> Duration {
         self.revocation_window
     }
@@ -194,8 +160,8 @@ impl Accounts {
         // Bearer-authenticated endpoints check the token before reading a body.
         let identity = if endpoint.needs_bearer() {
             let identity = authenticator.authenticate(&parts.headers, now)?;
-            outcome.user = Some(identity.user_id.clone());
-            if endpoint.needs_admin() && identity.role != "admin" {
+            outcome.user = Some(identity.user_id.to_string());
+            if endpoint.needs_admin() && identity.role.as_str() != "admin" {
                 return Err(GatewayError::Forbidden);
             }
             Some(identity)

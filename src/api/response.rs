@@ -7,9 +7,9 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE, PRAGMA, SET_COOKIE};
 use http::{HeaderValue, Response, StatusCode};
 use serde::Serialize;
 
+use crate::auth::sessions::cookies::{CSRF_COOKIE, REFRESH_COOKIE};
 use crate::body::ResponseBody;
 use crate::error::GatewayError;
-use crate::proxy::headers::{CSRF_COOKIE, REFRESH_COOKIE};
 
 pub fn json<T: Serialize>(
     status: StatusCode,

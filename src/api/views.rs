@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::sessions::IssuedSession;
+use crate::auth::sessions::IssuedSession;
 use crate::store::User;
 
 #[derive(Debug, Serialize)]

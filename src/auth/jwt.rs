@@ -17,11 +17,59 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::secret::AccessSecret;
 use crate::config::TokensConfig;
-use crate::error::GatewayError;
 
 /// The `typ` header of an access token (RFC 9068 §2.1). Nothing else is
 /// accepted as one, so no other JWT we might sign can be replayed as access.
 pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
+
+/// Why an access token was refused; the text is for the log, the response
+/// is chosen in `error.rs` (TOKEN_EXPIRED for [`TokenError::Expired`],
+/// INVALID_TOKEN for every other reason).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("oversized token")]
+    Oversized,
+    #[error("bad signature")]
+    BadSignature,
+    #[error("algorithm not allowed")]
+    AlgorithmNotAllowed,
+    #[error("wrong issuer")]
+    WrongIssuer,
+    #[error("wrong audience")]
+    WrongAudience,
+    #[error("required claim missing")]
+    MissingClaim,
+    #[error("malformed token")]
+    Malformed,
+    /// The `typ` header is not [`ACCESS_TOKEN_TYPE`].
+    #[error("not an access token (typ)")]
+    NotAccessToken,
+    /// `kid`, `jku`, `jwk`, `x5u`, `x5c` or `crit`: the key is pinned.
+    #[error("key-selecting header present")]
+    KeySelectingHeader,
+    /// `exp` more than the leeway in the past.
+    #[error("access token expired")]
+    Expired,
+    /// `nbf` more than the leeway in the future.
+    #[error("not yet valid (nbf)")]
+    NotYetValid,
+    /// `iat` more than the leeway in the future.
+    #[error("issued in the future (iat)")]
+    IssuedInFuture,
+    /// `sub` cannot be written as the user-id header (control characters,
+    /// surrounding whitespace, empty).
+    #[error("sub is not a header-safe user id")]
+    UnsafeSubject,
+    /// `role` is outside the role alphabet.
+    #[error("role is not a valid role")]
+    UnsafeRole,
+}
+
+/// Signing a token failed (a key the backend refuses): a fault of ours.
+/// Transparent, so a log line showing only this error's text still says why.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct MintError(pub(crate) jsonwebtoken::errors::Error);
 
 /// What an access token asserts.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -82,7 +130,7 @@ impl TokenIssuer {
         version: u32,
         session: Option<&str>,
         now: SystemTime,
-    ) -> Result<MintedToken, GatewayError> {
+    ) -> Result<MintedToken, MintError> {
         let iat = unix_seconds(now);
         let claims = AccessClaims {
             sub: sub.to_owned(),
@@ -96,8 +144,7 @@ impl TokenIssuer {
             ver: version,
             sid: session.map(str::to_owned),
         };
-        let token = jsonwebtoken::encode(&self.header, &claims, &self.key)
-            .map_err(GatewayError::internal)?;
+        let token = jsonwebtoken::encode(&self.header, &claims, &self.key).map_err(MintError)?;
         Ok(MintedToken {
             token,
             expires_in: self.ttl,
@@ -133,26 +180,24 @@ impl TokenVerifier {
     }
 
     /// Checks signature, claims and headers; the error says which, for the log.
-    pub fn verify(&self, token: &str, now: SystemTime) -> Result<AccessClaims, GatewayError> {
+    pub fn verify(&self, token: &str, now: SystemTime) -> Result<AccessClaims, TokenError> {
         if token.len() > super::bearer::MAX_TOKEN_BYTES {
-            return Err(GatewayError::InvalidToken("oversized token"));
+            return Err(TokenError::Oversized);
         }
         let data = jsonwebtoken::decode::<AccessClaims>(token, &self.key, &self.validation)
             .map_err(|err| match err.kind() {
-                ErrorKind::InvalidSignature => GatewayError::InvalidToken("bad signature"),
+                ErrorKind::InvalidSignature => TokenError::BadSignature,
                 ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => {
-                    GatewayError::InvalidToken("algorithm not allowed")
+                    TokenError::AlgorithmNotAllowed
                 }
-                ErrorKind::InvalidIssuer => GatewayError::InvalidToken("wrong issuer"),
-                ErrorKind::InvalidAudience => GatewayError::InvalidToken("wrong audience"),
-                ErrorKind::MissingRequiredClaim(_) => {
-                    GatewayError::InvalidToken("required claim missing")
-                }
-                _ => GatewayError::InvalidToken("malformed token"),
+                ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
+                ErrorKind::InvalidAudience => TokenError::WrongAudience,
+                ErrorKind::MissingRequiredClaim(_) => TokenError::MissingClaim,
+                _ => TokenError::Malformed,
             })?;
         let header = &data.header;
         if header.typ.as_deref() != Some(ACCESS_TOKEN_TYPE) {
-            return Err(GatewayError::InvalidToken("not an access token (typ)"));
+            return Err(TokenError::NotAccessToken);
         }
         // The key is pinned by configuration; a token naming its own key or
         // demanding extensions we do not implement is refused outright.
@@ -163,23 +208,23 @@ impl TokenVerifier {
             || header.x5c.is_some()
             || header.crit.is_some()
         {
-            return Err(GatewayError::InvalidToken("key-selecting header present"));
+            return Err(TokenError::KeySelectingHeader);
         }
         let now = unix_seconds(now);
         let claims = data.claims;
         // The same comparisons jsonwebtoken makes, against our clock: expired
         // once `exp` is more than the leeway in the past (RFC 7519 §4.1.4).
         if claims.exp.saturating_add(self.leeway) < now {
-            return Err(GatewayError::TokenExpired);
+            return Err(TokenError::Expired);
         }
         if claims
             .nbf
             .is_some_and(|nbf| nbf > now.saturating_add(self.leeway))
         {
-            return Err(GatewayError::InvalidToken("not yet valid (nbf)"));
+            return Err(TokenError::NotYetValid);
         }
         if claims.iat > now.saturating_add(self.leeway) {
-            return Err(GatewayError::InvalidToken("issued in the future (iat)"));
+            return Err(TokenError::IssuedInFuture);
         }
         Ok(claims)
     }

@@ -1,13 +1,14 @@
 //! Who is calling: bearer extraction, pinned JWT verification and the
 //! revocation check, combined into one [`Authenticator::authenticate`] call
-//! that yields the caller's [`Identity`].
+//! that yields the caller's [`Identity`]. The submodules also hold what
+//! issues credentials (`sessions`, `password`) for the account endpoints.
 
 pub mod bearer;
-pub mod email;
 pub mod jwt;
 pub mod password;
 pub mod revocation;
 pub mod sealed_pair;
+pub mod sessions;
 pub mod throttle;
 
 use std::sync::Arc;
@@ -15,26 +16,52 @@ use std::time::SystemTime;
 
 use http::HeaderMap;
 
-use crate::error::GatewayError;
-use jwt::{AccessClaims, TokenVerifier};
+use crate::account::{Role, UserId};
+use bearer::BearerError;
+use jwt::{AccessClaims, TokenError, TokenVerifier};
 use revocation::RevocationList;
 
-/// The verified caller of a request.
+/// Why a request's caller could not be established (the responses are
+/// chosen in `error.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error(transparent)]
+    Bearer(#[from] BearerError),
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    /// A valid token of a session, user version or user revoked since.
+    #[error("access token revoked")]
+    Revoked,
+    /// The feed of other instances' revocations has been down longer than
+    /// allowed: nothing can be vouched for (fail closed).
+    #[error("revocation state {stale_for:?} old")]
+    Stale { stale_for: std::time::Duration },
+}
+
+/// The verified caller of a request. Its user id and role carry the header
+/// values the proxy injects as they are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
-    pub user_id: String,
-    pub role: String,
+    pub user_id: UserId,
+    pub role: Role,
     /// The session this token belongs to, when it came from a login.
     pub session: Option<String>,
 }
 
-impl From<AccessClaims> for Identity {
-    fn from(claims: AccessClaims) -> Self {
-        Self {
-            user_id: claims.sub,
-            role: claims.role,
+impl TryFrom<AccessClaims> for Identity {
+    type Error = TokenError;
+
+    /// A signed token whose `sub` or `role` cannot be written as a header is
+    /// refused here: forwarded without its identity header, the request
+    /// would look anonymous to a backend.
+    fn try_from(claims: AccessClaims) -> Result<Self, TokenError> {
+        let user_id = UserId::parse(&claims.sub).map_err(|_| TokenError::UnsafeSubject)?;
+        let role = Role::parse(&claims.role).map_err(|_| TokenError::UnsafeRole)?;
+        Ok(Self {
+            user_id,
+            role,
             session: claims.sid,
-        }
+        })
     }
 }
 
@@ -58,21 +85,24 @@ impl Authenticator {
         &self,
         headers: &HeaderMap,
         now: SystemTime,
-    ) -> Result<Identity, GatewayError> {
+    ) -> Result<Identity, AuthError> {
         let token = bearer::token(headers)?;
         let claims = self.verifier.verify(token, now)?;
         // Fail closed: with other instances' revocations unknown, a valid
         // signature is not enough.
         if let Some(stale_for) = self.revocations.stale_for(now) {
-            return Err(GatewayError::RevocationsStale { stale_for });
+            return Err(AuthError::Stale { stale_for });
         }
-        if !self
-            .revocations
-            .allows(&claims.sub, claims.ver, claims.sid.as_deref())
-        {
-            return Err(GatewayError::TokenRevoked);
+        let version = claims.ver;
+        let identity = Identity::try_from(claims)?;
+        if !self.revocations.allows(
+            identity.user_id.as_str(),
+            version,
+            identity.session.as_deref(),
+        ) {
+            return Err(AuthError::Revoked);
         }
-        Ok(Identity::from(claims))
+        Ok(identity)
     }
 
     pub fn verifier(&self) -> &TokenVerifier {

@@ -17,9 +17,8 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use super::email::canonical_email;
+use crate::account::Email;
 use crate::config::ThrottleConfig;
-use crate::error::GatewayError;
 
 /// Registrations are counted over a fixed hour.
 const REGISTRATION_WINDOW: Duration = Duration::from_secs(3600);
@@ -35,14 +34,6 @@ pub struct Throttled {
     pub retry_after: Duration,
 }
 
-impl From<Throttled> for GatewayError {
-    fn from(refusal: Throttled) -> Self {
-        GatewayError::TooManyRequests {
-            retry_after: refusal.retry_after,
-        }
-    }
-}
-
 /// What an account's counters are keyed on: the SHA-256 of the canonical
 /// email, or of the trimmed, lower-cased input when it has no canonical form
 /// (such an account cannot exist, but it is answered exactly like one that
@@ -52,7 +43,8 @@ pub struct AccountKey([u8; 32]);
 
 impl AccountKey {
     pub fn from_input(email: &str) -> Self {
-        let text = canonical_email(email).unwrap_or_else(|_| email.trim().to_lowercase());
+        let text =
+            Email::parse(email).map_or_else(|_| email.trim().to_lowercase(), Email::into_string);
         Self(Sha256::digest(text.as_bytes()).into())
     }
 

@@ -20,6 +20,8 @@ use http::uri::{Authority, Scheme};
 use http::Uri;
 use jsonwebtoken::Algorithm;
 
+use crate::account::Role;
+
 pub use cidr::Cidr;
 use count::CountIn;
 pub use duration::{ConfigDuration, DurationIn};
@@ -91,7 +93,7 @@ pub struct AuthConfig {
     /// Where the account endpoints live, without a trailing slash (`/auth`).
     pub path_prefix: String,
     pub registration: Registration,
-    pub default_role: String,
+    pub default_role: Role,
     /// Largest request body the account endpoints read.
     pub max_body: usize,
     /// Sessions (refresh families) one user may hold; a login past it ends
@@ -139,7 +141,7 @@ pub struct RouteConfig {
     pub upstream: Upstream,
     pub auth: RouteAuth,
     /// `None`: any authenticated user.
-    pub roles: Option<Vec<String>>,
+    pub roles: Option<Vec<Role>>,
     pub strip_prefix: bool,
     pub timeout: Duration,
     pub forward_authorization: bool,
@@ -409,15 +411,12 @@ fn build_auth(raw: file::AuthFile, at: &Locator) -> Result<AuthConfig, ConfigErr
             trimmed.to_owned()
         }
     };
-    let default_role = match raw.default_role {
-        None => "viewer".to_owned(),
-        Some(role) => {
-            if !is_valid_role(role.get_ref()) {
-                return Err(at.error(role.span(), Some("auth.default_role"), ROLE_RULE.to_owned()));
-            }
-            role.into_inner()
-        }
+    let (default_role, role_span) = match &raw.default_role {
+        None => ("viewer", 0..0),
+        Some(role) => (role.get_ref().as_str(), role.span()),
     };
+    let default_role = Role::parse(default_role)
+        .map_err(|err| at.error(role_span, Some("auth.default_role"), err.to_string()))?;
     let p = raw.password;
     let password = PasswordConfig {
         memory_kib: count(p.memory_kib, 19 * 1024),
@@ -484,17 +483,6 @@ fn default_hash_workers() -> usize {
         .max(1)
 }
 
-const ROLE_RULE: &str = "a role is 1-64 characters of a-z, A-Z, 0-9, '-', '_', '.' or ':'";
-
-/// Roles travel in a header and a token, so they are kept to a plain alphabet.
-pub fn is_valid_role(role: &str) -> bool {
-    !role.is_empty()
-        && role.len() <= 64
-        && role
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
-}
-
 fn build_route(
     raw: RouteFile,
     index: usize,
@@ -535,17 +523,25 @@ fn build_route(
                 "an empty list would refuse everyone; remove the key to allow any user".to_owned(),
             ));
         }
-        if let Some(bad) = roles.iter().find(|r| !is_valid_role(r)) {
-            return Err(fail("roles", format!("{bad:?}: {ROLE_RULE}")));
-        }
     }
+    let roles = raw
+        .roles
+        .map(|roles| {
+            roles
+                .iter()
+                .map(|role| {
+                    Role::parse(role).map_err(|err| fail("roles", format!("{role:?}: {err}")))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?;
     Ok(RouteConfig {
         name: raw.name,
         path_prefix,
         host,
         upstream,
         auth: raw.auth,
-        roles: raw.roles,
+        roles,
         strip_prefix: raw.strip_prefix,
         timeout: seconds(raw.timeout, 30),
         forward_authorization: raw.forward_authorization,

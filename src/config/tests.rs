@@ -30,7 +30,7 @@ fn defaults_fill_what_is_left_out() {
     assert_eq!(config.tokens.issuer, "authgate");
     assert_eq!(config.tokens.leeway, Duration::from_secs(30));
     assert_eq!(config.tokens.refresh_reuse_grace, Duration::from_secs(5));
-    assert_eq!(config.auth.default_role, "viewer");
+    assert_eq!(config.auth.default_role.as_str(), "viewer");
     assert_eq!(config.auth.max_body, 16 * 1024);
     assert_eq!(config.server.identity_header_prefix, "x-user-");
     assert!(!config.server.dev);

@@ -10,86 +10,197 @@ fn row(err: GatewayError) -> (u16, &'static str, Option<String>) {
     (response.status().as_u16(), code, challenge)
 }
 
+const BARE: Option<&str> = Some("Bearer realm=\"authgate\"");
+const INVALID: Option<&str> = Some("Bearer realm=\"authgate\", error=\"invalid_token\"");
+
+/// One row per variant: a pattern, an instance, and the status, code and
+/// challenge it must answer with. The patterns also make an exhaustive
+/// `match` with no wildcard, so a variant added without a row does not
+/// compile, and each instance must match its own row's pattern.
+macro_rules! error_table {
+    ($($pattern:pat => $sample:expr => ($status:expr, $code:expr, $challenge:expr),)*) => {
+        /// Exhaustive: the compiler names any variant without a row.
+        fn expected(err: &GatewayError) -> (u16, &'static str, Option<&'static str>) {
+            use GatewayError::*;
+            match err {
+                $($pattern => ($status, $code, $challenge),)*
+            }
+        }
+
+        fn samples() -> Vec<(&'static str, GatewayError, fn(&GatewayError) -> bool)> {
+            use GatewayError::*;
+            vec![$((stringify!($pattern), $sample, |err| matches!(err, $pattern)),)*]
+        }
+    };
+}
+
+error_table! {
+    MissingToken => MissingToken => (401, "MISSING_TOKEN", BARE),
+    InvalidFormat => InvalidFormat => (401, "INVALID_FORMAT", INVALID),
+    TokenExpired => TokenExpired => (401, "TOKEN_EXPIRED", INVALID),
+    InvalidToken(_) => InvalidToken(TokenError::BadSignature) => (401, "INVALID_TOKEN", INVALID),
+    TokenRevoked => TokenRevoked => (401, "TOKEN_REVOKED", INVALID),
+    Forbidden => Forbidden => (403, "FORBIDDEN", None),
+    BadRequest(_) => BadRequest("x") => (400, "BAD_REQUEST", None),
+    InvalidPath(_) => InvalidPath(crate::path::PathError::Backslash)
+        => (400, "INVALID_PATH", None),
+    NotFound => NotFound => (404, "NOT_FOUND", None),
+    MethodNotAllowed => MethodNotAllowed => (405, "METHOD_NOT_ALLOWED", None),
+    PayloadTooLarge => PayloadTooLarge => (413, "PAYLOAD_TOO_LARGE", None),
+    RequestTimeout => RequestTimeout => (408, "REQUEST_TIMEOUT", None),
+    UriTooLong => UriTooLong => (414, "URI_TOO_LONG", None),
+    HeadersTooLarge => HeadersTooLarge => (431, "HEADERS_TOO_LARGE", None),
+    MalformedJson(_) => MalformedJson("x".into()) => (400, "MALFORMED_JSON", None),
+    UnsupportedMediaType => UnsupportedMediaType => (415, "UNSUPPORTED_MEDIA_TYPE", None),
+    InvalidEmail(_) => InvalidEmail(EmailError::Shape) => (400, "INVALID_EMAIL", None),
+    WeakPassword => WeakPassword => (400, "WEAK_PASSWORD", None),
+    PasswordTooLong => PasswordTooLong => (400, "PASSWORD_TOO_LONG", None),
+    InvalidRole(_) => InvalidRole(RoleError) => (400, "INVALID_ROLE", None),
+    InvalidCredentials => InvalidCredentials => (401, "INVALID_CREDENTIALS", BARE),
+    EmailTaken => EmailTaken => (409, "EMAIL_TAKEN", None),
+    RegistrationClosed => RegistrationClosed => (403, "REGISTRATION_CLOSED", None),
+    InvalidRefreshToken => InvalidRefreshToken => (401, "INVALID_REFRESH_TOKEN", BARE),
+    TokenReuseDetected => TokenReuseDetected => (401, "TOKEN_REUSE_DETECTED", BARE),
+    RefreshExpired => RefreshExpired => (401, "REFRESH_EXPIRED", BARE),
+    CsrfFailed => CsrfFailed => (403, "CSRF_FAILED", None),
+    UserNotFound => UserNotFound => (404, "USER_NOT_FOUND", None),
+    TooManyRequests { .. } => TooManyRequests { retry_after: Duration::from_secs(1) }
+        => (429, "TOO_MANY_REQUESTS", None),
+    Busy { .. } => Busy { retry_after: Duration::from_secs(1) } => (503, "SERVICE_BUSY", None),
+    RevocationsStale { .. } => RevocationsStale { stale_for: Duration::from_secs(31) }
+        => (503, "REVOCATIONS_STALE", None),
+    StoreUnavailable(_) => StoreUnavailable("pool timed out".into())
+        => (503, "STORE_UNAVAILABLE", None),
+    UpstreamUnavailable(_) => UpstreamUnavailable("refused".into())
+        => (502, "UPSTREAM_UNAVAILABLE", None),
+    UpstreamTimeout(_) => UpstreamTimeout(Duration::from_secs(1))
+        => (504, "UPSTREAM_TIMEOUT", None),
+    Internal(_) => GatewayError::internal("boom") => (500, "INTERNAL_ERROR", None),
+}
+
 #[test]
-fn token_failures_are_401_with_a_challenge() {
+fn every_variant_has_its_status_code_and_challenge() {
+    for (pattern, err, matches_row) in samples() {
+        assert!(
+            matches_row(&err),
+            "the sample of row {pattern} is another variant"
+        );
+        let (status, code, challenge) = expected(&err);
+        assert_eq!(
+            row(err),
+            (status, code, challenge.map(str::to_owned)),
+            "{pattern}"
+        );
+    }
+}
+
+/// Each typed error of `auth` against the row it becomes: status, code and
+/// challenge, through the one `From` in `error.rs`.
+#[test]
+fn auth_errors_become_their_rows() {
+    let bare = Some("Bearer realm=\"authgate\"".to_owned());
     let invalid = Some("Bearer realm=\"authgate\", error=\"invalid_token\"".to_owned());
+    let bearer = [
+        (BearerError::Missing, "MISSING_TOKEN", &bare),
+        (BearerError::Malformed, "INVALID_FORMAT", &invalid),
+        (BearerError::Oversized, "INVALID_TOKEN", &invalid),
+    ];
+    for (err, code, challenge) in bearer {
+        let expected = (401, code, challenge.clone());
+        assert_eq!(row(err.into()), expected, "{err:?}");
+        assert_eq!(row(AuthError::from(err).into()), expected, "{err:?}");
+    }
+    use TokenError::*;
+    let token = [
+        (Oversized, "INVALID_TOKEN"),
+        (BadSignature, "INVALID_TOKEN"),
+        (AlgorithmNotAllowed, "INVALID_TOKEN"),
+        (WrongIssuer, "INVALID_TOKEN"),
+        (WrongAudience, "INVALID_TOKEN"),
+        (MissingClaim, "INVALID_TOKEN"),
+        (Malformed, "INVALID_TOKEN"),
+        (NotAccessToken, "INVALID_TOKEN"),
+        (KeySelectingHeader, "INVALID_TOKEN"),
+        (Expired, "TOKEN_EXPIRED"),
+        (NotYetValid, "INVALID_TOKEN"),
+        (IssuedInFuture, "INVALID_TOKEN"),
+        (UnsafeSubject, "INVALID_TOKEN"),
+        (UnsafeRole, "INVALID_TOKEN"),
+    ];
+    for (err, code) in token {
+        let expected = (401, code, invalid.clone());
+        assert_eq!(row(err.into()), expected, "{err:?}");
+        assert_eq!(row(AuthError::from(err).into()), expected, "{err:?}");
+    }
     assert_eq!(
-        row(GatewayError::MissingToken),
-        (
-            401,
-            "MISSING_TOKEN",
-            Some("Bearer realm=\"authgate\"".to_owned())
-        )
-    );
-    assert_eq!(
-        row(GatewayError::InvalidFormat),
-        (401, "INVALID_FORMAT", invalid.clone())
-    );
-    assert_eq!(
-        row(GatewayError::TokenExpired),
-        (401, "TOKEN_EXPIRED", invalid.clone())
-    );
-    assert_eq!(
-        row(GatewayError::InvalidToken("x")),
-        (401, "INVALID_TOKEN", invalid.clone())
-    );
-    assert_eq!(
-        row(GatewayError::TokenRevoked),
-        (401, "TOKEN_REVOKED", invalid)
+        row(AuthError::Revoked.into()),
+        (401, "TOKEN_REVOKED", invalid.clone())
     );
 }
 
 #[test]
-fn every_other_outcome_has_its_status_and_code() {
-    let rows: Vec<(GatewayError, u16, &str)> = vec![
-        (GatewayError::Forbidden, 403, "FORBIDDEN"),
-        (GatewayError::NotFound, 404, "NOT_FOUND"),
-        (GatewayError::MethodNotAllowed, 405, "METHOD_NOT_ALLOWED"),
-        (GatewayError::BadRequest("x"), 400, "BAD_REQUEST"),
+fn session_errors_become_their_rows() {
+    let bare = Some("Bearer realm=\"authgate\"".to_owned());
+    let mint = || {
+        MintError(jsonwebtoken::errors::Error::from(
+            jsonwebtoken::errors::ErrorKind::InvalidKeyFormat,
+        ))
+    };
+    let rows: Vec<(SessionError, u16, &str, Option<String>)> = vec![
         (
-            GatewayError::InvalidPath(crate::path::PathError::Backslash),
-            400,
-            "INVALID_PATH",
+            SessionError::UserChanged,
+            401,
+            "INVALID_CREDENTIALS",
+            bare.clone(),
         ),
-        (GatewayError::PayloadTooLarge, 413, "PAYLOAD_TOO_LARGE"),
-        (GatewayError::UriTooLong, 414, "URI_TOO_LONG"),
-        (GatewayError::RequestTimeout, 408, "REQUEST_TIMEOUT"),
         (
-            GatewayError::MalformedJson("x".into()),
-            400,
-            "MALFORMED_JSON",
-        ),
-        (GatewayError::InvalidCredentials, 401, "INVALID_CREDENTIALS"),
-        (GatewayError::EmailTaken, 409, "EMAIL_TAKEN"),
-        (GatewayError::RegistrationClosed, 403, "REGISTRATION_CLOSED"),
-        (
-            GatewayError::InvalidRefreshToken,
+            SessionError::UnknownToken,
             401,
             "INVALID_REFRESH_TOKEN",
+            bare.clone(),
+        ),
+        (SessionError::Expired, 401, "REFRESH_EXPIRED", bare.clone()),
+        (SessionError::Reused, 401, "TOKEN_REUSE_DETECTED", bare),
+        (
+            SessionError::Throttled(Throttled {
+                retry_after: Duration::from_secs(3),
+            }),
+            429,
+            "TOO_MANY_REQUESTS",
+            None,
         ),
         (
-            GatewayError::TokenReuseDetected,
-            401,
-            "TOKEN_REUSE_DETECTED",
+            SessionError::Store(crate::store::StoreError::Invalid("x")),
+            500,
+            "INTERNAL_ERROR",
+            None,
         ),
-        (GatewayError::RefreshExpired, 401, "REFRESH_EXPIRED"),
-        (GatewayError::CsrfFailed, 403, "CSRF_FAILED"),
-        (
-            GatewayError::UpstreamUnavailable("refused".into()),
-            502,
-            "UPSTREAM_UNAVAILABLE",
-        ),
-        (
-            GatewayError::UpstreamTimeout(Duration::from_secs(1)),
-            504,
-            "UPSTREAM_TIMEOUT",
-        ),
-        (GatewayError::internal("boom"), 500, "INTERNAL_ERROR"),
+        (SessionError::Mint(mint()), 500, "INTERNAL_ERROR", None),
+        (SessionError::UnreadableTagKey, 500, "INTERNAL_ERROR", None),
+        (SessionError::RotationFailed, 500, "INTERNAL_ERROR", None),
     ];
-    for (err, status, code) in rows {
-        let (got_status, got_code, _) = row(err);
-        assert_eq!((got_status, got_code), (status, code));
+    for (err, status, code, challenge) in rows {
+        let what = format!("{err:?}");
+        assert_eq!(row(err.into()), (status, code, challenge), "{what}");
     }
+    assert_eq!(row(mint().into()), (500, "INTERNAL_ERROR", None));
+    let throttled = GatewayError::from(Throttled {
+        retry_after: Duration::from_secs(3),
+    })
+    .into_response();
+    assert_eq!(throttled.status(), 429);
+    assert_eq!(throttled.headers().get(RETRY_AFTER).unwrap(), "3");
+}
+
+#[test]
+fn new_password_failures_are_two_outcomes() {
+    use crate::account::new_password::{MAX_PASSWORD_BYTES, MIN_PASSWORD_CHARS};
+    let short = GatewayError::from(NewPasswordError::TooShort);
+    assert_eq!(short.code(), "WEAK_PASSWORD");
+    assert!(short.message().contains(&format!(" {MIN_PASSWORD_CHARS} ")));
+    let long = GatewayError::from(NewPasswordError::TooLong);
+    assert_eq!(long.code(), "PASSWORD_TOO_LONG");
+    assert!(long.message().contains(&format!(" {MAX_PASSWORD_BYTES} ")));
 }
 
 #[test]

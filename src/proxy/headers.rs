@@ -8,11 +8,8 @@ use std::sync::Arc;
 use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue};
 
+use crate::auth::sessions::cookies::GATEWAY_COOKIES;
 use crate::auth::Identity;
-
-/// Cookies the gateway sets for itself; never forwarded, never accepted from upstreams.
-pub const REFRESH_COOKIE: &str = "__Secure-authgate_refresh";
-pub const CSRF_COOKIE: &str = "authgate_csrf";
 
 /// Connection-specific headers a proxy must not forward (RFC 9110 §7.6.1,
 /// plus the non-standard `Proxy-Connection` and the proxy credentials).
@@ -164,15 +161,11 @@ pub fn prepare_request_headers(
     set_forwarded(headers, client);
     headers.remove(header::HOST);
     if let Some(identity) = identity {
-        // User ids and roles are checked at creation to be header-safe; a
-        // value that somehow is not gets the request refused upstream-side
-        // by omission rather than a panic here.
-        if let Ok(value) = HeaderValue::from_str(&identity.user_id) {
-            headers.insert(names.user_id.clone(), value);
-        }
-        if let Ok(value) = HeaderValue::from_str(&identity.role) {
-            headers.insert(names.role.clone(), value);
-        }
+        // Header values by construction: authentication refuses a token
+        // whose user id or role is not one.
+        let user_id = identity.user_id.header_value().clone();
+        headers.insert(names.user_id.clone(), user_id);
+        headers.insert(names.role.clone(), identity.role.header_value().clone());
     }
 }
 
@@ -261,7 +254,7 @@ fn remove_gateway_cookies(headers: &mut HeaderMap) {
         .map(str::trim)
         .filter(|pair| {
             let name = pair.split('=').next().unwrap_or_default().trim();
-            !pair.is_empty() && name != REFRESH_COOKIE && name != CSRF_COOKIE
+            !pair.is_empty() && !GATEWAY_COOKIES.contains(&name)
         })
         .map(str::to_owned)
         .collect();
@@ -302,7 +295,9 @@ fn sets_gateway_cookie(set_cookie: &[u8]) -> bool {
     let name = name.trim();
     // Cookie names are case-sensitive, but browsers' prefix checks are not
     // everywhere; refuse any spelling of ours.
-    name.eq_ignore_ascii_case(REFRESH_COOKIE) || name.eq_ignore_ascii_case(CSRF_COOKIE)
+    GATEWAY_COOKIES
+        .iter()
+        .any(|ours| name.eq_ignore_ascii_case(ours))
 }
 
 #[cfg(test)]

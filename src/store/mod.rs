@@ -24,7 +24,7 @@ pub use sled_store::SledStore;
 pub struct User {
     /// A UUID v4, assigned at creation and never reused.
     pub id: String,
-    /// Canonical form (see `auth::email::canonical_email`); unique.
+    /// Canonical form (see `account::Email`); unique.
     pub email: String,
     pub role: String,
     /// An argon2 PHC string; never the password.

@@ -12,6 +12,7 @@ mod edge;
 mod flood;
 mod forged_tokens;
 mod hardening;
+mod inputs;
 mod limits;
 mod operations;
 mod postgres;

@@ -113,7 +113,7 @@ async fn refresh_is_rate_limited_per_session_and_per_address() {
     // in the store, and its pair still reaches the upstream.
     let record = gw
         .store()
-        .refresh_record(&authgate::api::sessions::hash_token(&token))
+        .refresh_record(&authgate::auth::sessions::hash_token(&token))
         .await
         .unwrap()
         .unwrap();

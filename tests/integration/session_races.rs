@@ -314,8 +314,8 @@ async fn a_rehash_on_login_never_reverts_a_password_change() {
 async fn a_lowered_access_ttl_does_not_revive_revoked_sessions() {
     use std::time::{Duration, SystemTime};
 
-    use authgate::api::sessions::hash_token;
     use authgate::auth::jwt::TokenIssuer;
+    use authgate::auth::sessions::hash_token;
     use authgate::config::secret::AccessSecret;
 
     let upstream = Upstream::start(Behavior::Ok).await;

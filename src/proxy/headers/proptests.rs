@@ -6,6 +6,7 @@
 use proptest::prelude::*;
 
 use super::*;
+use crate::account::{Role, UserId};
 
 const PREFIX: &str = "x-user-";
 const SEPARATORS: &[char] = &['-', '_', '.'];
@@ -88,8 +89,8 @@ fn fold(name: &str) -> String {
 
 fn prepare(headers: &mut HeaderMap) {
     let identity = Identity {
-        user_id: "u-42".into(),
-        role: "viewer".into(),
+        user_id: UserId::parse("u-42").unwrap(),
+        role: Role::parse("viewer").unwrap(),
         session: None,
     };
     prepare_request_headers(

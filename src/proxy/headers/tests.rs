@@ -1,4 +1,5 @@
 use super::*;
+use crate::account::{Role, UserId};
 
 fn map(pairs: &[(&str, &str)]) -> HeaderMap {
     let mut headers = HeaderMap::new();
@@ -13,8 +14,8 @@ fn map(pairs: &[(&str, &str)]) -> HeaderMap {
 
 fn identity() -> Identity {
     Identity {
-        user_id: "u-1".into(),
-        role: "editor".into(),
+        user_id: UserId::parse("u-1").unwrap(),
+        role: Role::parse("editor").unwrap(),
         session: None,
     }
 }

@@ -15,6 +15,17 @@
 //! family's chain, so the store holds a bounded number of records per
 //! session however often it rotates.
 
+pub mod cookies;
+mod error;
+mod grace;
+mod load;
+mod refresh_limit;
+pub mod refresh_token;
+
+pub use error::SessionError;
+pub use load::load_revocations;
+pub use refresh_limit::RefreshLimits;
+
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
@@ -25,17 +36,15 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::OnceCell;
 
-use crate::auth::jwt::{unix_seconds, MintedToken, TokenIssuer};
-use crate::auth::revocation::RevocationList;
-use crate::error::GatewayError;
+use super::jwt::{unix_seconds, MintedToken, TokenIssuer};
+use super::revocation::RevocationList;
+use super::throttle::Throttled;
 use crate::store::{
     hash_from_hex, ChainStep, Family, RefreshRecord, RotateOutcome, Store, StoreError, User,
     UserStamp,
 };
 
-use super::grace::GraceCache;
-use super::refresh_limit::RefreshLimits;
-use super::refresh_token;
+use grace::GraceCache;
 
 /// Most rotations the grace cache remembers. Refreshes are rate-limited per
 /// address, so this is reached only by a wide flood; an entry evicted early
@@ -80,18 +89,14 @@ enum RotationFailure {
     Unavailable,
 }
 
-impl From<RotationFailure> for GatewayError {
+impl From<RotationFailure> for SessionError {
     fn from(failure: RotationFailure) -> Self {
         match failure {
-            RotationFailure::Unknown => GatewayError::InvalidRefreshToken,
-            RotationFailure::Expired => GatewayError::RefreshExpired,
-            RotationFailure::Reuse => GatewayError::TokenReuseDetected,
-            RotationFailure::Internal => {
-                GatewayError::internal("refresh rotation failed; see the log above")
-            }
-            RotationFailure::Unavailable => {
-                GatewayError::StoreUnavailable("refresh rotation: database unavailable".into())
-            }
+            RotationFailure::Unknown => SessionError::UnknownToken,
+            RotationFailure::Expired => SessionError::Expired,
+            RotationFailure::Reuse => SessionError::Reused,
+            RotationFailure::Internal => SessionError::RotationFailed,
+            RotationFailure::Unavailable => SessionError::StoreUnavailable,
         }
     }
 }
@@ -136,9 +141,9 @@ impl Sessions {
     /// Starts a new session (family) for `user` as the caller read it before
     /// its password check. If the user changed meanwhile (password change,
     /// logout-all, role change) or was deleted, no session is created and the
-    /// answer is [`GatewayError::InvalidCredentials`]: a check that raced
+    /// answer is [`SessionError::UserChanged`]: a check that raced
     /// such a change must not outlive it. The caller flushes.
-    pub async fn start(&self, user: User, now: SystemTime) -> Result<IssuedSession, GatewayError> {
+    pub async fn start(&self, user: User, now: SystemTime) -> Result<IssuedSession, SessionError> {
         let now_secs = unix_seconds(now);
         let family = Family {
             id: random_token(16),
@@ -163,9 +168,9 @@ impl Sessions {
         {
             Ok(()) => {}
             Err(StoreError::UserChanged(_) | StoreError::UnknownUser(_)) => {
-                return Err(GatewayError::InvalidCredentials)
+                return Err(SessionError::UserChanged)
             }
-            Err(err) => return Err(GatewayError::internal(err)),
+            Err(err) => return Err(SessionError::Store(err)),
         }
         self.cap_sessions(&user.id, now_secs).await?;
         self.issue(user, &family, refresh_token, record.expires_at, now)
@@ -173,12 +178,11 @@ impl Sessions {
 
     /// Ends the user's sessions past `max_sessions_per_user`; the sweep
     /// purges them. The caller flushes.
-    async fn cap_sessions(&self, user_id: &str, now_secs: u64) -> Result<(), GatewayError> {
+    async fn cap_sessions(&self, user_id: &str, now_secs: u64) -> Result<(), SessionError> {
         let revoked = self
             .store
             .cap_user_families(user_id, self.policy.max_sessions_per_user, now_secs)
-            .await
-            .map_err(GatewayError::internal)?;
+            .await?;
         let until = now_secs.saturating_add(self.policy.access_lifetime.as_secs());
         for family in revoked {
             tracing::info!(family = %family, "session limit reached; ended the oldest session");
@@ -188,8 +192,8 @@ impl Sessions {
     }
 
     /// Counts a refresh request from `peer` (429 past the limit).
-    pub fn admit_refresh(&self, peer: IpAddr) -> Result<(), GatewayError> {
-        Ok(self.limits.admit_address(peer, Instant::now())?)
+    pub fn admit_refresh(&self, peer: IpAddr) -> Result<(), Throttled> {
+        self.limits.admit_address(peer, Instant::now())
     }
 
     /// Exchanges a refresh token for a new pair (see the module doc).
@@ -197,15 +201,10 @@ impl Sessions {
         &self,
         presented: &str,
         now: SystemTime,
-    ) -> Result<IssuedSession, GatewayError> {
+    ) -> Result<IssuedSession, SessionError> {
         let now_secs = unix_seconds(now);
         let presented_hash = hash_token(presented);
-        let Some(record) = self
-            .store
-            .refresh_record(&presented_hash)
-            .await
-            .map_err(GatewayError::internal)?
-        else {
+        let Some(record) = self.store.refresh_record(&presented_hash).await? else {
             return Err(self.unknown_token(presented, now_secs).await);
         };
         // Only a token that can still rotate is held to the session's limit:
@@ -247,7 +246,7 @@ impl Sessions {
         &self,
         presented_hash: [u8; 32],
         limited: Option<&str>,
-    ) -> Result<Rotation, GatewayError> {
+    ) -> Result<Rotation, SessionError> {
         let now = Instant::now();
         let mut rotations = self
             .rotations
@@ -268,39 +267,34 @@ impl Sessions {
     /// A pair shared from the grace is handed out only while its session
     /// lives: after a logout or a password change the old token answers
     /// 401, not the dead pair.
-    async fn ensure_live(&self, family_id: &str, now_secs: u64) -> Result<(), GatewayError> {
-        let family = self
-            .store
-            .family(family_id)
-            .await
-            .map_err(GatewayError::internal)?;
-        match family {
+    async fn ensure_live(&self, family_id: &str, now_secs: u64) -> Result<(), SessionError> {
+        match self.store.family(family_id).await? {
             Some(family) if family.revoked_at.is_none() && now_secs < family.expires_at => Ok(()),
-            _ => Err(GatewayError::InvalidRefreshToken),
+            _ => Err(SessionError::UnknownToken),
         }
     }
 
     /// A token the store does not hold: unknown, or a rotated token dropped
     /// after its grace, which is reuse if its tag says this family issued it.
-    async fn unknown_token(&self, presented: &str, now_secs: u64) -> GatewayError {
+    async fn unknown_token(&self, presented: &str, now_secs: u64) -> SessionError {
         let Some(tagged) = refresh_token::parse(presented) else {
-            return GatewayError::InvalidRefreshToken;
+            return SessionError::UnknownToken;
         };
         let chain = match self.store.chain(tagged.family_id).await {
             Ok(Some(chain)) => chain,
-            Ok(None) => return GatewayError::InvalidRefreshToken,
-            Err(err) => return GatewayError::internal(err),
+            Ok(None) => return SessionError::UnknownToken,
+            Err(err) => return SessionError::Store(err),
         };
         let Some(key) = hash_from_hex(&chain.tag_key) else {
-            return GatewayError::internal("a session chain holds an unreadable tag key");
+            return SessionError::UnreadableTagKey;
         };
         // The live generation's own tag with a wrong secret proves nothing.
         if tagged.generation >= chain.generation || !tagged.verify(&key) {
-            return GatewayError::InvalidRefreshToken;
+            return SessionError::UnknownToken;
         }
         tracing::warn!(family = %tagged.family_id, "refresh token reuse detected; revoking the session");
         match self.revoke_family(tagged.family_id, now_secs).await {
-            Ok(()) => GatewayError::TokenReuseDetected,
+            Ok(()) => SessionError::Reused,
             Err(err) => err,
         }
     }
@@ -436,8 +430,8 @@ impl Sessions {
                 // In strict mode a concurrent rotation may have dropped the
                 // token at once: its tag still tells reuse from a stranger.
                 return Err(match self.unknown_token(presented_token, now_secs).await {
-                    GatewayError::TokenReuseDetected => RotationFailure::Reuse,
-                    GatewayError::InvalidRefreshToken => RotationFailure::Unknown,
+                    SessionError::Reused => RotationFailure::Reuse,
+                    SessionError::UnknownToken => RotationFailure::Unknown,
                     err => internal(&err),
                 });
             }
@@ -492,37 +486,26 @@ impl Sessions {
 
     /// Revokes one session: its refresh tokens in the store and its access
     /// tokens in memory. Flushes before returning.
-    pub async fn revoke_family(&self, family_id: &str, now_secs: u64) -> Result<(), GatewayError> {
-        self.store
-            .revoke_family(family_id, now_secs)
-            .await
-            .map_err(GatewayError::internal)?;
+    pub async fn revoke_family(&self, family_id: &str, now_secs: u64) -> Result<(), SessionError> {
+        self.store.revoke_family(family_id, now_secs).await?;
         self.revocations.revoke_session(
             family_id,
             now_secs.saturating_add(self.policy.access_lifetime.as_secs()),
         );
-        self.store.flush().await.map_err(GatewayError::internal)
+        Ok(self.store.flush().await?)
     }
 
     /// The family a refresh token belongs to: from its record, or, for a
     /// rotated token already dropped from the store, from its verified tag.
-    pub async fn family_of(&self, presented: &str) -> Result<Option<String>, GatewayError> {
-        let record = self
-            .store
-            .refresh_record(&hash_token(presented))
-            .await
-            .map_err(GatewayError::internal)?;
+    pub async fn family_of(&self, presented: &str) -> Result<Option<String>, SessionError> {
+        let record = self.store.refresh_record(&hash_token(presented)).await?;
         if let Some(record) = record {
             return Ok(Some(record.family_id));
         }
         let Some(tagged) = refresh_token::parse(presented) else {
             return Ok(None);
         };
-        let chain = self
-            .store
-            .chain(tagged.family_id)
-            .await
-            .map_err(GatewayError::internal)?;
+        let chain = self.store.chain(tagged.family_id).await?;
         let issued_here = chain.is_some_and(|chain| {
             tagged.generation <= chain.generation
                 && hash_from_hex(&chain.tag_key).is_some_and(|key| tagged.verify(&key))
@@ -536,12 +519,11 @@ impl Sessions {
         user_id: &str,
         keep: Option<&str>,
         now_secs: u64,
-    ) -> Result<(), GatewayError> {
+    ) -> Result<(), SessionError> {
         let revoked = self
             .store
             .revoke_user_families(user_id, keep, now_secs)
-            .await
-            .map_err(GatewayError::internal)?;
+            .await?;
         let until = now_secs.saturating_add(self.policy.access_lifetime.as_secs());
         for family in revoked {
             self.revocations.revoke_session(&family, until);
@@ -591,7 +573,7 @@ impl Sessions {
         refresh_token: String,
         refresh_expires_at: u64,
         now: SystemTime,
-    ) -> Result<IssuedSession, GatewayError> {
+    ) -> Result<IssuedSession, SessionError> {
         let access = self.issuer.mint(
             &user.id,
             &user.role,

@@ -2,6 +2,8 @@
 //! and the `user` commands so both find the same account for the same input;
 //! the login throttle keys on it too.
 
+use std::fmt;
+
 use unicode_normalization::UnicodeNormalization;
 
 /// Why an email address was refused. The messages are safe to show a client.
@@ -27,6 +29,32 @@ const MAX_LOCAL_BYTES: usize = 64;
 /// longer input cannot be 254 bytes afterwards and is not worth the work.
 const MAX_INPUT_BYTES: usize = 4 * MAX_EMAIL_BYTES;
 
+/// An email address in canonical form: the only spelling that is stored,
+/// looked up or throttled on.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Email(String);
+
+impl Email {
+    /// See [`canonical_email`].
+    pub fn parse(input: &str) -> Result<Self, EmailError> {
+        canonical_email(input).map(Self)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl fmt::Display for Email {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// Trims surrounding whitespace, applies Unicode NFKC (UAX #15) and
 /// lower-cases, then requires exactly one `@` with a non-empty local part
 /// (at most 64 bytes) and domain, at most 254 bytes in all.
@@ -40,7 +68,7 @@ const MAX_INPUT_BYTES: usize = 4 * MAX_EMAIL_BYTES;
 /// spaces and joiners, bidi controls, soft hyphens, tag characters) with the
 /// other default-ignorable code points. Visible look-alikes in other scripts
 /// (Cyrillic `а` for Latin `a`) remain distinct addresses.
-pub fn canonical_email(input: &str) -> Result<String, EmailError> {
+fn canonical_email(input: &str) -> Result<String, EmailError> {
     let trimmed = input.trim();
     if trimmed.is_empty() {
         return Err(EmailError::Empty);

@@ -1,13 +1,13 @@
 //! The refresh token's wire form: `FAMILY.GENERATION.SECRET.TAG`. The
 //! secret makes it unguessable (only its hash is stored); the tag proves the
 //! gateway issued generation GENERATION of FAMILY, so a token dropped from
-//! the store after rotation is still recognised as reuse by `sessions.rs`.
+//! the store after rotation is still recognised as reuse by `sessions/mod.rs`.
 
 use base64::Engine;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::sessions::random_token;
+use super::random_token;
 
 /// Bytes of the tag kept. Truncating SHA-256 also rules out length
 /// extension: a tag never reveals the hash state it came from.

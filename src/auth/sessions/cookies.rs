@@ -1,0 +1,15 @@
+//! The cookies that carry a session to a browser: the refresh token and the
+//! CSRF token derived from it. The account endpoints set and clear them
+//! (`api/response.rs`); the proxy keeps them from upstreams both ways
+//! (`proxy/headers.rs`), reading [`GATEWAY_COOKIES`] from here.
+
+/// The refresh token. The `__Secure-` prefix makes browsers accept it only
+/// with `Secure` from an HTTPS origin (RFC 6265bis §4.1.3.1).
+pub const REFRESH_COOKIE: &str = "__Secure-authgate_refresh";
+
+/// The CSRF token of the double-submit check, readable by the page's script.
+pub const CSRF_COOKIE: &str = "authgate_csrf";
+
+/// Every cookie the gateway sets for itself: never forwarded to an
+/// upstream, never accepted from one.
+pub const GATEWAY_COOKIES: [&str; 2] = [REFRESH_COOKIE, CSRF_COOKIE];
