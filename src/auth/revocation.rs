@@ -124,10 +124,38 @@ impl RevocationList {
     }
 }
 
+/// The PostgreSQL store's listener keeps this list current.
+impl crate::store::postgres::RevocationFeed for RevocationList {
+    fn set_min_version(&self, user: &str, version: u32) {
+        RevocationList::set_min_version(self, user, version);
+    }
+    fn delete_user(&self, user: &str) {
+        RevocationList::delete_user(self, user);
+    }
+    fn revoke_session(&self, session: &str, until: u64) {
+        RevocationList::revoke_session(self, session, until);
+    }
+    fn follow_feed(&self, max_staleness: Duration) {
+        RevocationList::follow_feed(self, max_staleness);
+    }
+    fn feed_down(&self, at: SystemTime) {
+        RevocationList::feed_down(self, at);
+    }
+    fn feed_up(&self) {
+        RevocationList::feed_up(self);
+    }
+    fn stale_for(&self, now: SystemTime) -> Option<Duration> {
+        RevocationList::stale_for(self, now)
+    }
+}
+
 fn unix_millis(at: SystemTime) -> u64 {
     at.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
+
+#[cfg(test)]
+mod feed_tests;
 
 #[cfg(test)]
 mod tests {

@@ -1,7 +1,8 @@
 //! The revocation feed between instances: each revocation is written as an
 //! event row in the transaction that makes it and announced with NOTIFY;
 //! every instance's [`Listener`] follows the table by sequence number on a
-//! dedicated connection and applies it to its in-memory [`RevocationList`].
+//! dedicated connection and applies it to its in-memory revocation state
+//! (a [`RevocationFeed`], implemented by `auth::revocation::RevocationList`).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -10,8 +11,27 @@ use tokio_postgres::{AsyncMessage, Client, IsolationLevel};
 
 use super::pool::Connector;
 use super::{corrupt, db_error, from_db, PostgresStore};
-use crate::auth::revocation::RevocationList;
 use crate::store::StoreError;
+
+/// The in-memory revocation state the listener keeps current. Defined
+/// here so the store depends on no layer above it; `auth` implements it.
+pub trait RevocationFeed: Send + Sync + 'static {
+    /// Tokens of `user` below `version` are refused (the floor only rises).
+    fn set_min_version(&self, user: &str, version: u32);
+    /// Every token of `user` is refused.
+    fn delete_user(&self, user: &str);
+    /// Access tokens of `session` are refused until `until` (unix seconds).
+    fn revoke_session(&self, session: &str, until: u64);
+    /// From now on the state is stale when the feed is down longer than
+    /// `max_staleness`.
+    fn follow_feed(&self, max_staleness: Duration);
+    /// The feed went down at `at`.
+    fn feed_down(&self, at: SystemTime);
+    /// The feed is up and caught up.
+    fn feed_up(&self);
+    /// How long the feed has been down beyond the allowed staleness.
+    fn stale_for(&self, now: SystemTime) -> Option<Duration>;
+}
 
 /// The NOTIFY channel.
 const CHANNEL: &str = "authgate_revocations";
@@ -103,7 +123,7 @@ impl Drop for Listener {
 /// the feed is down longer than `max_staleness`.
 pub fn spawn_listener(
     store: &PostgresStore,
-    revocations: Arc<RevocationList>,
+    revocations: Arc<dyn RevocationFeed>,
     access_lifetime: Duration,
     max_staleness: Duration,
 ) -> Listener {
@@ -115,13 +135,21 @@ pub fn spawn_listener(
 
 /// Connects, catches up, applies what arrives; on any failure marks the
 /// feed down and reconnects with a growing delay.
-async fn follow(connector: Connector, revocations: Arc<RevocationList>, lifetime: Duration) {
+async fn follow(connector: Connector, revocations: Arc<dyn RevocationFeed>, lifetime: Duration) {
     let mut last: Option<i64> = None;
     let mut delay = RETRY_FIRST;
     let mut reported_stale = false;
     loop {
         let mut was_up = false;
-        let err = match session(&connector, &revocations, lifetime, &mut last, &mut was_up).await {
+        let err = match session(
+            &connector,
+            revocations.as_ref(),
+            lifetime,
+            &mut last,
+            &mut was_up,
+        )
+        .await
+        {
             Err(err) => err,
             Ok(never) => match never {},
         };
@@ -157,7 +185,7 @@ async fn follow(connector: Connector, revocations: Arc<RevocationList>, lifetime
 /// One connection's life; returns only with the error that ended it.
 async fn session(
     connector: &Connector,
-    revocations: &RevocationList,
+    revocations: &dyn RevocationFeed,
     lifetime: Duration,
     last: &mut Option<i64>,
     was_up: &mut bool,
@@ -202,7 +230,7 @@ async fn session(
 /// consistent snapshot.
 async fn catch_up(
     client: &mut Client,
-    revocations: &RevocationList,
+    revocations: &dyn RevocationFeed,
     lifetime: Duration,
     last: &mut Option<i64>,
 ) -> Result<(), StoreError> {
@@ -247,7 +275,7 @@ async fn catch_up(
 }
 
 fn apply(
-    revocations: &RevocationList,
+    revocations: &dyn RevocationFeed,
     kind: &str,
     subject: &str,
     version: Option<i64>,
@@ -275,7 +303,7 @@ fn apply(
 /// number it is current to.
 async fn reload(
     tx: &tokio_postgres::Transaction<'_>,
-    revocations: &RevocationList,
+    revocations: &dyn RevocationFeed,
     lifetime: Duration,
 ) -> Result<i64, StoreError> {
     let through: i64 = tx

@@ -23,9 +23,10 @@ use deadpool_postgres::Pool;
 use super::StoreError;
 use crate::config::PostgresConfig;
 
-pub use events::{spawn_listener, Listener};
+pub use events::{spawn_listener, Listener, RevocationFeed};
 pub use import::Imported;
 pub use migrate::SCHEMA_VERSION;
+pub use pool::LISTENER_NAME;
 
 /// The PostgreSQL store. Cheap to share behind an `Arc`; the pool holds
 /// up to `[store] max_connections` connections.
@@ -105,4 +106,4 @@ fn from_db(value: i64) -> u64 {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
