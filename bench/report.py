@@ -79,6 +79,7 @@ def parse_h2load(path, log_path):
 SCENARIOS = [
     ("h1", "HTTP/1.1 keep-alive, 64 conns"),
     ("h2", "HTTP/2, 64 conns x 10 streams"),
+    ("two", "HTTP/1.1, 64 conns, two targets (round robin)"),
     ("newconn", "new TLS connection per request, 64 conns"),
     ("body1m", "1 MiB response, 16 conns"),
     ("badtoken", "forged token (401), 64 conns"),

@@ -14,16 +14,22 @@ WRK_THREADS=${BENCH_WRK_THREADS:-2}
 LOGIN_CONNS=${BENCH_LOGIN_CONNS:-8}
 UP_PORT=${BENCH_UP_PORT:-18080}       # upstream, HTTP/1.1
 UP_H2C_PORT=${BENCH_UP_H2C_PORT:-18081} # upstream, h2c prior knowledge (direct h2)
+UP_PORT2=${BENCH_UP_PORT2:-18082}     # upstream's second port: the second target of "two"
 NGINX_PORT=${BENCH_NGINX_PORT:-18443}
 AG_PORT=${BENCH_AUTHGATE_PORT:-18444}
 SKIP_BUILD=${BENCH_SKIP_BUILD:-0}
-SCENARIOS=${BENCH_SCENARIOS:-h1 h2 newconn body1m badtoken c8 rate8}
+SCENARIOS=${BENCH_SCENARIOS:-h1 h2 two newconn body1m badtoken c8 rate8}
+# "two": HTTP/1.1 like h1, through a route with two targets (round robin).
 RPS_PER_CONN=${BENCH_RATE:-500}       # rate8: requests/s per connection (x 8)
 SKIP_MEMORY=${BENCH_SKIP_MEMORY:-0}   # 1: skip streaming, idle-connection and login-flood parts
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH=$ROOT/bench
-BIN=$ROOT/target/release/authgate
+# Another build (an older commit, for a before/after comparison): BENCH_BIN=path, no build.
+BIN=${BENCH_BIN:-$ROOT/target/release/authgate}
+[[ -n ${BENCH_BIN:-} ]] && SKIP_BUILD=1
+# Optional route key for authgate's upstream pool cap (default: authgate's own).
+MAX_UPSTREAM=${BENCH_MAX_UPSTREAM_CONNECTIONS:-}
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 OUT=$BENCH/out/$STAMP
 mkdir -p "$OUT/raw"
@@ -98,7 +104,7 @@ for set in "$FRONT_CPUS" "$UPSTREAM_CPUS" "$LOAD_CPUS"; do
     taskset -c "$set" true 2>/dev/null || die "cannot pin to CPUs '$set' (this machine has $NCPU)"
 done
 
-for port in "$UP_PORT" "$UP_H2C_PORT" "$NGINX_PORT" "$AG_PORT"; do
+for port in "$UP_PORT" "$UP_H2C_PORT" "$UP_PORT2" "$NGINX_PORT" "$AG_PORT"; do
     if ss -Hltn "( sport = :$port )" | grep -q .; then
         die "port $port is in use; pick others with BENCH_UP_PORT, BENCH_UP_H2C_PORT, BENCH_NGINX_PORT, BENCH_AUTHGATE_PORT"
     fi
@@ -126,7 +132,11 @@ section "machine and versions"
     say "host:      $(uname -srm)"
     say "cpus:      $NCPU x $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
     say "memory:    $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
-    say "authgate:  $("$BIN" --version) at $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo ' (+ uncommitted changes)')"
+    if [[ -n ${BENCH_BIN:-} ]]; then
+        say "authgate:  $("$BIN" --version), BENCH_BIN=$BIN (not built from this tree)"
+    else
+        say "authgate:  $("$BIN" --version) at $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo ' (+ uncommitted changes)')"
+    fi
     say "rustc:     $(rustc --version)"
     say "nginx:     $(nginx -v 2>&1 | sed 's/^nginx version: //')"
     say "wrk:       $(wrk -v 2>&1 | head -1)"
@@ -223,8 +233,10 @@ $(nginx_temp_paths "$UP")
     server {
         listen 127.0.0.1:$UP_PORT backlog=4096;
         listen 127.0.0.1:$UP_H2C_PORT http2 backlog=4096;
+        listen 127.0.0.1:$UP_PORT2 backlog=4096;
         root $TMP/www;
         location = / { default_type text/plain; return 200 "$BODY"; }
+        location = /two/ { default_type text/plain; return 200 "$BODY"; }
     }
 }
 EOF
@@ -252,6 +264,13 @@ $(nginx_temp_paths "$NG")
         keepalive_requests 100000000;
         keepalive_timeout 300s;
     }
+    upstream up2 {
+        server 127.0.0.1:$UP_PORT;
+        server 127.0.0.1:$UP_PORT2;
+        keepalive 128;
+        keepalive_requests 100000000;
+        keepalive_timeout 300s;
+    }
     server {
         listen 127.0.0.1:$NGINX_PORT ssl http2 backlog=4096;
         ssl_certificate $TMP/chain.pem;
@@ -262,6 +281,12 @@ $(nginx_temp_paths "$NG")
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             # Buffer in memory, never spool large responses to disk.
+            proxy_max_temp_file_size 0;
+        }
+        location /two/ {
+            proxy_pass http://up2;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
             proxy_max_temp_file_size 0;
         }
     }
@@ -339,7 +364,20 @@ name = "bench"
 path_prefix = "/"
 upstream = "http://127.0.0.1:$UP_PORT"
 auth = "required"
+${MAX_UPSTREAM:+max_upstream_connections = $MAX_UPSTREAM}
 EOF
+if [[ " $SCENARIOS " == *" two "* ]]; then
+    cat >>"$AG/authgate.toml" <<EOF
+
+[[route]]
+name = "two"
+path_prefix = "/two/"
+upstreams = ["http://127.0.0.1:$UP_PORT", "http://127.0.0.1:$UP_PORT2"]
+balance = "round_robin"
+auth = "required"
+${MAX_UPSTREAM:+max_upstream_connections = $MAX_UPSTREAM}
+EOF
+fi
 (
     cd "$AG"
     export AUTHGATE_ACCESS_SECRET=$SECRET TOKIO_WORKER_THREADS=1 AUTHGATE_LOG=warn
@@ -454,6 +492,7 @@ RESULTS=$OUT/results.jsonl
 url_for() { # front scenario
     local path=/
     [[ $2 == body1m ]] && path=/1m.bin
+    [[ $2 == two ]] && path=/two/
     case $1 in
         direct) [[ $2 == h2 ]] && echo "http://127.0.0.1:$UP_H2C_PORT$path" || echo "http://127.0.0.1:$UP_PORT$path" ;;
         nginx) echo "https://127.0.0.1:$NGINX_PORT$path" ;;
@@ -468,7 +507,7 @@ run_one() { # scenario front round
     raw=$OUT/raw/$scenario.$front.r$round.txt
     log=$TMP/h2load.log
     case $scenario in
-        h1) cmd=(wrk -t"$WRK_THREADS" -c64 -d"${DURATION}s" --latency -H "$AUTH" "$url") ;;
+        h1 | two) cmd=(wrk -t"$WRK_THREADS" -c64 -d"${DURATION}s" --latency -H "$AUTH" "$url") ;;
         h2) cmd=(h2load -t2 -c64 -m10 -D "$DURATION" --log-file="$log" -H "$AUTH" "$url") ;;
         newconn) cmd=(wrk -t"$WRK_THREADS" -c64 -d"${DURATION}s" --latency -H "Connection: close" -H "$AUTH" "$url") ;;
         body1m) cmd=(wrk -t"$WRK_THREADS" -c16 -d"${DURATION}s" --latency -H "$AUTH" "$url") ;;
@@ -493,7 +532,7 @@ run_one() { # scenario front round
     # shellcheck disable=SC2046
     up_after=$(cpu_ticks $(nginx_pids "$UP"))
     # Connections this front holds open to the upstream (its pool), right after the run.
-    up_conns=$(ss -Htnp state established "( dport = :$UP_PORT )" \
+    up_conns=$(ss -Htnp state established "( dport = :$UP_PORT or dport = :$UP_PORT2 )" \
         | grep -cE "pid=($(front_pids "$front" | xargs | tr ' ' '|'))," || true)
     if [[ ${cmd[0]} == h2load ]]; then
         parsed=$(python3 "$BENCH/report.py" h2load "$raw" "$log")
@@ -528,6 +567,7 @@ for scenario in $SCENARIOS; do
     say "-- $scenario"
     fronts=(direct nginx authgate)
     [[ $scenario == badtoken ]] && fronts=(authgate)
+    [[ $scenario == two ]] && fronts=(nginx authgate) # direct has one target only
     for round in $(seq "$ROUNDS"); do
         n=${#fronts[@]}
         for i in $(seq 0 $((n - 1))); do

@@ -16,6 +16,7 @@ use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 
 use crate::proxy::headers::IdentityScrubber;
+use crate::proxy::upstream::body::UpstreamBody;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -24,7 +25,7 @@ pin_project! {
     #[project = ResponseBodyProj]
     pub enum ResponseBody {
         Full { #[pin] inner: Full<Bytes> },
-        Upstream { #[pin] inner: Incoming },
+        Upstream { #[pin] inner: UpstreamBody },
         Empty,
     }
 }
@@ -40,7 +41,7 @@ impl ResponseBody {
         Self::Empty
     }
 
-    pub fn upstream(inner: Incoming) -> Self {
+    pub fn upstream(inner: UpstreamBody) -> Self {
         Self::Upstream { inner }
     }
 }
@@ -98,8 +99,9 @@ pin_project! {
     /// cut off past `limit` bytes or after `stall_timeout` without progress,
     /// and with identity headers removed from trailers.
     pub struct ForwardBody {
+        // `None`: no body at all (requests the gateway makes itself).
         #[pin]
-        inner: Incoming,
+        inner: Option<Incoming>,
         remaining: u64,
         limit: u64,
         stall_timeout: Duration,
@@ -119,10 +121,24 @@ impl ForwardBody {
     ) -> Self {
         let limit = limit.unwrap_or(u64::MAX);
         Self {
-            inner,
+            inner: Some(inner),
             remaining: limit,
             limit,
             stall_timeout,
+            stall: None,
+            scrubber,
+        }
+    }
+}
+
+impl ForwardBody {
+    /// A body that ends at once.
+    pub fn empty(scrubber: IdentityScrubber) -> Self {
+        Self {
+            inner: None,
+            remaining: 0,
+            limit: 0,
+            stall_timeout: Duration::ZERO,
             stall: None,
             scrubber,
         }
@@ -138,7 +154,10 @@ impl Body for ForwardBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, ForwardBodyError>>> {
         let this = self.project();
-        let polled = this.inner.poll_frame(cx);
+        let Some(inner) = this.inner.as_pin_mut() else {
+            return Poll::Ready(None);
+        };
+        let polled = inner.poll_frame(cx);
         let Poll::Ready(next) = polled else {
             let timeout = *this.stall_timeout;
             let stall = this
@@ -179,10 +198,13 @@ impl Body for ForwardBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Some(inner) => inner.size_hint(),
+            None => SizeHint::with_exact(0),
+        }
     }
 }

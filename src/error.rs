@@ -1,8 +1,9 @@
 //! The one place a client-visible failure becomes a status, a machine-readable
-//! code, a fixed message and (for 401) a `WWW-Authenticate` challenge.
+//! code, a fixed message and (for 401) a `WWW-Authenticate` challenge — or,
+//! for a gRPC request, an HTTP 200 carrying `grpc-status` and `grpc-message`.
 //!
 //! Handlers return [`GatewayError`]; `service.rs` logs it once and calls
-//! [`GatewayError::into_response`]. Internal causes stay in the log. The
+//! [`GatewayError::into_response_for`]. Internal causes stay in the log. The
 //! typed errors of `auth` (which knows nothing of HTTP) become a
 //! [`GatewayError`] here, one `From` each.
 
@@ -103,6 +104,12 @@ pub enum GatewayError {
     UpstreamUnavailable(#[source] BoxError),
     #[error("upstream did not answer within {0:?}")]
     UpstreamTimeout(Duration),
+    /// Every target of the route is ejected or failed its health check.
+    #[error("no healthy upstream target")]
+    NoHealthyUpstream,
+    /// The target is at `max_upstream_connections` with a full wait queue.
+    #[error("upstream busy: {0}")]
+    UpstreamBusy(#[source] BoxError),
     #[error("internal error: {0}")]
     Internal(#[source] BoxError),
 }
@@ -148,7 +155,8 @@ impl GatewayError {
             Busy { .. } | RevocationsStale { .. } | StoreUnavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
+            UpstreamUnavailable(_) | NoHealthyUpstream => StatusCode::BAD_GATEWAY,
+            UpstreamBusy(_) => StatusCode::SERVICE_UNAVAILABLE,
             UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -189,7 +197,8 @@ impl GatewayError {
             Busy { .. } => "SERVICE_BUSY",
             RevocationsStale { .. } => "REVOCATIONS_STALE",
             StoreUnavailable(_) => "STORE_UNAVAILABLE",
-            UpstreamUnavailable(_) => "UPSTREAM_UNAVAILABLE",
+            UpstreamUnavailable(_) | NoHealthyUpstream => "UPSTREAM_UNAVAILABLE",
+            UpstreamBusy(_) => "UPSTREAM_BUSY",
             UpstreamTimeout(_) => "UPSTREAM_TIMEOUT",
             Internal(_) => "INTERNAL_ERROR",
         }
@@ -236,7 +245,8 @@ impl GatewayError {
                 "The gateway cannot confirm that this token is still valid; try again shortly."
             }
             StoreUnavailable(_) => "The account database is unavailable; try again shortly.",
-            UpstreamUnavailable(_) => "The upstream service is unavailable.",
+            UpstreamUnavailable(_) | NoHealthyUpstream => "The upstream service is unavailable.",
+            UpstreamBusy(_) => "The upstream service is busy; try again shortly.",
             UpstreamTimeout(_) => "The upstream service did not answer in time.",
             Internal(_) => "Internal error.",
         }
@@ -266,6 +276,7 @@ impl GatewayError {
             // Reconnection is retried every few seconds; a client should not
             // hammer a gateway that is waiting for its database.
             Self::RevocationsStale { .. } | Self::StoreUnavailable(_) => Some(STORE_RETRY_AFTER),
+            Self::UpstreamBusy(_) => Some(Duration::from_secs(1)),
             _ => None,
         }
     }
@@ -275,6 +286,75 @@ impl GatewayError {
         self.status().is_server_error()
     }
 
+    /// The gRPC status code (grpc/doc/statuscodes.md) for this outcome, as
+    /// gRPC's own HTTP-to-gRPC mapping would give it, refined where the
+    /// gateway knows more (an expired token is UNAUTHENTICATED, a slow
+    /// upstream DEADLINE_EXCEEDED).
+    pub fn grpc_status(&self) -> u8 {
+        use GatewayError::*;
+        const INVALID_ARGUMENT: u8 = 3;
+        const DEADLINE_EXCEEDED: u8 = 4;
+        const ALREADY_EXISTS: u8 = 6;
+        const PERMISSION_DENIED: u8 = 7;
+        const RESOURCE_EXHAUSTED: u8 = 8;
+        const UNIMPLEMENTED: u8 = 12;
+        const INTERNAL: u8 = 13;
+        const UNAVAILABLE: u8 = 14;
+        const UNAUTHENTICATED: u8 = 16;
+        const NOT_FOUND: u8 = 5;
+        match self {
+            MissingToken | InvalidFormat | TokenExpired | InvalidToken(_) | TokenRevoked
+            | InvalidCredentials | InvalidRefreshToken | TokenReuseDetected | RefreshExpired => {
+                UNAUTHENTICATED
+            }
+            Forbidden | RegistrationClosed | CsrfFailed => PERMISSION_DENIED,
+            BadRequest(_) | InvalidPath(_) | MalformedJson(_) | UnsupportedMediaType
+            | InvalidEmail(_) | WeakPassword | PasswordTooLong | InvalidRole(_) | UriTooLong
+            | HeadersTooLarge => INVALID_ARGUMENT,
+            // No route: the method does not exist behind this gateway.
+            NotFound | MethodNotAllowed => UNIMPLEMENTED,
+            UserNotFound => NOT_FOUND,
+            EmailTaken => ALREADY_EXISTS,
+            PayloadTooLarge | TooManyRequests { .. } => RESOURCE_EXHAUSTED,
+            RequestTimeout | UpstreamTimeout(_) => DEADLINE_EXCEEDED,
+            Busy { .. }
+            | RevocationsStale { .. }
+            | StoreUnavailable(_)
+            | UpstreamUnavailable(_)
+            | NoHealthyUpstream
+            | UpstreamBusy(_) => UNAVAILABLE,
+            Internal(_) => INTERNAL,
+        }
+    }
+
+    /// The answer for a request: gRPC-shaped when the request was gRPC
+    /// (`content-type: application/grpc...`), JSON otherwise.
+    pub fn into_response_for(self, grpc: bool) -> Response<ResponseBody> {
+        if grpc {
+            self.into_grpc_response()
+        } else {
+            self.into_response()
+        }
+    }
+
+    /// A gRPC "Trailers-Only" answer: HTTP 200, no body, the status in the
+    /// headers (gRPC over HTTP/2 spec), so gRPC clients see a real status
+    /// instead of a protocol error. The challenge and Retry-After stay.
+    pub fn into_grpc_response(self) -> Response<ResponseBody> {
+        let mut response = Response::new(ResponseBody::empty());
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        headers.insert(
+            "grpc-status",
+            HeaderValue::from(u16::from(self.grpc_status())),
+        );
+        if let Ok(message) = HeaderValue::from_str(&grpc_percent_encode(self.message())) {
+            headers.insert("grpc-message", message);
+        }
+        self.add_hints(headers);
+        response
+    }
+
     pub fn into_response(self) -> Response<ResponseBody> {
         let body = serde_json::json!({ "error": self.code(), "message": self.message() });
         let mut response = Response::new(ResponseBody::full(body.to_string()));
@@ -282,6 +362,12 @@ impl GatewayError {
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        self.add_hints(headers);
+        response
+    }
+
+    /// The challenge of a 401 and the Retry-After of a wait.
+    fn add_hints(&self, headers: &mut http::HeaderMap) {
         if let Some(challenge) = self.challenge() {
             headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
         }
@@ -290,7 +376,6 @@ impl GatewayError {
             let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             headers.insert(RETRY_AFTER, HeaderValue::from(seconds.max(1)));
         }
-        response
     }
 }
 
@@ -367,6 +452,29 @@ impl From<NewPasswordError> for GatewayError {
             NewPasswordError::TooLong => Self::PasswordTooLong,
         }
     }
+}
+
+/// True for a gRPC request (`application/grpc`, `application/grpc+proto`, ...).
+pub fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers.get(CONTENT_TYPE).is_some_and(|v| {
+        let v = v.as_bytes();
+        v.get(..16)
+            .is_some_and(|head| head.eq_ignore_ascii_case(b"application/grpc"))
+            && matches!(v.get(16), None | Some(b'+' | b';'))
+    })
+}
+
+/// grpc-message is percent-encoded: bytes outside printable ASCII, and '%'.
+fn grpc_percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if (0x20..=0x7e).contains(&byte) && byte != b'%' {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use std::time::{Duration, SystemTime};
 
+use tokio_util::sync::CancellationToken;
+
 use crate::api::Accounts;
 use crate::auth::jwt::{TokenIssuer, TokenVerifier};
 use crate::auth::password::{PasswordError, PasswordPool};
@@ -19,6 +21,7 @@ use crate::proxy::Proxy;
 use crate::router::Router;
 use crate::store::postgres::Listener;
 use crate::store::{PostgresStore, SledStore, Store, StoreError};
+use crate::tasks::Tasks;
 
 pub struct Gateway {
     config: Arc<Config>,
@@ -38,8 +41,8 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    #[error("invalid [server] identity_header_prefix: {0}")]
-    IdentityPrefix(#[from] http::header::InvalidHeaderName),
+    #[error(transparent)]
+    Proxy(#[from] crate::proxy::ProxySetupError),
     #[error("cannot open the store ([store]): {0}")]
     Store(#[from] StoreError),
     #[error("cannot start password hashing ([auth.password]): {0}")]
@@ -108,6 +111,7 @@ impl Gateway {
         let proxy = Proxy::new(
             &config.server.identity_header_prefix,
             config.server.body_read_timeout,
+            &config.routes,
         )?;
         let passwords = PasswordPool::new(&config.auth.password)?;
         let accounts = Accounts::new(
@@ -130,28 +134,39 @@ impl Gateway {
         })
     }
 
-    /// Sweeps expired sessions in the background until the returned handle
-    /// is aborted.
-    pub fn spawn_maintenance(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+    /// Sweeps expired sessions and runs the upstream health checks in the
+    /// background, on `tasks`, until `stop` is cancelled; a sweep under way
+    /// finishes first.
+    pub fn spawn_maintenance(self: &Arc<Self>, tasks: &Tasks, stop: CancellationToken) {
         let gateway = Arc::clone(self);
-        tokio::spawn(async move {
+        let blocking = tasks.clone();
+        tasks.spawn(async move {
+            // Owned by this task: when it returns at shutdown, dropping the
+            // set aborts every health check with it.
+            let mut health_checks = tokio::task::JoinSet::new();
+            gateway.proxy.spawn_health_checks(&mut health_checks);
             let mut ticks = tokio::time::interval(SWEEP_INTERVAL);
             loop {
-                ticks.tick().await;
+                tokio::select! {
+                    biased;
+                    () = stop.cancelled() => return,
+                    _ = ticks.tick() => {}
+                }
                 let gateway = Arc::clone(&gateway);
                 let lifetime = gateway.accounts.revocation_window();
-                // On a blocking thread: the sled sweep is synchronous work
-                // that may take a while after long downtime.
+                // The sled sweep is synchronous work that may take a while
+                // after long downtime; PostgreSQL's is awaited from there.
                 let runtime = tokio::runtime::Handle::current();
-                let swept = tokio::task::spawn_blocking(move || {
-                    runtime.block_on(gateway.accounts.sweep(lifetime, SystemTime::now()));
-                })
-                .await;
+                let swept = blocking
+                    .spawn_blocking(move || {
+                        runtime.block_on(gateway.accounts.sweep(lifetime, SystemTime::now()));
+                    })
+                    .await;
                 if let Err(err) = swept {
                     tracing::error!(error = %err, "session sweep task failed");
                 }
             }
-        })
+        });
     }
 
     pub fn config(&self) -> &Config {

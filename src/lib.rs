@@ -25,6 +25,8 @@
 //! one place.
 //! What names an account (email, role, user id, a new password) is parsed
 //! once where it enters, into the types of [`account`], and passed inward.
+//! Every task `serve` starts (connections, HTTP/2 streams, WebSocket tunnels,
+//! maintenance) runs on one [`tasks::Tasks`] set, so shutdown waits for all.
 
 pub mod account;
 pub mod api;
@@ -43,6 +45,7 @@ pub mod router;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod tasks;
 pub mod tls;
 
 use std::future::Future;

@@ -9,17 +9,22 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::header::UPGRADE;
+use http::Request;
+use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::ServerConfig;
 use crate::gateway::Gateway;
 use crate::service::{self, Connection};
+use crate::tasks::{ConnectionTasks, Tasks};
 use idle::{Streams, Tracked};
 
 /// How long an HTTP/2 connection asked to close (GOAWAY) may go on with no
@@ -36,112 +41,178 @@ pub async fn serve(
     tls: Arc<rustls::ServerConfig>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let settings = gateway.config().server.clone();
-    let protocols = Arc::new(Protocols::new(&settings));
-    let acceptor = TlsAcceptor::from(tls);
-    // One permit per open connection: when all are back, every connection
-    // has ended, which is what the drain waits for.
-    let slots = Arc::new(Semaphore::new(settings.max_connections));
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let maintenance = gateway.spawn_maintenance();
-    let pacer = spawn_timer_pacer();
-    let mut backoff = Duration::from_millis(5);
-    tokio::pin!(shutdown);
+    Server::new(listener, gateway, tls).serve(shutdown).await;
+}
 
-    loop {
-        let (stream, peer) = tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => {
-                    backoff = Duration::from_millis(5);
-                    accepted
-                }
-                Err(err) => {
-                    // Usually EMFILE: back off instead of spinning, never stop serving.
-                    tracing::warn!(error = %err, "accept failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                    continue;
-                }
-            },
-        };
-        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
-            // At capacity: close at once rather than queue work we cannot do.
-            tracing::warn!(%peer, "connection limit reached; closing new connection");
-            drop(stream);
-            continue;
-        };
-        let task = ConnectionTask {
-            stream,
-            connection: Connection {
-                peer,
-                peer_trusted: settings
-                    .trusted_proxies
-                    .iter()
-                    .any(|cidr| cidr.contains(peer.ip())),
-            },
-            acceptor: acceptor.clone(),
-            protocols: Arc::clone(&protocols),
-            gateway: Arc::clone(&gateway),
-            handshake_timeout: settings.handshake_timeout,
-            h2_limits: H2Limits {
-                first_request: settings.header_read_timeout,
-                idle: settings.idle_timeout,
-                close_grace: GOAWAY_GRACE.min(settings.header_read_timeout),
-            },
-            stop: stop_rx.clone(),
-        };
-        tokio::spawn(async move {
-            let _permit = permit;
-            task.run().await;
-        });
-    }
+/// A bound listener with what serving it needs; [`serve`] in two steps, for
+/// a caller that wants to watch the connection slots.
+pub struct Server {
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    tls: Arc<rustls::ServerConfig>,
+    slots: ConnectionSlots,
+}
 
-    drop(listener);
-    maintenance.abort();
-    pacer.abort();
-    // Wait for the abort, so the task's hold on the gateway (and its
-    // database) is gone when serve returns.
-    let _ = maintenance.await;
-    tracing::info!("shutting down: draining connections");
-    let _ = stop_tx.send(true);
-    let all = u32::try_from(settings.max_connections).unwrap_or(u32::MAX);
-    match tokio::time::timeout(settings.shutdown_grace, slots.acquire_many(all)).await {
-        Ok(_) => tracing::info!("all connections closed"),
-        Err(_) => tracing::warn!(
-            grace = ?settings.shutdown_grace,
-            "shutdown grace elapsed; closing remaining connections"
-        ),
-    }
-    // Whatever was acknowledged is already durable; this covers the rest.
-    if let Err(err) = gateway.accounts().store().flush().await {
-        tracing::error!(error = %err, "final flush failed");
+/// The `max_connections` slots: one permit per open connection, held until
+/// the connection and every tunnel it opened have ended.
+#[derive(Clone)]
+pub struct ConnectionSlots {
+    permits: Arc<Semaphore>,
+    limit: usize,
+}
+
+impl ConnectionSlots {
+    /// How many slots are taken now.
+    pub fn in_use(&self) -> usize {
+        self.limit.saturating_sub(self.permits.available_permits())
     }
 }
 
-/// Keeps one timer always due within 250 ms. Tokio's timer driver wakes its
-/// I/O driver (an eventfd write, a system call) whenever a new timer is due
-/// earlier than every pending one; with this pacer that almost never happens,
-/// so the per-request timers (header timeout, upstream timeout) are free of
-/// syscalls. It costs four wakeups a second.
-fn spawn_timer_pacer() -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async {
+impl Server {
+    pub fn new(
+        listener: TcpListener,
+        gateway: Arc<Gateway>,
+        tls: Arc<rustls::ServerConfig>,
+    ) -> Self {
+        let limit = gateway.config().server.max_connections;
+        Self {
+            listener,
+            gateway,
+            tls,
+            slots: ConnectionSlots {
+                permits: Arc::new(Semaphore::new(limit)),
+                limit,
+            },
+        }
+    }
+
+    /// The connection slots, readable while serving and after.
+    pub fn slots(&self) -> ConnectionSlots {
+        self.slots.clone()
+    }
+
+    /// Serves until `shutdown` completes, then lets in-flight requests and
+    /// open tunnels finish for up to `[server] shutdown_grace`, aborts what
+    /// is left, and returns once every task it started has ended.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) {
+        let Self {
+            listener,
+            gateway,
+            tls,
+            slots,
+        } = self;
+        let settings = gateway.config().server.clone();
+        let tasks = Tasks::default();
+        // Dropping this future before it returns ends everything it started.
+        let _abort_on_drop = tasks.abort_on_drop();
+        // Cancelled when the shutdown begins: connections finish in-flight
+        // requests and close; maintenance and the pacer stop.
+        let stop = CancellationToken::new();
+        let protocols = Arc::new(Protocols::new(&settings, &tasks));
+        let acceptor = TlsAcceptor::from(tls);
+        gateway.spawn_maintenance(&tasks, stop.clone());
+        spawn_timer_pacer(&tasks, stop.clone());
+        let mut backoff = Duration::from_millis(5);
+        tokio::pin!(shutdown);
+
+        loop {
+            let (stream, peer) = tokio::select! {
+                () = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => {
+                        backoff = Duration::from_millis(5);
+                        accepted
+                    }
+                    Err(err) => {
+                        // Usually EMFILE: back off instead of spinning, never stop serving.
+                        tracing::warn!(error = %err, "accept failed; retrying");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(1));
+                        continue;
+                    }
+                },
+            };
+            let Ok(permit) = Arc::clone(&slots.permits).try_acquire_owned() else {
+                // At capacity: close at once rather than queue work we cannot do.
+                tracing::warn!(%peer, "connection limit reached; closing new connection");
+                drop(stream);
+                continue;
+            };
+            let task = ConnectionTask {
+                stream,
+                connection: Connection {
+                    peer,
+                    peer_trusted: settings
+                        .trusted_proxies
+                        .iter()
+                        .any(|cidr| cidr.contains(peer.ip())),
+                },
+                acceptor: acceptor.clone(),
+                protocols: Arc::clone(&protocols),
+                gateway: Arc::clone(&gateway),
+                handshake_timeout: settings.handshake_timeout,
+                h2_limits: H2Limits {
+                    first_request: settings.header_read_timeout,
+                    idle: settings.idle_timeout,
+                    close_grace: GOAWAY_GRACE.min(settings.header_read_timeout),
+                },
+                // A child token: each connection polls its token at every
+                // wakeup, which takes the token's lock; one shared token
+                // would be a lock every worker contends for.
+                stop: stop.child_token(),
+                tasks: ConnectionTasks::new(tasks.clone(), permit),
+            };
+            tasks.spawn(task.run());
+        }
+
+        drop(listener);
+        tracing::info!("shutting down: draining connections");
+        stop.cancel();
+        match tokio::time::timeout(settings.shutdown_grace, tasks.wait()).await {
+            Ok(()) => tracing::info!("all connections closed"),
+            Err(_) => {
+                tracing::warn!(
+                    grace = ?settings.shutdown_grace,
+                    "shutdown grace elapsed; closing remaining connections"
+                );
+                tasks.abort();
+                tasks.wait().await;
+            }
+        }
+        // Every task is gone, and with them their hold on the gateway.
+        // Whatever was acknowledged is already durable; this covers the rest.
+        if let Err(err) = gateway.accounts().store().flush().await {
+            tracing::error!(error = %err, "final flush failed");
+        }
+    }
+}
+
+/// Keeps one timer always due within 250 ms, until `stop`. Tokio's timer
+/// driver wakes its I/O driver (an eventfd write, a system call) whenever a
+/// new timer is due earlier than every pending one; with this pacer that
+/// almost never happens, so the per-request timers (header timeout, upstream
+/// timeout) are free of syscalls. It costs four wakeups a second.
+fn spawn_timer_pacer(tasks: &Tasks, stop: CancellationToken) {
+    tasks.spawn(async move {
         let mut ticks = tokio::time::interval(Duration::from_millis(250));
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticks.tick().await;
-        }
-    })
+        stop.run_until_cancelled(async {
+            loop {
+                ticks.tick().await;
+            }
+        })
+        .await;
+    });
 }
 
 /// The HTTP/1.1 and HTTP/2 server settings, built once.
 struct Protocols {
     http1: http1::Builder,
-    http2: http2::Builder<TokioExecutor>,
+    http2: http2::Builder<Tasks>,
 }
 
 impl Protocols {
-    fn new(settings: &ServerConfig) -> Self {
+    fn new(settings: &ServerConfig, tasks: &Tasks) -> Self {
         let mut http1 = http1::Builder::new();
         http1
             // Without a timer hyper's header timeout silently does nothing.
@@ -151,7 +222,7 @@ impl Protocols {
             .max_headers(settings.max_headers)
             .keep_alive(true)
             .half_close(false);
-        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        let mut http2 = http2::Builder::new(tasks.clone());
         http2
             .timer(TokioTimer::new())
             .max_concurrent_streams(settings.h2_max_concurrent_streams)
@@ -175,12 +246,15 @@ struct ConnectionTask {
     gateway: Arc<Gateway>,
     handshake_timeout: Duration,
     h2_limits: H2Limits,
-    /// Becomes true when the gateway stops: finish in-flight work, then close.
-    stop: watch::Receiver<bool>,
+    /// Cancelled when the gateway stops: finish in-flight work, then close.
+    stop: CancellationToken,
+    /// Holds the connection's slot; a tunnel it opens runs here and keeps
+    /// the slot until the tunnel ends.
+    tasks: ConnectionTasks,
 }
 
 impl ConnectionTask {
-    async fn run(mut self) {
+    async fn run(self) {
         let peer = self.connection.peer;
         let _ = self.stream.set_nodelay(true);
         let handshake =
@@ -220,13 +294,19 @@ impl ConnectionTask {
             serve_h2(
                 conn,
                 |conn| conn.graceful_shutdown(),
-                &mut self.stop,
+                &self.stop,
                 &streams,
                 self.h2_limits,
             )
             .await
         } else {
-            let service = service_fn(move |request| {
+            let tunnels = self.tasks;
+            let service = service_fn(move |mut request: Request<Incoming>| {
+                // Only a protocol switch outlives its request: it gets the
+                // connection's tasks to run its tunnel on.
+                if request.headers().contains_key(UPGRADE) {
+                    request.extensions_mut().insert(tunnels.clone());
+                }
                 service::handle(Arc::clone(&gateway), connection, request)
             });
             let conn = self
@@ -234,7 +314,7 @@ impl ConnectionTask {
                 .http1
                 .serve_connection(io, service)
                 .with_upgrades();
-            until_stopped(conn, &mut self.stop, |conn| conn.graceful_shutdown()).await
+            until_stopped(conn, &self.stop, |conn| conn.graceful_shutdown()).await
         };
         if let Err(err) = result {
             tracing::debug!(%peer, error = %err, "connection ended with an error");
@@ -263,7 +343,7 @@ struct H2Limits {
 async fn serve_h2<C>(
     conn: C,
     begin_shutdown: impl FnOnce(std::pin::Pin<&mut C>),
-    stop: &mut watch::Receiver<bool>,
+    stop: &CancellationToken,
     streams: &Streams,
     limits: H2Limits,
 ) -> C::Output
@@ -274,7 +354,7 @@ where
     let start = Instant::now();
     tokio::select! {
         output = conn.as_mut() => return output,
-        () = stopped(stop) => {}
+        () = stop.cancelled() => {}
         () = streams.quiet(start, limits.first_request, limits.idle) => {
             tracing::debug!("closing a quiet HTTP/2 connection");
         }
@@ -294,22 +374,15 @@ where
 /// finish in-flight requests (`begin_shutdown`) and then drives it to its end.
 async fn until_stopped<C: Future>(
     conn: C,
-    stop: &mut watch::Receiver<bool>,
+    stop: &CancellationToken,
     begin_shutdown: impl FnOnce(std::pin::Pin<&mut C>),
 ) -> C::Output {
     tokio::pin!(conn);
     tokio::select! {
         output = conn.as_mut() => output,
-        () = stopped(stop) => {
+        () = stop.cancelled() => {
             begin_shutdown(conn.as_mut());
             conn.await
         }
     }
-}
-
-/// Completes once the gateway is stopping (or the sender is gone).
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    // The borrow the receiver hands back is dropped here, before any await
-    // of the caller, so the connection future stays `Send`.
-    let _ = stop.wait_for(|stop| *stop).await;
 }

@@ -60,6 +60,7 @@ pub async fn handle(
 ) -> Result<Response<ResponseBody>, Infallible> {
     let started = Instant::now();
     let method = request.method().clone();
+    let grpc = crate::error::is_grpc(request.headers());
     let mut outcome = Outcome::default();
     // Every line logged while serving this request carries these fields;
     // route and user are filled in once decided.
@@ -82,7 +83,7 @@ pub async fn handle(
             } else {
                 tracing::debug!(reason = %err, "request refused");
             }
-            err.into_response()
+            err.into_response_for(grpc)
         }
     };
     if gateway.access_log() {

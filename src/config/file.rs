@@ -141,7 +141,17 @@ pub struct RouteFile {
     pub name: String,
     pub path_prefix: Spanned<String>,
     pub host: Option<String>,
-    pub upstream: String,
+    /// One target (or `builtin:echo`); exclusive with `upstreams`.
+    pub upstream: Option<Spanned<String>>,
+    /// Several targets balanced per request.
+    pub upstreams: Option<Spanned<Vec<Spanned<String>>>>,
+    pub balance: Option<Balance>,
+    pub health_check: Option<Spanned<HealthCheckFile>>,
+    pub upstream_ca: Option<PathBuf>,
+    pub upstream_client_cert: Option<PathBuf>,
+    pub upstream_client_key: Option<PathBuf>,
+    pub upstream_protocol: Option<UpstreamProtocol>,
+    pub max_upstream_connections: Option<Spanned<usize>>,
     #[serde(default)]
     pub auth: RouteAuth,
     pub roles: Option<Vec<String>>,
@@ -153,6 +163,36 @@ pub struct RouteFile {
     pub max_body: Option<u64>,
     #[serde(default)]
     pub websocket: bool,
+}
+
+/// How a route picks one of its targets for each request.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    #[default]
+    RoundRobin,
+    /// Power of two choices on in-flight requests.
+    LeastRequests,
+}
+
+/// The HTTP version spoken to a route's targets.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum UpstreamProtocol {
+    #[default]
+    #[serde(rename = "h1")]
+    Http1,
+    /// ALPN `h2` over https, prior knowledge over http.
+    #[serde(rename = "h2")]
+    Http2,
+}
+
+/// `health_check = { path = "/healthz", interval = "5s", timeout = "2s" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckFile {
+    pub path: String,
+    pub interval: Option<Timeout>,
+    pub timeout: Option<Timeout>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]

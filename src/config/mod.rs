@@ -10,14 +10,14 @@ mod duration;
 mod file;
 pub mod secret;
 mod store;
+pub mod upstream;
 
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use http::uri::{Authority, Scheme};
-use http::Uri;
+use http::uri::Authority;
 use jsonwebtoken::Algorithm;
 
 use crate::account::Role;
@@ -30,6 +30,7 @@ pub use file::{Registration, RouteAuth};
 pub use store::{
     BackendKind, DatabaseUrl, PostgresConfig, StoreBackend, StoreConfig, DATABASE_URL_ENV,
 };
+pub use upstream::{Balance, Upstream, UpstreamProtocol, UpstreamSet};
 
 /// The whole gateway configuration, validated.
 #[derive(Debug, Clone)]
@@ -147,19 +148,6 @@ pub struct RouteConfig {
     pub forward_authorization: bool,
     pub max_body: Option<u64>,
     pub websocket: bool,
-}
-
-/// Where a route sends its traffic.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Upstream {
-    /// The built-in echo service: answers with what it received, as JSON.
-    Echo,
-    Http {
-        scheme: Scheme,
-        authority: Authority,
-        /// Prepended to the forwarded path; empty or without a trailing slash.
-        base_path: String,
-    },
 }
 
 /// A configuration problem, located in its file.
@@ -494,6 +482,7 @@ fn build_route(
     if raw.name.trim().is_empty() {
         return Err(fail("name", "must not be empty".to_owned()));
     }
+    let upstream = upstream::build(&raw).map_err(|(field, message)| fail(field, message))?;
     let prefix_span = raw.path_prefix.span();
     let path_prefix = raw.path_prefix.into_inner();
     check_path_prefix(&path_prefix)
@@ -508,7 +497,6 @@ fn build_route(
             Some(normalized)
         }
     };
-    let upstream = parse_upstream(&raw.upstream).map_err(|message| fail("upstream", message))?;
     if let Some(roles) = &raw.roles {
         if raw.auth == RouteAuth::Public {
             return Err(fail(
@@ -594,36 +582,6 @@ fn check_path_prefix(prefix: &str) -> Result<(), String> {
 /// Host names compare case-insensitively and without a trailing dot (RFC 9110 §4.2.3).
 pub fn normalize_host(host: &str) -> String {
     host.trim().trim_end_matches('.').to_ascii_lowercase()
-}
-
-fn parse_upstream(text: &str) -> Result<Upstream, String> {
-    if text == "builtin:echo" {
-        return Ok(Upstream::Echo);
-    }
-    let uri: Uri = text
-        .parse()
-        .map_err(|_| format!("{text:?} is not a URL such as \"http://127.0.0.1:9000\""))?;
-    let scheme = uri
-        .scheme()
-        .cloned()
-        .ok_or_else(|| format!("{text:?} needs a scheme: \"http://...\""))?;
-    if scheme != Scheme::HTTP {
-        return Err(format!(
-            "{text:?}: only http:// upstreams (or \"builtin:echo\") are supported"
-        ));
-    }
-    let authority = uri
-        .authority()
-        .cloned()
-        .ok_or_else(|| format!("{text:?} has no host"))?;
-    if uri.query().is_some() {
-        return Err(format!("{text:?} must not have a query"));
-    }
-    Ok(Upstream::Http {
-        scheme,
-        authority,
-        base_path: uri.path().trim_end_matches('/').to_owned(),
-    })
 }
 
 #[cfg(test)]

@@ -75,6 +75,8 @@ error_table! {
         => (502, "UPSTREAM_UNAVAILABLE", None),
     UpstreamTimeout(_) => UpstreamTimeout(Duration::from_secs(1))
         => (504, "UPSTREAM_TIMEOUT", None),
+    NoHealthyUpstream => NoHealthyUpstream => (502, "UPSTREAM_UNAVAILABLE", None),
+    UpstreamBusy(_) => UpstreamBusy("full".into()) => (503, "UPSTREAM_BUSY", None),
     Internal(_) => GatewayError::internal("boom") => (500, "INTERNAL_ERROR", None),
 }
 
@@ -265,4 +267,58 @@ fn an_unreachable_store_is_503_not_500() {
     assert_eq!(GatewayError::internal(down).status(), 503);
     let bug = crate::store::StoreError::Invalid("x");
     assert_eq!(GatewayError::internal(bug).status(), 500);
+}
+
+#[test]
+fn grpc_requests_get_a_grpc_status_in_an_http_200() {
+    let rows: Vec<(GatewayError, &str)> = vec![
+        (GatewayError::MissingToken, "16"),
+        (GatewayError::TokenExpired, "16"),
+        (GatewayError::Forbidden, "7"),
+        (GatewayError::NotFound, "12"),
+        (GatewayError::BadRequest("x"), "3"),
+        (GatewayError::PayloadTooLarge, "8"),
+        (
+            GatewayError::TooManyRequests {
+                retry_after: Duration::from_secs(1),
+            },
+            "8",
+        ),
+        (GatewayError::UpstreamTimeout(Duration::from_secs(1)), "4"),
+        (GatewayError::UpstreamUnavailable("refused".into()), "14"),
+        (GatewayError::NoHealthyUpstream, "14"),
+        (GatewayError::UpstreamBusy("full".into()), "14"),
+        (GatewayError::internal("boom"), "13"),
+    ];
+    for (err, status) in rows {
+        let message = err.message();
+        let response = err.into_response_for(true);
+        assert_eq!(response.status(), 200);
+        let headers = response.headers();
+        assert_eq!(headers[CONTENT_TYPE], "application/grpc");
+        assert_eq!(headers["grpc-status"], status);
+        assert_eq!(headers["grpc-message"], message);
+    }
+    let missing = GatewayError::MissingToken.into_response_for(true);
+    assert!(missing.headers().contains_key(WWW_AUTHENTICATE));
+    assert_eq!(
+        GatewayError::Forbidden.into_response_for(false).status(),
+        403
+    );
+}
+
+#[test]
+fn grpc_is_recognised_by_content_type() {
+    let with = |value: &str| {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_str(value).unwrap());
+        is_grpc(&headers)
+    };
+    assert!(with("application/grpc"));
+    assert!(with("application/grpc+proto"));
+    assert!(with("Application/GRPC; charset=utf-8"));
+    assert!(!with("application/grpc-web"));
+    assert!(!with("application/json"));
+    assert!(!is_grpc(&http::HeaderMap::new()));
+    assert_eq!(grpc_percent_encode("50% off\n"), "50%25 off%0A");
 }

@@ -1,31 +1,34 @@
 //! Forwarding an authorized request to its route's upstream and streaming the
 //! answer back. Bodies are never buffered: the client's body is handed to the
-//! pooled client frame by frame, and the upstream's body is handed to hyper.
+//! upstream connection frame by frame, and the upstream's body to hyper.
+//! Choosing a target and holding its connection is `upstream/`'s job.
 
-pub mod client;
 pub mod client_addr;
 pub mod echo;
 pub mod headers;
 pub mod upgrade;
+pub mod upstream;
 
-use std::error::Error as _;
+use std::collections::HashMap;
+use std::sync::Arc;
 
-use http::header::CONTENT_LENGTH;
-use http::uri::PathAndQuery;
-use http::{Request, Response, Uri, Version};
+use http::header::{CONTENT_LENGTH, TE};
+use http::{HeaderValue, Request, Response, Uri};
 use hyper::body::Incoming;
+use tokio::task::JoinSet;
 
 use crate::auth::Identity;
 use crate::body::{ForwardBody, ForwardBodyError, ResponseBody};
 use crate::config::{RouteConfig, Upstream};
 use crate::error::GatewayError;
 use crate::path::DecidedPath;
-use client::UpstreamClient;
 use headers::{ClientSide, IdentityHeaders, IdentityScrubber, RouteHeaderPolicy};
+use upstream::{UpstreamError, UpstreamGroup, UpstreamSetupError};
 
-/// Shared forwarding machinery: the connection pool and the header policy.
+/// Shared forwarding machinery: each route's upstreams and the header policy.
 pub struct Proxy {
-    client: UpstreamClient,
+    /// By route name (unique); echo routes have none.
+    groups: HashMap<String, Arc<UpstreamGroup>>,
     scrubber: IdentityScrubber,
     names: IdentityHeaders,
     body_stall_timeout: std::time::Duration,
@@ -35,13 +38,37 @@ impl Proxy {
     pub fn new(
         identity_prefix: &str,
         body_stall_timeout: std::time::Duration,
-    ) -> Result<Self, http::header::InvalidHeaderName> {
+        routes: &[RouteConfig],
+    ) -> Result<Self, ProxySetupError> {
+        let mut groups = HashMap::new();
+        for route in routes {
+            if let Upstream::Http(set) = &route.upstream {
+                let group = UpstreamGroup::new(set).map_err(|source| ProxySetupError::Route {
+                    route: route.name.clone(),
+                    source,
+                })?;
+                groups.insert(route.name.clone(), Arc::new(group));
+            }
+        }
         Ok(Self {
-            client: client::build(),
+            groups,
             scrubber: IdentityScrubber::new(identity_prefix),
             names: IdentityHeaders::new(identity_prefix)?,
             body_stall_timeout,
         })
+    }
+
+    /// Starts every route's active health checks in `tasks`; they stop
+    /// when the set is dropped.
+    pub fn spawn_health_checks(&self, tasks: &mut JoinSet<()>) {
+        for group in self.groups.values() {
+            group.spawn_health_checks(tasks);
+        }
+    }
+
+    /// The upstream state of the route named `route`, if it proxies.
+    pub fn upstreams(&self, route: &str) -> Option<&Arc<UpstreamGroup>> {
+        self.groups.get(route)
     }
 
     pub fn scrubber(&self) -> &IdentityScrubber {
@@ -69,6 +96,12 @@ impl Proxy {
         let policy = RouteHeaderPolicy {
             forward_authorization: route.forward_authorization,
         };
+        // gRPC needs `te: trailers` end to end (it tells a proxy the client
+        // accepts trailers); every other TE value stays hop-by-hop.
+        let te_trailers = parts
+            .headers
+            .get(TE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
         headers::prepare_request_headers(
             &mut parts.headers,
             client,
@@ -77,16 +110,20 @@ impl Proxy {
             &self.scrubber,
             &self.names,
         );
+        if te_trailers {
+            parts
+                .headers
+                .insert(TE, HeaderValue::from_static("trailers"));
+        }
         if client_upgrade.is_some() {
             upgrade::restore_handshake_headers(&mut parts.headers);
         }
         let upstream_path = upstream_path(route, path);
-        let query = parts.uri.query();
-        let path_and_query = match query {
+        let path_and_query = match parts.uri.query() {
             Some(q) => format!("{upstream_path}?{q}"),
-            None => upstream_path,
+            None => upstream_path.to_owned(),
         };
-        let (scheme, authority) = match &route.upstream {
+        let group = match &route.upstream {
             Upstream::Echo => {
                 parts.uri = Uri::builder()
                     .path_and_query(path_and_query)
@@ -94,20 +131,11 @@ impl Proxy {
                     .map_err(GatewayError::internal)?;
                 return Ok(echo::respond(&Request::from_parts(parts, ())));
             }
-            Upstream::Http {
-                scheme, authority, ..
-            } => (scheme, authority),
+            Upstream::Http(_) => self
+                .groups
+                .get(&route.name)
+                .ok_or_else(|| GatewayError::internal("route has no upstream state"))?,
         };
-        let path_and_query =
-            PathAndQuery::try_from(path_and_query).map_err(GatewayError::internal)?;
-        parts.uri = Uri::builder()
-            .scheme(scheme.clone())
-            .authority(authority.clone())
-            .path_and_query(path_and_query)
-            .build()
-            .map_err(GatewayError::internal)?;
-        // Upstreams are spoken to in HTTP/1.1 whatever the client used.
-        parts.version = Version::HTTP_11;
         let body = ForwardBody::new(
             body,
             route.max_body,
@@ -115,10 +143,11 @@ impl Proxy {
             self.scrubber.clone(),
         );
         let request = Request::from_parts(parts, body);
-        let mut response = tokio::time::timeout(route.timeout, self.client.request(request))
+        let deadline = tokio::time::Instant::now() + route.timeout;
+        let mut response = group
+            .send(request, &path_and_query, deadline)
             .await
-            .map_err(|_| GatewayError::UpstreamTimeout(route.timeout))?
-            .map_err(classify_client_error)?;
+            .map_err(|err| classify_upstream_error(err, route.timeout))?;
         let switched = match client_upgrade {
             Some(client_upgrade) => {
                 upgrade::tunnel_if_switched(client_upgrade, &mut response);
@@ -135,23 +164,18 @@ impl Proxy {
     }
 }
 
-/// The path the upstream receives: its base path, then the decided path with
-/// the route prefix removed when the route says `strip_prefix`.
-fn upstream_path(route: &RouteConfig, path: &DecidedPath) -> String {
+/// The path below the target's base path: the decided path, with the route
+/// prefix removed when the route says `strip_prefix`.
+fn upstream_path<'a>(route: &RouteConfig, path: &'a DecidedPath) -> &'a str {
     let path = path.as_str();
-    let Upstream::Http { base_path, .. } = &route.upstream else {
-        return path.to_owned();
-    };
-    let rest = if route.strip_prefix {
-        let bare = route.path_prefix.trim_end_matches('/');
-        match path.strip_prefix(bare) {
-            Some("") | None => "/",
-            Some(rest) => rest,
-        }
-    } else {
-        path
-    };
-    format!("{base_path}{rest}")
+    if !route.strip_prefix || route.upstream == Upstream::Echo {
+        return path;
+    }
+    let bare = route.path_prefix.trim_end_matches('/');
+    match path.strip_prefix(bare) {
+        Some("") | None => "/",
+        Some(rest) => rest,
+    }
 }
 
 fn content_length(headers: &http::HeaderMap) -> Option<u64> {
@@ -162,9 +186,21 @@ fn content_length(headers: &http::HeaderMap) -> Option<u64> {
 }
 
 /// Tells a failed upstream exchange apart: our own body limits first, then
-/// everything else is the upstream's fault (502), never the client's.
-fn classify_client_error(err: hyper_util::client::legacy::Error) -> GatewayError {
-    let mut source = err.source();
+/// everything else is the upstream's fault (502/503/504), never the client's.
+fn classify_upstream_error(err: UpstreamError, timeout: std::time::Duration) -> GatewayError {
+    match err {
+        UpstreamError::Timeout => return GatewayError::UpstreamTimeout(timeout),
+        UpstreamError::NoHealthyTarget => return GatewayError::NoHealthyUpstream,
+        UpstreamError::Busy { .. } => return GatewayError::UpstreamBusy(Box::new(err)),
+        _ => {}
+    }
+    classify_client_error(err)
+}
+
+/// Walks the cause chain for a [`ForwardBodyError`]: the client's body, not
+/// the upstream, ended the exchange.
+fn classify_client_error(err: UpstreamError) -> GatewayError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&err);
     while let Some(cause) = source {
         if let Some(body_err) = cause.downcast_ref::<ForwardBodyError>() {
             return match body_err {
@@ -176,4 +212,17 @@ fn classify_client_error(err: hyper_util::client::legacy::Error) -> GatewayError
         source = cause.source();
     }
     GatewayError::UpstreamUnavailable(Box::new(err))
+}
+
+/// Why the proxy could not be set up at start.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxySetupError {
+    #[error("invalid [server] identity_header_prefix: {0}")]
+    IdentityPrefix(#[from] http::header::InvalidHeaderName),
+    #[error("route {route:?}: {source}")]
+    Route {
+        route: String,
+        #[source]
+        source: UpstreamSetupError,
+    },
 }

@@ -9,6 +9,8 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
+use crate::tasks::ConnectionTasks;
+
 /// True for a well-formed HTTP/1.1 WebSocket handshake request.
 pub fn is_websocket_handshake<B>(request: &Request<B>) -> bool {
     request.method() == Method::GET
@@ -20,9 +22,21 @@ pub fn is_websocket_handshake<B>(request: &Request<B>) -> bool {
             .is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"))
 }
 
+/// The client side of a handshake: its pending upgrade, and the tasks of
+/// the connection it came on, where the tunnel will run.
+pub struct ClientUpgrade {
+    upgrade: OnUpgrade,
+    /// Put on the request by the server; a tunnel runs there so it keeps
+    /// the connection's slot and ends with the gateway.
+    tasks: Option<ConnectionTasks>,
+}
+
 /// Takes the client side's pending upgrade before the request is consumed.
-pub fn take_client_upgrade(request: &mut Request<Incoming>) -> OnUpgrade {
-    hyper::upgrade::on(request)
+pub fn take_client_upgrade(request: &mut Request<Incoming>) -> ClientUpgrade {
+    ClientUpgrade {
+        upgrade: hyper::upgrade::on(&mut *request),
+        tasks: request.extensions_mut().remove::<ConnectionTasks>(),
+    }
 }
 
 /// Hop-by-hop removal strips these; a WebSocket handshake needs them back.
@@ -32,13 +46,20 @@ pub fn restore_handshake_headers(headers: &mut HeaderMap) {
 }
 
 /// When the upstream switched protocols, joins the two upgraded connections
-/// in a background task; otherwise does nothing.
-pub fn tunnel_if_switched(client: OnUpgrade, upstream: &mut Response<Incoming>) {
+/// in a task of the client's connection; otherwise does nothing.
+pub fn tunnel_if_switched<B>(client: ClientUpgrade, upstream: &mut Response<B>) {
     if upstream.status() != StatusCode::SWITCHING_PROTOCOLS {
         return;
     }
+    let Some(tasks) = client.tasks else {
+        // Not a request of the server's: with nowhere tracked to run, the
+        // upgrades are dropped, which closes both connections.
+        tracing::error!("websocket handshake outside a server connection; tunnel not opened");
+        return;
+    };
+    let client = client.upgrade;
     let upstream_upgrade = hyper::upgrade::on(upstream);
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         let (client, upstream) = match tokio::try_join!(client, upstream_upgrade) {
             Ok(pair) => pair,
             Err(err) => {

@@ -22,3 +22,5 @@ mod session_races;
 mod streaming;
 mod throttle;
 mod timeouts;
+mod tunnels;
+mod upstreams;

@@ -149,11 +149,7 @@ async fn a_server_fault_is_logged_with_the_request_it_belongs_to() {
     let gateway = BinaryGateway::start(&files, "info");
     let answer = gateway.client(&files).get("/dead/x").send().await;
     assert_eq!(answer.status, 502);
-    let log = gateway.log();
-    let line = log
-        .lines()
-        .find(|l| l.contains("request failed"))
-        .unwrap_or_else(|| panic!("no error line for the 502: {log}"));
+    let line = gateway.wait_for_line("request failed");
     for field in ["method=GET", "peer=127.0.0.1", "route=deadend"] {
         assert!(line.contains(field), "{field} missing from {line:?}");
     }

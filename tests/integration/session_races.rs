@@ -113,6 +113,7 @@ fn parse_response(raw: &[u8]) -> Response {
         headers,
         body: bytes::Bytes::copy_from_slice(body.as_bytes()),
         version: http::Version::HTTP_11,
+        trailers: None,
     }
 }
 

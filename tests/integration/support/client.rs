@@ -141,11 +141,13 @@ impl RequestBuilder {
     pub async fn send(self) -> Response {
         let (response, version) = self.send_streaming().await;
         let (parts, body) = response.into_parts();
-        let body = body.collect().await.unwrap().to_bytes();
+        let collected = body.collect().await.unwrap();
+        let trailers = collected.trailers().cloned();
         Response {
             status: parts.status,
             headers: parts.headers,
-            body,
+            body: collected.to_bytes(),
+            trailers,
             version,
         }
     }
@@ -201,6 +203,8 @@ pub struct Response {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// Trailers, when the response carried any.
+    pub trailers: Option<HeaderMap>,
     pub version: Version,
 }
 

@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime};
 use authgate::auth::jwt::TokenIssuer;
 use authgate::config::secret::AccessSecret;
 use authgate::config::Config;
+use authgate::server::{ConnectionSlots, Server};
 use tempfile::TempDir;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -98,6 +99,7 @@ pub struct TestGateway {
     pub files: GatewayFiles,
     config: Config,
     gateway: Arc<authgate::gateway::Gateway>,
+    slots: ConnectionSlots,
     running: Running,
 }
 
@@ -137,17 +139,17 @@ impl TestGateway {
             }
         };
         let shared = Arc::clone(&gateway);
-        let task = tokio::spawn(async move {
-            authgate::server::serve(listener, gateway, tls, async {
-                let _ = rx.await;
-            })
-            .await;
-        });
+        let server = Server::new(listener, gateway, tls);
+        let slots = server.slots();
+        let task = tokio::spawn(server.serve(async {
+            let _ = rx.await;
+        }));
         Self {
             addr,
             files,
             config,
             gateway: shared,
+            slots,
             running: Running {
                 shutdown: Some(tx),
                 task: Some(task),
@@ -161,6 +163,11 @@ impl TestGateway {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The gateway's connection slots, readable after it stopped.
+    pub fn slots(&self) -> ConnectionSlots {
+        self.slots.clone()
     }
 
     /// The gateway's own store, for arranging state as an operator would.
@@ -195,23 +202,12 @@ impl TestGateway {
         if let Some(task) = running.task.take() {
             task.await.unwrap();
         }
-        // The database is released when the last holder of the gateway is
-        // gone; connection tasks finish just after the drain.
-        let mut gateway = Some(gateway);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while let Some(shared) = gateway.take() {
-            match Arc::try_unwrap(shared) {
-                Ok(last) => drop(last),
-                Err(shared) => {
-                    assert!(
-                        tokio::time::Instant::now() < deadline,
-                        "gateway still held after stop"
-                    );
-                    tokio::task::yield_now().await;
-                    gateway = Some(shared);
-                }
-            }
-        }
+        // `serve` returns only once every task it started has ended, and
+        // with them every other holder of the gateway (and its database).
+        assert!(
+            Arc::try_unwrap(gateway).is_ok(),
+            "gateway still held after serve returned"
+        );
         files
     }
 }
@@ -290,6 +286,24 @@ impl BinaryGateway {
 
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
+    }
+
+    /// The first log line containing `needle`, waiting (bounded) for the
+    /// reader thread to see it: a line is written before the answer, but
+    /// read from the pipe by another thread.
+    pub fn wait_for_line(&self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(line) = self.log().lines().find(|l| l.contains(needle)) {
+                return line.to_owned();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no log line with {needle:?}: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// A field of /proc/PID/status in KiB (VmRSS, VmHWM).

@@ -7,6 +7,8 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsage
 
 pub struct TestPki {
     pub ca_pem: String,
+    /// The CA certificate, also written to a file (for `upstream_ca`).
+    pub ca_path: PathBuf,
     pub cert_path: PathBuf,
     pub key_path: PathBuf,
 }
@@ -32,10 +34,51 @@ impl TestPki {
         let key_path = dir.join("leaf-key.pem");
         std::fs::write(&cert_path, leaf.pem()).unwrap();
         std::fs::write(&key_path, leaf_key.serialize_pem()).unwrap();
+        let ca_path = dir.join("ca.pem");
+        std::fs::write(&ca_path, ca_cert.pem()).unwrap();
         Self {
             ca_pem: ca_cert.pem(),
+            ca_path,
             cert_path,
             key_path,
         }
+    }
+
+    /// As [`TestPki::server_config`], but requiring a client certificate
+    /// issued by `clients`' CA (an mTLS upstream).
+    pub fn server_config_requiring(&self, clients: &TestPki) -> rustls::ServerConfig {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(clients.ca_pem.as_bytes()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let verifier = rustls::server::WebPkiClientVerifier::builder(std::sync::Arc::new(roots))
+            .build()
+            .unwrap();
+        let certs = CertificateDer::pem_file_iter(&self.cert_path)
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_file(&self.key_path).unwrap();
+        rustls::ServerConfig::builder()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(certs, key)
+            .unwrap()
+    }
+
+    /// A rustls server config presenting the leaf (for TLS upstreams).
+    pub fn server_config(&self) -> rustls::ServerConfig {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let certs = CertificateDer::pem_file_iter(&self.cert_path)
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_file(&self.key_path).unwrap();
+        rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap()
     }
 }

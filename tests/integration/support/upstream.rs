@@ -1,19 +1,24 @@
-//! A real hyper HTTP/1.1 server on an ephemeral port that records every
-//! request it receives, so tests can prove what did (and did not) arrive.
+//! A real hyper server on an ephemeral port that records every request it
+//! receives, so tests can prove what did (and did not) arrive. HTTP/1.1 by
+//! default; HTTP/2 (prior knowledge or ALPN) and TLS on request. It also
+//! counts the connections it accepted and the most requests it held at once.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Either, Full};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
+use tokio_rustls::TlsAcceptor;
 
 use super::body::Zeros;
 
@@ -42,39 +47,97 @@ pub enum Behavior {
     WebSocketEcho,
     /// Answers every request with this status.
     Status(u16),
+    /// A gRPC answer: a length-prefixed message, then `grpc-status: 0`
+    /// and `grpc-message: done` as trailers.
+    Grpc,
+}
+
+/// How the upstream speaks.
+#[derive(Clone, Default)]
+pub struct UpstreamOptions {
+    /// HTTP/2 only (prior knowledge over TCP, or ALPN h2 over TLS).
+    pub h2: bool,
+    /// Serve TLS with this config (its ALPN is set from `h2`).
+    pub tls: Option<rustls::ServerConfig>,
+    /// Listen here instead of an ephemeral port (bringing a dead target back).
+    pub addr: Option<SocketAddr>,
+}
+
+/// Connection and concurrency counters.
+#[derive(Default)]
+struct Counters {
+    accepted: AtomicUsize,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+    /// WebSocket tunnels whose client side has closed.
+    tunnels_closed: AtomicUsize,
 }
 
 pub struct Upstream {
     pub addr: SocketAddr,
     received: Arc<Mutex<Vec<Recorded>>>,
+    /// Notified when a request arrives or a tunnel closes.
     arrived: Arc<Notify>,
+    counters: Arc<Counters>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Upstream {
     pub async fn start(behavior: Behavior) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_with(behavior, UpstreamOptions::default()).await
+    }
+
+    pub async fn start_with(behavior: Behavior, options: UpstreamOptions) -> Self {
+        let bind = options
+            .addr
+            .unwrap_or_else(|| "127.0.0.1:0".parse().unwrap());
+        let listener = TcpListener::bind(bind).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let received = Arc::new(Mutex::new(Vec::new()));
         let arrived = Arc::new(Notify::new());
+        let counters = Arc::new(Counters::default());
+        let acceptor = options.tls.map(|mut tls| {
+            tls.alpn_protocols = if options.h2 {
+                vec![b"h2".to_vec()]
+            } else {
+                vec![b"http/1.1".to_vec()]
+            };
+            TlsAcceptor::from(Arc::new(tls))
+        });
+        let h2 = options.h2;
         let task = {
             let received = Arc::clone(&received);
             let arrived = Arc::clone(&arrived);
+            let counters = Arc::clone(&counters);
             tokio::spawn(async move {
                 loop {
                     let Ok((stream, _)) = listener.accept().await else {
                         return;
                     };
+                    counters.accepted.fetch_add(1, Ordering::SeqCst);
                     let received = Arc::clone(&received);
                     let arrived = Arc::clone(&arrived);
+                    let counters = Arc::clone(&counters);
+                    let acceptor = acceptor.clone();
                     tokio::spawn(async move {
                         let service = service_fn(move |req| {
-                            handle(req, behavior, Arc::clone(&received), Arc::clone(&arrived))
+                            handle(
+                                req,
+                                behavior,
+                                Arc::clone(&received),
+                                Arc::clone(&arrived),
+                                Arc::clone(&counters),
+                            )
                         });
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), service)
-                            .with_upgrades()
-                            .await;
+                        match acceptor {
+                            // A refused handshake just ends the connection.
+                            Some(acceptor) => {
+                                if let Ok(tls) = acceptor.accept(stream).await {
+                                    serve(TokioIo::new(tls), service, h2).await;
+                                }
+                            }
+                            None => serve(TokioIo::new(stream), service, h2).await,
+                        }
                     });
                 }
             })
@@ -83,8 +146,19 @@ impl Upstream {
             addr,
             received,
             arrived,
+            counters,
             task,
         }
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.counters.accepted.load(Ordering::SeqCst)
+    }
+
+    /// The most requests this upstream was handling at the same time.
+    pub fn max_in_flight(&self) -> usize {
+        self.counters.max_in_flight.load(Ordering::SeqCst)
     }
 
     /// An address where nothing listens (502 tests).
@@ -134,8 +208,49 @@ impl Upstream {
         }
     }
 
+    /// Waits (bounded) until the gateway has closed `n` WebSocket tunnels.
+    pub async fn wait_for_tunnels_closed(&self, n: usize) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let notified = self.arrived.notified();
+            let closed = self.counters.tunnels_closed.load(Ordering::SeqCst);
+            if closed >= n {
+                break;
+            }
+            assert!(
+                tokio::time::timeout_at(deadline, notified).await.is_ok(),
+                "upstream saw {closed} tunnels closed, expected {n}"
+            );
+        }
+    }
+
     pub fn clear(&self) {
         self.received.lock().unwrap().clear();
+    }
+}
+
+async fn serve<I, S>(io: I, service: S, h2: bool)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::Service<
+            Request<Incoming>,
+            Response = Response<UpstreamBody>,
+            Error = Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    if h2 {
+        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .max_concurrent_streams(1000)
+            .serve_connection(io, service)
+            .await;
+    } else {
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(io, service)
+            .with_upgrades()
+            .await;
     }
 }
 
@@ -145,14 +260,31 @@ impl Drop for Upstream {
     }
 }
 
-type UpstreamBody = Either<Full<Bytes>, Zeros>;
+type UpstreamBody = BoxBody<Bytes, Infallible>;
+
+fn full(bytes: &'static [u8]) -> UpstreamBody {
+    Full::new(Bytes::from_static(bytes)).boxed()
+}
+
+/// Decrements the in-flight count when a request's handling ends.
+struct InFlight(Arc<Counters>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 async fn handle(
     mut request: Request<Incoming>,
     behavior: Behavior,
     received: Arc<Mutex<Vec<Recorded>>>,
     arrived: Arc<Notify>,
+    counters: Arc<Counters>,
 ) -> Result<Response<UpstreamBody>, Infallible> {
+    let now = counters.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    counters.max_in_flight.fetch_max(now, Ordering::SeqCst);
+    let _in_flight = InFlight(Arc::clone(&counters));
     let on_upgrade = hyper::upgrade::on(&mut request);
     let (parts, mut body) = request.into_parts();
     let mut body_len = 0u64;
@@ -177,12 +309,14 @@ async fn handle(
     });
     arrived.notify_waiters();
     let response = match behavior {
-        Behavior::Ok => Response::new(Either::Left(Full::new(Bytes::from_static(b"upstream-ok")))),
+        Behavior::Ok => Response::new(full(b"upstream-ok")),
         Behavior::Hang => {
             std::future::pending::<()>().await;
             unreachable!()
         }
-        Behavior::Download(len) => Response::new(Either::Right(Zeros::new(len))),
+        Behavior::Download(len) => {
+            Response::new(Zeros::new(len).map_err(|never| match never {}).boxed())
+        }
         Behavior::SetGatewayCookies => Response::builder()
             .status(StatusCode::OK)
             .header(
@@ -191,9 +325,10 @@ async fn handle(
             )
             .header("set-cookie", "authgate_csrf=stolen; Path=/")
             .header("set-cookie", "app=1; Path=/")
-            .body(Either::Left(Full::new(Bytes::from_static(b"cookies"))))
+            .body(full(b"cookies"))
             .unwrap(),
         Behavior::WebSocketEcho => {
+            let counters = Arc::clone(&counters);
             tokio::spawn(async move {
                 use tokio::io::{AsyncReadExt, AsyncWriteExt};
                 let Ok(upgraded) = on_upgrade.await else {
@@ -206,18 +341,35 @@ async fn handle(
                         break;
                     }
                 }
+                counters.tunnels_closed.fetch_add(1, Ordering::SeqCst);
+                arrived.notify_waiters();
             });
             Response::builder()
                 .status(StatusCode::SWITCHING_PROTOCOLS)
                 .header("upgrade", "websocket")
                 .header("connection", "upgrade")
-                .body(Either::Left(Full::new(Bytes::new())))
+                .body(full(b""))
                 .unwrap()
         }
         Behavior::Status(code) => Response::builder()
             .status(code)
-            .body(Either::Left(Full::new(Bytes::from_static(b"status"))))
+            .body(full(b"status"))
             .unwrap(),
+        Behavior::Grpc => {
+            let mut trailers = HeaderMap::new();
+            trailers.insert("grpc-status", HeaderValue::from_static("0"));
+            trailers.insert("grpc-message", HeaderValue::from_static("done"));
+            // One uncompressed gRPC message of 5 bytes: "hello".
+            let message = Bytes::from_static(b"\x00\x00\x00\x00\x05hello");
+            let body = Full::new(message)
+                .with_trailers(async move { Some(Ok(trailers)) })
+                .boxed();
+            Response::builder()
+                .status(StatusCode::OK)
+                .header("content-type", "application/grpc")
+                .body(body)
+                .unwrap()
+        }
     };
     Ok(response)
 }

@@ -1,0 +1,109 @@
+//! One HTTP/1.1 connection to a target, driven by whichever request task
+//! holds it: the connection future is polled beside the request and then
+//! inside the response body, so no task and no channel hop sit between a
+//! request and its socket (as Pingora drives its HTTP/1 client).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, TrySendError};
+use hyper_util::rt::TokioIo;
+use tokio::time::Instant;
+
+use super::io::UpstreamIo;
+use super::pool::Slot;
+use crate::body::ForwardBody;
+
+/// hyper's connection future (with upgrades); its type is unnameable.
+type Driver = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
+
+/// A live connection and its place in the target's pool.
+pub struct H1Conn {
+    sender: http1::SendRequest<ForwardBody>,
+    /// `None` once the connection has ended (or was handed to a tunnel).
+    driver: Option<Driver>,
+    /// Counts this connection against the target's cap while it lives.
+    slot: Slot,
+    /// Served a request before: a failure may be a stale keep-alive.
+    pub reused: bool,
+    /// When it was last put back idle.
+    pub idle_since: Instant,
+}
+
+impl H1Conn {
+    /// The HTTP/1.1 handshake over a fresh stream (no bytes are exchanged).
+    pub async fn handshake(io: UpstreamIo, slot: Slot) -> hyper::Result<Self> {
+        let (sender, connection) = http1::Builder::new().handshake(TokioIo::new(io)).await?;
+        Ok(Self {
+            sender,
+            driver: Some(Box::pin(connection.with_upgrades())),
+            slot,
+            reused: false,
+            idle_since: Instant::now(),
+        })
+    }
+
+    /// Sends `request`, driving the connection until the response head
+    /// arrives. On an error that hyper raised before writing anything, the
+    /// request comes back inside the error.
+    pub async fn send(
+        &mut self,
+        request: Request<ForwardBody>,
+    ) -> Result<Response<Incoming>, TrySendError<Request<ForwardBody>>> {
+        let mut exchange = std::pin::pin!(self.sender.try_send_request(request));
+        let driver = &mut self.driver;
+        std::future::poll_fn(|cx| {
+            poll_driver(driver, cx);
+            exchange.as_mut().poll(cx)
+        })
+        .await
+    }
+
+    /// Advances the connection (reads, writes the request body) with `cx`.
+    pub fn drive(&mut self, cx: &mut Context<'_>) {
+        poll_driver(&mut self.driver, cx);
+    }
+
+    /// True when the previous exchange finished cleanly and the connection
+    /// can carry another request now.
+    pub fn is_reusable(&mut self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        poll_driver(&mut self.driver, &mut cx);
+        self.driver.is_some() && self.sender.is_ready()
+    }
+
+    /// After a 101: the connection future must run to completion for the
+    /// upgrade to be handed over, and the socket leaves the pool for good.
+    pub fn into_upgrade(mut self) {
+        if let Some(driver) = self.driver.take() {
+            tokio::spawn(async move {
+                if let Err(err) = driver.await {
+                    tracing::debug!(error = %err, "upstream connection ended during upgrade");
+                }
+            });
+        }
+    }
+
+    /// Returns the connection to its pool, or closes it when it cannot be
+    /// used again.
+    pub fn release(mut self) {
+        if self.is_reusable() {
+            let pool = self.slot.pool();
+            pool.check_in(self);
+        }
+    }
+}
+
+fn poll_driver(driver: &mut Option<Driver>, cx: &mut Context<'_>) {
+    if let Some(running) = driver {
+        if let Poll::Ready(result) = running.as_mut().poll(cx) {
+            if let Err(err) = result {
+                tracing::debug!(error = %err, "upstream connection ended");
+            }
+            *driver = None;
+        }
+    }
+}

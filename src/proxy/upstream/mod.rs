@@ -1,0 +1,330 @@
+//! The upstream layer of one route: its targets, the balancer choosing
+//! among them, their connections and health, and the one retry. The proxy
+//! hands it a request already rewritten for upstreams; it returns the
+//! response head with a body that keeps its connection until it ends.
+//!
+//! A GET, HEAD or OPTIONS that reached no target (the connect failed, the
+//! pool was full, or hyper gave the request back unsent) is tried once more
+//! on another target. Nothing else is retried: once a byte may have reached
+//! a target, a second attempt could repeat its effect.
+
+pub mod balance;
+pub mod body;
+pub mod connector;
+pub mod error;
+pub mod h1;
+pub mod h2;
+pub mod health;
+pub mod io;
+pub mod pool;
+pub mod probe;
+pub mod target;
+pub mod tls;
+
+use std::sync::Arc;
+
+use http::header::HOST;
+use http::uri::{Authority, PathAndQuery};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use hyper::client::conn::TrySendError;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::body::ForwardBody;
+use crate::config::upstream::HealthCheck;
+use crate::config::{UpstreamProtocol, UpstreamSet};
+use balance::Balancer;
+use body::UpstreamBody;
+use connector::Connector;
+pub use error::UpstreamError;
+use h1::H1Conn;
+use pool::{Checkout, H1Pool};
+use target::{Connections, InFlight, TargetState};
+pub use tls::UpstreamTlsError;
+
+/// Requests allowed to wait for a connection to one target, per allowed
+/// connection; beyond this (and at least [`MIN_WAITERS`]) they get 503.
+const WAITERS_PER_CONNECTION: usize = 4;
+const MIN_WAITERS: usize = 1024;
+
+/// The run-time state of one route's targets.
+pub struct UpstreamGroup {
+    targets: Vec<Arc<TargetState>>,
+    balancer: Balancer,
+    protocol: UpstreamProtocol,
+    health_check: Option<HealthCheck>,
+}
+
+/// Why a route's upstreams could not be set up at start.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamSetupError {
+    #[error(transparent)]
+    Tls(#[from] UpstreamTlsError),
+    #[error("{0}")]
+    Target(String),
+}
+
+/// The outcome of one attempt on one target.
+enum Attempt {
+    /// Nothing reached the target; the request is intact for a retry.
+    NotSent(Box<Request<ForwardBody>>, UpstreamError),
+    Failed(UpstreamError),
+}
+
+impl UpstreamGroup {
+    /// Builds pools, connectors and TLS settings for `set`. Reads the CA and
+    /// client-certificate files.
+    pub fn new(set: &UpstreamSet) -> Result<Self, UpstreamSetupError> {
+        let tls = if set.targets.iter().any(|t| t.is_https()) {
+            Some(tls::client_config(&set.tls, set.protocol)?)
+        } else {
+            None
+        };
+        let max_waiters = (set.max_connections * WAITERS_PER_CONNECTION).max(MIN_WAITERS);
+        let mut targets = Vec::with_capacity(set.targets.len());
+        for target in &set.targets {
+            let connector = Connector::new(target, set.protocol, tls.as_ref())
+                .map_err(UpstreamSetupError::Target)?;
+            let connections = match set.protocol {
+                UpstreamProtocol::Http1 => {
+                    Connections::Http1(H1Pool::new(set.max_connections, max_waiters))
+                }
+                UpstreamProtocol::Http2 => Connections::Http2(h2::H2Shared::default()),
+            };
+            targets.push(Arc::new(TargetState::new(
+                target.clone(),
+                connector,
+                connections,
+            )));
+        }
+        Ok(Self {
+            targets,
+            balancer: Balancer::new(set.balance),
+            protocol: set.protocol,
+            health_check: set.health_check.clone(),
+        })
+    }
+
+    /// Open connections per target, in configuration order.
+    pub fn live_connections(&self) -> Vec<usize> {
+        self.targets.iter().map(|t| t.live_connections()).collect()
+    }
+
+    /// Starts the active health checks of this route, if configured.
+    pub fn spawn_health_checks(&self, tasks: &mut JoinSet<()>) {
+        if let Some(check) = &self.health_check {
+            for target in &self.targets {
+                tasks.spawn(probe::run(Arc::clone(target), check.clone(), self.protocol));
+            }
+        }
+    }
+
+    /// Sends `request` (headers already rewritten) to a target, at
+    /// `path_and_query` below the target's base path, and returns the
+    /// response head by `deadline`.
+    pub async fn send(
+        &self,
+        mut request: Request<ForwardBody>,
+        path_and_query: &str,
+        deadline: Instant,
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        let retryable = matches!(
+            *request.method(),
+            Method::GET | Method::HEAD | Method::OPTIONS
+        );
+        // Read once: a retry must not inherit the first target's authority.
+        let client_host = request.headers().get(HOST).cloned();
+        let mut first_error = None;
+        let mut exclude = None;
+        loop {
+            let Some(index) = self.balancer.pick(&self.targets, exclude, Instant::now()) else {
+                return Err(first_error.unwrap_or(UpstreamError::NoHealthyTarget));
+            };
+            let Some(target) = self.targets.get(index) else {
+                return Err(UpstreamError::NoHealthyTarget);
+            };
+            self.aim(&mut request, target, path_and_query, client_host.as_ref())?;
+            let outcome = match &target.connections {
+                Connections::Http1(pool) => self.attempt_h1(target, pool, request, deadline).await,
+                Connections::Http2(shared) => {
+                    self.attempt_h2(target, shared, request, deadline).await
+                }
+            };
+            match outcome {
+                Ok(response) => return Ok(response),
+                Err(Attempt::NotSent(back, err)) if retryable && exclude.is_none() => {
+                    tracing::debug!(error = %err, "retrying on another target");
+                    request = *back;
+                    first_error = Some(err);
+                    exclude = Some(index);
+                }
+                Err(Attempt::NotSent(_, err) | Attempt::Failed(err)) => return Err(err),
+            }
+        }
+    }
+
+    /// Points `request` at `target`: origin-form and a Host header for
+    /// HTTP/1, an absolute URI whose authority is the client's Host for
+    /// HTTP/2. Without a client Host, the target's authority stands in.
+    fn aim(
+        &self,
+        request: &mut Request<ForwardBody>,
+        target: &TargetState,
+        path_and_query: &str,
+        client_host: Option<&HeaderValue>,
+    ) -> Result<(), UpstreamError> {
+        let base = &target.target.base_path;
+        let path_and_query = if base.is_empty() {
+            PathAndQuery::try_from(path_and_query)
+        } else {
+            PathAndQuery::try_from(format!("{base}{path_and_query}"))
+        }
+        .map_err(|e| UpstreamError::Request(e.into()))?;
+        let (uri, version) = match self.protocol {
+            UpstreamProtocol::Http1 => {
+                if client_host.is_none() {
+                    let host = HeaderValue::from_str(target.target.authority.as_str())
+                        .map_err(|e| UpstreamError::Request(e.into()))?;
+                    request.headers_mut().insert(HOST, host);
+                }
+                (Uri::from(path_and_query), Version::HTTP_11)
+            }
+            UpstreamProtocol::Http2 => {
+                // RFC 9113 §8.3.1: :authority replaces Host.
+                request.headers_mut().remove(HOST);
+                let authority = client_host
+                    .and_then(|host| Authority::try_from(host.as_bytes()).ok())
+                    .unwrap_or_else(|| target.target.authority.clone());
+                let uri = Uri::builder()
+                    .scheme(target.target.scheme.clone())
+                    .authority(authority)
+                    .path_and_query(path_and_query)
+                    .build()
+                    .map_err(UpstreamError::Request)?;
+                (uri, Version::HTTP_2)
+            }
+        };
+        *request.uri_mut() = uri;
+        *request.version_mut() = version;
+        Ok(())
+    }
+
+    async fn attempt_h1(
+        &self,
+        target: &Arc<TargetState>,
+        pool: &Arc<H1Pool>,
+        request: Request<ForwardBody>,
+        deadline: Instant,
+    ) -> Result<Response<UpstreamBody>, Attempt> {
+        let in_flight = target.start_request();
+        let checkout = match tokio::time::timeout_at(deadline, pool.check_out()).await {
+            Err(_) => return Err(Attempt::Failed(UpstreamError::Timeout)),
+            Ok(Err(source)) => {
+                let err = UpstreamError::Busy {
+                    target: target.name.clone(),
+                    source,
+                };
+                return Err(Attempt::NotSent(Box::new(request), err));
+            }
+            Ok(Ok(checkout)) => checkout,
+        };
+        let mut conn = match checkout {
+            Checkout::Idle(conn) => conn,
+            Checkout::Connect(slot) => {
+                let opened = match target.connector.connect(deadline).await {
+                    Ok(io) => H1Conn::handshake(io, slot)
+                        .await
+                        .map_err(connector::ConnectError::Handshake),
+                    Err(err) => Err(err),
+                };
+                match opened {
+                    Ok(conn) => conn,
+                    Err(source) => {
+                        return Err(connect_failed(target, Box::new(request), source));
+                    }
+                }
+            }
+        };
+        let response = match tokio::time::timeout_at(deadline, conn.send(request)).await {
+            Err(_) => return Err(Attempt::Failed(UpstreamError::Timeout)),
+            Ok(result) => result.map_err(|err| unsent_or_failed(target, err))?,
+        };
+        target.health.record_success();
+        let (parts, incoming) = response.into_parts();
+        let conn = if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+            conn.into_upgrade();
+            None
+        } else {
+            Some(conn)
+        };
+        Ok(Response::from_parts(
+            parts,
+            UpstreamBody::new(incoming, conn, in_flight),
+        ))
+    }
+
+    async fn attempt_h2(
+        &self,
+        target: &Arc<TargetState>,
+        shared: &h2::H2Shared,
+        request: Request<ForwardBody>,
+        deadline: Instant,
+    ) -> Result<Response<UpstreamBody>, Attempt> {
+        let in_flight: InFlight = target.start_request();
+        let opened =
+            match tokio::time::timeout_at(deadline, shared.sender(&target.connector, deadline))
+                .await
+            {
+                Err(_) => Err(connector::ConnectError::Timeout),
+                Ok(result) => result,
+            };
+        let mut sender = match opened {
+            Ok(sender) => sender,
+            Err(source) => return Err(connect_failed(target, Box::new(request), source)),
+        };
+        let response =
+            match tokio::time::timeout_at(deadline, sender.try_send_request(request)).await {
+                Err(_) => return Err(Attempt::Failed(UpstreamError::Timeout)),
+                Ok(result) => result.map_err(|err| unsent_or_failed(target, err))?,
+            };
+        target.health.record_success();
+        let (parts, incoming) = response.into_parts();
+        Ok(Response::from_parts(
+            parts,
+            UpstreamBody::new(incoming, None, in_flight),
+        ))
+    }
+}
+
+/// A connect failure ejects the target and leaves the request unsent.
+fn connect_failed(
+    target: &TargetState,
+    request: Box<Request<ForwardBody>>,
+    source: connector::ConnectError,
+) -> Attempt {
+    let backoff = target.health.record_failure(Instant::now());
+    tracing::warn!(
+        target = %target.name,
+        error = %source,
+        ejected_for = ?backoff,
+        "upstream target ejected"
+    );
+    let err = UpstreamError::Connect {
+        target: target.name.clone(),
+        source,
+    };
+    Attempt::NotSent(request, err)
+}
+
+/// hyper hands the request back when it wrote none of it.
+fn unsent_or_failed(target: &TargetState, mut err: TrySendError<Request<ForwardBody>>) -> Attempt {
+    let unsent = err.take_message();
+    let err = UpstreamError::Exchange {
+        target: target.name.clone(),
+        source: err.into_error(),
+    };
+    match unsent {
+        Some(request) => Attempt::NotSent(Box::new(request), err),
+        None => Attempt::Failed(err),
+    }
+}

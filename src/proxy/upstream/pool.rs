@@ -1,0 +1,194 @@
+//! The HTTP/1 connections of one target, bounded by
+//! `max_upstream_connections`. A request takes an idle connection, or the
+//! right to open one while under the cap, or waits in a bounded FIFO queue;
+//! a returned connection (or a freed place) goes straight to the first
+//! waiter. The pool only hands connections out: the task that holds one
+//! drives it.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::h1::H1Conn;
+
+/// Idle connections older than this are closed rather than reused: most
+/// servers close keep-alive connections after 60-75 s of silence.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(50);
+
+pub struct H1Pool {
+    state: Mutex<State>,
+    max: usize,
+    max_waiters: usize,
+}
+
+struct State {
+    /// Most recently returned last: reuse the warmest connection.
+    idle: Vec<H1Conn>,
+    /// Connections open or being opened, idle ones included.
+    live: usize,
+    waiters: VecDeque<oneshot::Sender<Grant>>,
+}
+
+/// What a waiter is given.
+enum Grant {
+    Conn(H1Conn),
+    /// A place under the cap, already counted in `live`.
+    Slot,
+}
+
+/// What a request gets from the pool.
+pub enum Checkout {
+    Idle(H1Conn),
+    /// Open a new connection; the slot holds its place under the cap.
+    Connect(Slot),
+}
+
+/// Why the pool could not serve a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PoolError {
+    #[error("every connection is busy and {0} requests are already waiting")]
+    QueueFull(usize),
+}
+
+/// One place under the cap; dropping it frees the place (for a waiter first).
+pub struct Slot {
+    pool: Arc<H1Pool>,
+}
+
+impl Slot {
+    pub fn pool(&self) -> Arc<H1Pool> {
+        Arc::clone(&self.pool)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.pool.release_slot();
+    }
+}
+
+impl H1Pool {
+    /// `max` connections at most; up to `max_waiters` requests wait beyond.
+    pub fn new(max: usize, max_waiters: usize) -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(State {
+                idle: Vec::new(),
+                live: 0,
+                waiters: VecDeque::new(),
+            }),
+            max: max.max(1),
+            max_waiters,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Open connections, idle or busy.
+    pub fn live(&self) -> usize {
+        self.lock().live
+    }
+
+    /// A connection ready for a request, or the right to open one. Waits
+    /// (cancel-safe) while the target is at its cap.
+    pub async fn check_out(self: &Arc<Self>) -> Result<Checkout, PoolError> {
+        loop {
+            let step = {
+                let mut state = self.lock();
+                if let Some(conn) = state.idle.pop() {
+                    Step::Try(conn)
+                } else if state.live < self.max {
+                    state.live += 1;
+                    Step::Ready(Checkout::Connect(Slot {
+                        pool: Arc::clone(self),
+                    }))
+                } else {
+                    if state.waiters.len() >= self.max_waiters {
+                        state.waiters.retain(|w| !w.is_closed());
+                        if state.waiters.len() >= self.max_waiters {
+                            return Err(PoolError::QueueFull(state.waiters.len()));
+                        }
+                    }
+                    let (tx, rx) = oneshot::channel();
+                    state.waiters.push_back(tx);
+                    Step::Wait(rx)
+                }
+            };
+            // Connections are checked and dropped outside the lock: dropping
+            // one takes it again.
+            match step {
+                Step::Ready(checkout) => return Ok(checkout),
+                Step::Try(mut conn) => {
+                    if conn.idle_since.elapsed() < IDLE_TIMEOUT && conn.is_reusable() {
+                        return Ok(Checkout::Idle(conn));
+                    }
+                }
+                Step::Wait(rx) => match rx.await {
+                    Ok(Grant::Conn(mut conn)) => {
+                        if conn.is_reusable() {
+                            return Ok(Checkout::Idle(conn));
+                        }
+                    }
+                    Ok(Grant::Slot) => {
+                        return Ok(Checkout::Connect(Slot {
+                            pool: Arc::clone(self),
+                        }))
+                    }
+                    // The pool never drops a waiter unanswered while it lives.
+                    Err(_) => return Err(PoolError::QueueFull(0)),
+                },
+            }
+        }
+    }
+
+    /// Takes back a connection that finished its exchange cleanly.
+    pub fn check_in(&self, mut conn: H1Conn) {
+        conn.reused = true;
+        conn.idle_since = Instant::now();
+        let mut grant = Grant::Conn(conn);
+        let mut state = self.lock();
+        while let Some(waiter) = state.waiters.pop_front() {
+            match waiter.send(grant) {
+                Ok(()) => return,
+                // That waiter gave up (its request was cancelled).
+                Err(back) => grant = back,
+            }
+        }
+        if let Grant::Conn(conn) = grant {
+            state.idle.push(conn);
+        }
+        // The coldest connection goes once it has idled too long.
+        let stale = match state.idle.first() {
+            Some(oldest) if oldest.idle_since.elapsed() >= IDLE_TIMEOUT => {
+                Some(state.idle.remove(0))
+            }
+            _ => None,
+        };
+        drop(state);
+        drop(stale);
+    }
+
+    /// A connection closed (or was never opened): its place goes to the
+    /// first waiter, or back to the count.
+    fn release_slot(&self) {
+        let mut grant = Grant::Slot;
+        let mut state = self.lock();
+        while let Some(waiter) = state.waiters.pop_front() {
+            match waiter.send(grant) {
+                Ok(()) => return,
+                Err(back) => grant = back,
+            }
+        }
+        state.live = state.live.saturating_sub(1);
+    }
+}
+
+enum Step {
+    Ready(Checkout),
+    Try(H1Conn),
+    Wait(oneshot::Receiver<Grant>),
+}

@@ -1,0 +1,69 @@
+//! One target of a route at run time: how to reach it, its connections, its
+//! health, and how many requests it is serving now (for least-requests).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use super::connector::Connector;
+use super::h2::H2Shared;
+use super::health::Health;
+use super::pool::H1Pool;
+use crate::config::upstream::Target;
+
+pub struct TargetState {
+    pub target: Target,
+    /// `scheme://authority`, for logs and errors.
+    pub name: String,
+    pub connector: Connector,
+    pub connections: Connections,
+    pub health: Health,
+    in_flight: AtomicUsize,
+}
+
+/// The connections of a target, by protocol.
+pub enum Connections {
+    Http1(Arc<H1Pool>),
+    Http2(H2Shared),
+}
+
+impl TargetState {
+    pub fn new(target: Target, connector: Connector, connections: Connections) -> Self {
+        let name = format!("{}://{}", target.scheme, target.authority);
+        Self {
+            target,
+            name,
+            connector,
+            connections,
+            health: Health::default(),
+            in_flight: AtomicUsize::new(0),
+        }
+    }
+
+    /// Requests sent to this target whose response has not ended.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Open connections to this target.
+    pub fn live_connections(&self) -> usize {
+        match &self.connections {
+            Connections::Http1(pool) => pool.live(),
+            Connections::Http2(shared) => shared.live(),
+        }
+    }
+
+    /// Counts one request until the guard is dropped (its response ended).
+    pub fn start_request(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(Arc::clone(self))
+    }
+}
+
+/// One request in flight to a target.
+pub struct InFlight(Arc<TargetState>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,90 @@
+//! WebSocket tunnels belong to the connection they were upgraded from: they
+//! hold its `max_connections` slot, count in the shutdown drain, and end with
+//! the gateway.
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_rustls::client::TlsStream;
+
+use crate::support::client::Alpn;
+use crate::support::{Behavior, GatewayOptions, TestGateway, Upstream};
+
+const SHORT: Duration = Duration::from_secs(3);
+const GRACE: Duration = Duration::from_millis(500);
+
+/// Opens a tunnel through `gw` and proves it carries bytes both ways.
+async fn open_tunnel(gw: &TestGateway) -> TlsStream<tokio::net::TcpStream> {
+    let mut tls = gw.client().tls(Alpn::Http1).await;
+    let handshake = format!(
+        "GET /ws/chat HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Authorization: Bearer {}\r\n\r\n",
+        gw.token("ws-user", "viewer")
+    );
+    tls.write_all(handshake.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tls.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    tls.write_all(b"ping").await.unwrap();
+    let mut echoed = [0u8; 4];
+    tokio::time::timeout(SHORT, tls.read_exact(&mut echoed))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&echoed, b"ping");
+    tls
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tunnel_holds_its_slot_until_the_gateway_stops_and_closes_it() {
+    let upstream = Upstream::start(Behavior::WebSocketEcho).await;
+    let gw = TestGateway::start_with(GatewayOptions {
+        server: format!("shutdown_grace = \"{}ms\"", GRACE.as_millis()),
+        routes: format!(
+            "[[route]]\nname = \"ws\"\npath_prefix = \"/ws/\"\nupstream = \"{}\"\nwebsocket = true\n",
+            upstream.url()
+        ),
+        ..GatewayOptions::default()
+    })
+    .await;
+    let slots = gw.slots();
+    let mut tunnel = open_tunnel(&gw).await;
+    // The HTTP/1.1 connection has handed its socket to the tunnel; the
+    // tunnel still counts against max_connections.
+    assert_eq!(
+        slots.in_use(),
+        1,
+        "the tunnel gave up its connection's slot"
+    );
+
+    let stopping = Instant::now();
+    // stop() returns once serve has, and asserts nothing holds the gateway.
+    tokio::time::timeout(GRACE + Duration::from_secs(10), gw.stop())
+        .await
+        .expect("serve did not return after the grace");
+    assert!(
+        stopping.elapsed() >= GRACE,
+        "serve returned after {:?}, before the grace, with a tunnel open",
+        stopping.elapsed()
+    );
+    assert_eq!(
+        slots.in_use(),
+        0,
+        "a slot is still held after serve returned"
+    );
+    // The tunnel was closed on both sides.
+    upstream.wait_for_tunnels_closed(1).await;
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(SHORT, tunnel.read_to_end(&mut rest)).await;
+    assert!(
+        closed.is_ok(),
+        "the client's side of the tunnel is still open"
+    );
+    assert!(rest.is_empty(), "{rest:?}");
+}
