@@ -97,7 +97,7 @@ pub enum StartupError {
 
 /// Prepares everything `serve` needs from a validated config: the secret, the
 /// TLS settings and the shared gateway state. Logs what dev mode generated.
-pub fn prepare(
+pub async fn prepare(
     config: Config,
 ) -> Result<(Arc<gateway::Gateway>, Arc<rustls::ServerConfig>), StartupError> {
     let keys = Arc::new(KeyRing::load(&config)?);
@@ -129,9 +129,10 @@ pub fn prepare(
         );
     }
     let store_path = config.store.path.clone();
+    let store_backend = config.store.backend.clone();
     let key_path = config.server.tls_key.clone();
     let admin_listen = config.admin.listen;
-    let mut gateway = gateway::Gateway::build(config, Arc::clone(&keys))?;
+    let mut gateway = gateway::Gateway::build(config, Arc::clone(&keys)).await?;
     if let Some(addr) = admin_listen {
         gateway
             .bind_admin()
@@ -148,7 +149,12 @@ pub fn prepare(
         KeySource::Secret(SecretOrigin::Environment) => {}
     }
     private_files::warn_if_readable_by_others("the TLS private key ([server] tls_key)", &key_path);
-    private_files::warn_if_readable_by_others("the database directory ([store] path)", &store_path);
+    if matches!(store_backend, config::StoreBackend::Sled) {
+        private_files::warn_if_readable_by_others(
+            "the database directory ([store] path)",
+            &store_path,
+        );
+    }
     Ok((Arc::new(gateway), tls))
 }
 
@@ -158,7 +164,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartupError> {
-    let (gateway, tls) = prepare(config)?;
+    let (gateway, tls) = prepare(config).await?;
     // Before "listening on": from then on a SIGHUP reloads, never kills.
     let reloader = key_reload::spawn_on_sighup(Arc::clone(gateway.keys()));
     if let Ok(addr) = listener.local_addr() {

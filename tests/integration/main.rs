@@ -18,6 +18,7 @@ mod keys;
 mod limits;
 mod observability;
 mod operations;
+mod postgres;
 mod proxying;
 mod refresh_bounds;
 mod session_races;
