@@ -53,6 +53,28 @@ pub enum Command {
         #[command(subcommand)]
         command: keys::KeysCommand,
     },
+    /// Move data between store backends.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
+}
+
+/// `authgate store ...`: moving an installation between backends.
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Copy every user, session and revocation from a sled database (no
+    /// gateway may be using it) into PostgreSQL, printing what was added.
+    /// Records already there are kept, so running it twice adds nothing.
+    Copy {
+        /// `sled:PATH`, the database directory.
+        #[arg(long, value_name = "sled:PATH")]
+        from: String,
+        /// `postgres:URL`; `postgres:` alone takes the URL from
+        /// AUTHGATE_DATABASE_URL, keeping the password off the command line.
+        #[arg(long, value_name = "postgres:URL")]
+        to: String,
+    },
 }
 
 /// `authgate user ...`: the operator's account tools.

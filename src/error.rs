@@ -21,6 +21,9 @@ use crate::auth::throttle::Throttled;
 use crate::auth::AuthError;
 use crate::body::{BoxError, ResponseBody};
 
+/// Retry-After of the answers given while the shared store is unreachable.
+const STORE_RETRY_AFTER: Duration = Duration::from_secs(2);
+
 /// Every outcome a client can be told about, other than success.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -89,6 +92,13 @@ pub enum GatewayError {
     TooManyRequests { retry_after: Duration },
     #[error("overloaded")]
     Busy { retry_after: Duration },
+    /// The shared store's revocation feed has been down longer than
+    /// `[store] revocation_max_staleness`: fail closed until it catches up.
+    #[error("revocation state is {stale_for:?} old, beyond the allowed staleness")]
+    RevocationsStale { stale_for: Duration },
+    /// The database behind the account endpoints cannot be reached.
+    #[error("store unavailable: {0}")]
+    StoreUnavailable(#[source] BoxError),
 
     // Upstream and internal failures.
     #[error("upstream unavailable: {0}")]
@@ -106,8 +116,18 @@ pub enum GatewayError {
 }
 
 impl GatewayError {
+    /// A failure of ours (500), unless it is the database being unreachable,
+    /// which the client may retry (503): the store's errors reach the
+    /// handlers through here, so this is where the two are told apart.
     pub fn internal(err: impl Into<BoxError>) -> Self {
-        Self::Internal(err.into())
+        let err = err.into();
+        if matches!(
+            err.downcast_ref::<crate::store::StoreError>(),
+            Some(crate::store::StoreError::Unavailable(_))
+        ) {
+            return Self::StoreUnavailable(err);
+        }
+        Self::Internal(err)
     }
 
     pub fn status(&self) -> StatusCode {
@@ -133,7 +153,9 @@ impl GatewayError {
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             EmailTaken => StatusCode::CONFLICT,
             TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Busy { .. } | RevocationsStale { .. } | StoreUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             UpstreamUnavailable(_) | NoHealthyUpstream => StatusCode::BAD_GATEWAY,
             UpstreamBusy(_) => StatusCode::SERVICE_UNAVAILABLE,
             UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -174,6 +196,8 @@ impl GatewayError {
             UserNotFound => "USER_NOT_FOUND",
             TooManyRequests { .. } => "TOO_MANY_REQUESTS",
             Busy { .. } => "SERVICE_BUSY",
+            RevocationsStale { .. } => "REVOCATIONS_STALE",
+            StoreUnavailable(_) => "STORE_UNAVAILABLE",
             UpstreamUnavailable(_) | NoHealthyUpstream => "UPSTREAM_UNAVAILABLE",
             UpstreamBusy(_) => "UPSTREAM_BUSY",
             UpstreamTimeout(_) => "UPSTREAM_TIMEOUT",
@@ -218,6 +242,10 @@ impl GatewayError {
             UserNotFound => "No such user.",
             TooManyRequests { .. } => "Too many attempts; try again later.",
             Busy { .. } => "The server is busy; try again shortly.",
+            RevocationsStale { .. } => {
+                "The gateway cannot confirm that this token is still valid; try again shortly."
+            }
+            StoreUnavailable(_) => "The account database is unavailable; try again shortly.",
             UpstreamUnavailable(_) | NoHealthyUpstream => "The upstream service is unavailable.",
             UpstreamBusy(_) => "The upstream service is busy; try again shortly.",
             UpstreamTimeout(_) => "The upstream service did not answer in time.",
@@ -246,6 +274,9 @@ impl GatewayError {
             Self::TooManyRequests { retry_after } | Self::Busy { retry_after } => {
                 Some(*retry_after)
             }
+            // Reconnection is retried every few seconds; a client should not
+            // hammer a gateway that is waiting for its database.
+            Self::RevocationsStale { .. } | Self::StoreUnavailable(_) => Some(STORE_RETRY_AFTER),
             Self::UpstreamBusy(_) => Some(Duration::from_secs(1)),
             _ => None,
         }
@@ -287,9 +318,12 @@ impl GatewayError {
             EmailTaken => ALREADY_EXISTS,
             PayloadTooLarge | TooManyRequests { .. } => RESOURCE_EXHAUSTED,
             RequestTimeout | UpstreamTimeout(_) => DEADLINE_EXCEEDED,
-            Busy { .. } | UpstreamUnavailable(_) | NoHealthyUpstream | UpstreamBusy(_) => {
-                UNAVAILABLE
-            }
+            Busy { .. }
+            | RevocationsStale { .. }
+            | StoreUnavailable(_)
+            | UpstreamUnavailable(_)
+            | NoHealthyUpstream
+            | UpstreamBusy(_) => UNAVAILABLE,
             Internal(_) => INTERNAL,
         }
     }
@@ -371,6 +405,7 @@ impl From<AuthError> for GatewayError {
             AuthError::Bearer(err) => err.into(),
             AuthError::Token(err) => err.into(),
             AuthError::Revoked => Self::TokenRevoked,
+            AuthError::Stale { stale_for } => Self::RevocationsStale { stale_for },
         }
     }
 }
@@ -384,8 +419,12 @@ impl From<SessionError> for GatewayError {
             SessionError::Expired => Self::RefreshExpired,
             SessionError::Reused => Self::TokenReuseDetected,
             SessionError::Throttled(refusal) => refusal.into(),
-            err @ (SessionError::Store(_)
-            | SessionError::Mint(_)
+            // The database being unreachable is retried by the client.
+            SessionError::Store(err) => Self::internal(err),
+            SessionError::StoreUnavailable => {
+                Self::StoreUnavailable("refresh rotation: database unavailable".into())
+            }
+            err @ (SessionError::Mint(_)
             | SessionError::UnreadableTagKey
             | SessionError::RotationFailed) => Self::internal(err),
         }

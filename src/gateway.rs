@@ -18,10 +18,12 @@ use crate::auth::revocation::RevocationList;
 use crate::auth::sessions;
 use crate::auth::Authenticator;
 use crate::config::Config;
+use crate::config::StoreBackend;
 use crate::observe::Observability;
 use crate::proxy::Proxy;
 use crate::router::Router;
-use crate::store::{SledStore, Store, StoreError};
+use crate::store::postgres::Listener;
+use crate::store::{PostgresStore, SledStore, Store, StoreError};
 use crate::tasks::Tasks;
 
 pub struct Gateway {
@@ -41,6 +43,9 @@ pub struct Gateway {
     revocations: Arc<RevocationList>,
     accounts: Accounts,
     observability: Observability,
+    /// With PostgreSQL: follows the other instances' revocations; stopped
+    /// with the gateway.
+    _listener: Option<Listener>,
 }
 
 /// What a reload replaces, as one unit: the routing table, the upstream
@@ -75,7 +80,7 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(600);
 pub enum BuildError {
     #[error(transparent)]
     Proxy(#[from] crate::proxy::ProxySetupError),
-    #[error("cannot open the store ([store] path): {0}")]
+    #[error("cannot open the store ([store]): {0}")]
     Store(#[from] StoreError),
     #[error("cannot start password hashing ([auth.password]): {0}")]
     Password(#[from] PasswordError),
@@ -85,24 +90,61 @@ pub enum BuildError {
 
 impl Gateway {
     /// Opens the store, loads the revocation state and assembles the rest.
-    pub fn build(config: Config, keys: Arc<KeyRing>) -> Result<Self, BuildError> {
-        let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.store.path)?);
-        Self::build_with_store(config, keys, store)
+    /// With PostgreSQL, also starts following the other instances'
+    /// revocations.
+    pub async fn build(config: Config, keys: Arc<KeyRing>) -> Result<Self, BuildError> {
+        match &config.store.backend {
+            StoreBackend::Sled => {
+                let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.store.path)?);
+                Self::build_with_store(config, keys, store).await
+            }
+            StoreBackend::Postgres(postgres) => {
+                let store = Arc::new(PostgresStore::open(postgres).await?);
+                tracing::info!(database = %postgres.url, "using the PostgreSQL store");
+                let revocations = Arc::new(RevocationList::default());
+                let max_staleness = config.store.revocation_max_staleness;
+                let mut gateway = Self::assemble(
+                    config,
+                    keys,
+                    Arc::clone(&store) as Arc<dyn Store>,
+                    Arc::clone(&revocations),
+                )
+                .await?;
+                // Its first connection reloads the whole state, so whatever
+                // was revoked since the load above is applied too.
+                gateway._listener = Some(crate::store::postgres::spawn_listener(
+                    &store,
+                    revocations,
+                    gateway.accounts.revocation_window(),
+                    max_staleness,
+                ));
+                Ok(gateway)
+            }
+        }
     }
 
     /// As [`Gateway::build`], over a store the caller opened.
-    pub fn build_with_store(
+    pub async fn build_with_store(
         config: Config,
         keys: Arc<KeyRing>,
         store: Arc<dyn Store>,
     ) -> Result<Self, BuildError> {
-        let revocations = Arc::new(RevocationList::default());
+        Self::assemble(config, keys, store, Arc::new(RevocationList::default())).await
+    }
+
+    async fn assemble(
+        config: Config,
+        keys: Arc<KeyRing>,
+        store: Arc<dyn Store>,
+        revocations: Arc<RevocationList>,
+    ) -> Result<Self, BuildError> {
         let revocation_window = sessions::load_revocations(
             store.as_ref(),
             &revocations,
             config.tokens.access_ttl + config.tokens.leeway,
             SystemTime::now(),
-        )?;
+        )
+        .await?;
         let verifier = TokenVerifier::with_keys(&config.tokens, Arc::clone(&keys));
         let issuer = Arc::new(TokenIssuer::with_keys(&config.tokens, Arc::clone(&keys)));
         let mut live = Live::build(config.clone())?;
@@ -129,6 +171,7 @@ impl Gateway {
             accounts,
             observability,
             config: Arc::new(config),
+            _listener: None,
         })
     }
 
@@ -161,9 +204,12 @@ impl Gateway {
                 }
                 let gateway = Arc::clone(&gateway);
                 let lifetime = gateway.accounts.revocation_window();
+                // The sled sweep is synchronous work that may take a while
+                // after long downtime; PostgreSQL's is awaited from there.
+                let runtime = tokio::runtime::Handle::current();
                 let swept = blocking
                     .spawn_blocking(move || {
-                        gateway.accounts.sweep(lifetime, SystemTime::now());
+                        runtime.block_on(gateway.accounts.sweep(lifetime, SystemTime::now()));
                     })
                     .await;
                 if let Err(err) = swept {

@@ -107,7 +107,7 @@ pub struct Prepared {
 
 /// Prepares everything `serve` needs from a validated config: the secret, the
 /// TLS settings and the shared gateway state. Logs what dev mode generated.
-pub fn prepare(config: Config) -> Result<Prepared, StartupError> {
+pub async fn prepare(config: Config) -> Result<Prepared, StartupError> {
     let keys = Arc::new(KeyRing::load(&config)?);
     let current = keys.current();
     let signing = current.signing();
@@ -137,9 +137,10 @@ pub fn prepare(config: Config) -> Result<Prepared, StartupError> {
         );
     }
     let store_path = config.store.path.clone();
+    let store_backend = config.store.backend.clone();
     let key_path = config.server.tls_key.clone();
     let admin_listen = config.admin.listen;
-    let mut gateway = gateway::Gateway::build(config, Arc::clone(&keys))?;
+    let mut gateway = gateway::Gateway::build(config, Arc::clone(&keys)).await?;
     if let Some(addr) = admin_listen {
         gateway
             .bind_admin()
@@ -156,7 +157,12 @@ pub fn prepare(config: Config) -> Result<Prepared, StartupError> {
         KeySource::Secret(SecretOrigin::Environment) => {}
     }
     private_files::warn_if_readable_by_others("the TLS private key ([server] tls_key)", &key_path);
-    private_files::warn_if_readable_by_others("the database directory ([store] path)", &store_path);
+    if matches!(store_backend, config::StoreBackend::Sled) {
+        private_files::warn_if_readable_by_others(
+            "the database directory ([store] path)",
+            &store_path,
+        );
+    }
     Ok(Prepared {
         gateway: Arc::new(gateway),
         tls,
@@ -166,8 +172,8 @@ pub fn prepare(config: Config) -> Result<Prepared, StartupError> {
 
 /// Validates a configuration completely without starting anything: the
 /// file, the TLS certificate and key, and every route's upstream settings
-/// (CA and client-certificate files). The access-token keys are not read:
-/// in dev mode that would create them.
+/// (CA and client-certificate files). The access-token keys and the store
+/// are not opened: in dev mode that would create them.
 pub fn check(config: Config) -> Result<(), StartupError> {
     tls::check(&config)?;
     gateway::Live::build(config).map_err(gateway::BuildError::from)?;
@@ -185,7 +191,7 @@ pub async fn run(
         gateway,
         tls,
         certs,
-    } = prepare(config)?;
+    } = prepare(config).await?;
     // Before "listening on": from then on a SIGHUP reloads, never kills.
     // The keys and the configuration file are reloaded by two listeners of
     // the same signal, each validating its part before swapping it.

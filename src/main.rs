@@ -14,10 +14,10 @@ use tracing_subscriber::EnvFilter;
 use authgate::account::{Email, NewPassword, Role, UserId};
 use authgate::audit::{Audit, AuditEvent, AuditKind};
 use authgate::auth::password::PasswordPool;
-use authgate::cli::{Cli, Command, UserCommand};
-use authgate::config::{Config, LogFormat};
+use authgate::cli::{Cli, Command, StoreCommand, UserCommand};
+use authgate::config::{Config, LogFormat, StoreBackend};
 use authgate::service::error_chain;
-use authgate::store::{SledStore, Store, User};
+use authgate::store::{PostgresStore, SledStore, Store, User};
 use authgate::timestamp::utc_timestamp;
 use authgate::StartupError;
 
@@ -40,6 +40,10 @@ fn main() -> ExitCode {
         Command::Keys { command } => {
             let _log_flush = init_tracing(LogFormat::Text);
             authgate::cli::keys::run(&cli.config, command)
+        }
+        Command::Store { command } => {
+            let _log_flush = init_tracing(LogFormat::Text);
+            store_command(command)
         }
     };
     match result {
@@ -155,7 +159,6 @@ fn token(config_path: &std::path::Path, sub: &str, role: &str) -> Result<(), Str
 /// asked for, and every change is flushed to disk before success is printed.
 fn user(config_path: &Path, command: UserCommand) -> Result<(), String> {
     let config = Config::load(config_path).map_err(|e| error_chain(&e))?;
-    let open = || SledStore::open(&config.store.path).map_err(|e| error_chain(&e));
     // Operator changes are security events like the endpoints' own.
     let audit = match &config.log.audit_file {
         Some(path) => Audit::open(path).map_err(|e| error_chain(&e))?,
@@ -166,39 +169,109 @@ fn user(config_path: &Path, command: UserCommand) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let open = || runtime.block_on(open_store(&config));
     match command {
         UserCommand::Add { email, role } => {
             let email = email_arg(&email)?;
             let role = role_arg(&role)?;
             let store = open()?;
-            runtime.block_on(add_user(&config, &store, &audit, email, role))
+            runtime.block_on(add_user(&config, store.as_ref(), &audit, email, role))
         }
-        UserCommand::List => list_users(&open()?),
+        UserCommand::List => runtime.block_on(list_users(open()?.as_ref())),
         UserCommand::SetRole { email, role } => {
             let email = email_arg(&email)?;
             let role = role_arg(&role)?;
-            runtime.block_on(set_role(&open()?, &audit, &email, &role))
+            runtime.block_on(set_role(open()?.as_ref(), &audit, &email, &role))
         }
         UserCommand::Delete { email } => {
             let email = email_arg(&email)?;
-            runtime.block_on(delete_user(&open()?, &audit, &email))
+            runtime.block_on(delete_user(open()?.as_ref(), &audit, &email))
         }
         UserCommand::RevokeSessions { email } => {
             let email = email_arg(&email)?;
-            runtime.block_on(revoke_sessions(&open()?, &audit, &email))
+            runtime.block_on(revoke_sessions(open()?.as_ref(), &audit, &email))
         }
     }
 }
 
+/// `authgate store copy`: sled into PostgreSQL, idempotently.
+fn store_command(command: StoreCommand) -> Result<(), String> {
+    let StoreCommand::Copy { from, to } = command;
+    let Some(path) = from.strip_prefix("sled:").filter(|p| !p.is_empty()) else {
+        return Err(format!("--from {from:?}: expected sled:PATH"));
+    };
+    let url = match to.strip_prefix("postgres:") {
+        Some("") => std::env::var(authgate::config::DATABASE_URL_ENV).map_err(|_| {
+            format!(
+                "--to postgres: takes the URL from {}, which is not set",
+                authgate::config::DATABASE_URL_ENV
+            )
+        })?,
+        Some(rest) if rest.starts_with("//") => to.clone(),
+        Some(rest) => rest.to_owned(),
+        None => return Err("--to: expected postgres:URL".to_owned()),
+    };
+    let url = authgate::config::DatabaseUrl::parse(&url).map_err(|e| format!("--to: {e}"))?;
+    let target = authgate::config::PostgresConfig {
+        url,
+        max_connections: 2,
+        tls_ca: None,
+    };
+    let source = SledStore::open(Path::new(path)).map_err(|e| error_chain(&e))?;
+    let export = source.export().map_err(|e| error_chain(&e))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let done = runtime.block_on(async {
+        let store = PostgresStore::open(&target)
+            .await
+            .map_err(|e| error_chain(&e))?;
+        store.import(&export).await.map_err(|e| error_chain(&e))
+    })?;
+    println!("copied from sled:{path} to {}:", target.url);
+    for (kind, read, added) in [
+        ("users", export.users.len(), done.users),
+        ("deleted users", export.tombstones.len(), done.tombstones),
+        ("sessions", export.families.len(), done.families),
+        ("session chains", export.chains.len(), done.chains),
+        (
+            "refresh tokens",
+            export.refresh_tokens.len(),
+            done.refresh_tokens,
+        ),
+        ("revocations", export.revocations.len(), done.revocations),
+    ] {
+        println!("  {kind}: {read} read, {added} added");
+    }
+    Ok(())
+}
+
+/// The store the config names: the sled directory (only while no gateway
+/// holds it) or the shared PostgreSQL database, whose running gateways apply
+/// the changes made here through the revocation feed.
+async fn open_store(config: &Config) -> Result<Box<dyn Store>, String> {
+    match &config.store.backend {
+        StoreBackend::Sled => SledStore::open(&config.store.path)
+            .map(|store| Box::new(store) as Box<dyn Store>)
+            .map_err(|e| error_chain(&e)),
+        StoreBackend::Postgres(postgres) => PostgresStore::open(postgres)
+            .await
+            .map(|store| Box::new(store) as Box<dyn Store>)
+            .map_err(|e| error_chain(&e)),
+    }
+}
+
 async fn set_role(
-    store: &SledStore,
+    store: &dyn Store,
     audit: &Audit,
     email: &Email,
     role: &Role,
 ) -> Result<(), String> {
-    let found = existing(store, email)?;
+    let found = existing(store, email).await?;
     let updated = store
         .set_role(&found.id, role.as_str())
+        .await
         .map_err(|e| error_chain(&e))?
         .ok_or_else(|| no_such_user(email))?;
     flush(store).await?;
@@ -212,10 +285,11 @@ async fn set_role(
     Ok(())
 }
 
-async fn delete_user(store: &SledStore, audit: &Audit, email: &Email) -> Result<(), String> {
-    let found = existing(store, email)?;
+async fn delete_user(store: &dyn Store, audit: &Audit, email: &Email) -> Result<(), String> {
+    let found = existing(store, email).await?;
     store
         .delete_user(&found.id, unix_now())
+        .await
         .map_err(|e| error_chain(&e))?
         .ok_or_else(|| no_such_user(email))?;
     flush(store).await?;
@@ -226,15 +300,17 @@ async fn delete_user(store: &SledStore, audit: &Audit, email: &Email) -> Result<
     Ok(())
 }
 
-async fn revoke_sessions(store: &SledStore, audit: &Audit, email: &Email) -> Result<(), String> {
-    let found = existing(store, email)?;
+async fn revoke_sessions(store: &dyn Store, audit: &Audit, email: &Email) -> Result<(), String> {
+    let found = existing(store, email).await?;
     let revoked = store
         .revoke_user_families(&found.id, None, unix_now())
+        .await
         .map_err(|e| error_chain(&e))?;
     // Revoked sessions cannot refresh; the version bump also ends the access
     // tokens already handed out.
     store
         .bump_token_version(&found.id)
+        .await
         .map_err(|e| error_chain(&e))?
         .ok_or_else(|| no_such_user(email))?;
     flush(store).await?;
@@ -248,13 +324,14 @@ async fn revoke_sessions(store: &SledStore, audit: &Audit, email: &Email) -> Res
 
 async fn add_user(
     config: &Config,
-    store: &SledStore,
+    store: &dyn Store,
     audit: &Audit,
     email: Email,
     role: Role,
 ) -> Result<(), String> {
     if store
         .user_by_email(email.as_str())
+        .await
         .map_err(|e| error_chain(&e))?
         .is_some()
     {
@@ -277,7 +354,10 @@ async fn add_user(
         created_at: unix_now(),
         token_version: 0,
     };
-    store.create_user(&user).map_err(|e| error_chain(&e))?;
+    store
+        .create_user(&user)
+        .await
+        .map_err(|e| error_chain(&e))?;
     flush(store).await?;
     audit
         .record(cli_event(AuditKind::Registration, &user))
@@ -289,7 +369,7 @@ async fn add_user(
     Ok(())
 }
 
-fn list_users(store: &SledStore) -> Result<(), String> {
+async fn list_users(store: &dyn Store) -> Result<(), String> {
     const PAGE: usize = 256;
     let mut out = std::io::stdout().lock();
     let mut print = |line: String| {
@@ -300,6 +380,7 @@ fn list_users(store: &SledStore) -> Result<(), String> {
     loop {
         let page = store
             .list_users(after.as_deref(), PAGE)
+            .await
             .map_err(|e| error_chain(&e))?;
         for user in &page {
             print(format!(
@@ -333,9 +414,10 @@ fn role_arg(role: &str) -> Result<Role, String> {
     Role::parse(role).map_err(|e| format!("--role {role:?}: {e}"))
 }
 
-fn existing(store: &SledStore, email: &Email) -> Result<User, String> {
+async fn existing(store: &dyn Store, email: &Email) -> Result<User, String> {
     store
         .user_by_email(email.as_str())
+        .await
         .map_err(|e| error_chain(&e))?
         .ok_or_else(|| no_such_user(email))
 }
@@ -344,7 +426,7 @@ fn no_such_user(email: &Email) -> String {
     format!("no user with email {email}")
 }
 
-async fn flush(store: &SledStore) -> Result<(), String> {
+async fn flush(store: &dyn Store) -> Result<(), String> {
     store.flush().await.map_err(|e| error_chain(&e))
 }
 

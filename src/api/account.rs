@@ -2,7 +2,7 @@
 //! me and password change.
 
 use std::net::IpAddr;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use http::header::HeaderMap;
 use http::{Response, StatusCode};
@@ -64,12 +64,12 @@ impl Accounts {
             created_at: unix_seconds(now),
             token_version: 0,
         };
-        match self.store.create_user(&user) {
+        match self.store.create_user(&user).await {
             Ok(()) => {}
             Err(StoreError::EmailTaken) => return Err(GatewayError::EmailTaken),
             Err(err) => return Err(GatewayError::internal(err)),
         }
-        let session = self.sessions.start(user, now)?;
+        let session = self.sessions.start(user, now).await?;
         self.flush().await?;
         self.audit
             .record(
@@ -97,6 +97,25 @@ impl Accounts {
             peer,
             Instant::now(),
         )?;
+        // Instances sharing the store share lockouts: one earned elsewhere
+        // holds here too (the attempt is dropped, counting as neither).
+        let shared_key = self
+            .store
+            .shared()
+            .then(|| *AccountKey::from_input(&credentials.email).as_bytes());
+        if let Some(key) = &shared_key {
+            let now_secs = unix_seconds(SystemTime::now());
+            if let Some(until) = self
+                .store
+                .account_locked_until(key, now_secs)
+                .await
+                .map_err(GatewayError::internal)?
+            {
+                return Err(GatewayError::TooManyRequests {
+                    retry_after: Duration::from_secs(until.saturating_sub(now_secs)),
+                });
+            }
+        }
         // Not a new password, but the same cap on argon2 work.
         if credentials.password.len() > MAX_PASSWORD_BYTES {
             return Err(GatewayError::PasswordTooLong);
@@ -108,6 +127,7 @@ impl Accounts {
             Some(email) => self
                 .store
                 .user_by_email(email.as_str())
+                .await
                 .map_err(GatewayError::internal)?,
             None => None,
         };
@@ -118,6 +138,7 @@ impl Accounts {
                 .await
                 .map_err(super::password_error)?;
             let locked = attempt.failed(Instant::now());
+            self.shared_failure(shared_key.as_ref()).await;
             self.audit_login_failure(None, email.as_ref().map(Email::as_str), locked, None)
                 .await;
             return Err(GatewayError::InvalidCredentials);
@@ -129,11 +150,17 @@ impl Accounts {
             .map_err(super::password_error)?;
         if !verdict.matches {
             let locked = attempt.failed(Instant::now());
+            self.shared_failure(shared_key.as_ref()).await;
             self.audit_login_failure(Some(&user.id), Some(&user.email), locked, None)
                 .await;
             return Err(GatewayError::InvalidCredentials);
         }
         attempt.succeeded();
+        if let Some(key) = &shared_key {
+            if let Err(err) = self.store.account_succeeded(key).await {
+                tracing::warn!(error = %err, "clearing the shared login failures failed");
+            }
+        }
         let mut user = user;
         if verdict.needs_rehash {
             // Parameters were raised since this hash was made: upgrade it now
@@ -144,6 +171,7 @@ impl Accounts {
                 match self
                     .store
                     .set_password(&user.id, &user.password_hash, &hash, false)
+                    .await
                 {
                     // Only the hash: the session below must still be
                     // checked against the version this login read.
@@ -154,7 +182,7 @@ impl Accounts {
             }
         }
         let user_id = user.id.clone();
-        let session = self.sessions.start(user, SystemTime::now())?;
+        let session = self.sessions.start(user, SystemTime::now()).await?;
         self.flush().await?;
         self.audit
             .record(
@@ -164,6 +192,25 @@ impl Accounts {
             )
             .await;
         Ok((self.session_response(StatusCode::OK, &session)?, user_id))
+    }
+
+    /// Counts a failed login in the shared store, when there is one. A
+    /// failure to count is logged, never turned into a different answer.
+    async fn shared_failure(&self, key: Option<&[u8; 32]>) {
+        let Some(key) = key else { return };
+        let now = unix_seconds(SystemTime::now());
+        match self
+            .store
+            .account_failed(key, &self.settings.lockout, now)
+            .await
+        {
+            Ok(Some(until)) => tracing::info!(
+                locked_for = until.saturating_sub(now),
+                "account locked for every instance after repeated failed logins"
+            ),
+            Ok(None) => {}
+            Err(err) => tracing::warn!(error = %err, "counting a shared login failure failed"),
+        }
     }
 
     pub(super) async fn refresh(
@@ -197,7 +244,7 @@ impl Accounts {
                 ))?;
         // Unknown tokens log out nothing but still clear the cookies: logout
         // answers the same whatever the token was.
-        if let Some(family) = self.sessions.family_of(&presented)? {
+        if let Some(family) = self.sessions.family_of(&presented).await? {
             self.sessions
                 .revoke_family(&family, unix_seconds(SystemTime::now()))
                 .await?;
@@ -216,11 +263,14 @@ impl Accounts {
         let user = self
             .store
             .bump_token_version(identity.user_id.as_str())
+            .await
             .map_err(GatewayError::internal)?
             .ok_or(GatewayError::TokenRevoked)?;
         self.revocations
             .set_min_version(&user.id, user.token_version);
-        self.sessions.revoke_user_sessions(&user.id, None, now)?;
+        self.sessions
+            .revoke_user_sessions(&user.id, None, now)
+            .await?;
         self.flush().await?;
         self.audit
             .record(
@@ -234,10 +284,14 @@ impl Accounts {
         Ok(response)
     }
 
-    pub(super) fn me(&self, identity: &Identity) -> Result<Response<ResponseBody>, GatewayError> {
+    pub(super) async fn me(
+        &self,
+        identity: &Identity,
+    ) -> Result<Response<ResponseBody>, GatewayError> {
         let user = self
             .store
             .user_by_id(identity.user_id.as_str())
+            .await
             .map_err(GatewayError::internal)?
             .ok_or(GatewayError::TokenRevoked)?;
         json(StatusCode::OK, &UserView::from(&user))
@@ -258,6 +312,7 @@ impl Accounts {
         let user = self
             .store
             .user_by_id(identity.user_id.as_str())
+            .await
             .map_err(GatewayError::internal)?
             .ok_or(GatewayError::TokenRevoked)?;
         // A wrong current password is a guess at the account's password,
@@ -294,6 +349,7 @@ impl Accounts {
         let user = match self
             .store
             .set_password(&user.id, &user.password_hash, &hash, true)
+            .await
         {
             Ok(Some(user)) => user,
             Ok(None) => return Err(GatewayError::TokenRevoked),
@@ -303,11 +359,13 @@ impl Accounts {
         // Every older access token dies, and every session but this one.
         self.revocations
             .set_min_version(&user.id, user.token_version);
-        self.sessions.revoke_user_sessions(
-            &user.id,
-            identity.session.as_deref(),
-            unix_seconds(SystemTime::now()),
-        )?;
+        self.sessions
+            .revoke_user_sessions(
+                &user.id,
+                identity.session.as_deref(),
+                unix_seconds(SystemTime::now()),
+            )
+            .await?;
         self.flush().await?;
         self.audit
             .record(

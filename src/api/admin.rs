@@ -51,6 +51,7 @@ impl Accounts {
         let mut users = self
             .store
             .list_users(after.as_deref(), limit + 1)
+            .await
             .map_err(GatewayError::internal)?;
         let more = users.len() > limit;
         users.truncate(limit);
@@ -79,6 +80,7 @@ impl Accounts {
         let user = self
             .store
             .user_by_id(id)
+            .await
             .map_err(GatewayError::internal)?
             .ok_or(GatewayError::UserNotFound)?;
         self.audit
@@ -104,6 +106,7 @@ impl Accounts {
         let user = self
             .store
             .set_role(id, role.as_str())
+            .await
             .map_err(GatewayError::internal)?
             .ok_or(GatewayError::UserNotFound)?;
         // The version bump kills every token carrying the old role; a refresh
@@ -131,6 +134,7 @@ impl Accounts {
         let deleted = self
             .store
             .delete_user(id, unix_seconds(SystemTime::now()))
+            .await
             .map_err(GatewayError::internal)?
             .ok_or(GatewayError::UserNotFound)?;
         self.revocations.delete_user(&deleted.id);

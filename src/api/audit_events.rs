@@ -35,15 +35,14 @@ impl Accounts {
     /// An event about the session `presented` (a refresh token) belongs
     /// to, naming its user when the store still knows it.
     pub(super) async fn audit_session(&self, kind: AuditKind, presented: &str) {
-        let family = self
-            .sessions
-            .family_of(presented)
-            .ok()
-            .flatten()
-            .and_then(|id| self.store.family(&id).ok().flatten());
-        let user = family
-            .as_ref()
-            .and_then(|f| self.store.user_by_id(&f.user_id).ok().flatten());
+        let family = match self.sessions.family_of(presented).await {
+            Ok(Some(id)) => self.store.family(&id).await.ok().flatten(),
+            _ => None,
+        };
+        let user = match &family {
+            Some(f) => self.store.user_by_id(&f.user_id).await.ok().flatten(),
+            None => None,
+        };
         let mut event = AuditEvent::new(kind, SystemTime::now());
         event.user_id = family.as_ref().map(|f| f.user_id.as_str());
         event.email = user.as_ref().map(|u| u.email.as_str());

@@ -37,6 +37,9 @@ pub struct AccountSettings {
     pub default_role: Role,
     pub max_body: usize,
     pub body_timeout: Duration,
+    /// The account lockout, applied through the store when instances
+    /// share it.
+    pub lockout: crate::store::LockoutPolicy,
 }
 
 /// The account service: store, password pool, login throttle, sessions,
@@ -96,6 +99,12 @@ impl Accounts {
                 default_role: config.auth.default_role.clone(),
                 max_body: config.auth.max_body,
                 body_timeout: config.server.body_read_timeout,
+                lockout: crate::store::LockoutPolicy {
+                    failures: config.auth.throttle.account_failures,
+                    window: config.auth.throttle.window.as_secs(),
+                    base: config.auth.throttle.base_lockout.as_secs(),
+                    max: config.auth.throttle.max_lockout.as_secs(),
+                },
             },
             sessions: Sessions::new(
                 Arc::clone(&store),
@@ -138,9 +147,9 @@ impl Accounts {
 
     /// Periodic cleanup: expired refresh records, stale revocations,
     /// rotations past their grace, and throttle entries that decide nothing.
-    pub fn sweep(&self, access_lifetime: Duration, now: SystemTime) {
+    pub async fn sweep(&self, access_lifetime: Duration, now: SystemTime) {
         let now_secs = unix_seconds(now);
-        match self.store.sweep_expired(now_secs) {
+        match self.store.sweep_expired(now_secs).await {
             Ok(0) => {}
             Ok(removed) => tracing::info!(removed, "swept expired sessions"),
             Err(err) => tracing::error!(error = %err, "sweeping expired sessions failed"),
@@ -148,6 +157,7 @@ impl Accounts {
         if let Err(err) = self
             .store
             .prune_revocations(now_secs.saturating_sub(access_lifetime.as_secs()))
+            .await
         {
             tracing::error!(error = %err, "pruning old revocations failed");
         }
@@ -207,7 +217,7 @@ impl Accounts {
             (Endpoint::Refresh, _) => self.refresh(headers, &body, peer).await,
             (Endpoint::Logout, _) => self.logout(headers, &body).await,
             (Endpoint::LogoutAll, Some(id)) => self.logout_all(id).await,
-            (Endpoint::Me, Some(id)) => self.me(id),
+            (Endpoint::Me, Some(id)) => self.me(id).await,
             (Endpoint::Password, Some(id)) => self.change_password(id, headers, &body, peer).await,
             (Endpoint::ListUsers, Some(id)) => self.list_users(id, parts.uri.query()).await,
             (Endpoint::ShowUser(user), Some(id)) => self.show_user(id, user).await,

@@ -9,6 +9,7 @@ pub mod jwt;
 pub mod keys;
 pub mod password;
 pub mod revocation;
+pub mod sealed_pair;
 pub mod session_watch;
 pub mod sessions;
 pub mod throttle;
@@ -35,6 +36,10 @@ pub enum AuthError {
     /// A valid token of a session, user version or user revoked since.
     #[error("access token revoked")]
     Revoked,
+    /// The feed of other instances' revocations has been down longer than
+    /// allowed: nothing can be vouched for (fail closed).
+    #[error("revocation state {stale_for:?} old")]
+    Stale { stale_for: std::time::Duration },
 }
 
 /// The verified caller of a request. Its user id and role carry the header
@@ -96,6 +101,11 @@ impl Authenticator {
     ) -> Result<Identity, AuthError> {
         let token = bearer::token(headers)?;
         let claims = self.verifier.verify(token, now)?;
+        // Fail closed: with other instances' revocations unknown, a valid
+        // signature is not enough.
+        if let Some(stale_for) = self.revocations.stale_for(now) {
+            return Err(AuthError::Stale { stale_for });
+        }
         let version = claims.ver;
         let identity = Identity::try_from(claims)?;
         if !self.revocations.allows(

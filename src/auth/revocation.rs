@@ -8,7 +8,9 @@
 //! re-check their session at once instead of polling.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{PoisonError, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
 
@@ -19,6 +21,7 @@ pub struct RevocationList {
     inner: RwLock<Inner>,
     /// Bumped after every revocation, once the new state is readable.
     changes: watch::Sender<u64>,
+    feed: Feed,
 }
 
 impl Default for RevocationList {
@@ -26,8 +29,21 @@ impl Default for RevocationList {
         Self {
             inner: RwLock::default(),
             changes: watch::Sender::new(0),
+            feed: Feed::default(),
         }
     }
+}
+
+/// Health of the feed that brings other instances' revocations (the
+/// PostgreSQL listener). With the embedded store there is no feed and the
+/// list is always current.
+#[derive(Default)]
+struct Feed {
+    /// Milliseconds the feed may be down before the list counts as stale;
+    /// 0 when there is no feed.
+    max_staleness_ms: AtomicU64,
+    /// Unix milliseconds when the feed went down; 0 while it is up.
+    down_since_ms: AtomicU64,
 }
 
 #[derive(Default)]
@@ -63,6 +79,41 @@ impl RevocationList {
     fn notify(&self) {
         self.changes
             .send_modify(|generation| *generation = generation.wrapping_add(1));
+    }
+
+    /// From now on the list is fed by a remote source and is stale when that
+    /// source has been down longer than `max_staleness`.
+    pub fn follow_feed(&self, max_staleness: Duration) {
+        let ms = u64::try_from(max_staleness.as_millis()).unwrap_or(u64::MAX);
+        self.feed
+            .max_staleness_ms
+            .store(ms.max(1), Ordering::Relaxed);
+    }
+
+    /// The feed went down at `at` (kept if it was already down).
+    pub fn feed_down(&self, at: SystemTime) {
+        let ms = unix_millis(at).max(1);
+        let _ =
+            self.feed
+                .down_since_ms
+                .compare_exchange(0, ms, Ordering::AcqRel, Ordering::Relaxed);
+    }
+
+    /// The feed is up and the list has caught up with it.
+    pub fn feed_up(&self) {
+        self.feed.down_since_ms.store(0, Ordering::Release);
+    }
+
+    /// How long the feed has been down at `now`, when that is beyond the
+    /// allowed staleness; `None` while the list can be trusted.
+    pub fn stale_for(&self, now: SystemTime) -> Option<Duration> {
+        let max = self.feed.max_staleness_ms.load(Ordering::Relaxed);
+        let since = self.feed.down_since_ms.load(Ordering::Acquire);
+        if max == 0 || since == 0 {
+            return None;
+        }
+        let down = unix_millis(now).saturating_sub(since);
+        (down > max).then(|| Duration::from_millis(down))
     }
 
     /// Records the user's current token version (tokens below it die).
@@ -103,6 +154,39 @@ impl RevocationList {
     }
 }
 
+/// The PostgreSQL store's listener keeps this list current.
+impl crate::store::postgres::RevocationFeed for RevocationList {
+    fn set_min_version(&self, user: &str, version: u32) {
+        RevocationList::set_min_version(self, user, version);
+    }
+    fn delete_user(&self, user: &str) {
+        RevocationList::delete_user(self, user);
+    }
+    fn revoke_session(&self, session: &str, until: u64) {
+        RevocationList::revoke_session(self, session, until);
+    }
+    fn follow_feed(&self, max_staleness: Duration) {
+        RevocationList::follow_feed(self, max_staleness);
+    }
+    fn feed_down(&self, at: SystemTime) {
+        RevocationList::feed_down(self, at);
+    }
+    fn feed_up(&self) {
+        RevocationList::feed_up(self);
+    }
+    fn stale_for(&self, now: SystemTime) -> Option<Duration> {
+        RevocationList::stale_for(self, now)
+    }
+}
+
+fn unix_millis(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod feed_tests;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,6 +224,27 @@ mod tests {
         changes.mark_unchanged();
         list.prune(1_000);
         assert!(!changes.has_changed().unwrap());
+    }
+
+    #[test]
+    fn a_feed_down_too_long_makes_the_list_stale_until_it_is_up() {
+        let list = RevocationList::default();
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_000);
+        // No feed (sled): never stale.
+        list.feed_down(t0);
+        assert_eq!(list.stale_for(t0 + Duration::from_secs(3600)), None);
+        let list = RevocationList::default();
+        list.follow_feed(Duration::from_secs(30));
+        list.feed_down(t0);
+        // A second report does not move the start.
+        list.feed_down(t0 + Duration::from_secs(20));
+        assert_eq!(list.stale_for(t0 + Duration::from_secs(30)), None);
+        assert_eq!(
+            list.stale_for(t0 + Duration::from_secs(31)),
+            Some(Duration::from_secs(31))
+        );
+        list.feed_up();
+        assert_eq!(list.stale_for(t0 + Duration::from_secs(60)), None);
     }
 
     #[test]

@@ -49,6 +49,11 @@ impl AccountKey {
             Email::parse(email).map_or_else(|_| email.trim().to_lowercase(), Email::into_string);
         Self(Sha256::digest(text.as_bytes()).into())
     }
+
+    /// The key's bytes: a shared store counts lockouts under them.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
 }
 
 /// The login and registration counters, behind one lock that is never held

@@ -12,6 +12,7 @@ use toml::Spanned;
 
 use super::count::CountIn;
 use super::duration::DurationIn;
+use super::store::StoreFile;
 
 // The ranges every duration and count is held to. Nothing here is a
 // recommendation: they keep typos ("15d" for "15m") and overflowing values
@@ -91,12 +92,6 @@ pub struct TokensFile {
     pub leeway: Option<Tolerance>,
     pub secret_file: Option<PathBuf>,
     pub keys_dir: Option<PathBuf>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StoreFile {
-    pub path: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -11,6 +11,7 @@ mod duration;
 mod file;
 mod observe;
 pub mod secret;
+mod store;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -29,6 +30,9 @@ pub use duration::{ConfigDuration, DurationIn};
 use file::{FileConfig, RouteFile};
 pub use file::{Registration, RouteAuth};
 pub use observe::{AdminConfig, LogConfig, LogFormat};
+pub use store::{
+    BackendKind, DatabaseUrl, PostgresConfig, StoreBackend, StoreConfig, DATABASE_URL_ENV,
+};
 pub use upstream::{Balance, Upstream, UpstreamProtocol, UpstreamSet};
 
 /// The whole gateway configuration, validated.
@@ -91,11 +95,6 @@ pub struct TokensConfig {
     /// One file per key id plus `keys.json`; used unless the HMAC shortcut
     /// (`AUTHGATE_ACCESS_SECRET` or `secret_file`) is set.
     pub keys_dir: PathBuf,
-}
-
-#[derive(Debug, Clone)]
-pub struct StoreConfig {
-    pub path: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -198,13 +197,27 @@ impl Config {
     }
 
     /// Validates config text; `path` is only used to name the file in errors.
+    /// The database URL in `AUTHGATE_DATABASE_URL`, when set, replaces
+    /// `[store] url`.
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let env_url = std::env::var(DATABASE_URL_ENV)
+            .ok()
+            .filter(|v| !v.is_empty());
+        Self::parse_with_database_url(path, text, env_url)
+    }
+
+    /// [`Config::parse`] with the environment's database URL given.
+    pub fn parse_with_database_url(
+        path: &Path,
+        text: &str,
+        env_database_url: Option<String>,
+    ) -> Result<Self, ConfigError> {
         let locator = Locator { path, text };
         let raw: FileConfig = toml::from_str(text).map_err(|err| {
             let span = err.span().unwrap_or(0..0);
             locator.error(span, None, err.message().trim_end().to_owned())
         })?;
-        build(raw, &locator)
+        build(raw, env_database_url, &locator)
     }
 }
 
@@ -250,18 +263,17 @@ impl Locator<'_> {
     }
 }
 
-fn build(raw: FileConfig, at: &Locator) -> Result<Config, ConfigError> {
+fn build(
+    raw: FileConfig,
+    env_database_url: Option<String>,
+    at: &Locator,
+) -> Result<Config, ConfigError> {
     let server = build_server(raw.server, at)?;
     let tokens = build_tokens(raw.tokens, at)?;
     let auth = build_auth(raw.auth, at)?;
     let admin = observe::build_admin(raw.admin, at)?;
     let log = observe::build_log(raw.log);
-    let store = StoreConfig {
-        path: raw
-            .store
-            .path
-            .unwrap_or_else(|| PathBuf::from("data/authgate.sled")),
-    };
+    let store = store::build(raw.store, env_database_url, at)?;
     let mut routes: Vec<RouteConfig> = Vec::with_capacity(raw.routes.len());
     for (index, spanned) in raw.routes.into_iter().enumerate() {
         let span = spanned.span();

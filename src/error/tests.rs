@@ -67,6 +67,10 @@ error_table! {
     TooManyRequests { .. } => TooManyRequests { retry_after: Duration::from_secs(1) }
         => (429, "TOO_MANY_REQUESTS", None),
     Busy { .. } => Busy { retry_after: Duration::from_secs(1) } => (503, "SERVICE_BUSY", None),
+    RevocationsStale { .. } => RevocationsStale { stale_for: Duration::from_secs(31) }
+        => (503, "REVOCATIONS_STALE", None),
+    StoreUnavailable(_) => StoreUnavailable("pool timed out".into())
+        => (503, "STORE_UNAVAILABLE", None),
     UpstreamUnavailable(_) => UpstreamUnavailable("refused".into())
         => (502, "UPSTREAM_UNAVAILABLE", None),
     UpstreamTimeout(_) => UpstreamTimeout(Duration::from_secs(1))
@@ -233,6 +237,36 @@ fn futures_body(body: http_body_util::Full<bytes::Bytes>) -> bytes::Bytes {
         .build()
         .unwrap()
         .block_on(async { body.collect().await.unwrap().to_bytes() })
+}
+
+#[test]
+fn store_outages_are_503_with_retry_after() {
+    for (err, code) in [
+        (
+            GatewayError::RevocationsStale {
+                stale_for: Duration::from_secs(31),
+            },
+            "REVOCATIONS_STALE",
+        ),
+        (
+            GatewayError::StoreUnavailable("pool timed out".into()),
+            "STORE_UNAVAILABLE",
+        ),
+    ] {
+        assert_eq!(err.code(), code);
+        let response = err.into_response();
+        assert_eq!(response.status(), 503);
+        assert_eq!(response.headers().get(RETRY_AFTER).unwrap(), "2");
+        assert!(response.headers().get(WWW_AUTHENTICATE).is_none());
+    }
+}
+
+#[test]
+fn an_unreachable_store_is_503_not_500() {
+    let down = crate::store::StoreError::Unavailable("connection refused".into());
+    assert_eq!(GatewayError::internal(down).status(), 503);
+    let bug = crate::store::StoreError::Invalid("x");
+    assert_eq!(GatewayError::internal(bug).status(), 500);
 }
 
 #[test]

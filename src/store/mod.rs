@@ -5,6 +5,8 @@
 //! requests so a burst of writes costs one fsync, not one each.
 
 pub mod flush;
+pub mod postgres;
+mod sled_async;
 pub mod sled_store;
 
 use std::future::Future;
@@ -14,6 +16,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+pub use postgres::PostgresStore;
 pub use sled_store::SledStore;
 
 /// An account. Lives until `delete_user`.
@@ -143,6 +146,17 @@ pub struct RecordCounts {
     pub index_entries: usize,
 }
 
+/// The account lockout of `[auth.throttle]`, in seconds, as a shared store
+/// applies it: `failures` within `window` lock the account for `base`,
+/// doubling with each lockout in a row, at most `max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockoutPolicy {
+    pub failures: u32,
+    pub window: u64,
+    pub base: u64,
+    pub max: u64,
+}
+
 /// What [`Store::rotate`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RotateOutcome {
@@ -211,31 +225,51 @@ pub enum StoreError {
     /// The caller asked for something the store's invariants forbid.
     #[error("invalid store request: {0}")]
     Invalid(&'static str),
+    /// The database cannot be reached (refused, reset, timed out, pool
+    /// exhausted): answered 503, retried by the client.
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The database answered with an error (SQL state in the cause).
+    #[error("database error: {0}")]
+    Postgres(#[source] tokio_postgres::Error),
+    #[error(
+        "the database schema is at version {found}, newer than this authgate \
+         understands (version {supported}); run the newer authgate, or restore \
+         a backup taken before the upgrade"
+    )]
+    SchemaTooNew { found: i64, supported: i64 },
+    #[error(transparent)]
+    Tls(#[from] postgres::tls::TlsSetupError),
 }
 
 /// The future [`Store::flush`] returns; boxed so `dyn Store` works.
 pub type FlushFuture<'a> = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 'a>>;
 
-/// Everything the gateway persists. Methods are synchronous (an embedded
-/// store answers in microseconds); only [`Store::flush`], which waits for the
-/// disk, is async. Time is always a parameter (`now`, unix seconds), so
+/// Everything the gateway persists. Methods are async: the shared
+/// PostgreSQL store waits on the network (the embedded sled store answers
+/// at once); [`Store::flush`] waits for the disk. Time is always a parameter (`now`, unix seconds), so
 /// expiry is testable. Emails are compared byte for byte: callers pass the
 /// canonical form.
+#[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Fails with [`StoreError::EmailTaken`] when the email is registered.
-    fn create_user(&self, user: &User) -> Result<(), StoreError>;
-    fn user_by_id(&self, id: &str) -> Result<Option<User>, StoreError>;
-    fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError>;
+    async fn create_user(&self, user: &User) -> Result<(), StoreError>;
+    async fn user_by_id(&self, id: &str) -> Result<Option<User>, StoreError>;
+    async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError>;
     /// Up to `limit` users ordered by id, starting after `after_id`.
-    fn list_users(&self, after_id: Option<&str>, limit: usize) -> Result<Vec<User>, StoreError>;
+    async fn list_users(
+        &self,
+        after_id: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<User>, StoreError>;
     /// Sets the role and bumps `token_version`.
-    fn set_role(&self, id: &str, role: &str) -> Result<Option<User>, StoreError>;
+    async fn set_role(&self, id: &str, role: &str) -> Result<Option<User>, StoreError>;
     /// Replaces the password hash, but only if it is still `verified` (the
     /// hash the caller checked the password against): otherwise fails with
     /// [`StoreError::UserChanged`], so a change committed meanwhile is never
     /// reverted. `bump_version`: true for a password change (other sessions'
     /// access tokens die), false for a transparent rehash at login.
-    fn set_password(
+    async fn set_password(
         &self,
         id: &str,
         verified: &str,
@@ -243,29 +277,32 @@ pub trait Store: Send + Sync + 'static {
         bump_version: bool,
     ) -> Result<Option<User>, StoreError>;
     /// Logout-all: every access token issued so far is refused.
-    fn bump_token_version(&self, id: &str) -> Result<Option<User>, StoreError>;
+    async fn bump_token_version(&self, id: &str) -> Result<Option<User>, StoreError>;
     /// Removes the user, its email, its families and refresh tokens, and
     /// leaves a tombstone (id → `now`) for the revocation list.
-    fn delete_user(&self, id: &str, now: u64) -> Result<Option<User>, StoreError>;
+    async fn delete_user(&self, id: &str, now: u64) -> Result<Option<User>, StoreError>;
     /// Ids of deleted users still tombstoned, for the revocation list at start.
-    fn deleted_user_ids(&self) -> Result<Vec<String>, StoreError>;
+    async fn deleted_user_ids(&self) -> Result<Vec<String>, StoreError>;
     /// `(user id, token_version)` for every user with a version above 0.
-    fn token_versions(&self) -> Result<Vec<(String, u32)>, StoreError>;
+    async fn token_versions(&self) -> Result<Vec<(String, u32)>, StoreError>;
     /// Stores a new session and its first refresh token, atomically, if the
     /// user is still as `verified` (same token version and password hash).
     /// Fails with [`StoreError::UnknownUser`] when the user was deleted
     /// meanwhile and [`StoreError::UserChanged`] when it changed.
-    fn create_family(
+    async fn create_family(
         &self,
         family: &Family,
         first_token: &[u8; 32],
         record: &RefreshRecord,
         verified: &UserStamp,
     ) -> Result<(), StoreError>;
-    fn refresh_record(&self, token_hash: &[u8; 32]) -> Result<Option<RefreshRecord>, StoreError>;
-    fn family(&self, id: &str) -> Result<Option<Family>, StoreError>;
+    async fn refresh_record(
+        &self,
+        token_hash: &[u8; 32],
+    ) -> Result<Option<RefreshRecord>, StoreError>;
+    async fn family(&self, id: &str) -> Result<Option<Family>, StoreError>;
     /// The family's rotation state; `None` before its first rotation.
-    fn chain(&self, family_id: &str) -> Result<Option<Chain>, StoreError>;
+    async fn chain(&self, family_id: &str) -> Result<Option<Chain>, StoreError>;
     /// Atomic compare-and-swap rotation: succeeds only if the presented
     /// token exists, was not rotated, its family exists, is not revoked, and
     /// neither is expired at `now`. Then, in one transaction, marks it
@@ -275,7 +312,7 @@ pub trait Store: Send + Sync + 'static {
     /// advances the family's [`Chain`] to `step`, and stores `new_record`
     /// under `new_hash`. `new_record` must name the presented token's family
     /// and user; its `expires_at` is capped at the family's.
-    fn rotate(
+    async fn rotate(
         &self,
         presented: &[u8; 32],
         new_hash: &[u8; 32],
@@ -284,10 +321,10 @@ pub trait Store: Send + Sync + 'static {
         now: u64,
     ) -> Result<RotateOutcome, StoreError>;
     /// Idempotent; true when this call revoked it.
-    fn revoke_family(&self, family_id: &str, now: u64) -> Result<bool, StoreError>;
+    async fn revoke_family(&self, family_id: &str, now: u64) -> Result<bool, StoreError>;
     /// Revokes every live family of the user but `except_family`; returns
     /// the ids this call revoked.
-    fn revoke_user_families(
+    async fn revoke_user_families(
         &self,
         user_id: &str,
         except_family: Option<&str>,
@@ -297,34 +334,96 @@ pub trait Store: Send + Sync + 'static {
     /// that, revoked ones go first, then the oldest live ones are revoked.
     /// Either kind is marked expired at `now`, so the sweep purges it off
     /// the request path. Returns the ids this call revoked.
-    fn cap_user_families(
+    async fn cap_user_families(
         &self,
         user_id: &str,
         max: usize,
         now: u64,
     ) -> Result<Vec<String>, StoreError>;
     /// Counts records by kind; walks every tree, so not for the request path.
-    fn record_counts(&self) -> Result<RecordCounts, StoreError>;
+    async fn record_counts(&self) -> Result<RecordCounts, StoreError>;
     /// `(family id, revoked_at)` for revocations at or after `since`, for
     /// the revocation list at start. Entries outlive their swept family
     /// until [`Store::prune_revocations`].
-    fn revoked_families_since(&self, since: u64) -> Result<Vec<(String, u64)>, StoreError>;
+    async fn revoked_families_since(&self, since: u64) -> Result<Vec<(String, u64)>, StoreError>;
     /// Deletes refresh tokens and families whose `expires_at <= now` (a
     /// family with its tokens, in bounded batches); returns how many records
     /// it removed. Blocking: run it off the async workers.
-    fn sweep_expired(&self, now: u64) -> Result<usize, StoreError>;
+    async fn sweep_expired(&self, now: u64) -> Result<usize, StoreError>;
     /// Forgets revocation entries and user tombstones older than `before`:
     /// once every access token issued before them has expired (`before =
     /// now -` the longest access lifetime in use, see
     /// [`Store::note_access_lifetime`]), they no longer matter.
-    fn prune_revocations(&self, before: u64) -> Result<usize, StoreError>;
+    async fn prune_revocations(&self, before: u64) -> Result<usize, StoreError>;
     /// Records, durably, that this run mints access tokens living up to
     /// `lifetime` seconds (leeway included), and returns the longest
     /// lifetime a token minted by this or an earlier run may still have at
     /// `now`. Revocations must be kept (and reloaded) for that long: after
     /// `access_ttl` is lowered across a restart, tokens minted under the old
     /// value live on until their own expiry.
-    fn note_access_lifetime(&self, lifetime: u64, now: u64) -> Result<u64, StoreError>;
+    async fn note_access_lifetime(&self, lifetime: u64, now: u64) -> Result<u64, StoreError>;
+    /// True when other gateway instances share this store, so a refresh
+    /// retried on another instance within the reuse grace must find the
+    /// pair there ([`Store::rotate_sealed`], [`Store::sealed_pair`]).
+    fn shared(&self) -> bool {
+        false
+    }
+    /// [`Store::rotate`], also keeping `sealed_pair` (the new pair, sealed
+    /// under a key only the presented token yields) until `sealed_until`,
+    /// in the same transaction. A store no other instance reads keeps
+    /// nothing: the instance's memory serves retries.
+    #[allow(clippy::too_many_arguments)]
+    async fn rotate_sealed(
+        &self,
+        presented: &[u8; 32],
+        new_hash: &[u8; 32],
+        new_record: &RefreshRecord,
+        step: &ChainStep,
+        now: u64,
+        sealed_pair: &[u8],
+        sealed_until: u64,
+    ) -> Result<RotateOutcome, StoreError> {
+        let _ = (sealed_pair, sealed_until);
+        self.rotate(presented, new_hash, new_record, step, now)
+            .await
+    }
+    /// The pair [`Store::rotate_sealed`] kept for `presented`, while `now`
+    /// is before its `sealed_until`.
+    async fn sealed_pair(
+        &self,
+        presented: &[u8; 32],
+        now: u64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let _ = (presented, now);
+        Ok(None)
+    }
+    /// With instances sharing the store: the end of the account's lockout
+    /// (by its throttle key) if it is locked at `now`. A store no other
+    /// instance reads answers `None`: the in-memory throttle decides.
+    async fn account_locked_until(
+        &self,
+        account: &[u8; 32],
+        now: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        let _ = (account, now);
+        Ok(None)
+    }
+    /// Counts a failed login of the account for every instance; returns the
+    /// end of the lockout this failure started, if it started one.
+    async fn account_failed(
+        &self,
+        account: &[u8; 32],
+        policy: &LockoutPolicy,
+        now: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        let _ = (account, policy, now);
+        Ok(None)
+    }
+    /// A successful login ends the account's shared failure streak.
+    async fn account_succeeded(&self, account: &[u8; 32]) -> Result<(), StoreError> {
+        let _ = account;
+        Ok(())
+    }
     /// Completes when every write made before the call is on disk.
     /// Concurrent callers share one disk flush.
     fn flush(&self) -> FlushFuture<'_>;

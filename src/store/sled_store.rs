@@ -4,6 +4,8 @@
 //! Every multi-record change is one sled transaction (serialised by sled), so
 //! a crash never leaves a user without its email index or a rotation half done.
 
+mod export;
+
 use std::ops::Bound;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -16,10 +18,12 @@ use sled::transaction::{
 };
 use sled::{IVec, Tree};
 
+pub use export::Export;
+
 use super::flush::FlushGroup;
 use super::{
     hash_from_hex, hex, Chain, ChainStep, Family, FlushFuture, RecordCounts, RefreshRecord,
-    Retired, RotateOutcome, Store, StoreError, User, UserStamp, MAX_TRACKED_RETIRED,
+    Retired, RotateOutcome, StoreError, User, UserStamp, MAX_TRACKED_RETIRED,
 };
 use crate::private_files;
 
@@ -347,8 +351,10 @@ impl SledStore {
     }
 }
 
-impl Store for SledStore {
-    fn create_user(&self, user: &User) -> Result<(), StoreError> {
+/// The operations, synchronous; [`super::Store`] is implemented over them
+/// in `sled_async.rs`.
+impl SledStore {
+    pub fn create_user(&self, user: &User) -> Result<(), StoreError> {
         check_id(&user.id)?;
         let record = encode(user)?;
         self.transact(|tx| {
@@ -365,21 +371,25 @@ impl Store for SledStore {
         })
     }
 
-    fn user_by_id(&self, id: &str) -> Result<Option<User>, StoreError> {
+    pub fn user_by_id(&self, id: &str) -> Result<Option<User>, StoreError> {
         match self.trees.users.get(id)? {
             Some(bytes) => decode("user", id.as_bytes(), &bytes).map(Some),
             None => Ok(None),
         }
     }
 
-    fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
+    pub fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
         match self.trees.emails.get(email)? {
             Some(id) => self.user_by_id(&utf8("emails value", &id)?),
             None => Ok(None),
         }
     }
 
-    fn list_users(&self, after_id: Option<&str>, limit: usize) -> Result<Vec<User>, StoreError> {
+    pub fn list_users(
+        &self,
+        after_id: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<User>, StoreError> {
         let start = match after_id {
             Some(id) => Bound::Excluded(id.as_bytes()),
             None => Bound::Unbounded,
@@ -396,7 +406,7 @@ impl Store for SledStore {
         Ok(users)
     }
 
-    fn set_role(&self, id: &str, role: &str) -> Result<Option<User>, StoreError> {
+    pub fn set_role(&self, id: &str, role: &str) -> Result<Option<User>, StoreError> {
         self.update_user(id, |user| {
             role.clone_into(&mut user.role);
             user.token_version = next_version(user.token_version);
@@ -404,7 +414,7 @@ impl Store for SledStore {
         })
     }
 
-    fn set_password(
+    pub fn set_password(
         &self,
         id: &str,
         verified: &str,
@@ -423,14 +433,14 @@ impl Store for SledStore {
         })
     }
 
-    fn bump_token_version(&self, id: &str) -> Result<Option<User>, StoreError> {
+    pub fn bump_token_version(&self, id: &str) -> Result<Option<User>, StoreError> {
         self.update_user(id, |user| {
             user.token_version = next_version(user.token_version);
             Ok(())
         })
     }
 
-    fn delete_user(&self, id: &str, now: u64) -> Result<Option<User>, StoreError> {
+    pub fn delete_user(&self, id: &str, now: u64) -> Result<Option<User>, StoreError> {
         // Family records go in the transaction, their tokens after it in
         // bounded batches: a session's history is never held at once.
         let families = self.user_family_ids(id)?;
@@ -463,7 +473,7 @@ impl Store for SledStore {
         Ok(deleted)
     }
 
-    fn deleted_user_ids(&self) -> Result<Vec<String>, StoreError> {
+    pub fn deleted_user_ids(&self) -> Result<Vec<String>, StoreError> {
         let mut ids = Vec::new();
         for entry in self.trees.tombstones.iter() {
             let (key, _) = entry?;
@@ -472,7 +482,7 @@ impl Store for SledStore {
         Ok(ids)
     }
 
-    fn token_versions(&self) -> Result<Vec<(String, u32)>, StoreError> {
+    pub fn token_versions(&self) -> Result<Vec<(String, u32)>, StoreError> {
         let mut versions = Vec::new();
         for entry in self.trees.users.iter() {
             let (key, bytes) = entry?;
@@ -484,7 +494,7 @@ impl Store for SledStore {
         Ok(versions)
     }
 
-    fn create_family(
+    pub fn create_family(
         &self,
         family: &Family,
         first_token: &[u8; 32],
@@ -536,28 +546,31 @@ impl Store for SledStore {
         })
     }
 
-    fn refresh_record(&self, token_hash: &[u8; 32]) -> Result<Option<RefreshRecord>, StoreError> {
+    pub fn refresh_record(
+        &self,
+        token_hash: &[u8; 32],
+    ) -> Result<Option<RefreshRecord>, StoreError> {
         match self.trees.refresh.get(token_hash)? {
             Some(bytes) => decode("refresh record", token_hash, &bytes).map(Some),
             None => Ok(None),
         }
     }
 
-    fn family(&self, id: &str) -> Result<Option<Family>, StoreError> {
+    pub fn family(&self, id: &str) -> Result<Option<Family>, StoreError> {
         match self.trees.families.get(id)? {
             Some(bytes) => decode("family", id.as_bytes(), &bytes).map(Some),
             None => Ok(None),
         }
     }
 
-    fn chain(&self, family_id: &str) -> Result<Option<Chain>, StoreError> {
+    pub fn chain(&self, family_id: &str) -> Result<Option<Chain>, StoreError> {
         match self.trees.chains.get(family_id)? {
             Some(bytes) => decode("chain", family_id.as_bytes(), &bytes).map(Some),
             None => Ok(None),
         }
     }
 
-    fn rotate(
+    pub fn rotate(
         &self,
         presented: &[u8; 32],
         new_hash: &[u8; 32],
@@ -678,11 +691,11 @@ impl Store for SledStore {
         })
     }
 
-    fn revoke_family(&self, family_id: &str, now: u64) -> Result<bool, StoreError> {
+    pub fn revoke_family(&self, family_id: &str, now: u64) -> Result<bool, StoreError> {
         self.transact(|tx| revoke_in(tx, family_id, now))
     }
 
-    fn revoke_user_families(
+    pub fn revoke_user_families(
         &self,
         user_id: &str,
         except_family: Option<&str>,
@@ -704,7 +717,7 @@ impl Store for SledStore {
         })
     }
 
-    fn cap_user_families(
+    pub fn cap_user_families(
         &self,
         user_id: &str,
         max: usize,
@@ -740,7 +753,7 @@ impl Store for SledStore {
         })
     }
 
-    fn record_counts(&self) -> Result<RecordCounts, StoreError> {
+    pub fn record_counts(&self) -> Result<RecordCounts, StoreError> {
         let t = &self.trees;
         Ok(RecordCounts {
             users: t.users.len(),
@@ -751,7 +764,7 @@ impl Store for SledStore {
         })
     }
 
-    fn revoked_families_since(&self, since: u64) -> Result<Vec<(String, u64)>, StoreError> {
+    pub fn revoked_families_since(&self, since: u64) -> Result<Vec<(String, u64)>, StoreError> {
         let mut revoked = Vec::new();
         for entry in self.trees.revocations.range(since.to_be_bytes()..) {
             let (key, _) = entry?;
@@ -762,7 +775,7 @@ impl Store for SledStore {
         Ok(revoked)
     }
 
-    fn sweep_expired(&self, now: u64) -> Result<usize, StoreError> {
+    pub fn sweep_expired(&self, now: u64) -> Result<usize, StoreError> {
         // Keys are `expires_at` first, so everything due sorts below this.
         let due = now.saturating_add(1).to_be_bytes();
         let mut removed = 0;
@@ -798,7 +811,7 @@ impl Store for SledStore {
         }
     }
 
-    fn prune_revocations(&self, before: u64) -> Result<usize, StoreError> {
+    pub fn prune_revocations(&self, before: u64) -> Result<usize, StoreError> {
         let mut removed = 0;
         let old: Vec<IVec> = self
             .trees
@@ -823,7 +836,7 @@ impl Store for SledStore {
         Ok(removed)
     }
 
-    fn note_access_lifetime(&self, lifetime: u64, now: u64) -> Result<u64, StoreError> {
+    pub fn note_access_lifetime(&self, lifetime: u64, now: u64) -> Result<u64, StoreError> {
         let earlier: Vec<LifetimeInUse> = match self.trees.meta.get(LIFETIMES_KEY)? {
             Some(bytes) => decode("meta", LIFETIMES_KEY, &bytes)?,
             None => Vec::new(),
@@ -835,7 +848,7 @@ impl Store for SledStore {
         Ok(longest)
     }
 
-    fn flush(&self) -> FlushFuture<'_> {
+    pub fn flush(&self) -> FlushFuture<'_> {
         Box::pin(self.flusher.flush())
     }
 }

@@ -78,10 +78,10 @@ fn cookie_pair(response: &Response, name: &str) -> String {
 }
 
 /// Makes `email` an admin directly in the store, as the CLI would.
-pub fn promote(gw: &TestGateway, email: &str) {
+pub async fn promote(gw: &TestGateway, email: &str) {
     let store = gw.store();
-    let user = store.user_by_email(email).unwrap().unwrap();
-    store.set_role(&user.id, "admin").unwrap();
+    let user = store.user_by_email(email).await.unwrap().unwrap();
+    store.set_role(&user.id, "admin").await.unwrap();
 }
 
 async fn proxied(gw: &TestGateway, path: &str, access: &str) -> Response {
@@ -463,7 +463,7 @@ async fn admin_role_change_and_deletion_take_effect_at_once() {
     let upstream = Upstream::start(Behavior::Ok).await;
     let gw = accounts_gateway(&upstream, "", "").await;
     register(&gw, "root@example.com", "password-1").await;
-    promote(&gw, "root@example.com");
+    promote(&gw, "root@example.com").await;
     let admin = field(
         &login(&gw, "root@example.com", "password-1").await,
         "accessToken",
@@ -566,6 +566,7 @@ async fn raised_hashing_parameters_rehash_on_login() {
     let before = gw
         .store()
         .user_by_email("rehash@example.com")
+        .await
         .unwrap()
         .unwrap();
     assert!(
@@ -595,6 +596,7 @@ async fn raised_hashing_parameters_rehash_on_login() {
     let after = gw
         .store()
         .user_by_email("rehash@example.com")
+        .await
         .unwrap()
         .unwrap();
     assert!(

@@ -150,8 +150,8 @@ async fn an_assertion_is_reused_for_the_same_user_and_route_never_across_users()
     );
 }
 
-#[test]
-fn asking_for_an_assertion_with_only_hmac_keys_is_a_config_error() {
+#[tokio::test]
+async fn asking_for_an_assertion_with_only_hmac_keys_is_a_config_error() {
     let upstream = "http://127.0.0.1:9";
     let routes = format!(
         "[[route]]\nname = \"api\"\npath_prefix = \"/api/\"\nupstream = \"{upstream}\"\n\
@@ -174,6 +174,10 @@ fn asking_for_an_assertion_with_only_hmac_keys_is_a_config_error() {
         tokens: "algorithm = \"EdDSA\"".to_owned(),
         ..GatewayOptions::default()
     });
-    let err = authgate::prepare(files.config()).err().unwrap().to_string();
+    let err = authgate::prepare(files.config())
+        .await
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("identity_assertion"), "{err}");
 }

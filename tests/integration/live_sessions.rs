@@ -133,12 +133,13 @@ async fn a_role_change_closes_the_users_websocket() {
     let events = Upstream::start(Behavior::Events).await;
     let gw = live_gateway(&ws, &events).await;
     signed_in(&gw, "root@example.com").await;
-    promote(&gw, "root@example.com");
+    promote(&gw, "root@example.com").await;
     let admin = access(&login(&gw, "root@example.com", "password-1").await);
     let judy = signed_in(&gw, "judy@example.com").await;
     let judy_id = gw
         .store()
         .user_by_email("judy@example.com")
+        .await
         .unwrap()
         .unwrap()
         .id;
@@ -246,7 +247,7 @@ async fn logout_refresh_reuse_and_deletion_each_close_the_sessions_websocket() {
     let events = Upstream::start(Behavior::Events).await;
     let gw = live_gateway(&ws, &events).await;
     signed_in(&gw, "root@example.com").await;
-    promote(&gw, "root@example.com");
+    promote(&gw, "root@example.com").await;
     let admin = access(&login(&gw, "root@example.com", "password-1").await);
     let bystander = signed_in(&gw, "zoe@example.com").await;
     let mut bystander_tunnel = open_tunnel(&gw, "/ws/chat", &access(&bystander)).await;
@@ -290,6 +291,7 @@ async fn logout_refresh_reuse_and_deletion_each_close_the_sessions_websocket() {
     let gina_id = gw
         .store()
         .user_by_email("gina@example.com")
+        .await
         .unwrap()
         .unwrap()
         .id;

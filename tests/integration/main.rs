@@ -20,6 +20,7 @@ mod limits;
 mod live_sessions;
 mod observability;
 mod operations;
+mod postgres;
 mod proxying;
 mod refresh_bounds;
 mod session_races;

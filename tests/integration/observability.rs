@@ -507,7 +507,7 @@ async fn every_security_event_is_one_audit_line_without_secrets() {
     assert_eq!(new_events(&gw, &mut seen), ["logout_all"]);
 
     register(&gw, "root@example.com", "password-1").await;
-    promote(&gw, "root@example.com");
+    promote(&gw, "root@example.com").await;
     let root = login(&gw, "root@example.com", "password-1").await;
     let root_access = field(&root, "accessToken");
     secrets.push(root_access.clone());

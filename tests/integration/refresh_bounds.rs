@@ -51,7 +51,7 @@ async fn many_rotations_keep_the_store_bounded_and_reuse_of_a_dropped_token_is_c
         token = field(&rotated, "refreshToken");
         access = field(&rotated, "accessToken");
         issued.push(token.clone());
-        let counts = gw.store().record_counts().unwrap();
+        let counts = gw.store().record_counts().await.unwrap();
         // The family, its chain, the token from registration (kept to its
         // expiry) and the live one: the same after 1 rotation as after 60.
         assert_eq!(
@@ -114,6 +114,7 @@ async fn refresh_is_rate_limited_per_session_and_per_address() {
     let record = gw
         .store()
         .refresh_record(&authgate::auth::sessions::hash_token(&token))
+        .await
         .unwrap()
         .unwrap();
     assert!(record.rotated_at.is_none());
@@ -152,6 +153,7 @@ async fn a_login_past_the_session_cap_ends_the_oldest_session() {
     let user = gw
         .store()
         .user_by_email("tess@example.com")
+        .await
         .unwrap()
         .unwrap();
     // The ended session was purged by the next sweep; two remain after it.
@@ -159,10 +161,14 @@ async fn a_login_past_the_session_cap_ends_the_oldest_session() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    gw.store().sweep_expired(now).unwrap();
-    let revoked_now = gw.store().cap_user_families(&user.id, 2, now).unwrap();
+    gw.store().sweep_expired(now).await.unwrap();
+    let revoked_now = gw
+        .store()
+        .cap_user_families(&user.id, 2, now)
+        .await
+        .unwrap();
     assert!(revoked_now.is_empty());
-    assert_eq!(gw.store().record_counts().unwrap().families, 2);
+    assert_eq!(gw.store().record_counts().await.unwrap().families, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

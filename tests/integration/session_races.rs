@@ -237,7 +237,7 @@ async fn a_login_racing_logout_all_role_change_or_deletion_gets_no_session() {
     let upstream = Upstream::start(Behavior::Ok).await;
     let gw = race_gateway(&upstream, ONE_SLOW_WORKER).await;
     assert_eq!(register(&gw, "root@example.com", OLD).await.status, 201);
-    crate::accounts::promote(&gw, "root@example.com");
+    crate::accounts::promote(&gw, "root@example.com").await;
     let admin = spawn_login(&gw, "root@example.com", OLD).await.await;
     let admin = field(&admin.unwrap(), "accessToken");
     for (n, action) in [Action::LogoutAll, Action::RoleChange, Action::Delete]
@@ -336,6 +336,7 @@ async fn a_lowered_access_ttl_does_not_revive_revoked_sessions() {
     let family = gw
         .store()
         .refresh_record(&hash_token(&field(&registered, "refreshToken")))
+        .await
         .unwrap()
         .unwrap()
         .family_id;
@@ -358,6 +359,7 @@ async fn a_lowered_access_ttl_does_not_revive_revoked_sessions() {
     assert!(gw
         .store()
         .revoke_family(&family, fifteen_minutes_ago)
+        .await
         .unwrap());
 
     let files = gw.stop().await;

@@ -36,6 +36,10 @@ pub enum SessionError {
     /// since every waiter on the rotation receives this same answer.
     #[error("refresh rotation failed; see the log above")]
     RotationFailed,
+    /// A shared rotation found the database unreachable (logged where it
+    /// happened): the client retries.
+    #[error("refresh rotation failed: database unavailable")]
+    StoreUnavailable,
 }
 
 impl From<Throttled> for SessionError {

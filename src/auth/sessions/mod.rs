@@ -85,6 +85,8 @@ enum RotationFailure {
     Expired,
     Reuse,
     Internal,
+    /// The database is unreachable: 503, the client retries.
+    Unavailable,
 }
 
 impl From<RotationFailure> for SessionError {
@@ -94,6 +96,7 @@ impl From<RotationFailure> for SessionError {
             RotationFailure::Expired => SessionError::Expired,
             RotationFailure::Reuse => SessionError::Reused,
             RotationFailure::Internal => SessionError::RotationFailed,
+            RotationFailure::Unavailable => SessionError::StoreUnavailable,
         }
     }
 }
@@ -110,7 +113,8 @@ pub struct Sessions {
     revocations: Arc<RevocationList>,
     policy: SessionPolicy,
     /// Keyed by the SHA-256 of the presented token, for the grace. Memory
-    /// only, by design: a pair is never stored.
+    /// only; a shared store also keeps each pair sealed under the presented
+    /// token, for retries that land on another instance.
     rotations: Mutex<GraceCache<Rotation>>,
     /// Rotations per session and refreshes per address.
     limits: RefreshLimits,
@@ -139,7 +143,7 @@ impl Sessions {
     /// logout-all, role change) or was deleted, no session is created and the
     /// answer is [`SessionError::UserChanged`]: a check that raced
     /// such a change must not outlive it. The caller flushes.
-    pub fn start(&self, user: User, now: SystemTime) -> Result<IssuedSession, SessionError> {
+    pub async fn start(&self, user: User, now: SystemTime) -> Result<IssuedSession, SessionError> {
         let now_secs = unix_seconds(now);
         let family = Family {
             id: random_token(16),
@@ -160,6 +164,7 @@ impl Sessions {
         match self
             .store
             .create_family(&family, &hash_token(&refresh_token), &record, &verified)
+            .await
         {
             Ok(()) => {}
             Err(StoreError::UserChanged(_) | StoreError::UnknownUser(_)) => {
@@ -167,16 +172,17 @@ impl Sessions {
             }
             Err(err) => return Err(SessionError::Store(err)),
         }
-        self.cap_sessions(&user.id, now_secs)?;
+        self.cap_sessions(&user.id, now_secs).await?;
         self.issue(user, &family, refresh_token, record.expires_at, now)
     }
 
     /// Ends the user's sessions past `max_sessions_per_user`; the sweep
     /// purges them. The caller flushes.
-    fn cap_sessions(&self, user_id: &str, now_secs: u64) -> Result<(), SessionError> {
-        let revoked =
-            self.store
-                .cap_user_families(user_id, self.policy.max_sessions_per_user, now_secs)?;
+    async fn cap_sessions(&self, user_id: &str, now_secs: u64) -> Result<(), SessionError> {
+        let revoked = self
+            .store
+            .cap_user_families(user_id, self.policy.max_sessions_per_user, now_secs)
+            .await?;
         let until = now_secs.saturating_add(self.policy.access_lifetime.as_secs());
         for family in revoked {
             tracing::info!(family = %family, "session limit reached; ended the oldest session");
@@ -198,7 +204,7 @@ impl Sessions {
     ) -> Result<IssuedSession, SessionError> {
         let now_secs = unix_seconds(now);
         let presented_hash = hash_token(presented);
-        let Some(record) = self.store.refresh_record(&presented_hash)? else {
+        let Some(record) = self.store.refresh_record(&presented_hash).await? else {
             return Err(self.unknown_token(presented, now_secs).await);
         };
         // Only a token that can still rotate is held to the session's limit:
@@ -228,7 +234,7 @@ impl Sessions {
         if !rotated_here {
             // A pair minted for an earlier presentation: the session may
             // have ended since (logout, password change, reuse).
-            self.ensure_live(&issued.family_id, now_secs)?;
+            self.ensure_live(&issued.family_id, now_secs).await?;
         }
         Ok(issued)
     }
@@ -261,8 +267,8 @@ impl Sessions {
     /// A pair shared from the grace is handed out only while its session
     /// lives: after a logout or a password change the old token answers
     /// 401, not the dead pair.
-    fn ensure_live(&self, family_id: &str, now_secs: u64) -> Result<(), SessionError> {
-        match self.store.family(family_id)? {
+    async fn ensure_live(&self, family_id: &str, now_secs: u64) -> Result<(), SessionError> {
+        match self.store.family(family_id).await? {
             Some(family) if family.revoked_at.is_none() && now_secs < family.expires_at => Ok(()),
             _ => Err(SessionError::UnknownToken),
         }
@@ -274,7 +280,7 @@ impl Sessions {
         let Some(tagged) = refresh_token::parse(presented) else {
             return SessionError::UnknownToken;
         };
-        let chain = match self.store.chain(tagged.family_id) {
+        let chain = match self.store.chain(tagged.family_id).await {
             Ok(Some(chain)) => chain,
             Ok(None) => return SessionError::UnknownToken,
             Err(err) => return SessionError::Store(err),
@@ -302,19 +308,21 @@ impl Sessions {
         now: SystemTime,
     ) -> RotationResult {
         let now_secs = unix_seconds(now);
-        let internal = |err: &dyn std::fmt::Display| {
-            tracing::error!(error = %err, "refresh rotation failed");
-            RotationFailure::Internal
-        };
-        let family_end = match self.store.family(&record.family_id) {
-            Ok(Some(family)) => family.expires_at,
+        let internal = rotation_failure;
+        let current_family = match self.store.family(&record.family_id).await {
+            Ok(Some(family)) => family,
             Ok(None) => return Err(RotationFailure::Unknown),
             Err(err) => return Err(internal(&err)),
         };
-        let (generation, tag_key) = match self.store.chain(&record.family_id) {
+        let family_end = current_family.expires_at;
+        let (generation, tag_key) = match self.store.chain(&record.family_id).await {
             Ok(Some(chain)) => match hash_from_hex(&chain.tag_key) {
                 Some(key) => (chain.generation.saturating_add(1), key),
-                None => return Err(internal(&"a session chain holds an unreadable tag key")),
+                None => {
+                    return Err(internal(&StoreError::Corrupt(
+                        "a session chain holds an unreadable tag key".to_owned(),
+                    )))
+                }
             },
             Ok(None) => (1, random_key()),
             Err(err) => return Err(internal(&err)),
@@ -339,10 +347,50 @@ impl Sessions {
             rotated_at: None,
             replaced_by: None,
         };
-        let outcome = self
-            .store
-            .rotate(&presented, &new_hash, &new_record, &step, now_secs)
-            .map_err(|err| internal(&err))?;
+        // Instances sharing the store: a retry within the grace may land on
+        // another instance, so the pair is minted first and kept, sealed
+        // under the presented token, in the rotation's own transaction.
+        let shared = self.store.shared() && !self.policy.reuse_grace.is_zero();
+        let mut minted = None;
+        let outcome = if shared {
+            let user = match self.store.user_by_id(&record.user_id).await {
+                Ok(Some(user)) => user,
+                Ok(None) => return Err(RotationFailure::Unknown),
+                Err(err) => return Err(internal(&err)),
+            };
+            let issued = self
+                .issue(
+                    user,
+                    &current_family,
+                    new_token.clone(),
+                    new_record.expires_at,
+                    now,
+                )
+                .map_err(|err| internal(&err))?;
+            let sealed = sealed::seal(presented_token, &issued, new_record.expires_at)
+                .map_err(|err| internal(&err))?;
+            let until = now_secs.saturating_add(self.policy.reuse_grace.as_secs());
+            let outcome = self
+                .store
+                .rotate_sealed(
+                    &presented,
+                    &new_hash,
+                    &new_record,
+                    &step,
+                    now_secs,
+                    &sealed,
+                    until,
+                )
+                .await
+                .map_err(|err| internal(&err))?;
+            minted = Some(issued);
+            outcome
+        } else {
+            self.store
+                .rotate(&presented, &new_hash, &new_record, &step, now_secs)
+                .await
+                .map_err(|err| internal(&err))?
+        };
         let family = match outcome {
             RotateOutcome::Rotated { family } => {
                 self.limits.count_session(&family.id, Instant::now());
@@ -355,6 +403,19 @@ impl Sessions {
                 if now_secs <= rotated_at.saturating_add(self.policy.reuse_grace.as_secs())
                     && !self.policy.reuse_grace.is_zero()
                 {
+                    // Rotated on another instance within the grace: the
+                    // same pair, from the sealed copy only this token opens.
+                    if shared {
+                        match self.store.sealed_pair(&presented, now_secs).await {
+                            Ok(Some(sealed)) => {
+                                return self
+                                    .reopen(presented_token, &sealed, &record.user_id, now)
+                                    .await
+                            }
+                            Ok(None) => {}
+                            Err(err) => return Err(internal(&err)),
+                        }
+                    }
                     // A retry within the grace whose pair is no longer in
                     // memory (a restart): refuse without punishing the session.
                     return Err(RotationFailure::Unknown);
@@ -379,22 +440,54 @@ impl Sessions {
                 return Err(RotationFailure::Expired)
             }
         };
-        let user = match self.store.user_by_id(&family.user_id) {
-            Ok(Some(user)) => user,
-            Ok(None) => return Err(RotationFailure::Unknown),
-            Err(err) => return Err(internal(&err)),
+        let issued = match minted {
+            Some(issued) => issued,
+            None => {
+                let user = match self.store.user_by_id(&family.user_id).await {
+                    Ok(Some(user)) => user,
+                    Ok(None) => return Err(RotationFailure::Unknown),
+                    Err(err) => return Err(internal(&err)),
+                };
+                self.issue(user, &family, new_token, new_record.expires_at, now)
+                    .map_err(|err| internal(&err))?
+            }
         };
-        let issued = self
-            .issue(user, &family, new_token, new_record.expires_at, now)
-            .map_err(|err| internal(&err))?;
         self.store.flush().await.map_err(|err| internal(&err))?;
         Ok(issued)
+    }
+
+    /// The pair another instance minted for `presented_token`, from its
+    /// sealed copy; the user is read afresh for the answer's profile.
+    async fn reopen(
+        &self,
+        presented_token: &str,
+        sealed: &[u8],
+        user_id: &str,
+        now: SystemTime,
+    ) -> RotationResult {
+        let (family_id, access, refresh_token, refresh_expires_at) =
+            sealed::open(presented_token, sealed).map_err(|err| rotation_failure(&err))?;
+        let user = match self.store.user_by_id(user_id).await {
+            Ok(Some(user)) => user,
+            Ok(None) => return Err(RotationFailure::Unknown),
+            Err(err) => return Err(rotation_failure(&err)),
+        };
+        Ok(IssuedSession {
+            csrf_token: csrf_token_for(&refresh_token),
+            user,
+            family_id,
+            access,
+            refresh_token,
+            refresh_max_age: Duration::from_secs(
+                refresh_expires_at.saturating_sub(unix_seconds(now)),
+            ),
+        })
     }
 
     /// Revokes one session: its refresh tokens in the store and its access
     /// tokens in memory. Flushes before returning.
     pub async fn revoke_family(&self, family_id: &str, now_secs: u64) -> Result<(), SessionError> {
-        self.store.revoke_family(family_id, now_secs)?;
+        self.store.revoke_family(family_id, now_secs).await?;
         self.revocations.revoke_session(
             family_id,
             now_secs.saturating_add(self.policy.access_lifetime.as_secs()),
@@ -404,15 +497,15 @@ impl Sessions {
 
     /// The family a refresh token belongs to: from its record, or, for a
     /// rotated token already dropped from the store, from its verified tag.
-    pub fn family_of(&self, presented: &str) -> Result<Option<String>, SessionError> {
-        let record = self.store.refresh_record(&hash_token(presented))?;
+    pub async fn family_of(&self, presented: &str) -> Result<Option<String>, SessionError> {
+        let record = self.store.refresh_record(&hash_token(presented)).await?;
         if let Some(record) = record {
             return Ok(Some(record.family_id));
         }
         let Some(tagged) = refresh_token::parse(presented) else {
             return Ok(None);
         };
-        let chain = self.store.chain(tagged.family_id)?;
+        let chain = self.store.chain(tagged.family_id).await?;
         let issued_here = chain.is_some_and(|chain| {
             tagged.generation <= chain.generation
                 && hash_from_hex(&chain.tag_key).is_some_and(|key| tagged.verify(&key))
@@ -421,13 +514,16 @@ impl Sessions {
     }
 
     /// Revokes every session of a user except `keep`; the caller flushes.
-    pub fn revoke_user_sessions(
+    pub async fn revoke_user_sessions(
         &self,
         user_id: &str,
         keep: Option<&str>,
         now_secs: u64,
     ) -> Result<(), SessionError> {
-        let revoked = self.store.revoke_user_families(user_id, keep, now_secs)?;
+        let revoked = self
+            .store
+            .revoke_user_families(user_id, keep, now_secs)
+            .await?;
         let until = now_secs.saturating_add(self.policy.access_lifetime.as_secs());
         for family in revoked {
             self.revocations.revoke_session(&family, until);
@@ -495,6 +591,82 @@ impl Sessions {
             refresh_token,
             refresh_max_age,
         })
+    }
+}
+
+/// Logs a rotation failure once and classifies it: the database being
+/// unreachable is retried by the client (503), anything else is ours (500).
+fn rotation_failure(err: &(dyn std::error::Error + 'static)) -> RotationFailure {
+    if matches!(
+        err.downcast_ref::<StoreError>(),
+        Some(StoreError::Unavailable(_))
+    ) {
+        tracing::warn!(error = %err, "refresh rotation failed: database unavailable");
+        return RotationFailure::Unavailable;
+    }
+    tracing::error!(error = %err, "refresh rotation failed");
+    RotationFailure::Internal
+}
+
+/// The pair kept for the reuse grace across instances, as sealed bytes.
+mod sealed {
+    use serde::{Deserialize, Serialize};
+
+    use super::IssuedSession;
+    use crate::auth::jwt::{AccessClaims, MintedToken};
+    use crate::auth::sealed_pair;
+
+    /// What a retry on another instance needs to answer with the same pair.
+    #[derive(Serialize, Deserialize)]
+    struct Body {
+        family_id: String,
+        access_token: String,
+        access_expires_in: u64,
+        claims: AccessClaims,
+        refresh_token: String,
+        refresh_expires_at: u64,
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    pub enum SealedError {
+        #[error("cannot encode the pair: {0}")]
+        Encode(#[from] serde_json::Error),
+        #[error(transparent)]
+        Seal(#[from] sealed_pair::SealError),
+    }
+
+    pub fn seal(
+        presented: &str,
+        issued: &IssuedSession,
+        refresh_expires_at: u64,
+    ) -> Result<Vec<u8>, SealedError> {
+        let body = Body {
+            family_id: issued.family_id.clone(),
+            access_token: issued.access.token.clone(),
+            access_expires_in: issued.access.expires_in.as_secs(),
+            claims: issued.access.claims.clone(),
+            refresh_token: issued.refresh_token.clone(),
+            refresh_expires_at,
+        };
+        Ok(sealed_pair::seal(presented, &serde_json::to_vec(&body)?)?)
+    }
+
+    pub fn open(
+        presented: &str,
+        sealed: &[u8],
+    ) -> Result<(String, MintedToken, String, u64), SealedError> {
+        let body: Body = serde_json::from_slice(&sealed_pair::open(presented, sealed)?)?;
+        let access = MintedToken {
+            token: body.access_token,
+            expires_in: std::time::Duration::from_secs(body.access_expires_in),
+            claims: body.claims,
+        };
+        Ok((
+            body.family_id,
+            access,
+            body.refresh_token,
+            body.refresh_expires_at,
+        ))
     }
 }
 

@@ -62,7 +62,7 @@ async fn bogus_tokens_leave_no_entry_in_the_grace_cache() {
     let f = fixture(Duration::from_secs(30));
     f.store.create_user(&user()).unwrap();
     let now = SystemTime::now();
-    let session = f.sessions.start(user(), now).unwrap();
+    let session = f.sessions.start(user(), now).await.unwrap();
     let family = session.family_id.clone();
     for i in 0..200 {
         // Random-looking, and shaped like a tagged token of a real family.
@@ -100,7 +100,7 @@ async fn a_token_dropped_after_its_grace_is_still_recognised_as_reuse() {
     let f = fixture(Duration::from_secs(2));
     f.store.create_user(&user()).unwrap();
     let start = SystemTime::now();
-    let mut token = f.sessions.start(user(), start).unwrap().refresh_token;
+    let mut token = f.sessions.start(user(), start).await.unwrap().refresh_token;
     let mut issued = Vec::new();
     for i in 1..=20u64 {
         let at = start + Duration::from_secs(10 * i);
@@ -133,7 +133,7 @@ async fn logout_with_a_dropped_token_still_finds_its_session() {
     let f = fixture(Duration::from_secs(2));
     f.store.create_user(&user()).unwrap();
     let start = SystemTime::now();
-    let session = f.sessions.start(user(), start).unwrap();
+    let session = f.sessions.start(user(), start).await.unwrap();
     let first = f
         .sessions
         .rotate(&session.refresh_token, start)
@@ -155,10 +155,10 @@ async fn logout_with_a_dropped_token_still_finds_its_session() {
         .unwrap()
         .is_none());
     assert_eq!(
-        f.sessions.family_of(&first.refresh_token).unwrap(),
+        f.sessions.family_of(&first.refresh_token).await.unwrap(),
         Some(session.family_id.clone())
     );
     let forged = first.refresh_token.replacen(".1.", ".0.", 1);
-    assert_eq!(f.sessions.family_of(&forged).unwrap(), None);
-    assert_eq!(f.sessions.family_of("made-up").unwrap(), None);
+    assert_eq!(f.sessions.family_of(&forged).await.unwrap(), None);
+    assert_eq!(f.sessions.family_of("made-up").await.unwrap(), None);
 }

@@ -37,6 +37,8 @@ pub struct GatewayOptions {
     /// Further tables (`[admin]`, `[log]`), after the routes; `{dir}` is
     /// replaced by the gateway's temp dir.
     pub extra: String,
+    /// The whole `[store]` table body; empty: sled in the temp dir.
+    pub store: String,
 }
 
 impl GatewayOptions {
@@ -107,12 +109,16 @@ pub fn config_text(dir: &Path, options: &GatewayOptions) -> String {
     format!(
         "[server]\nlisten = \"127.0.0.1:0\"\ntls_cert = {cert:?}\ntls_key = {key:?}\n{server}\n\
              [tokens]\n{key_source}\n{tokens}\n\
-             [store]\npath = {store:?}\n\
+             [store]\n{store}\n\
              [auth]\n{auth}\n\
              {routes}\n{extra}\n",
         cert = cert,
         key = key,
-        store = store_path,
+        store = if options.store.is_empty() {
+            format!("path = {store_path:?}")
+        } else {
+            options.store.clone()
+        },
         server = options.server,
         tokens = options.tokens,
         auth = options.auth,
@@ -161,7 +167,7 @@ impl TestGateway {
             tls,
             certs,
         } = loop {
-            match authgate::prepare(config.clone()) {
+            match authgate::prepare(config.clone()).await {
                 Ok(prepared) => break prepared,
                 Err(authgate::StartupError::Build(authgate::gateway::BuildError::Store(
                     authgate::store::StoreError::InUse { .. },

@@ -8,6 +8,7 @@ pub mod body;
 pub mod client;
 pub mod gateway;
 pub mod pki;
+pub mod postgres;
 pub mod upstream;
 
 pub use client::{Response, TestClient};

@@ -1,0 +1,143 @@
+//! [`Store`] for [`SledStore`]: each async method runs the synchronous sled
+//! operation in place (an embedded store answers in microseconds, as it
+//! did before the trait became async for PostgreSQL).
+
+use super::{
+    Chain, ChainStep, Family, FlushFuture, RecordCounts, RefreshRecord, RotateOutcome, SledStore,
+    Store, StoreError, User, UserStamp,
+};
+
+#[async_trait::async_trait]
+impl Store for SledStore {
+    async fn create_user(&self, user: &User) -> Result<(), StoreError> {
+        SledStore::create_user(self, user)
+    }
+
+    async fn user_by_id(&self, id: &str) -> Result<Option<User>, StoreError> {
+        SledStore::user_by_id(self, id)
+    }
+
+    async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
+        SledStore::user_by_email(self, email)
+    }
+
+    async fn list_users(
+        &self,
+        after_id: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<User>, StoreError> {
+        SledStore::list_users(self, after_id, limit)
+    }
+
+    async fn set_role(&self, id: &str, role: &str) -> Result<Option<User>, StoreError> {
+        SledStore::set_role(self, id, role)
+    }
+
+    async fn set_password(
+        &self,
+        id: &str,
+        verified: &str,
+        hash: &str,
+        bump_version: bool,
+    ) -> Result<Option<User>, StoreError> {
+        SledStore::set_password(self, id, verified, hash, bump_version)
+    }
+
+    async fn bump_token_version(&self, id: &str) -> Result<Option<User>, StoreError> {
+        SledStore::bump_token_version(self, id)
+    }
+
+    async fn delete_user(&self, id: &str, now: u64) -> Result<Option<User>, StoreError> {
+        SledStore::delete_user(self, id, now)
+    }
+
+    async fn deleted_user_ids(&self) -> Result<Vec<String>, StoreError> {
+        SledStore::deleted_user_ids(self)
+    }
+
+    async fn token_versions(&self) -> Result<Vec<(String, u32)>, StoreError> {
+        SledStore::token_versions(self)
+    }
+
+    async fn create_family(
+        &self,
+        family: &Family,
+        first_token: &[u8; 32],
+        record: &RefreshRecord,
+        verified: &UserStamp,
+    ) -> Result<(), StoreError> {
+        SledStore::create_family(self, family, first_token, record, verified)
+    }
+
+    async fn refresh_record(
+        &self,
+        token_hash: &[u8; 32],
+    ) -> Result<Option<RefreshRecord>, StoreError> {
+        SledStore::refresh_record(self, token_hash)
+    }
+
+    async fn family(&self, id: &str) -> Result<Option<Family>, StoreError> {
+        SledStore::family(self, id)
+    }
+
+    async fn chain(&self, family_id: &str) -> Result<Option<Chain>, StoreError> {
+        SledStore::chain(self, family_id)
+    }
+
+    async fn rotate(
+        &self,
+        presented: &[u8; 32],
+        new_hash: &[u8; 32],
+        new_record: &RefreshRecord,
+        step: &ChainStep,
+        now: u64,
+    ) -> Result<RotateOutcome, StoreError> {
+        SledStore::rotate(self, presented, new_hash, new_record, step, now)
+    }
+
+    async fn revoke_family(&self, family_id: &str, now: u64) -> Result<bool, StoreError> {
+        SledStore::revoke_family(self, family_id, now)
+    }
+
+    async fn revoke_user_families(
+        &self,
+        user_id: &str,
+        except_family: Option<&str>,
+        now: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        SledStore::revoke_user_families(self, user_id, except_family, now)
+    }
+
+    async fn cap_user_families(
+        &self,
+        user_id: &str,
+        max: usize,
+        now: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        SledStore::cap_user_families(self, user_id, max, now)
+    }
+
+    async fn record_counts(&self) -> Result<RecordCounts, StoreError> {
+        SledStore::record_counts(self)
+    }
+
+    async fn revoked_families_since(&self, since: u64) -> Result<Vec<(String, u64)>, StoreError> {
+        SledStore::revoked_families_since(self, since)
+    }
+
+    async fn sweep_expired(&self, now: u64) -> Result<usize, StoreError> {
+        SledStore::sweep_expired(self, now)
+    }
+
+    async fn prune_revocations(&self, before: u64) -> Result<usize, StoreError> {
+        SledStore::prune_revocations(self, before)
+    }
+
+    async fn note_access_lifetime(&self, lifetime: u64, now: u64) -> Result<u64, StoreError> {
+        SledStore::note_access_lifetime(self, lifetime, now)
+    }
+
+    fn flush(&self) -> FlushFuture<'_> {
+        SledStore::flush(self)
+    }
+}
