@@ -7,6 +7,7 @@
 pub mod flush;
 pub mod postgres;
 mod sled_async;
+pub use sled_async::STORE_PROBE_FILE;
 pub mod sled_store;
 
 use std::future::Future;
@@ -214,6 +215,14 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    #[error("the database cannot take a write ({path}): {source}")]
+    NotWritable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the database accepts no writes: {0}")]
+    ReadOnly(&'static str),
     #[error("database error: {0}")]
     Sled(#[from] sled::Error),
     #[error("cannot make writes durable: {0}")]
@@ -424,6 +433,9 @@ pub trait Store: Send + Sync + 'static {
         let _ = account;
         Ok(())
     }
+    /// Whether the store can take a durable write right now, for `/readyz`:
+    /// the reason when it cannot. Writes nothing a client could see.
+    async fn check_writable(&self) -> Result<(), StoreError>;
     /// Completes when every write made before the call is on disk.
     /// Concurrent callers share one disk flush.
     fn flush(&self) -> FlushFuture<'_>;

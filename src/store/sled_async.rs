@@ -137,7 +137,40 @@ impl Store for SledStore {
         SledStore::note_access_lifetime(self, lifetime, now)
     }
 
+    /// A write and fsync of a probe file in the database directory (the
+    /// disk is full, or was remounted read-only), off the async workers,
+    /// then sled's own flush (sled fails every operation after an I/O error).
+    async fn check_writable(&self) -> Result<(), StoreError> {
+        let dir = self.path().to_owned();
+        tokio::task::spawn_blocking(move || probe_write(&dir))
+            .await
+            .map_err(|err| StoreError::FlushTask(err.to_string()))?
+            .map_err(|source| StoreError::NotWritable {
+                path: self.path().join(STORE_PROBE_FILE),
+                source,
+            })?;
+        SledStore::flush(self).await
+    }
+
     fn flush(&self) -> FlushFuture<'_> {
         SledStore::flush(self)
+    }
+}
+
+/// The file the readiness probe writes, fsyncs and removes in the database
+/// directory.
+pub const STORE_PROBE_FILE: &str = "readiness.probe";
+
+fn probe_write(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::io::Write;
+    let path = dir.join(STORE_PROBE_FILE);
+    let mut file = std::fs::File::create(&path)?;
+    file.write_all(b"authgate readiness probe\n")?;
+    file.sync_all()?;
+    drop(file);
+    match std::fs::remove_file(&path) {
+        // A concurrent probe removed it first.
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
     }
 }

@@ -281,7 +281,7 @@ async fn readiness_fails_while_the_store_cannot_take_a_write() {
         .config()
         .store
         .path
-        .join(authgate::admin::health::STORE_PROBE_FILE);
+        .join(authgate::store::STORE_PROBE_FILE);
     std::fs::create_dir(&probe).unwrap();
     let (status, body) = admin(addr, http::Method::GET, "/readyz").await;
     assert_eq!(status, 503, "{body}");

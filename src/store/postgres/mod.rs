@@ -53,6 +53,28 @@ impl PostgresStore {
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         pool::checkout(&self.pool).await
     }
+
+    /// Reachable, and a primary that accepts writes: a server in recovery
+    /// (a replica) or one set read-only would refuse every account change.
+    pub async fn check_writable(&self) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT NOT pg_is_in_recovery() \
+                 AND current_setting('default_transaction_read_only') = 'off'",
+                &[],
+            )
+            .await
+            .map_err(db_error)?;
+        let writable: bool = row.try_get(0).map_err(db_error)?;
+        if writable {
+            Ok(())
+        } else {
+            Err(StoreError::ReadOnly(
+                "a server in recovery (a replica), or read-only",
+            ))
+        }
+    }
 }
 
 /// How long an account request waits for a pooled connection (or a new

@@ -193,6 +193,10 @@ impl Store for PostgresStore {
         PostgresStore::account_succeeded(self, account).await
     }
 
+    async fn check_writable(&self) -> Result<(), StoreError> {
+        PostgresStore::check_writable(self).await
+    }
+
     /// A commit is durable when it returns (`synchronous_commit` is on by
     /// default), so there is nothing left to wait for.
     fn flush(&self) -> FlushFuture<'_> {

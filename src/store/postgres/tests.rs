@@ -461,3 +461,37 @@ async fn parallel_rotations_of_one_token_mint_one_successor() {
         .get(0);
     assert_eq!(count, 2);
 }
+
+/// Readiness asks the store whether it takes writes: a database set
+/// read-only (as a replica or a maintenance switch leaves it) does not.
+#[tokio::test]
+async fn a_read_only_database_is_not_writable() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let store = db.open().await;
+    store.check_writable().await.unwrap();
+    let server = db.server().await;
+    server
+        .batch_execute(&format!(
+            "ALTER DATABASE {name} SET default_transaction_read_only = on;
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+              WHERE datname = '{name}' AND pid <> pg_backend_pid();",
+            name = db.name
+        ))
+        .await
+        .unwrap();
+    // Settings apply to new sessions: the pool's old connections were
+    // ended, so within a few checks one runs on a new session.
+    let mut outcome = store.check_writable().await;
+    for _ in 0..10 {
+        if !matches!(outcome, Err(StoreError::Unavailable(_))) {
+            break;
+        }
+        outcome = store.check_writable().await;
+    }
+    assert!(
+        matches!(outcome, Err(StoreError::ReadOnly(_))),
+        "{outcome:?}"
+    );
+}
