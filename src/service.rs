@@ -167,9 +167,15 @@ async fn dispatch(
         outcome.account = true;
         let sub_path = gateway.account_sub_path(decided.as_str());
         let mut account = AccountOutcome::default();
+        // The id `handle` put on the request, for the audit lines it causes.
+        let request_id = request
+            .headers()
+            .get(X_REQUEST_ID)
+            .and_then(|value| value.to_str().ok())
+            .map(Arc::from);
         let context = RequestContext {
             client: client_addr,
-            request_id: None,
+            request_id,
         };
         let result = audit::in_request(
             context,

@@ -413,6 +413,7 @@ async fn every_security_event_is_one_audit_line_without_secrets() {
     let bob = register(&gw, "bob@example.com", "password-1").await;
     assert_eq!(bob.status, 201);
     let bob_id = bob.json()["user"]["id"].as_str().unwrap().to_owned();
+    let bob_request = bob.header("x-request-id").unwrap().to_owned();
     assert_eq!(new_events(&gw, &mut seen), ["registration"]);
 
     assert_eq!(
@@ -546,6 +547,11 @@ async fn every_security_event_is_one_audit_line_without_secrets() {
     assert_eq!(role_change["email"], "carol@example.com");
     assert_eq!(role_change["actor"], root_id.as_str());
     assert_eq!(role_change["detail"], "editor");
+    let registration = lines
+        .iter()
+        .find(|l| l["event"] == "registration")
+        .unwrap();
+    assert_eq!(registration["request_id"], bob_request.as_str());
     let lockout = lines.iter().find(|l| l["event"] == "lockout").unwrap();
     assert_eq!(lockout["user_id"], bob_id.as_str());
     let unknown = lines
@@ -556,6 +562,12 @@ async fn every_security_event_is_one_audit_line_without_secrets() {
     assert_eq!(unknown["user_id"], Value::Null);
     for line in &lines {
         assert_eq!(line["peer"], "127.0.0.1", "{line}");
+        // The id the answer carried in X-Request-Id, so an audit line can be
+        // matched with the request's log lines.
+        assert!(
+            line["request_id"].as_str().is_some_and(|id| !id.is_empty()),
+            "{line}"
+        );
         assert!(line["time"].as_str().unwrap().ends_with('Z'), "{line}");
         for key in [
             "event",
