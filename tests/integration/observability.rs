@@ -547,10 +547,7 @@ async fn every_security_event_is_one_audit_line_without_secrets() {
     assert_eq!(role_change["email"], "carol@example.com");
     assert_eq!(role_change["actor"], root_id.as_str());
     assert_eq!(role_change["detail"], "editor");
-    let registration = lines
-        .iter()
-        .find(|l| l["event"] == "registration")
-        .unwrap();
+    let registration = lines.iter().find(|l| l["event"] == "registration").unwrap();
     assert_eq!(registration["request_id"], bob_request.as_str());
     let lockout = lines.iter().find(|l| l["event"] == "lockout").unwrap();
     assert_eq!(lockout["user_id"], bob_id.as_str());
