@@ -69,8 +69,9 @@ async fn early_401_to_a_2mb_upload_is_read_by_an_http1_client_sending_it_all_fir
         .body(())
         .unwrap();
     let (response, mut body) = client.send_request(request, false).unwrap();
-    body.send_data(bytes::Bytes::from(vec![b'x'; 16 * 1024]), false)
-        .unwrap();
+    // The gateway may answer and reset the stream before this data leaves
+    // (it does not wait for the body): then the stream is already gone here.
+    let sent = body.send_data(bytes::Bytes::from(vec![b'x'; 16 * 1024]), false);
     let response = tokio::time::timeout(Duration::from_secs(10), response)
         .await
         .unwrap()
@@ -81,9 +82,12 @@ async fn early_401_to_a_2mb_upload_is_read_by_an_http1_client_sending_it_all_fir
         std::future::poll_fn(|cx| body.poll_reset(cx)),
     )
     .await
-    .unwrap()
     .unwrap();
-    assert_eq!(reset, h2::Reason::NO_ERROR);
+    match reset {
+        Ok(reason) => assert_eq!(reason, h2::Reason::NO_ERROR),
+        // Only when the stream was closed before the data could be sent.
+        Err(err) => assert!(sent.is_err(), "{err}"),
+    }
     assert!(upstream.received().is_empty());
 
     // One valid upload proves the route works.
