@@ -46,16 +46,21 @@ pub fn spawn(gateway: &Arc<Gateway>, tasks: &Tasks, stop: CancellationToken) {
         tracing::info!(%addr, "admin endpoints (/metrics, /healthz, /readyz) on {addr}");
     }
     let gateway = Arc::clone(gateway);
-    tasks.spawn(async move {
-        stop.run_until_cancelled(accept_loop(listener, gateway))
-            .await;
-    });
+    tasks.spawn(accept_loop(listener, gateway, stop));
 }
 
-async fn accept_loop(listener: TcpListener, gateway: Arc<Gateway>) {
+async fn accept_loop(listener: TcpListener, gateway: Arc<Gateway>, stop: CancellationToken) {
     let mut connections = JoinSet::new();
     loop {
-        let accepted = listener.accept().await;
+        let accepted = tokio::select! {
+            () = stop.cancelled() => {
+                // Aborted and awaited here, so no connection still holds the
+                // gateway once this tracked task has ended.
+                connections.shutdown().await;
+                return;
+            }
+            accepted = listener.accept() => accepted,
+        };
         while connections.try_join_next().is_some() {}
         let stream = match accepted {
             Ok((stream, _)) => stream,
