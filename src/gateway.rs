@@ -76,6 +76,10 @@ impl Live {
 /// How often expired sessions and stale revocations are swept.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(600);
 
+/// How often idle upstream connections past their idle timeout are closed:
+/// a fifth of it, so none outlives it by much.
+const IDLE_UPSTREAM_SWEEP: Duration = Duration::from_secs(10);
+
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     #[error(transparent)]
@@ -188,10 +192,15 @@ impl Gateway {
             let mut reloads = gateway.reloads.subscribe();
             gateway.live().proxy.spawn_health_checks(&mut health_checks);
             let mut ticks = tokio::time::interval(SWEEP_INTERVAL);
+            let mut idle_ticks = tokio::time::interval(IDLE_UPSTREAM_SWEEP);
             loop {
                 tokio::select! {
                     biased;
                     () = stop.cancelled() => return,
+                    _ = idle_ticks.tick() => {
+                        gateway.live().proxy.close_idle_connections(tokio::time::Instant::now());
+                        continue;
+                    }
                     changed = reloads.changed() => {
                         if changed.is_ok() {
                             // Dropping the old set stops the old upstreams' checks.

@@ -45,6 +45,7 @@ pub mod config;
 pub mod error;
 pub mod gateway;
 pub mod key_reload;
+pub mod memory;
 #[cfg(test)]
 mod module_graph;
 pub mod observe;

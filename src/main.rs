@@ -22,9 +22,11 @@ use authgate::timestamp::utc_timestamp;
 use authgate::StartupError;
 
 fn main() -> ExitCode {
+    // First, while this is the only thread.
+    let allocator_tuned = authgate::memory::tune_allocator();
     let cli = Cli::parse();
     let result = match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(&cli.config),
+        Command::Serve => serve(&cli.config, allocator_tuned),
         Command::CheckConfig => {
             let _log_flush = init_tracing(LogFormat::Text);
             check_config(&cli.config)
@@ -85,10 +87,13 @@ fn init_tracing(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
     guard
 }
 
-fn serve(config_path: &std::path::Path) -> Result<(), String> {
+fn serve(config_path: &std::path::Path, allocator_tuned: bool) -> Result<(), String> {
     let config = Config::load(config_path).map_err(|e| error_chain(&e))?;
     // After the config, which names the format; held until serving ends.
     let _log_flush = init_tracing(config.log.format);
+    if !allocator_tuned {
+        tracing::warn!("could not fix the allocator's mmap threshold; idle memory may stay higher");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -76,6 +76,13 @@ impl Proxy {
         }
     }
 
+    /// Closes every route's upstream connections that idled too long.
+    pub fn close_idle_connections(&self, now: tokio::time::Instant) {
+        for group in self.groups.values() {
+            group.close_idle_connections(now);
+        }
+    }
+
     /// The upstream state of the route named `route`, if it proxies.
     pub fn upstreams(&self, route: &str) -> Option<&Arc<UpstreamGroup>> {
         self.groups.get(route)

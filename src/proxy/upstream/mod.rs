@@ -117,6 +117,16 @@ impl UpstreamGroup {
         Some(self.targets.iter().any(|t| t.health.is_available(now)))
     }
 
+    /// Closes the HTTP/1 connections that idled too long or that their
+    /// target closed.
+    pub fn close_idle_connections(&self, now: Instant) {
+        for target in &self.targets {
+            if let Connections::Http1(pool) = &target.connections {
+                pool.close_idle(now);
+            }
+        }
+    }
+
     /// Starts the active health checks of this route, if configured.
     pub fn spawn_health_checks(&self, tasks: &mut JoinSet<()>) {
         if let Some(check) = &self.health_check {

@@ -16,7 +16,7 @@ use super::h1::H1Conn;
 
 /// Idle connections older than this are closed rather than reused: most
 /// servers close keep-alive connections after 60-75 s of silence.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(50);
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(50);
 
 pub struct H1Pool {
     state: Mutex<State>,
@@ -172,6 +172,24 @@ impl H1Pool {
         drop(stale);
     }
 
+    /// Closes the idle connections that have idled past [`IDLE_TIMEOUT`] or
+    /// that the target has closed. Nobody drives an idle connection, so
+    /// without this a burst's connections would hold their sockets (in
+    /// CLOSE_WAIT once the target gives up on them) until traffic returns.
+    pub fn close_idle(&self, now: Instant) {
+        // Checked and dropped outside the lock: polling a connection runs
+        // its driver, and dropping one frees its slot, which locks. A
+        // request meanwhile finds no idle connection and may open one.
+        let mut idle = std::mem::take(&mut self.lock().idle);
+        idle.retain_mut(|conn| {
+            now.saturating_duration_since(conn.idle_since) < IDLE_TIMEOUT && conn.is_reusable()
+        });
+        let mut state = self.lock();
+        // Returned meanwhile: more recently than the kept ones.
+        idle.append(&mut state.idle);
+        state.idle = idle;
+    }
+
     /// A connection closed (or was never opened): its place goes to the
     /// first waiter, or back to the count.
     fn release_slot(&self) {
@@ -191,4 +209,82 @@ enum Step {
     Ready(Checkout),
     Try(H1Conn),
     Wait(oneshot::Receiver<Grant>),
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncReadExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+    use crate::proxy::upstream::io::UpstreamIo;
+
+    /// `n` idle connections to `listener`, checked into `pool`; returns the
+    /// listener's sides of them.
+    async fn idle_connections(
+        pool: &Arc<H1Pool>,
+        listener: &TcpListener,
+        n: usize,
+    ) -> Vec<TcpStream> {
+        let mut conns = Vec::new();
+        let mut server_sides = Vec::new();
+        for _ in 0..n {
+            let Ok(Checkout::Connect(slot)) = pool.check_out().await else {
+                panic!("a pool with nothing idle grants a slot");
+            };
+            let stream = TcpStream::connect(listener.local_addr().unwrap())
+                .await
+                .unwrap();
+            server_sides.push(listener.accept().await.unwrap().0);
+            conns.push(
+                H1Conn::handshake(UpstreamIo::Plain(stream), slot)
+                    .await
+                    .unwrap(),
+            );
+        }
+        for conn in conns {
+            pool.check_in(conn);
+        }
+        server_sides
+    }
+
+    #[tokio::test]
+    async fn idle_connections_are_closed_once_past_the_idle_timeout() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let pool = H1Pool::new(4, 4);
+        let mut server_side = idle_connections(&pool, &listener, 1).await.remove(0);
+
+        pool.close_idle(Instant::now());
+        assert_eq!(pool.live(), 1, "a fresh idle connection is kept");
+
+        pool.close_idle(Instant::now() + IDLE_TIMEOUT);
+        assert_eq!(pool.live(), 0, "its slot is freed");
+        let mut byte = [0u8; 1];
+        assert_eq!(
+            server_side.read(&mut byte).await.unwrap(),
+            0,
+            "the target sees the close"
+        );
+    }
+
+    #[tokio::test]
+    async fn idle_connections_the_target_closed_are_dropped() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let pool = H1Pool::new(4, 4);
+        let mut server_sides = idle_connections(&pool, &listener, 2).await;
+        drop(server_sides.pop());
+
+        // The close reaches the gateway's socket within moments; each pass
+        // polls every idle connection once.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while pool.live() > 1 && std::time::Instant::now() < deadline {
+            pool.close_idle(Instant::now());
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            pool.live(),
+            1,
+            "only the connection the target closed is gone"
+        );
+    }
 }

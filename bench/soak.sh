@@ -1,0 +1,222 @@
+#!/usr/bin/env bash
+# The soak: account churn (bench/churn.py) plus proxied load (wrk) against
+# one authgate for SOAK_MINUTES, sampling its RSS, open descriptors and
+# threads every SOAK_SAMPLE seconds. Passes when RSS stays under 100 MiB, is
+# flat over the last 10 minutes (or the last third of a shorter run), and
+# the open descriptors come back to the idle count once the load stops.
+# See bench/README.md. Quick check: SOAK_MINUTES=2 bench/soak.sh
+set -euo pipefail
+
+MINUTES=${SOAK_MINUTES:-30}
+SAMPLE=${SOAK_SAMPLE:-10}               # seconds between samples
+CHURN_THREADS=${SOAK_CHURN_THREADS:-4}  # concurrent account lives
+WRK_CONNS=${SOAK_WRK_CONNS:-16}         # proxied keep-alive connections
+RSS_LIMIT_MIB=${SOAK_RSS_LIMIT_MIB:-100}
+# Flat: the last window's RSS may not grow by more than this.
+FLAT_MIB=${SOAK_FLAT_MIB:-5}
+UP_PORT=${SOAK_UP_PORT:-19080}
+AG_PORT=${SOAK_AUTHGATE_PORT:-19444}
+SKIP_BUILD=${BENCH_SKIP_BUILD:-0}
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCH=$ROOT/bench
+BIN=${BENCH_BIN:-$ROOT/target/release/authgate}
+[[ -n ${BENCH_BIN:-} ]] && SKIP_BUILD=1
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+OUT=$BENCH/out/soak-$STAMP
+mkdir -p "$OUT"
+exec > >(tee -a "$OUT/run.log") 2>&1
+
+TMP=$(mktemp -d /tmp/authgate-soak.XXXXXX)
+PIDS=()
+say() { printf '%s\n' "$*"; }
+die() { printf 'soak: %s\n' "$*" >&2; exit 1; }
+cleanup() {
+    local status=$?
+    set +e
+    touch "$TMP/stop"
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
+    [[ -s $TMP/up/nginx.pid ]] && kill -QUIT "$(cat "$TMP/up/nginx.pid")" 2>/dev/null
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null; done
+    rm -rf "$TMP"
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+for tool in nginx wrk curl openssl python3; do
+    command -v "$tool" >/dev/null || die "missing $tool (Debian: apt-get install nginx wrk curl openssl python3)"
+done
+for port in "$UP_PORT" "$AG_PORT"; do
+    ss -Hltn "( sport = :$port )" | grep -q . && die "port $port is in use; set SOAK_UP_PORT / SOAK_AUTHGATE_PORT"
+done
+if [[ $SKIP_BUILD != 1 ]]; then
+    (cd "$ROOT" && cargo build --release --locked)
+fi
+[[ -x $BIN ]] || die "no release binary at $BIN"
+
+say "date:     $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+say "authgate: $("$BIN" --version) at $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')"
+say "soak:     ${MINUTES} min, churn threads $CHURN_THREADS, wrk connections $WRK_CONNS, sample every ${SAMPLE}s"
+say "machine:  $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+
+# ---------------------------------------------------------------- certificate
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -subj "/CN=localhost" -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+    -keyout "$TMP/key.pem" -out "$TMP/cert.pem" 2>/dev/null
+
+# ---------------------------------------------------------------- upstream
+mkdir -p "$TMP/up"
+USER_LINE=""
+[[ $EUID -eq 0 ]] && USER_LINE="user root;"
+cat >"$TMP/up/nginx.conf" <<EOF
+$USER_LINE
+pid $TMP/up/nginx.pid;
+error_log $TMP/up/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 100000000;
+    client_body_temp_path $TMP/up/client_temp;
+    proxy_temp_path $TMP/up/proxy_temp;
+    fastcgi_temp_path $TMP/up/fastcgi_temp;
+    uwsgi_temp_path $TMP/up/uwsgi_temp;
+    scgi_temp_path $TMP/up/scgi_temp;
+    server {
+        listen 127.0.0.1:$UP_PORT;
+        location / { default_type text/plain; return 200 "soak upstream body"; }
+    }
+}
+EOF
+nginx -e "$TMP/up/error.log" -p "$TMP/up/" -c "$TMP/up/nginx.conf" -g "worker_processes 1;"
+for _ in $(seq 50); do [[ -s $TMP/up/nginx.pid ]] && break; sleep 0.1; done
+[[ -s $TMP/up/nginx.pid ]] || die "upstream nginx did not start"
+
+# ---------------------------------------------------------------- authgate
+AG=$TMP/authgate
+mkdir -p "$AG"
+cat >"$AG/authgate.toml" <<EOF
+[server]
+listen = "127.0.0.1:$AG_PORT"
+tls_cert = "$TMP/cert.pem"
+tls_key = "$TMP/key.pem"
+dev = false
+access_log = false
+# churn.py gives each account its own client address.
+trusted_proxies = ["127.0.0.1/32"]
+
+[tokens]
+issuer = "authgate"
+audience = "authgate"
+access_ttl = "4h"
+
+[store]
+path = "$AG/store.sled"
+
+[auth]
+registration = "open"
+
+[[route]]
+name = "soak"
+path_prefix = "/"
+upstream = "http://127.0.0.1:$UP_PORT"
+auth = "required"
+EOF
+SECRET=$(openssl rand -base64 48)
+ADMIN_EMAIL=soak-admin@example.com
+ADMIN_PASSWORD="soak admin $(openssl rand -hex 8)"
+(cd "$AG" && AUTHGATE_ACCESS_SECRET=$SECRET AUTHGATE_LOG=error \
+    "$BIN" --config "$AG/authgate.toml" user add --email "$ADMIN_EMAIL" --role admin <<<"$ADMIN_PASSWORD") >/dev/null
+(
+    cd "$AG"
+    export AUTHGATE_ACCESS_SECRET=$SECRET AUTHGATE_LOG=warn
+    exec "$BIN" --config "$AG/authgate.toml" serve
+) 2>"$OUT/authgate.log" &
+AG_PID=$!
+PIDS+=("$AG_PID")
+for _ in $(seq 100); do
+    code=$(curl -sk -o /dev/null -w '%{http_code}' "https://127.0.0.1:$AG_PORT/" || true)
+    [[ $code != 000 ]] && break
+    kill -0 "$AG_PID" 2>/dev/null || die "authgate exited; see $OUT/authgate.log"
+    sleep 0.1
+done
+[[ $code != 000 ]] || die "authgate did not start; see $OUT/authgate.log"
+
+rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$AG_PID/status"; }
+fds() { find "/proc/$AG_PID/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l; }
+threads() { awk '/^Threads/ {print $2}' "/proc/$AG_PID/status"; }
+
+# One login, so the idle figures include what the first login allocates.
+LOGIN=$(curl -sk -H 'content-type: application/json' -H 'x-forwarded-for: 10.255.255.253' \
+    -d "{\"email\":\"$ADMIN_EMAIL\",\"password\":\"$ADMIN_PASSWORD\"}" "https://127.0.0.1:$AG_PORT/auth/login")
+TOKEN=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["accessToken"])' "$LOGIN") \
+    || die "admin login failed: $LOGIN"
+IDLE_RSS=$(rss_kib)
+IDLE_FDS=$(fds)
+say "idle after one login: RSS $((IDLE_RSS / 1024)) MiB, $IDLE_FDS descriptors, $(threads) threads"
+
+# ---------------------------------------------------------------- load
+echo "seconds,rss_kib,fds,threads" >"$OUT/samples.csv"
+python3 "$BENCH/churn.py" "https://127.0.0.1:$AG_PORT" "$ADMIN_EMAIL" "$ADMIN_PASSWORD" \
+    "$CHURN_THREADS" "$TMP/stop" >"$OUT/churn.json" 2>"$OUT/churn.log" &
+CHURN_PID=$!
+PIDS+=("$CHURN_PID")
+wrk -t1 -c "$WRK_CONNS" -d "${MINUTES}m" --latency -H "Authorization: Bearer $TOKEN" \
+    "https://127.0.0.1:$AG_PORT/" >"$OUT/wrk.txt" 2>&1 &
+WRK_PID=$!
+PIDS+=("$WRK_PID")
+START=$(date +%s)
+END=$((START + MINUTES * 60))
+while (($(date +%s) < END)); do
+    kill -0 "$AG_PID" 2>/dev/null || die "authgate exited during the soak; see $OUT/authgate.log"
+    echo "$(($(date +%s) - START)),$(rss_kib),$(fds),$(threads)" >>"$OUT/samples.csv"
+    sleep "$SAMPLE"
+done
+touch "$TMP/stop"
+wait "$WRK_PID" || true
+wait "$CHURN_PID" || true
+
+# Descriptors back to idle: the clients close their connections at once;
+# idle upstream connections are closed 50 s after their last use (swept
+# every 10 s), so allow up to 75 s.
+AFTER_FDS=$(fds)
+for _ in $(seq 750); do
+    ((AFTER_FDS <= IDLE_FDS)) && break
+    sleep 0.1
+    AFTER_FDS=$(fds)
+done
+AFTER_RSS=$(rss_kib)
+
+# ---------------------------------------------------------------- verdict
+say ""
+say "wrk: $(grep -E 'Requests/sec|requests in' "$OUT/wrk.txt" | tr -s ' ' | tr '\n' ';')"
+say "churn: $(cat "$OUT/churn.json" 2>/dev/null || echo '(no summary)')"
+python3 - "$OUT/samples.csv" "$MINUTES" "$RSS_LIMIT_MIB" "$FLAT_MIB" "$IDLE_FDS" "$AFTER_FDS" \
+    "$IDLE_RSS" "$AFTER_RSS" "$OUT/churn.json" <<'EOF' | tee "$OUT/verdict.txt"
+import csv, json, statistics, sys
+path, minutes, limit, flat, idle_fds, after_fds, idle_rss, after_rss, churn = sys.argv[1:10]
+rows = [(int(r["seconds"]), int(r["rss_kib"]) / 1024) for r in csv.DictReader(open(path))]
+if not rows:
+    sys.exit("no samples")
+total = int(minutes) * 60
+window = min(600, total / 3)
+last = [rss for t, rss in rows if t >= total - window]
+peak = max(rss for _, rss in rows)
+# Growth over the window: median of its last fifth against its first fifth.
+fifth = max(1, len(last) // 5)
+growth = statistics.median(last[-fifth:]) - statistics.median(last[:fifth])
+try:
+    unexpected = json.load(open(churn)).get("unexpected", 0)
+except (OSError, ValueError):
+    unexpected = "?"
+checks = [
+    (f"peak RSS {peak:.1f} MiB < {limit} MiB", peak < float(limit)),
+    (f"RSS growth over the last {window / 60:.0f} min {growth:+.1f} MiB <= {flat} MiB", growth <= float(flat)),
+    (f"descriptors after the load {after_fds} <= idle {idle_fds}", int(after_fds) <= int(idle_fds)),
+    (f"churn answers other than expected: {unexpected}", unexpected == 0),
+]
+print(f"RSS: idle {int(idle_rss) / 1024:.1f} MiB, peak {peak:.1f} MiB, after {int(after_rss) / 1024:.1f} MiB")
+for text, ok in checks:
+    print(("PASS " if ok else "FAIL ") + text)
+sys.exit(0 if all(ok for _, ok in checks) else 1)
+EOF
