@@ -447,8 +447,7 @@ pub trait Store: Send + Sync + 'static {
     async fn live_api_keys(&self) -> Result<Vec<(ApiKeyRecord, String)>, StoreError>;
     /// Marks the key revoked at `now` (kept if it already was); the record
     /// as it now is, `None` for no such key.
-    async fn revoke_api_key(&self, id: &str, now: u64)
-        -> Result<Option<ApiKeyRecord>, StoreError>;
+    async fn revoke_api_key(&self, id: &str, now: u64) -> Result<Option<ApiKeyRecord>, StoreError>;
     /// Records a use at `at` (never moves `last_used_at` back). Not flushed:
     /// losing the last minute of it in a crash is harmless.
     async fn touch_api_key(&self, id: &str, at: u64) -> Result<(), StoreError>;

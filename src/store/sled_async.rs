@@ -3,8 +3,8 @@
 //! did before the trait became async for PostgreSQL).
 
 use super::{
-    ApiKeyRecord, Chain, ChainStep, Family, FlushFuture, RecordCounts, RefreshRecord, RotateOutcome, SledStore,
-    Store, StoreError, User, UserStamp,
+    ApiKeyRecord, Chain, ChainStep, Family, FlushFuture, RecordCounts, RefreshRecord,
+    RotateOutcome, SledStore, Store, StoreError, User, UserStamp,
 };
 
 #[async_trait::async_trait]
@@ -156,11 +156,7 @@ impl Store for SledStore {
         SledStore::live_api_keys(self)
     }
 
-    async fn revoke_api_key(
-        &self,
-        id: &str,
-        now: u64,
-    ) -> Result<Option<ApiKeyRecord>, StoreError> {
+    async fn revoke_api_key(&self, id: &str, now: u64) -> Result<Option<ApiKeyRecord>, StoreError> {
         SledStore::revoke_api_key(self, id, now)
     }
 

@@ -30,9 +30,9 @@ use super::{
     Retired, RotateOutcome, StoreError, User, UserStamp, MAX_TRACKED_RETIRED,
 };
 use crate::private_files;
+use api_keys::remove_api_key;
 use keys::*;
 use open::{check_format, classify_open_error, open_db, refuse_foreign_directory};
-use api_keys::remove_api_key;
 use sessions::*;
 
 /// sled's page cache; the working set (users, live sessions) is far smaller.

@@ -58,7 +58,9 @@ impl PostgresStore {
                 return Err(StoreError::UnknownUser(key.user_id.clone()));
             }
             Err(err) if sql_state(&err) == Some(&SqlState::UNIQUE_VIOLATION) => {
-                return Err(StoreError::Invalid("an API key with this id or hash exists"));
+                return Err(StoreError::Invalid(
+                    "an API key with this id or hash exists",
+                ));
             }
             Err(err) => return Err(db_error(err)),
         }

@@ -3,8 +3,8 @@
 
 use super::PostgresStore;
 use crate::store::{
-    ApiKeyRecord, Chain, ChainStep, Family, FlushFuture, LockoutPolicy, RecordCounts, RefreshRecord,
-    RotateOutcome, Store, StoreError, User, UserStamp,
+    ApiKeyRecord, Chain, ChainStep, Family, FlushFuture, LockoutPolicy, RecordCounts,
+    RefreshRecord, RotateOutcome, Store, StoreError, User, UserStamp,
 };
 
 #[async_trait::async_trait]
@@ -209,11 +209,7 @@ impl Store for PostgresStore {
         PostgresStore::live_api_keys(self).await
     }
 
-    async fn revoke_api_key(
-        &self,
-        id: &str,
-        now: u64,
-    ) -> Result<Option<ApiKeyRecord>, StoreError> {
+    async fn revoke_api_key(&self, id: &str, now: u64) -> Result<Option<ApiKeyRecord>, StoreError> {
         PostgresStore::revoke_api_key(self, id, now).await
     }
 

@@ -17,7 +17,9 @@ impl SledStore {
                 return abort(StoreError::UnknownUser(key.user_id.clone()));
             }
             if tx.api_keys.get(key.id.as_bytes())?.is_some() {
-                return abort(StoreError::Invalid("an API key with this id already exists"));
+                return abort(StoreError::Invalid(
+                    "an API key with this id already exists",
+                ));
             }
             tx.api_keys.insert(key.id.as_bytes(), bytes.clone())?;
             tx.user_api_keys
