@@ -28,3 +28,6 @@ pub struct ApiKeyRecord {
     /// Unix seconds; set once.
     pub revoked_at: Option<u64>,
 }
+
+#[cfg(test)]
+mod tests;
