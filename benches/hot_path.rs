@@ -366,6 +366,7 @@ fn headers(c: &mut Criterion) {
         version: 0,
         expires_at: 0,
         assertion: None,
+        key_id: None,
     };
     let client = ClientSide {
         peer: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10)),

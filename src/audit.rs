@@ -46,6 +46,9 @@ pub enum AuditKind {
     KeyGenerated,
     KeyActivation,
     KeyRetirement,
+    /// An API key was created or revoked (`detail` names the key id).
+    ApiKeyCreated,
+    ApiKeyRevoked,
 }
 
 /// One event, before the writer adds the request's client address and id.

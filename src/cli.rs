@@ -2,6 +2,7 @@
 //! `user` and `keys` for operators, and the global `--config`, accepted
 //! before or after the subcommand.
 
+pub mod api_key;
 pub mod keys;
 
 use std::path::PathBuf;
@@ -52,6 +53,12 @@ pub enum Command {
     Keys {
         #[command(subcommand)]
         command: keys::KeysCommand,
+    },
+    /// Manage users' API keys in the store (with sled, only while the
+    /// gateway is stopped).
+    ApiKey {
+        #[command(subcommand)]
+        command: api_key::ApiKeyCommand,
     },
     /// Move data between store backends.
     Store {

@@ -41,6 +41,24 @@ pub enum GatewayError {
     #[error("role not allowed on this route")]
     Forbidden,
 
+    // API keys (`auth::api_keys`).
+    #[error("unknown or revoked API key")]
+    InvalidApiKey,
+    #[error("API key expired")]
+    ApiKeyExpired,
+    /// An API key on a route without `api_keys = true`, or where only an
+    /// access token will do (the account endpoints).
+    #[error("API keys are not accepted here")]
+    ApiKeyNotAccepted,
+    #[error("API key role above the owner's")]
+    ApiKeyRoleTooHigh,
+    #[error("invalid API key name")]
+    InvalidKeyName,
+    #[error("invalid API key expiry")]
+    InvalidExpiry,
+    #[error("API key not found")]
+    ApiKeyNotFound,
+
     // Request-shape failures.
     #[error("bad request: {0}")]
     BadRequest(&'static str),
@@ -139,6 +157,10 @@ impl GatewayError {
             InvalidCredentials | InvalidRefreshToken | TokenReuseDetected | RefreshExpired => {
                 StatusCode::UNAUTHORIZED
             }
+            InvalidApiKey | ApiKeyExpired | ApiKeyNotAccepted => StatusCode::UNAUTHORIZED,
+            ApiKeyRoleTooHigh => StatusCode::FORBIDDEN,
+            InvalidKeyName | InvalidExpiry => StatusCode::BAD_REQUEST,
+            ApiKeyNotFound => StatusCode::NOT_FOUND,
             Forbidden | RegistrationClosed | CsrfFailed => StatusCode::FORBIDDEN,
             BadRequest(_) | InvalidPath(_) | MalformedJson(_) => StatusCode::BAD_REQUEST,
             InvalidEmail(_) | WeakPassword | PasswordTooLong | InvalidRole(_) => {
@@ -172,6 +194,13 @@ impl GatewayError {
             InvalidToken(_) => "INVALID_TOKEN",
             TokenRevoked => "TOKEN_REVOKED",
             Forbidden => "FORBIDDEN",
+            InvalidApiKey => "INVALID_API_KEY",
+            ApiKeyExpired => "API_KEY_EXPIRED",
+            ApiKeyNotAccepted => "API_KEY_NOT_ACCEPTED",
+            ApiKeyRoleTooHigh => "ROLE_EXCEEDS_OWNER",
+            InvalidKeyName => "INVALID_KEY_NAME",
+            InvalidExpiry => "INVALID_EXPIRY",
+            ApiKeyNotFound => "API_KEY_NOT_FOUND",
             BadRequest(_) => "BAD_REQUEST",
             InvalidPath(_) => "INVALID_PATH",
             NotFound => "NOT_FOUND",
@@ -215,6 +244,15 @@ impl GatewayError {
             InvalidToken(_) => "The access token is not valid.",
             TokenRevoked => "The access token has been revoked; log in or refresh again.",
             Forbidden => "Your role does not allow this request.",
+            InvalidApiKey => "The API key is not valid.",
+            ApiKeyExpired => "The API key has expired.",
+            ApiKeyNotAccepted => {
+                "API keys are not accepted here; use an access token or a route with api_keys."
+            }
+            ApiKeyRoleTooHigh => "An API key may carry only your own role or the default role.",
+            InvalidKeyName => "An API key name is 1-100 characters, without control characters.",
+            InvalidExpiry => "expiresIn is seconds (1 to 3650 days) or a duration such as \"90d\".",
+            ApiKeyNotFound => "No such API key.",
             BadRequest(reason) => reason,
             InvalidPath(_) => "The request path is ambiguous or malformed.",
             NotFound => "No route matches this request.",
@@ -259,7 +297,8 @@ impl GatewayError {
         match self {
             // §3.1: a request with no credentials gets no error code.
             MissingToken => Some("Bearer realm=\"authgate\""),
-            InvalidFormat | TokenExpired | InvalidToken(_) | TokenRevoked => {
+            InvalidFormat | TokenExpired | InvalidToken(_) | TokenRevoked | InvalidApiKey
+            | ApiKeyExpired | ApiKeyNotAccepted => {
                 Some("Bearer realm=\"authgate\", error=\"invalid_token\"")
             }
             InvalidCredentials | InvalidRefreshToken | TokenReuseDetected | RefreshExpired => {
@@ -305,10 +344,11 @@ impl GatewayError {
         const NOT_FOUND: u8 = 5;
         match self {
             MissingToken | InvalidFormat | TokenExpired | InvalidToken(_) | TokenRevoked
-            | InvalidCredentials | InvalidRefreshToken | TokenReuseDetected | RefreshExpired => {
-                UNAUTHENTICATED
-            }
-            Forbidden | RegistrationClosed | CsrfFailed => PERMISSION_DENIED,
+            | InvalidCredentials | InvalidRefreshToken | TokenReuseDetected | RefreshExpired
+            | InvalidApiKey | ApiKeyExpired | ApiKeyNotAccepted => UNAUTHENTICATED,
+            Forbidden | RegistrationClosed | CsrfFailed | ApiKeyRoleTooHigh => PERMISSION_DENIED,
+            InvalidKeyName | InvalidExpiry => INVALID_ARGUMENT,
+            ApiKeyNotFound => NOT_FOUND,
             BadRequest(_) | InvalidPath(_) | MalformedJson(_) | UnsupportedMediaType
             | InvalidEmail(_) | WeakPassword | PasswordTooLong | InvalidRole(_) | UriTooLong
             | HeadersTooLarge => INVALID_ARGUMENT,
@@ -406,6 +446,17 @@ impl From<AuthError> for GatewayError {
             AuthError::Token(err) => err.into(),
             AuthError::Revoked => Self::TokenRevoked,
             AuthError::Stale { stale_for } => Self::RevocationsStale { stale_for },
+        }
+    }
+}
+
+impl From<crate::auth::api_keys::ApiKeyError> for GatewayError {
+    fn from(err: crate::auth::api_keys::ApiKeyError) -> Self {
+        use crate::auth::api_keys::{ApiKeyError, KeyRefusal};
+        match err {
+            ApiKeyError::Refused(KeyRefusal::Unknown) => Self::InvalidApiKey,
+            ApiKeyError::Refused(KeyRefusal::Expired) => Self::ApiKeyExpired,
+            ApiKeyError::Stale { stale_for } => Self::RevocationsStale { stale_for },
         }
     }
 }

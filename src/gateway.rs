@@ -11,6 +11,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::Accounts;
+use crate::auth::api_keys::feed::KeyedFeed;
+use crate::auth::api_keys::ApiKeyIndex;
 use crate::auth::jwt::{TokenIssuer, TokenVerifier};
 use crate::auth::keys::KeyRing;
 use crate::auth::password::{PasswordError, PasswordPool};
@@ -41,6 +43,8 @@ pub struct Gateway {
     /// The signing and verifying keys, swapped whole on reload (SIGHUP).
     keys: Arc<KeyRing>,
     revocations: Arc<RevocationList>,
+    /// Every live API key, consulted on `api_keys = true` routes.
+    api_keys: Arc<ApiKeyIndex>,
     accounts: Accounts,
     observability: Observability,
     /// With PostgreSQL: follows the other instances' revocations; stopped
@@ -116,9 +120,15 @@ impl Gateway {
                 .await?;
                 // Its first connection reloads the whole state, so whatever
                 // was revoked since the load above is applied too.
+                // One feed for revocations and API keys, in commit order.
+                let feed = KeyedFeed::new(
+                    revocations,
+                    Arc::clone(&gateway.api_keys),
+                    gateway.accounts.revocation_window(),
+                );
                 gateway._listener = Some(crate::store::postgres::spawn_listener(
                     &store,
-                    revocations,
+                    Arc::new(feed),
                     gateway.accounts.revocation_window(),
                     max_staleness,
                 ));
@@ -149,6 +159,8 @@ impl Gateway {
             SystemTime::now(),
         )
         .await?;
+        let api_keys = Arc::new(ApiKeyIndex::new(config.auth.default_role.clone()));
+        api_keys.replace_all(&store.live_api_keys().await?);
         let verifier = TokenVerifier::with_keys(&config.tokens, Arc::clone(&keys));
         let issuer = Arc::new(TokenIssuer::with_keys(&config.tokens, Arc::clone(&keys)));
         let mut live = Live::build(config.clone())?;
@@ -164,7 +176,8 @@ impl Gateway {
             Arc::clone(&revocations),
             revocation_window,
         )
-        .with_audit(Arc::clone(observability.audit()));
+        .with_audit(Arc::clone(observability.audit()))
+        .with_api_keys(Arc::clone(&api_keys));
         Ok(Self {
             live: ArcSwap::from_pointee(live),
             reloads: watch::Sender::new(0),
@@ -172,6 +185,7 @@ impl Gateway {
             issuer,
             keys,
             revocations,
+            api_keys,
             accounts,
             observability,
             config: Arc::new(config),
@@ -183,6 +197,7 @@ impl Gateway {
     /// of the configuration installed last) in the background, on `tasks`,
     /// until `stop` is cancelled; a sweep under way finishes first.
     pub fn spawn_maintenance(self: &Arc<Self>, tasks: &Tasks, stop: CancellationToken) {
+        self.spawn_key_touches(tasks, stop.clone());
         let gateway = Arc::clone(self);
         let blocking = tasks.clone();
         tasks.spawn(async move {
@@ -264,6 +279,33 @@ impl Gateway {
 
     pub fn revocations(&self) -> &Arc<RevocationList> {
         &self.revocations
+    }
+
+    pub fn api_keys(&self) -> &Arc<ApiKeyIndex> {
+        &self.api_keys
+    }
+
+    /// Writes API keys' `last_used_at` off the request path, until `stop`.
+    fn spawn_key_touches(&self, tasks: &Tasks, stop: CancellationToken) {
+        let Some(mut touches) = self.api_keys.take_touches() else {
+            return;
+        };
+        let store = Arc::clone(self.accounts.store());
+        tasks.spawn(async move {
+            loop {
+                let (id, at) = tokio::select! {
+                    biased;
+                    () = stop.cancelled() => return,
+                    touch = touches.recv() => match touch {
+                        Some(touch) => touch,
+                        None => return,
+                    },
+                };
+                if let Err(err) = store.touch_api_key(&id, at).await {
+                    tracing::warn!(key = %id, error = %err, "recording an API key's use failed");
+                }
+            }
+        });
     }
 
     /// True for paths served by the account endpoints (`/auth` and below).

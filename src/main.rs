@@ -43,6 +43,10 @@ fn main() -> ExitCode {
             let _log_flush = init_tracing(LogFormat::Text);
             authgate::cli::keys::run(&cli.config, command)
         }
+        Command::ApiKey { command } => {
+            let _log_flush = init_tracing(LogFormat::Text);
+            authgate::cli::api_key::run(&cli.config, command)
+        }
         Command::Store { command } => {
             let _log_flush = init_tracing(LogFormat::Text);
             store_command(command)

@@ -30,6 +30,8 @@ use crate::proxy::upgrade;
 use crate::request_id::{RequestId, X_REQUEST_ID};
 use crate::router;
 
+mod credential;
+
 /// What the gateway knows about the connection a request came on.
 #[derive(Debug, Clone, Copy)]
 pub struct Connection {
@@ -217,9 +219,8 @@ async fn dispatch(
     let identity: Option<Identity> = match route.auth {
         RouteAuth::Public => None,
         RouteAuth::Required => {
-            let mut identity = gateway
-                .authenticator()
-                .authenticate(request.headers(), now)?;
+            let mut identity =
+                credential::authenticate(gateway, route, request.headers(), client_addr, now)?;
             tracing::Span::current().record("user", tracing::field::display(&identity.user_id));
             outcome.user = Some(identity.user_id.to_string());
             if let Some(roles) = &route.roles {

@@ -113,6 +113,8 @@ impl Accounts {
         // mints one with the new role.
         self.revocations
             .set_min_version(&user.id, user.token_version);
+        // The user's API keys are capped by the new role from now on.
+        self.api_keys.set_owner_role(&user.id, &role);
         self.flush().await?;
         self.audit
             .record(
@@ -138,6 +140,7 @@ impl Accounts {
             .map_err(GatewayError::internal)?
             .ok_or(GatewayError::UserNotFound)?;
         self.revocations.delete_user(&deleted.id);
+        self.api_keys.owner_deleted(&deleted.id);
         self.flush().await?;
         self.audit
             .record(

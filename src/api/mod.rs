@@ -4,6 +4,7 @@
 
 mod account;
 mod admin;
+mod api_keys;
 mod audit_events;
 pub mod request;
 pub mod response;
@@ -18,6 +19,7 @@ use hyper::body::Incoming;
 
 use crate::account::Role;
 use crate::audit::Audit;
+use crate::auth::api_keys::ApiKeyIndex;
 use crate::auth::jwt::{unix_seconds, TokenIssuer};
 use crate::auth::password::{PasswordError, PasswordPool};
 use crate::auth::revocation::RevocationList;
@@ -57,6 +59,9 @@ pub struct Accounts {
     revocation_window: Duration,
     /// Security events, each durable before its answer is sent.
     audit: Arc<Audit>,
+    /// The live API keys, changed here by creation, revocation and the
+    /// owner's role change or deletion.
+    api_keys: Arc<ApiKeyIndex>,
 }
 
 /// What the access log should say about an account request.
@@ -119,6 +124,7 @@ impl Accounts {
             revocations,
             revocation_window,
             audit: Arc::new(Audit::disabled()),
+            api_keys: Arc::new(ApiKeyIndex::new(config.auth.default_role.clone())),
         }
     }
 
@@ -132,6 +138,17 @@ impl Accounts {
     pub fn with_audit(mut self, audit: Arc<Audit>) -> Self {
         self.audit = audit;
         self
+    }
+
+    /// Keeps `index` current with the keys these endpoints change.
+    pub fn with_api_keys(mut self, index: Arc<ApiKeyIndex>) -> Self {
+        self.api_keys = index;
+        self
+    }
+
+    /// The login throttle, whose per-address counters API keys share.
+    pub fn throttle(&self) -> &Throttle {
+        &self.throttle
     }
 
     /// Password-hashing jobs waiting or running, for the metrics.
@@ -185,6 +202,13 @@ impl Accounts {
         outcome.action = Some(endpoint.action());
         // Bearer-authenticated endpoints check the token before reading a body.
         let identity = if endpoint.needs_bearer() {
+            // Only an access token manages accounts and keys: a key (made
+            // for one script) cannot mint more keys or act as an admin.
+            if crate::auth::bearer::token(&parts.headers)
+                .is_ok_and(crate::auth::api_keys::key::is_api_key)
+            {
+                return Err(GatewayError::ApiKeyNotAccepted);
+            }
             let identity = authenticator.authenticate(&parts.headers, now)?;
             outcome.user = Some(identity.user_id.to_string());
             if endpoint.needs_admin() && identity.role.as_str() != "admin" {
@@ -225,6 +249,9 @@ impl Accounts {
                 self.change_role(id, user, headers, &body).await
             }
             (Endpoint::DeleteUser(user), Some(id)) => self.delete_user(id, user).await,
+            (Endpoint::CreateApiKey, Some(id)) => self.create_api_key(id, headers, &body).await,
+            (Endpoint::ListApiKeys, Some(id)) => self.list_api_keys(id, parts.uri.query()).await,
+            (Endpoint::RevokeApiKey(key), Some(id)) => self.revoke_api_key(id, key).await,
             (_, None) => Err(GatewayError::MissingToken),
         }
     }
@@ -252,6 +279,9 @@ enum Endpoint<'a> {
     ShowUser(&'a str),
     ChangeRole(&'a str),
     DeleteUser(&'a str),
+    CreateApiKey,
+    ListApiKeys,
+    RevokeApiKey(&'a str),
 }
 
 impl<'a> Endpoint<'a> {
@@ -275,6 +305,20 @@ impl<'a> Endpoint<'a> {
             "/me" => Err(GatewayError::MethodNotAllowed),
             "/users" if method == Method::GET => Ok(Self::ListUsers),
             "/users" => Err(GatewayError::MethodNotAllowed),
+            "/api-keys" if method == Method::POST => Ok(Self::CreateApiKey),
+            "/api-keys" if method == Method::GET => Ok(Self::ListApiKeys),
+            "/api-keys" => Err(GatewayError::MethodNotAllowed),
+            _ if path.starts_with("/api-keys/") => {
+                let id = path
+                    .strip_prefix("/api-keys/")
+                    .filter(|id| !id.contains('/') && !id.is_empty())
+                    .ok_or(GatewayError::NotFound)?;
+                if method == Method::DELETE {
+                    Ok(Self::RevokeApiKey(id))
+                } else {
+                    Err(GatewayError::MethodNotAllowed)
+                }
+            }
             _ => {
                 let Some(id) = path
                     .strip_prefix("/users/")
@@ -325,6 +369,7 @@ impl<'a> Endpoint<'a> {
                 | Self::Logout
                 | Self::Password
                 | Self::ChangeRole(_)
+                | Self::CreateApiKey
         )
     }
 }

@@ -3,6 +3,7 @@
 //! that yields the caller's [`Identity`]. The submodules also hold what
 //! issues credentials (`sessions`, `password`) for the account endpoints.
 
+pub mod api_keys;
 pub mod assertion;
 pub mod bearer;
 pub mod jwt;
@@ -56,6 +57,8 @@ pub struct Identity {
     pub expires_at: u64,
     /// The signed identity assertion for the route, when it asks for one.
     pub assertion: Option<http::HeaderValue>,
+    /// The API key the request came with (`<prefix>key-id` upstream).
+    pub key_id: Option<http::HeaderValue>,
 }
 
 impl TryFrom<AccessClaims> for Identity {
@@ -74,6 +77,7 @@ impl TryFrom<AccessClaims> for Identity {
             version: claims.ver,
             expires_at: claims.exp,
             assertion: None,
+            key_id: None,
         })
     }
 }

@@ -91,6 +91,7 @@ mod tests {
             version: 1,
             expires_at: 1_000,
             assertion: None,
+            key_id: None,
         }
     }
 

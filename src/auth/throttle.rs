@@ -9,6 +9,7 @@
 //! ends. Registrations are counted per address per hour. Time is always a
 //! parameter, so expiry is tested without sleeping.
 
+mod address;
 mod bounded;
 
 use std::net::{IpAddr, Ipv6Addr};

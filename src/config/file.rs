@@ -172,6 +172,8 @@ pub struct RouteFile {
     pub close_on_expiry: bool,
     #[serde(default)]
     pub identity_assertion: bool,
+    #[serde(default)]
+    pub api_keys: bool,
 }
 
 /// How a route picks one of its targets for each request.

@@ -163,6 +163,8 @@ pub struct RouteConfig {
     pub close_on_expiry: bool,
     /// Send the backend a signed identity assertion (`<prefix>assertion`).
     pub identity_assertion: bool,
+    /// Accept API keys (`Authorization: Bearer agk_…`) besides access tokens.
+    pub api_keys: bool,
 }
 
 /// A configuration problem, located in its file.
@@ -528,6 +530,12 @@ fn build_route(
             Some(normalized)
         }
     };
+    if raw.api_keys && raw.auth == RouteAuth::Public {
+        return Err(fail(
+            "api_keys",
+            "a public route checks no credential; set auth = \"required\"".to_owned(),
+        ));
+    }
     if raw.identity_assertion && raw.auth == RouteAuth::Public {
         return Err(fail(
             "identity_assertion",
@@ -575,6 +583,7 @@ fn build_route(
         websocket: raw.websocket,
         close_on_expiry: raw.close_on_expiry,
         identity_assertion: raw.identity_assertion,
+        api_keys: raw.api_keys,
     })
 }
 

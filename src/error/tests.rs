@@ -41,6 +41,13 @@ error_table! {
     InvalidToken(_) => InvalidToken(TokenError::BadSignature) => (401, "INVALID_TOKEN", INVALID),
     TokenRevoked => TokenRevoked => (401, "TOKEN_REVOKED", INVALID),
     Forbidden => Forbidden => (403, "FORBIDDEN", None),
+    InvalidApiKey => InvalidApiKey => (401, "INVALID_API_KEY", INVALID),
+    ApiKeyExpired => ApiKeyExpired => (401, "API_KEY_EXPIRED", INVALID),
+    ApiKeyNotAccepted => ApiKeyNotAccepted => (401, "API_KEY_NOT_ACCEPTED", INVALID),
+    ApiKeyRoleTooHigh => ApiKeyRoleTooHigh => (403, "ROLE_EXCEEDS_OWNER", None),
+    InvalidKeyName => InvalidKeyName => (400, "INVALID_KEY_NAME", None),
+    InvalidExpiry => InvalidExpiry => (400, "INVALID_EXPIRY", None),
+    ApiKeyNotFound => ApiKeyNotFound => (404, "API_KEY_NOT_FOUND", None),
     BadRequest(_) => BadRequest("x") => (400, "BAD_REQUEST", None),
     InvalidPath(_) => InvalidPath(crate::path::PathError::Backslash)
         => (400, "INVALID_PATH", None),

@@ -115,6 +115,8 @@ pub struct IdentityHeaders {
     pub role: HeaderName,
     /// The signed identity assertion (`<prefix>assertion`) on routes that ask for it.
     pub assertion: HeaderName,
+    /// The API key a request came with (`<prefix>key-id`).
+    pub key_id: HeaderName,
 }
 
 impl IdentityHeaders {
@@ -123,6 +125,7 @@ impl IdentityHeaders {
             user_id: HeaderName::from_bytes(format!("{prefix}id").as_bytes())?,
             role: HeaderName::from_bytes(format!("{prefix}role").as_bytes())?,
             assertion: HeaderName::from_bytes(format!("{prefix}assertion").as_bytes())?,
+            key_id: HeaderName::from_bytes(format!("{prefix}key-id").as_bytes())?,
         })
     }
 }
@@ -172,6 +175,10 @@ pub fn prepare_request_headers(
         // Any client copy went with the scrub above: only the gateway's stays.
         if let Some(assertion) = &identity.assertion {
             headers.insert(names.assertion.clone(), assertion.clone());
+        }
+        // Likewise: a client's own key-id header went with the scrub.
+        if let Some(key_id) = &identity.key_id {
+            headers.insert(names.key_id.clone(), key_id.clone());
         }
     }
 }

@@ -4,6 +4,7 @@
 //! `sled_store.rs` is the embedded default; `flush.rs` batches durability
 //! requests so a burst of writes costs one fsync, not one each.
 
+mod api_keys;
 pub mod flush;
 pub mod postgres;
 mod sled_async;
@@ -17,6 +18,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+pub use api_keys::ApiKeyRecord;
 pub use postgres::PostgresStore;
 pub use sled_store::SledStore;
 
@@ -433,6 +435,22 @@ pub trait Store: Send + Sync + 'static {
         let _ = account;
         Ok(())
     }
+    /// Stores a new API key, if its owner still exists (otherwise
+    /// [`StoreError::UnknownUser`]): a deletion committed meanwhile either
+    /// sees the key and removes it, or makes this call fail.
+    async fn create_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError>;
+    async fn api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
+    /// The user's keys, revoked ones included, oldest first.
+    async fn user_api_keys(&self, user_id: &str) -> Result<Vec<ApiKeyRecord>, StoreError>;
+    /// Every key not revoked, with its owner's current role: the in-memory
+    /// index at start.
+    async fn live_api_keys(&self) -> Result<Vec<(ApiKeyRecord, String)>, StoreError>;
+    /// Marks the key revoked at `now` (kept if it already was); the record
+    /// as it now is, `None` for no such key.
+    async fn revoke_api_key(&self, id: &str, now: u64) -> Result<Option<ApiKeyRecord>, StoreError>;
+    /// Records a use at `at` (never moves `last_used_at` back). Not flushed:
+    /// losing the last minute of it in a crash is harmless.
+    async fn touch_api_key(&self, id: &str, at: u64) -> Result<(), StoreError>;
     /// Whether the store can take a durable write right now, for `/readyz`:
     /// the reason when it cannot. Writes nothing a client could see.
     async fn check_writable(&self) -> Result<(), StoreError>;

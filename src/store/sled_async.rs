@@ -3,8 +3,8 @@
 //! did before the trait became async for PostgreSQL).
 
 use super::{
-    Chain, ChainStep, Family, FlushFuture, RecordCounts, RefreshRecord, RotateOutcome, SledStore,
-    Store, StoreError, User, UserStamp,
+    ApiKeyRecord, Chain, ChainStep, Family, FlushFuture, RecordCounts, RefreshRecord,
+    RotateOutcome, SledStore, Store, StoreError, User, UserStamp,
 };
 
 #[async_trait::async_trait]
@@ -140,6 +140,30 @@ impl Store for SledStore {
     /// A write and fsync of a probe file in the database directory (the
     /// disk is full, or was remounted read-only), off the async workers,
     /// then sled's own flush (sled fails every operation after an I/O error).
+    async fn create_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
+        SledStore::create_api_key(self, key)
+    }
+
+    async fn api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        SledStore::api_key(self, id)
+    }
+
+    async fn user_api_keys(&self, user_id: &str) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        SledStore::user_api_keys(self, user_id)
+    }
+
+    async fn live_api_keys(&self) -> Result<Vec<(ApiKeyRecord, String)>, StoreError> {
+        SledStore::live_api_keys(self)
+    }
+
+    async fn revoke_api_key(&self, id: &str, now: u64) -> Result<Option<ApiKeyRecord>, StoreError> {
+        SledStore::revoke_api_key(self, id, now)
+    }
+
+    async fn touch_api_key(&self, id: &str, at: u64) -> Result<(), StoreError> {
+        SledStore::touch_api_key(self, id, at)
+    }
+
     async fn check_writable(&self) -> Result<(), StoreError> {
         let dir = self.path().to_owned();
         tokio::task::spawn_blocking(move || probe_write(&dir))

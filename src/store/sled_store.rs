@@ -4,6 +4,7 @@
 //! Every multi-record change is one sled transaction (serialised by sled), so
 //! a crash never leaves a user without its email index or a rotation half done.
 
+mod api_keys;
 mod export;
 mod keys;
 mod open;
@@ -29,6 +30,7 @@ use super::{
     Retired, RotateOutcome, StoreError, User, UserStamp, MAX_TRACKED_RETIRED,
 };
 use crate::private_files;
+use api_keys::remove_api_key;
 use keys::*;
 use open::{check_format, classify_open_error, open_db, refuse_foreign_directory};
 use sessions::*;
@@ -98,6 +100,10 @@ struct Trees {
     tombstones: Tree,
     /// family id → [`Chain`] JSON: rotation state, from a first rotation.
     chains: Tree,
+    /// API key id → [`super::ApiKeyRecord`] JSON.
+    api_keys: Tree,
+    /// user id, 0, API key id → (): a user's keys.
+    user_api_keys: Tree,
 }
 
 /// The trees as seen inside one transaction.
@@ -112,6 +118,8 @@ struct Tx<'a> {
     revocations: &'a TransactionalTree,
     tombstones: &'a TransactionalTree,
     chains: &'a TransactionalTree,
+    api_keys: &'a TransactionalTree,
+    user_api_keys: &'a TransactionalTree,
 }
 
 type TxResult<T> = ConflictableTransactionResult<T, StoreError>;
@@ -160,6 +168,8 @@ impl SledStore {
             revocations: open("revocations")?,
             tombstones: open("tombstones")?,
             chains: open("chains")?,
+            api_keys: open("api_keys")?,
+            user_api_keys: open("user_api_keys")?,
         };
         let flush_db = db.clone();
         let flusher = FlushGroup::new(Box::new(move || flush_db.flush().map(|_| ())));
@@ -191,6 +201,8 @@ impl SledStore {
             &t.revocations,
             &t.tombstones,
             &t.chains,
+            &t.api_keys,
+            &t.user_api_keys,
         );
         let result = trees.transaction(
             |(
@@ -204,6 +216,8 @@ impl SledStore {
                 revocations,
                 tombstones,
                 chains,
+                api_keys,
+                user_api_keys,
             )| {
                 body(&Tx {
                     users,
@@ -216,6 +230,8 @@ impl SledStore {
                     revocations,
                     tombstones,
                     chains,
+                    api_keys,
+                    user_api_keys,
                 })
             },
         );
@@ -450,6 +466,7 @@ impl SledStore {
         // Family records go in the transaction, their tokens after it in
         // bounded batches: a session's history is never held at once.
         let families = self.user_family_ids(id)?;
+        let keys = self.user_api_key_ids(id)?;
         let deleted = self.transact(|tx| {
             let Some(bytes) = tx.users.remove(id.as_bytes())? else {
                 return Ok(None);
@@ -461,6 +478,11 @@ impl SledStore {
             }
             for family in &families {
                 remove_family(tx, family, &[])?;
+            }
+            // The keys go in the same transaction; one created since the
+            // scan saw the user and is purged below.
+            for key in &keys {
+                remove_api_key(tx, id, key)?;
             }
             tx.tombstones
                 .insert(id.as_bytes(), &now.to_be_bytes()[..])?;
@@ -475,6 +497,7 @@ impl SledStore {
             for family in &families {
                 self.purge_tokens(family)?;
             }
+            self.purge_api_keys(id)?;
         }
         Ok(deleted)
     }

@@ -7,6 +7,7 @@
 mod support;
 
 mod accounts;
+mod api_keys;
 mod assertion;
 mod durability;
 mod edge;

@@ -95,6 +95,7 @@ fn prepare(headers: &mut HeaderMap) {
         version: 0,
         expires_at: 0,
         assertion: None,
+        key_id: None,
     };
     prepare_request_headers(
         headers,

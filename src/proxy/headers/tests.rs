@@ -20,6 +20,7 @@ fn identity() -> Identity {
         version: 0,
         expires_at: 0,
         assertion: None,
+        key_id: None,
     }
 }
 

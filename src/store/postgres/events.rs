@@ -31,6 +31,10 @@ pub trait RevocationFeed: Send + Sync + 'static {
     fn feed_up(&self);
     /// How long the feed has been down beyond the allowed staleness.
     fn stale_for(&self, now: SystemTime) -> Option<Duration>;
+    /// The API-key index the feed also keeps current, if any.
+    fn api_keys(&self) -> Option<&dyn super::ApiKeyFeed> {
+        None
+    }
 }
 
 /// The NOTIFY channel.
@@ -58,6 +62,8 @@ pub(super) enum Event<'a> {
     Deleted { user: &'a str },
     /// Access tokens of session `family` are refused (revoked at `at`).
     Family { family: &'a str, at: u64 },
+    /// API key `id` was created or revoked: re-read it.
+    ApiKey { id: &'a str },
 }
 
 /// Writes `events` inside `tx` and announces them at its commit.
@@ -73,6 +79,7 @@ pub(super) async fn record(
             Event::Version { user, version } => ("version", *user, Some(i64::from(*version)), None),
             Event::Deleted { user } => ("deleted", *user, None, None),
             Event::Family { family, at } => ("family", *family, None, Some(super::to_db(*at))),
+            Event::ApiKey { id } => ("api_key", *id, None, None),
         };
         tx.execute(
             "INSERT INTO revocation_events (kind, subject, version, at)
@@ -264,6 +271,9 @@ async fn catch_up(
                 let version: Option<i64> = row.try_get(3).map_err(corrupt)?;
                 let at: i64 = row.try_get(4).map_err(corrupt)?;
                 apply(revocations, kind, subject, version, from_db(at), lifetime);
+                if let Some(keys) = revocations.api_keys() {
+                    super::api_keys::follow(&tx, keys, kind, subject).await?;
+                }
                 *last = Some(seq);
             }
         }
@@ -291,6 +301,8 @@ fn apply(
         ("family", _) => {
             revocations.revoke_session(subject, at.saturating_add(lifetime.as_secs()));
         }
+        // Applied by `api_keys::follow`, which reads the key.
+        ("api_key", _) => {}
         (kind, _) => {
             // A newer instance wrote a kind this one does not know; the
             // schema check at start makes this a bug, not an upgrade path.
@@ -346,6 +358,9 @@ async fn reload(
         let family: &str = row.try_get(0).map_err(corrupt)?;
         let at: i64 = row.try_get(1).map_err(corrupt)?;
         revocations.revoke_session(family, from_db(at).saturating_add(lifetime.as_secs()));
+    }
+    if let Some(keys) = revocations.api_keys() {
+        super::api_keys::reload(tx, keys).await?;
     }
     Ok(through)
 }

@@ -6,10 +6,13 @@
 use super::{db_error, StoreError};
 
 /// Numbered migrations, applied in order; never edit a released one.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/0001_initial.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("migrations/0001_initial.sql")),
+    (2, include_str!("migrations/0002_api_keys.sql")),
+];
 
 /// The schema this binary writes and reads.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Key of the advisory lock migrations run under ("authgate" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6175_7468_6761_7465;

@@ -6,6 +6,7 @@
 //! `users.rs` and `sessions.rs` hold the queries per record kind, and
 //! `events.rs` writes and follows the revocation feed.
 
+mod api_keys;
 mod events;
 mod import;
 mod lockouts;
@@ -23,6 +24,7 @@ use deadpool_postgres::Pool;
 use super::StoreError;
 use crate::config::PostgresConfig;
 
+pub use api_keys::ApiKeyFeed;
 pub use events::{spawn_listener, Listener, RevocationFeed};
 pub use import::Imported;
 pub use migrate::SCHEMA_VERSION;

@@ -3,8 +3,8 @@
 
 use super::PostgresStore;
 use crate::store::{
-    Chain, ChainStep, Family, FlushFuture, LockoutPolicy, RecordCounts, RefreshRecord,
-    RotateOutcome, Store, StoreError, User, UserStamp,
+    ApiKeyRecord, Chain, ChainStep, Family, FlushFuture, LockoutPolicy, RecordCounts,
+    RefreshRecord, RotateOutcome, Store, StoreError, User, UserStamp,
 };
 
 #[async_trait::async_trait]
@@ -191,6 +191,30 @@ impl Store for PostgresStore {
 
     async fn account_succeeded(&self, account: &[u8; 32]) -> Result<(), StoreError> {
         PostgresStore::account_succeeded(self, account).await
+    }
+
+    async fn create_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
+        PostgresStore::create_api_key(self, key).await
+    }
+
+    async fn api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        PostgresStore::api_key(self, id).await
+    }
+
+    async fn user_api_keys(&self, user_id: &str) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        PostgresStore::user_api_keys(self, user_id).await
+    }
+
+    async fn live_api_keys(&self) -> Result<Vec<(ApiKeyRecord, String)>, StoreError> {
+        PostgresStore::live_api_keys(self).await
+    }
+
+    async fn revoke_api_key(&self, id: &str, now: u64) -> Result<Option<ApiKeyRecord>, StoreError> {
+        PostgresStore::revoke_api_key(self, id, now).await
+    }
+
+    async fn touch_api_key(&self, id: &str, at: u64) -> Result<(), StoreError> {
+        PostgresStore::touch_api_key(self, id, at).await
     }
 
     async fn check_writable(&self) -> Result<(), StoreError> {
