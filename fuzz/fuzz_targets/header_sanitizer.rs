@@ -73,6 +73,10 @@ fuzz_target!(|data: &[u8]| {
         user_id,
         role,
         session: None,
+        version: 0,
+        expires_at: 0,
+        assertion: None,
+        key_id: None,
     };
     let names = match IdentityHeaders::new(PREFIX) {
         Ok(names) => names,
