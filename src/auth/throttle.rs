@@ -220,18 +220,7 @@ impl Throttle {
     fn record_failure(&self, account: AccountKey, address: IpAddr, now: Instant) -> bool {
         let limits = self.limits();
         let mut state = self.lock();
-        let count = state
-            .addresses
-            .entry(address, now, || WindowCount::new(now));
-        count.roll(now, limits.window);
-        count.count = count.count.saturating_add(1);
-        if count.count == limits.address_failures {
-            tracing::warn!(
-                peer = %address,
-                failures = count.count,
-                "login failures from one address reached the limit; address throttled"
-            );
-        }
+        address::count_address_failure(&mut state, &limits, address, now);
         let entry = state
             .accounts
             .entry(account, now, || AccountEntry::new(now));

@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 use std::time::Instant;
 
-use super::{client_block, Throttle, Throttled, WindowCount};
+use super::{client_block, Limits, State, Throttle, Throttled, WindowCount};
 
 impl Throttle {
     /// Refuses `peer` while its address has used up its failures.
@@ -30,19 +30,29 @@ impl Throttle {
     pub fn address_failed(&self, peer: IpAddr, now: Instant) {
         let limits = self.limits();
         let address = client_block(peer, limits.ipv6_prefix);
-        let mut state = self.lock();
-        let count = state
-            .addresses
-            .entry(address, now, || WindowCount::new(now));
-        count.roll(now, limits.window);
-        count.count = count.count.saturating_add(1);
-        if count.count == limits.address_failures {
-            tracing::warn!(
-                peer = %address,
-                failures = count.count,
-                "credential failures from one address reached the limit; address throttled"
-            );
-        }
+        count_address_failure(&mut self.lock(), &limits, address, now);
+    }
+}
+
+/// Counts one failure (a login's or a key's) against `address`, already
+/// grouped into its client block.
+pub(super) fn count_address_failure(
+    state: &mut State,
+    limits: &Limits,
+    address: IpAddr,
+    now: Instant,
+) {
+    let count = state
+        .addresses
+        .entry(address, now, || WindowCount::new(now));
+    count.roll(now, limits.window);
+    count.count = count.count.saturating_add(1);
+    if count.count == limits.address_failures {
+        tracing::warn!(
+            peer = %address,
+            failures = count.count,
+            "credential failures from one address reached the limit; address throttled"
+        );
     }
 }
 
