@@ -5,6 +5,7 @@
 mod account;
 mod admin;
 mod audit_events;
+mod browser;
 pub mod request;
 pub mod response;
 pub mod views;

@@ -5,6 +5,7 @@
 
 pub mod assertion;
 pub mod bearer;
+pub mod browser_session;
 pub mod jwt;
 pub mod keys;
 pub mod password;
