@@ -29,3 +29,4 @@ mod throttle;
 mod timeouts;
 mod tunnels;
 mod upstreams;
+mod web;
