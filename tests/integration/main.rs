@@ -8,6 +8,7 @@ mod support;
 
 mod accounts;
 mod assertion;
+mod browser;
 mod durability;
 mod edge;
 mod flood;
