@@ -88,13 +88,16 @@ mod tests {
     fn defaults_when_the_section_is_left_out() {
         let config = parse("").unwrap();
         assert_eq!(config.web.title, "authgate");
-        assert_eq!(config.web.session_idle_timeout, Duration::from_secs(8 * 3_600));
+        assert_eq!(
+            config.web.session_idle_timeout,
+            Duration::from_secs(8 * 3_600)
+        );
     }
 
     #[test]
     fn reads_title_and_idle_timeout() {
-        let config = parse("[web]\ntitle = \"Example Corp\"\nsession_idle_timeout = \"30m\"\n")
-            .unwrap();
+        let config =
+            parse("[web]\ntitle = \"Example Corp\"\nsession_idle_timeout = \"30m\"\n").unwrap();
         assert_eq!(config.web.title, "Example Corp");
         assert_eq!(config.web.session_idle_timeout, Duration::from_secs(1_800));
     }

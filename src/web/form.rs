@@ -98,7 +98,10 @@ mod tests {
         assert_eq!(self::token(&headers), (token.clone(), false));
         assert!(!token_matches(&headers, &parse("csrf=other")));
         assert!(!token_matches(&headers, &parse("email=x")));
-        headers.insert(COOKIE, HeaderValue::from_static("__Host-authgate_form=short"));
+        headers.insert(
+            COOKIE,
+            HeaderValue::from_static("__Host-authgate_form=short"),
+        );
         assert!(!token_matches(&headers, &parse("csrf=short")), "not ours");
         assert!(self::token(&headers).1, "a malformed cookie is replaced");
     }

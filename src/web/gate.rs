@@ -58,11 +58,11 @@ pub async fn authenticate<B>(
     };
     let policy = policy(gateway);
     let keys = gateway.keys().current();
-    let verified =
-        match browser_session::verify(value, &keys, gateway.revocations(), &policy, now) {
-            Ok(verified) => verified,
-            Err(err) => return refuse(gateway, request, Some(err)),
-        };
+    let verified = match browser_session::verify(value, &keys, gateway.revocations(), &policy, now)
+    {
+        Ok(verified) => verified,
+        Err(err) => return refuse(gateway, request, Some(err)),
+    };
     if !is_safe_method(request.method()) && !same_origin(request) {
         return Err(GatewayError::CrossSite);
     }
@@ -102,10 +102,7 @@ fn refuse<B>(
     if !is_navigation(request) {
         return Err(failure.map_or(GatewayError::MissingToken, Into::into));
     }
-    let target = request
-        .uri()
-        .path_and_query()
-        .map_or("/", |pq| pq.as_str());
+    let target = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
     let location = redirect::sign_in_location(&gateway.config().auth.path_prefix, target);
     let clear = ended.then(cookie::clear_session);
     Ok(Gate::SignIn(html::see_other(&location, clear)))
@@ -180,12 +177,18 @@ mod tests {
             (vec![host, ("origin", "http://gw.example:8443")], false),
             (vec![host, ("origin", "https://evil.example")], false),
             (vec![host, ("origin", "https://gw.example:8444")], false),
-            (vec![host, ("origin", "https://gw.example:8443.evil")], false),
+            (
+                vec![host, ("origin", "https://gw.example:8443.evil")],
+                false,
+            ),
             (vec![host, ("origin", "null")], false),
             (vec![host, ("sec-fetch-site", "same-site")], false),
             (vec![host, ("sec-fetch-site", "cross-site")], false),
             (vec![host], false),
-            (vec![("host", "gw.example:443"), ("origin", "https://gw.example")], true),
+            (
+                vec![("host", "gw.example:443"), ("origin", "https://gw.example")],
+                true,
+            ),
         ] {
             assert_eq!(
                 same_origin(&request(Method::POST, &headers)),
@@ -201,7 +204,10 @@ mod tests {
         assert!(is_navigation(&request(Method::GET, &[html])));
         assert!(is_navigation(&request(Method::HEAD, &[html])));
         assert!(!is_navigation(&request(Method::POST, &[html])));
-        assert!(!is_navigation(&request(Method::GET, &[("accept", "application/json")])));
+        assert!(!is_navigation(&request(
+            Method::GET,
+            &[("accept", "application/json")]
+        )));
         assert!(!is_navigation(&request(Method::GET, &[])));
     }
 }

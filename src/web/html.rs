@@ -78,7 +78,12 @@ impl FormPage<'_> {
     pub fn render(&self) -> String {
         let (heading, action, button, password_autocomplete) = match self.kind {
             Kind::SignIn => ("Sign in", "sign-in", "Sign in", "current-password"),
-            Kind::SignUp => ("Create an account", "sign-up", "Create account", "new-password"),
+            Kind::SignUp => (
+                "Create an account",
+                "sign-up",
+                "Create account",
+                "new-password",
+            ),
         };
         let prefix = escape(self.prefix);
         let rd = escape(self.rd);
@@ -180,7 +185,8 @@ pub fn see_other(
     let mut response = Response::new(ResponseBody::empty());
     *response.status_mut() = StatusCode::SEE_OTHER;
     let headers = response.headers_mut();
-    let location = HeaderValue::from_str(location).unwrap_or_else(|_| HeaderValue::from_static("/"));
+    let location =
+        HeaderValue::from_str(location).unwrap_or_else(|_| HeaderValue::from_static("/"));
     headers.insert(http::header::LOCATION, location);
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
@@ -227,7 +233,10 @@ mod tests {
 
     #[test]
     fn escapes_the_five_characters() {
-        assert_eq!(escape("<a href='x'>\"&\"</a>"), "&lt;a href=&#39;x&#39;&gt;&quot;&amp;&quot;&lt;/a&gt;");
+        assert_eq!(
+            escape("<a href='x'>\"&\"</a>"),
+            "&lt;a href=&#39;x&#39;&gt;&quot;&amp;&quot;&lt;/a&gt;"
+        );
         assert_eq!(escape("plain é"), "plain é");
     }
 
@@ -244,7 +253,10 @@ mod tests {
             ..page()
         }
         .render();
-        assert!(failed.contains("value=\"&quot;onfocus=alert(1)\""), "{failed}");
+        assert!(
+            failed.contains("value=\"&quot;onfocus=alert(1)\""),
+            "{failed}"
+        );
         assert!(failed.contains("role=\"alert\""));
     }
 

@@ -82,8 +82,7 @@ fn show(gateway: &Gateway, kind: Kind, parts: &Parts, now: SystemTime) -> Respon
     let (token, new) = form::token(&parts.headers);
     let signed_in = request_cookie(&parts.headers, SESSION_COOKIE).is_some_and(|value| {
         let keys = gateway.keys().current();
-        browser_session::verify(value, &keys, gateway.revocations(), &policy(gateway), now)
-            .is_ok()
+        browser_session::verify(value, &keys, gateway.revocations(), &policy(gateway), now).is_ok()
     });
     let html = page(gateway, kind, &token, rd, "", None, signed_in);
     html::response(

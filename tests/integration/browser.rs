@@ -20,9 +20,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::accounts::login;
+use crate::accounts::register;
 use crate::support::{TestGateway, Upstream};
 use crate::web::{web_options, PASSWORD};
-use crate::accounts::register;
 
 /// Browsers running at once.
 static BROWSERS: Semaphore = Semaphore::const_new(2);
@@ -132,7 +132,11 @@ impl Browser {
 
     /// Fills the sign-in form in front of it and submits it by the button.
     async fn sign_in(&self, email: &str, password: &str) {
-        let form = self.client.form(Locator::Css("form[action$='/sign-in']")).await.unwrap();
+        let form = self
+            .client
+            .form(Locator::Css("form[action$='/sign-in']"))
+            .await
+            .unwrap();
         self.client
             .find(Locator::Id("email"))
             .await
@@ -156,10 +160,14 @@ impl Browser {
 }
 
 fn chromium_binary() -> &'static str {
-    ["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"]
-        .into_iter()
-        .find(|path| std::path::Path::new(path).exists())
-        .unwrap_or("/usr/bin/chromium")
+    [
+        "/usr/bin/chromium",
+        "/usr/bin/chromium-browser",
+        "/usr/bin/google-chrome",
+    ]
+    .into_iter()
+    .find(|path| std::path::Path::new(path).exists())
+    .unwrap_or("/usr/bin/chromium")
 }
 
 async fn echo_gateway() -> (TestGateway, Upstream) {
@@ -177,7 +185,9 @@ fn origin(gw: &TestGateway) -> String {
 
 #[tokio::test]
 async fn signing_in_lands_on_the_original_page_and_signing_out_sends_back() {
-    let Some(browser) = Browser::start().await else { return };
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
     let (gw, _upstream) = echo_gateway().await;
     let user = register(&gw, "ada@example.com", PASSWORD).await.json()["user"]["id"]
         .as_str()
@@ -185,16 +195,32 @@ async fn signing_in_lands_on_the_original_page_and_signing_out_sends_back() {
         .to_owned();
     let base = origin(&gw);
     browser.goto(&format!("{base}/app/report?id=7")).await;
-    assert_eq!(browser.path().await, "/auth/sign-in?rd=/app/report%3Fid%3D7");
+    assert_eq!(
+        browser.path().await,
+        "/auth/sign-in?rd=/app/report%3Fid%3D7"
+    );
     write_screenshot(&browser).await;
     browser.sign_in("ada@example.com", PASSWORD).await;
     assert_eq!(browser.path().await, "/app/report?id=7");
     let page = browser.source().await;
-    assert!(page.contains(&user), "the echo upstream saw x-user-id: {page}");
-    assert!(!page.contains("authgate_session"), "the cookie reached the upstream: {page}");
+    assert!(
+        page.contains(&user),
+        "the echo upstream saw x-user-id: {page}"
+    );
+    assert!(
+        !page.contains("authgate_session"),
+        "the cookie reached the upstream: {page}"
+    );
     // Sign out from the sign-in page's button.
     browser.goto(&format!("{base}/auth/sign-in")).await;
-    browser.client.find(Locator::Id("sign-out")).await.unwrap().click().await.unwrap();
+    browser
+        .client
+        .find(Locator::Id("sign-out"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     assert_eq!(browser.path().await, "/auth/sign-in");
     browser.goto(&format!("{base}/app/report")).await;
     assert_eq!(browser.path().await, "/auth/sign-in?rd=/app/report");
@@ -213,25 +239,37 @@ async fn write_screenshot(browser: &Browser) {
 
 #[tokio::test]
 async fn a_wrong_password_shows_the_generic_error() {
-    let Some(browser) = Browser::start().await else { return };
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
     let (gw, upstream) = echo_gateway().await;
     register(&gw, "ada@example.com", PASSWORD).await;
     browser.goto(&format!("{}/dash/", origin(&gw))).await;
     browser.sign_in("ada@example.com", "not the password").await;
     assert!(browser.path().await.starts_with("/auth/sign-in"));
     let error = browser.client.find(Locator::Id("error")).await.unwrap();
-    assert_eq!(error.text().await.unwrap(), "Email or password is incorrect.");
+    assert_eq!(
+        error.text().await.unwrap(),
+        "Email or password is incorrect."
+    );
     browser.goto(&format!("{}/auth/sign-in", origin(&gw))).await;
-    browser.sign_in("nobody@example.com", "not the password").await;
+    browser
+        .sign_in("nobody@example.com", "not the password")
+        .await;
     let error = browser.client.find(Locator::Id("error")).await.unwrap();
-    assert_eq!(error.text().await.unwrap(), "Email or password is incorrect.");
+    assert_eq!(
+        error.text().await.unwrap(),
+        "Email or password is incorrect."
+    );
     assert!(upstream.received().is_empty());
     browser.close().await;
 }
 
 #[tokio::test]
 async fn logout_all_from_another_client_ends_the_browser_session() {
-    let Some(browser) = Browser::start().await else { return };
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
     let (gw, upstream) = echo_gateway().await;
     register(&gw, "ada@example.com", PASSWORD).await;
     let base = origin(&gw);
@@ -244,7 +282,12 @@ async fn logout_all_from_another_client_ends_the_browser_session() {
         .as_str()
         .unwrap()
         .to_owned();
-    let all = gw.client().post("/auth/logout-all").bearer(&token).send().await;
+    let all = gw
+        .client()
+        .post("/auth/logout-all")
+        .bearer(&token)
+        .send()
+        .await;
     assert_eq!(all.status, 204);
     browser.goto(&format!("{base}/dash/")).await;
     assert_eq!(browser.path().await, "/auth/sign-in?rd=/dash/");
@@ -256,14 +299,19 @@ async fn logout_all_from_another_client_ends_the_browser_session() {
 /// posts to the gateway; every connection gets the same answer.
 async fn attacker_page(target: String) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://127.0.0.1:{}/", listener.local_addr().unwrap().port());
+    let url = format!(
+        "http://127.0.0.1:{}/",
+        listener.local_addr().unwrap().port()
+    );
     let html = format!(
         "<!doctype html><form method=\"post\" action=\"{target}\">\
          <input name=\"amount\" value=\"1000\"><button id=\"go\">Win a prize</button></form>"
     );
     tokio::spawn(async move {
         loop {
-            let Ok((mut stream, _)) = listener.accept().await else { return };
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
             let html = html.clone();
             tokio::spawn(async move {
                 let mut buf = [0u8; 4096];
@@ -282,7 +330,9 @@ async fn attacker_page(target: String) -> String {
 
 #[tokio::test]
 async fn a_cross_site_form_post_never_reaches_the_upstream() {
-    let Some(browser) = Browser::start().await else { return };
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
     let (gw, upstream) = echo_gateway().await;
     register(&gw, "ada@example.com", PASSWORD).await;
     let base = origin(&gw);
@@ -292,11 +342,21 @@ async fn a_cross_site_form_post_never_reaches_the_upstream() {
     upstream.clear();
     let evil = attacker_page(format!("{base}/dash/transfer")).await;
     browser.goto(&evil).await;
-    browser.client.find(Locator::Id("go")).await.unwrap().click().await.unwrap();
+    browser
+        .client
+        .find(Locator::Id("go"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     // Bounded wait for the browser to have left the attacker's page.
     let started = Instant::now();
     while !browser.path().await.starts_with("/dash/transfer") {
-        assert!(started.elapsed() < Duration::from_secs(10), "the form was never posted");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the form was never posted"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let answer = browser.source().await;
@@ -314,7 +374,9 @@ async fn a_cross_site_form_post_never_reaches_the_upstream() {
 
 #[tokio::test]
 async fn open_redirects_end_at_the_root_through_the_real_flow() {
-    let Some(browser) = Browser::start().await else { return };
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
     let (gw, _upstream) = echo_gateway().await;
     register(&gw, "ada@example.com", PASSWORD).await;
     let base = origin(&gw);

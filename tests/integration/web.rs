@@ -7,7 +7,6 @@
 
 use std::time::{Duration, Instant};
 
-
 use crate::accounts::{login, register, FAST_HASHING};
 use crate::support::postgres::TestDatabase;
 use crate::support::{Behavior, GatewayOptions, Response, TestGateway, Upstream};
@@ -37,7 +36,10 @@ pub async fn web_gateway(upstream: &Upstream, tokens: &str, extra: &str) -> Test
 fn hidden(page: &Response, name: &str) -> String {
     let html = std::str::from_utf8(&page.body).unwrap();
     let marker = format!("name=\"{name}\" value=\"");
-    let start = html.find(&marker).unwrap_or_else(|| panic!("no {name} in {html}")) + marker.len();
+    let start = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} in {html}"))
+        + marker.len();
     let len = html[start..].find('"').unwrap();
     html[start..start + len].to_owned()
 }
@@ -62,7 +64,13 @@ fn form_encode(value: &str) -> String {
 }
 
 /// Fetches the form at `page` (`sign-in` or `sign-up`) and posts it.
-pub async fn submit(gw: &TestGateway, page: &str, email: &str, password: &str, rd: &str) -> Response {
+pub async fn submit(
+    gw: &TestGateway,
+    page: &str,
+    email: &str,
+    password: &str,
+    rd: &str,
+) -> Response {
     let form = gw.client().get(&format!("/auth/{page}")).send().await;
     assert_eq!(form.status, 200);
     let form_cookie = pair(&set_cookie(&form, "__Host-authgate_form").unwrap());
@@ -120,7 +128,10 @@ async fn navigations_are_sent_to_sign_in_and_other_requests_get_401_json() {
         .await;
     assert_eq!(head.status, 303);
     let json = get(&gw, "/dash/report", "", "application/json").await;
-    assert_eq!((json.status.as_u16(), json.code()), (401, "MISSING_TOKEN".to_owned()));
+    assert_eq!(
+        (json.status.as_u16(), json.code()),
+        (401, "MISSING_TOKEN".to_owned())
+    );
     assert!(json.header("www-authenticate").is_some());
     let post = gw
         .client()
@@ -128,7 +139,10 @@ async fn navigations_are_sent_to_sign_in_and_other_requests_get_401_json() {
         .header("accept", "text/html")
         .send()
         .await;
-    assert_eq!((post.status.as_u16(), post.code()), (401, "MISSING_TOKEN".to_owned()));
+    assert_eq!(
+        (post.status.as_u16(), post.code()),
+        (401, "MISSING_TOKEN".to_owned())
+    );
     // A forged cookie is no credential either.
     let forged = get(&gw, "/dash/", "__Host-authgate_session=env.AAAA", HTML).await;
     assert_eq!(forged.status, 303);
@@ -154,14 +168,23 @@ async fn the_sign_in_page_is_strict_and_self_contained() {
     let gw = web_gateway(&upstream, "", "").await;
     let page = gw.client().get("/auth/sign-in?rd=%2Fdash%2F").send().await;
     assert_eq!(page.status, 200);
-    assert_eq!(page.header("content-type"), Some("text/html; charset=utf-8"));
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
     let csp = page.header("content-security-policy").unwrap();
-    assert!(csp.starts_with("default-src 'none'; style-src 'sha256-"), "{csp}");
+    assert!(
+        csp.starts_with("default-src 'none'; style-src 'sha256-"),
+        "{csp}"
+    );
     assert!(csp.contains("form-action 'self'") && csp.contains("frame-ancestors 'none'"));
     assert_eq!(page.header("cache-control"), Some("no-store"));
     let html = std::str::from_utf8(&page.body).unwrap();
     assert!(html.contains("<h1>Example Corp</h1>"));
-    assert!(!html.contains("<script") && !html.contains("src="), "{html}");
+    assert!(
+        !html.contains("<script") && !html.contains("src="),
+        "{html}"
+    );
     assert_eq!(hidden(&page, "rd"), "/dash/");
     let form = set_cookie(&page, "__Host-authgate_form").unwrap();
     assert!(form.contains("; Path=/;") && form.contains("HttpOnly") && form.contains("Secure"));
@@ -174,11 +197,24 @@ async fn sign_in_sets_a_host_only_cookie_and_the_upstream_sees_the_user_not_the_
     let gw = web_gateway(&upstream, "", "").await;
     let registered = register(&gw, "ada@example.com", PASSWORD).await;
     let user_id = registered.json()["user"]["id"].as_str().unwrap().to_owned();
-    let response = submit(&gw, "sign-in", "ada@example.com", PASSWORD, "/dash/report?id=7").await;
+    let response = submit(
+        &gw,
+        "sign-in",
+        "ada@example.com",
+        PASSWORD,
+        "/dash/report?id=7",
+    )
+    .await;
     assert_eq!(response.status, 303);
     assert_eq!(response.header("location"), Some("/dash/report?id=7"));
     let line = set_cookie(&response, "__Host-authgate_session").unwrap();
-    for attribute in ["; Path=/;", "; HttpOnly", "; Secure", "; SameSite=Lax", "; Max-Age=28800"] {
+    for attribute in [
+        "; Path=/;",
+        "; HttpOnly",
+        "; Secure",
+        "; SameSite=Lax",
+        "; Max-Age=28800",
+    ] {
         assert!(line.contains(attribute), "{attribute}: {line}");
     }
     assert!(!line.to_ascii_lowercase().contains("domain="), "{line}");
@@ -197,8 +233,22 @@ async fn a_wrong_password_and_an_unknown_email_get_the_same_page() {
     let upstream = Upstream::start(Behavior::Ok).await;
     let gw = web_gateway(&upstream, "", "").await;
     register(&gw, "ada@example.com", PASSWORD).await;
-    let wrong = submit(&gw, "sign-in", "ada@example.com", "not the password", "/dash/").await;
-    let unknown = submit(&gw, "sign-in", "nobody@example.com", "not the password", "/dash/").await;
+    let wrong = submit(
+        &gw,
+        "sign-in",
+        "ada@example.com",
+        "not the password",
+        "/dash/",
+    )
+    .await;
+    let unknown = submit(
+        &gw,
+        "sign-in",
+        "nobody@example.com",
+        "not the password",
+        "/dash/",
+    )
+    .await;
     for response in [&wrong, &unknown] {
         assert_eq!(response.status, 401);
         assert!(set_cookie(response, "__Host-authgate_session").is_none());
@@ -217,8 +267,14 @@ async fn a_sign_in_form_without_its_token_is_refused() {
     let upstream = Upstream::start(Behavior::Ok).await;
     let gw = web_gateway(&upstream, "", "").await;
     register(&gw, "ada@example.com", PASSWORD).await;
-    let body = format!("csrf=guess&rd=%2F&email=ada%40example.com&password={}", form_encode(PASSWORD));
-    for cookie in ["", "__Host-authgate_form=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"] {
+    let body = format!(
+        "csrf=guess&rd=%2F&email=ada%40example.com&password={}",
+        form_encode(PASSWORD)
+    );
+    for cookie in [
+        "",
+        "__Host-authgate_form=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+    ] {
         let response = gw
             .client()
             .post("/auth/sign-in")
@@ -239,7 +295,11 @@ async fn cookie_requests_that_change_state_must_come_from_this_origin() {
     let cookie = signed_in(&gw, "ada@example.com").await;
     let host = format!("localhost:{}", gw.addr.port());
     let post = |headers: Vec<(&'static str, String)>| {
-        let mut request = gw.client().post("/dash/items").host(&host).header("cookie", &cookie);
+        let mut request = gw
+            .client()
+            .post("/dash/items")
+            .host(&host)
+            .header("cookie", &cookie);
         for (name, value) in headers {
             request = request.header(name, &value);
         }
@@ -260,8 +320,18 @@ async fn cookie_requests_that_change_state_must_come_from_this_origin() {
         );
     }
     assert!(upstream.received().is_empty());
-    assert_eq!(post(vec![("sec-fetch-site", "same-origin".to_owned())]).await.status, 200);
-    assert_eq!(post(vec![("origin", format!("https://{host}"))]).await.status, 200);
+    assert_eq!(
+        post(vec![("sec-fetch-site", "same-origin".to_owned())])
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        post(vec![("origin", format!("https://{host}"))])
+            .await
+            .status,
+        200
+    );
     assert_eq!(upstream.count(), 2);
 }
 
@@ -273,7 +343,12 @@ async fn sign_out_and_logout_all_end_the_browser_session_at_once() {
     assert_eq!(get(&gw, "/dash/", &cookie, HTML).await.status, 200);
     upstream.clear();
     // Sign-out from another site is refused and ends nothing.
-    let forged = gw.client().post("/auth/sign-out").header("cookie", &cookie).send().await;
+    let forged = gw
+        .client()
+        .post("/auth/sign-out")
+        .header("cookie", &cookie)
+        .send()
+        .await;
     assert_eq!(forged.status, 403);
     assert_eq!(get(&gw, "/dash/", &cookie, HTML).await.status, 200);
     upstream.clear();
@@ -286,12 +361,19 @@ async fn sign_out_and_logout_all_end_the_browser_session_at_once() {
         .await;
     assert_eq!(out.status, 303);
     assert_eq!(out.header("location"), Some("/auth/sign-in"));
-    assert!(set_cookie(&out, "__Host-authgate_session").unwrap().contains("Max-Age=0"));
+    assert!(set_cookie(&out, "__Host-authgate_session")
+        .unwrap()
+        .contains("Max-Age=0"));
     let replayed = get(&gw, "/dash/", &cookie, "application/json").await;
-    assert_eq!((replayed.status.as_u16(), replayed.code()), (401, "TOKEN_REVOKED".to_owned()));
+    assert_eq!(
+        (replayed.status.as_u16(), replayed.code()),
+        (401, "TOKEN_REVOKED".to_owned())
+    );
     let navigation = get(&gw, "/dash/", &cookie, HTML).await;
     assert_eq!(navigation.status, 303);
-    assert!(set_cookie(&navigation, "__Host-authgate_session").unwrap().contains("Max-Age=0"));
+    assert!(set_cookie(&navigation, "__Host-authgate_session")
+        .unwrap()
+        .contains("Max-Age=0"));
     assert!(upstream.received().is_empty());
 
     // Logout-all through the API ends a browser session of the same user.
@@ -305,7 +387,12 @@ async fn sign_out_and_logout_all_end_the_browser_session_at_once() {
         .as_str()
         .unwrap()
         .to_owned();
-    let all = gw.client().post("/auth/logout-all").bearer(&token).send().await;
+    let all = gw
+        .client()
+        .post("/auth/logout-all")
+        .bearer(&token)
+        .send()
+        .await;
     assert_eq!(all.status, 204);
     assert_eq!(get(&gw, "/dash/", &cookie, HTML).await.status, 303);
     assert!(upstream.received().is_empty());
@@ -313,7 +400,11 @@ async fn sign_out_and_logout_all_end_the_browser_session_at_once() {
 
 /// Polls `GET /dash/` with the cookie (taking each re-issued one) until it
 /// is refused; returns how long that took and the refusal.
-async fn use_until_refused(gw: &TestGateway, mut cookie: String, limit: Duration) -> (Duration, Response) {
+async fn use_until_refused(
+    gw: &TestGateway,
+    mut cookie: String,
+    limit: Duration,
+) -> (Duration, Response) {
     let started = Instant::now();
     loop {
         let response = get(gw, "/dash/", &cookie, "application/json").await;
@@ -332,12 +423,20 @@ async fn use_until_refused(gw: &TestGateway, mut cookie: String, limit: Duration
 async fn use_slides_the_idle_timeout_but_never_past_the_absolute_end() {
     let upstream = Upstream::start(Behavior::Ok).await;
     // Idle 4s, re-issued every second of use; the whole session lives 6s.
-    let gw = web_gateway(&upstream, "session_max_age = \"6s\"", "session_idle_timeout = \"4s\"").await;
+    let gw = web_gateway(
+        &upstream,
+        "session_max_age = \"6s\"",
+        "session_idle_timeout = \"4s\"",
+    )
+    .await;
     let cookie = signed_in(&gw, "ada@example.com").await;
     let (lived, refused) = use_until_refused(&gw, cookie, Duration::from_secs(10)).await;
     // Used all along, it outlived its idle timeout, up to its absolute end.
     assert!(lived >= Duration::from_secs(4), "{lived:?}");
-    assert_eq!((refused.status.as_u16(), refused.code()), (401, "TOKEN_EXPIRED".to_owned()));
+    assert_eq!(
+        (refused.status.as_u16(), refused.code()),
+        (401, "TOKEN_EXPIRED".to_owned())
+    );
 }
 
 #[tokio::test]
@@ -345,7 +444,10 @@ async fn an_unused_session_ends_after_its_idle_timeout() {
     let upstream = Upstream::start(Behavior::Ok).await;
     let gw = web_gateway(&upstream, "", "session_idle_timeout = \"2s\"").await;
     let cookie = signed_in(&gw, "ada@example.com").await;
-    assert_eq!(get(&gw, "/dash/", &cookie, "application/json").await.status, 200);
+    assert_eq!(
+        get(&gw, "/dash/", &cookie, "application/json").await.status,
+        200
+    );
     // Not re-issued (the same cookie each time): it ends 2s after sign-in.
     let started = Instant::now();
     let refused = loop {
@@ -356,7 +458,10 @@ async fn an_unused_session_ends_after_its_idle_timeout() {
         assert!(started.elapsed() < Duration::from_secs(5));
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    assert_eq!((refused.status.as_u16(), refused.code()), (401, "TOKEN_EXPIRED".to_owned()));
+    assert_eq!(
+        (refused.status.as_u16(), refused.code()),
+        (401, "TOKEN_EXPIRED".to_owned())
+    );
     let navigation = get(&gw, "/dash/", &cookie, HTML).await;
     assert_eq!(navigation.status, 303);
 }
@@ -371,15 +476,23 @@ async fn sign_up_is_offered_only_while_registration_is_open() {
     assert_eq!(get(&gw, "/dash/", &cookie, HTML).await.status, 200);
     let weak = submit(&gw, "sign-up", "weak@example.com", "short", "/").await;
     assert_eq!(weak.status, 400);
-    assert!(std::str::from_utf8(&weak.body).unwrap().contains("at least 8 characters"));
+    assert!(std::str::from_utf8(&weak.body)
+        .unwrap()
+        .contains("at least 8 characters"));
 
     let closed = TestGateway::start_with(GatewayOptions {
         auth: format!("registration = \"closed\"\n{FAST_HASHING}"),
         ..web_options(&upstream, "", "")
     })
     .await;
-    assert_eq!(closed.client().get("/auth/sign-up").send().await.status, 404);
-    assert_eq!(closed.client().post("/auth/sign-up").send().await.status, 404);
+    assert_eq!(
+        closed.client().get("/auth/sign-up").send().await.status,
+        404
+    );
+    assert_eq!(
+        closed.client().post("/auth/sign-up").send().await.status,
+        404
+    );
     let page = closed.client().get("/auth/sign-in").send().await;
     assert!(!std::str::from_utf8(&page.body).unwrap().contains("sign-up"));
 }
@@ -391,7 +504,10 @@ async fn a_second_gateway_on_the_same_postgres_store_accepts_the_cookie() {
     };
     let upstream = Upstream::start(Behavior::Ok).await;
     let options = GatewayOptions {
-        store: format!("backend = \"postgres\"\nurl = \"{}\"\nmax_connections = 4\n", db.url),
+        store: format!(
+            "backend = \"postgres\"\nurl = \"{}\"\nmax_connections = 4\n",
+            db.url
+        ),
         ..web_options(&upstream, "", "")
     };
     let a = TestGateway::start_with(options.clone()).await;
@@ -410,12 +526,18 @@ async fn a_second_gateway_on_the_same_postgres_store_accepts_the_cookie() {
     upstream.clear();
     let started = Instant::now();
     while get(&b, "/dash/", &cookie, "application/json").await.status == 200 {
-        assert!(started.elapsed() < Duration::from_secs(5), "B still accepts the cookie");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "B still accepts the cookie"
+        );
         upstream.clear();
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     upstream.clear();
-    assert_eq!(get(&b, "/dash/", &cookie, "application/json").await.status, 401);
+    assert_eq!(
+        get(&b, "/dash/", &cookie, "application/json").await.status,
+        401
+    );
     assert!(upstream.received().is_empty());
 }
 

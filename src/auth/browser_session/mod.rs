@@ -109,9 +109,7 @@ pub fn mint(claims: &Claims, keys: &KeySet) -> Result<String, BrowserError> {
     let kid = &keys.signing().kid;
     let key = keys.session_key(kid).ok_or(BrowserError::Seal)?;
     let plain = serde_json::to_vec(claims).map_err(|_| BrowserError::Seal)?;
-    let sealed = key
-        .seal(kid.as_bytes(), &plain)
-        .ok_or(BrowserError::Seal)?;
+    let sealed = key.seal(kid.as_bytes(), &plain).ok_or(BrowserError::Seal)?;
     let body = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sealed);
     Ok(format!("{kid}.{body}"))
 }

@@ -51,7 +51,11 @@ impl SessionKey {
         let mut body = body.to_vec();
         let plain = self
             .0
-            .open_in_place(Nonce::assume_unique_for_key(*nonce), Aad::from(aad), &mut body)
+            .open_in_place(
+                Nonce::assume_unique_for_key(*nonce),
+                Aad::from(aad),
+                &mut body,
+            )
             .ok()?;
         Some(plain.to_vec())
     }

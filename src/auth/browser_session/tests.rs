@@ -47,7 +47,13 @@ fn a_minted_cookie_opens_only_under_the_same_keys() {
         open(&value, &ring(2).current()),
         Err(BrowserError::Unreadable)
     ));
-    for forged in ["", "env", "env.", "other.AAAA", &value.replace("env.", "env.A")] {
+    for forged in [
+        "",
+        "env",
+        "env.",
+        "other.AAAA",
+        &value.replace("env.", "env.A"),
+    ] {
         assert!(open(forged, &keys).is_err(), "{forged:?}");
     }
     assert!(open(&"a".repeat(MAX_COOKIE_BYTES + 1), &keys).is_err());
@@ -64,7 +70,11 @@ fn idle_and_absolute_limits_hold_and_age_makes_it_due() {
     assert_eq!(fresh.identity.user_id.as_str(), USER);
     assert_eq!(fresh.identity.session.as_deref(), Some("family-1"));
     // refresh_after = min(900, 3600 / 4) = 900.
-    assert!(verify(&value, &keys, &revocations, &POLICY, at(iat + 900)).unwrap().due);
+    assert!(
+        verify(&value, &keys, &revocations, &POLICY, at(iat + 900))
+            .unwrap()
+            .due
+    );
     assert!(matches!(
         verify(&value, &keys, &revocations, &POLICY, at(iat + 3_600)),
         Err(BrowserError::Idle)
