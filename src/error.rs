@@ -15,6 +15,7 @@ use http::{HeaderValue, Response, StatusCode};
 use crate::account::{EmailError, NewPasswordError, RoleError};
 use crate::auth::assertion::AssertionError;
 use crate::auth::bearer::BearerError;
+use crate::auth::browser_session::BrowserError;
 use crate::auth::jwt::{MintError, TokenError};
 use crate::auth::sessions::SessionError;
 use crate::auth::throttle::Throttled;
@@ -104,6 +105,11 @@ pub enum GatewayError {
     RefreshExpired,
     #[error("CSRF token missing or wrong")]
     CsrfFailed,
+    /// A request carrying the browser session cookie that changes state
+    /// without proof it comes from this origin, or a sign-in form posted
+    /// without its own token.
+    #[error("cross-site request refused")]
+    CrossSite,
     #[error("user not found")]
     UserNotFound,
     #[error("too many attempts")]
@@ -161,7 +167,7 @@ impl GatewayError {
             ApiKeyRoleTooHigh => StatusCode::FORBIDDEN,
             InvalidKeyName | InvalidExpiry => StatusCode::BAD_REQUEST,
             ApiKeyNotFound => StatusCode::NOT_FOUND,
-            Forbidden | RegistrationClosed | CsrfFailed => StatusCode::FORBIDDEN,
+            Forbidden | RegistrationClosed | CsrfFailed | CrossSite => StatusCode::FORBIDDEN,
             BadRequest(_) | InvalidPath(_) | MalformedJson(_) => StatusCode::BAD_REQUEST,
             InvalidEmail(_) | WeakPassword | PasswordTooLong | InvalidRole(_) => {
                 StatusCode::BAD_REQUEST
@@ -221,7 +227,7 @@ impl GatewayError {
             InvalidRefreshToken => "INVALID_REFRESH_TOKEN",
             TokenReuseDetected => "TOKEN_REUSE_DETECTED",
             RefreshExpired => "REFRESH_EXPIRED",
-            CsrfFailed => "CSRF_FAILED",
+            CsrfFailed | CrossSite => "CSRF_FAILED",
             UserNotFound => "USER_NOT_FOUND",
             TooManyRequests { .. } => "TOO_MANY_REQUESTS",
             Busy { .. } => "SERVICE_BUSY",
@@ -277,6 +283,7 @@ impl GatewayError {
             }
             RefreshExpired => "The refresh token has expired; log in again.",
             CsrfFailed => "The X-CSRF-Token header is missing or does not match.",
+            CrossSite => "This request did not come from this site's own pages; reload the page and try again.",
             UserNotFound => "No such user.",
             TooManyRequests { .. } => "Too many attempts; try again later.",
             Busy { .. } => "The server is busy; try again shortly.",
@@ -346,7 +353,7 @@ impl GatewayError {
             MissingToken | InvalidFormat | TokenExpired | InvalidToken(_) | TokenRevoked
             | InvalidCredentials | InvalidRefreshToken | TokenReuseDetected | RefreshExpired
             | InvalidApiKey | ApiKeyExpired | ApiKeyNotAccepted => UNAUTHENTICATED,
-            Forbidden | RegistrationClosed | CsrfFailed | ApiKeyRoleTooHigh => PERMISSION_DENIED,
+            Forbidden | RegistrationClosed | CsrfFailed | CrossSite | ApiKeyRoleTooHigh => PERMISSION_DENIED,
             InvalidKeyName | InvalidExpiry => INVALID_ARGUMENT,
             ApiKeyNotFound => NOT_FOUND,
             BadRequest(_) | InvalidPath(_) | MalformedJson(_) | UnsupportedMediaType
@@ -478,6 +485,21 @@ impl From<SessionError> for GatewayError {
             err @ (SessionError::Mint(_)
             | SessionError::UnreadableTagKey
             | SessionError::RotationFailed) => Self::internal(err),
+        }
+    }
+}
+
+/// A session cookie that is not a credential answers like the bearer
+/// token it stands in for.
+impl From<BrowserError> for GatewayError {
+    fn from(err: BrowserError) -> Self {
+        match err {
+            BrowserError::Unreadable => Self::MissingToken,
+            BrowserError::Expired | BrowserError::Idle => Self::TokenExpired,
+            BrowserError::Revoked => Self::TokenRevoked,
+            BrowserError::Stale { stale_for } => Self::RevocationsStale { stale_for },
+            BrowserError::Store(err) => Self::internal(err),
+            err @ BrowserError::Seal => Self::internal(err),
         }
     }
 }

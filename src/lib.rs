@@ -61,6 +61,7 @@ pub mod store;
 pub mod tasks;
 pub mod timestamp;
 pub mod tls;
+pub mod web;
 
 use std::future::Future;
 use std::sync::Arc;

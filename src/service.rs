@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use http::header::{HOST, UPGRADE};
+use http::header::{AUTHORIZATION, HOST, SET_COOKIE, UPGRADE};
 use http::{Method, Request, Response, Version};
 use hyper::body::Incoming;
 use tracing::Instrument;
@@ -29,6 +29,7 @@ use crate::proxy::headers::ClientSide;
 use crate::proxy::upgrade;
 use crate::request_id::{RequestId, X_REQUEST_ID};
 use crate::router;
+use crate::web;
 
 mod credential;
 
@@ -179,6 +180,14 @@ async fn dispatch(
             client: client_addr,
             request_id,
         };
+        // The browser pages share the prefix and the audit context.
+        if let Some(page) = web::Page::parse(sub_path) {
+            return audit::in_request(
+                context,
+                web::serve(page, gateway, request, client_addr, now),
+            )
+            .await;
+        }
         let result = audit::in_request(
             context,
             gateway.accounts().handle(
@@ -216,11 +225,27 @@ async fn dispatch(
         ));
     }
 
+    // A browser session cookie re-issued on the way, for the answer.
+    let mut session_cookie = None;
     let identity: Option<Identity> = match route.auth {
         RouteAuth::Public => None,
         RouteAuth::Required => {
-            let mut identity =
-                credential::authenticate(gateway, route, request.headers(), client_addr, now)?;
+            let mut identity = if route.browser && !request.headers().contains_key(AUTHORIZATION) {
+                match web::authenticate(gateway, &request, now).await? {
+                    web::Gate::Allow {
+                        identity,
+                        set_cookie,
+                    } => {
+                        session_cookie = set_cookie;
+                        identity
+                    }
+                    web::Gate::SignIn(redirect) => return Ok(redirect),
+                }
+            } else {
+                // A bearer credential (access token, or API key where the
+                // route takes them) wins over the browser cookie.
+                credential::authenticate(gateway, route, request.headers(), client_addr, now)?
+            };
             tracing::Span::current().record("user", tracing::field::display(&identity.user_id));
             outcome.user = Some(identity.user_id.to_string());
             if let Some(roles) = &route.roles {
@@ -248,7 +273,7 @@ async fn dispatch(
         host: host_header.as_deref(),
     };
     let asked = Instant::now();
-    let result = live
+    let mut result = live
         .proxy
         .forward(
             request,
@@ -260,6 +285,9 @@ async fn dispatch(
         )
         .await;
     outcome.upstream = Some(asked.elapsed());
+    if let (Ok(response), Some(cookie)) = (&mut result, session_cookie) {
+        response.headers_mut().append(SET_COOKIE, cookie);
+    }
     result
 }
 

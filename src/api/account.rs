@@ -38,6 +38,21 @@ impl Accounts {
             return Err(GatewayError::RegistrationClosed);
         }
         let credentials: Credentials = parse_json(headers, body)?;
+        let session = self.sign_up(credentials, peer).await?;
+        self.session_response(StatusCode::CREATED, &session)
+    }
+
+    /// Registration, for `/auth/register` and the browser sign-up page
+    /// alike: the account is created and its first session started. The
+    /// caller has checked that registration is open.
+    pub async fn sign_up(
+        &self,
+        credentials: Credentials,
+        peer: IpAddr,
+    ) -> Result<IssuedSession, GatewayError> {
+        if self.settings.registration == Registration::Closed {
+            return Err(GatewayError::RegistrationClosed);
+        }
         let email = Email::parse(&credentials.email)?;
         let password = NewPassword::parse(credentials.password)?;
         // Counted once it is valid enough to cost a hash, taken or not.
@@ -78,7 +93,7 @@ impl Accounts {
                     .email(&session.user.email),
             )
             .await;
-        self.session_response(StatusCode::CREATED, &session)
+        Ok(session)
     }
 
     pub(super) async fn login(
@@ -88,6 +103,20 @@ impl Accounts {
         peer: IpAddr,
     ) -> Result<(Response<ResponseBody>, String), GatewayError> {
         let credentials: Credentials = parse_json(headers, body)?;
+        let session = self.sign_in(credentials, peer).await?;
+        let user_id = session.user.id.clone();
+        Ok((self.session_response(StatusCode::OK, &session)?, user_id))
+    }
+
+    /// The password check and session start behind `/auth/login` and the
+    /// browser sign-in page alike: one throttle, one lockout, one hashing
+    /// pool, one answer for an unknown email and a wrong password, and the
+    /// same audit events.
+    pub async fn sign_in(
+        &self,
+        credentials: Credentials,
+        peer: IpAddr,
+    ) -> Result<IssuedSession, GatewayError> {
         // Before any argon2 work or store lookup, so a locked account
         // answers the same whether it exists and whatever the password. The
         // attempt is reported below; an early return (busy pool, store
@@ -181,7 +210,6 @@ impl Accounts {
                 }
             }
         }
-        let user_id = user.id.clone();
         let session = self.sessions.start(user, SystemTime::now()).await?;
         self.flush().await?;
         self.audit
@@ -191,7 +219,7 @@ impl Accounts {
                     .email(&session.user.email),
             )
             .await;
-        Ok((self.session_response(StatusCode::OK, &session)?, user_id))
+        Ok(session)
     }
 
     /// Counts a failed login in the shared store, when there is one. A

@@ -6,6 +6,7 @@ mod account;
 mod admin;
 mod api_keys;
 mod audit_events;
+mod browser;
 pub mod request;
 pub mod response;
 pub mod views;

@@ -6,6 +6,7 @@
 pub mod api_keys;
 pub mod assertion;
 pub mod bearer;
+pub mod browser_session;
 pub mod jwt;
 pub mod keys;
 pub mod password;

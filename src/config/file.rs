@@ -53,6 +53,8 @@ pub struct FileConfig {
     pub admin: super::observe::AdminFile,
     #[serde(default)]
     pub log: super::observe::LogFile,
+    #[serde(default)]
+    pub web: super::web::WebFile,
 }
 
 #[derive(Debug, Deserialize)]
@@ -174,6 +176,9 @@ pub struct RouteFile {
     pub identity_assertion: bool,
     #[serde(default)]
     pub api_keys: bool,
+    /// Accept the browser session cookie; send navigations to sign in.
+    #[serde(default)]
+    pub browser: bool,
 }
 
 /// How a route picks one of its targets for each request.

@@ -13,6 +13,7 @@ mod observe;
 pub mod secret;
 mod store;
 pub mod upstream;
+mod web;
 
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -34,6 +35,7 @@ pub use store::{
     BackendKind, DatabaseUrl, PostgresConfig, StoreBackend, StoreConfig, DATABASE_URL_ENV,
 };
 pub use upstream::{Balance, Upstream, UpstreamProtocol, UpstreamSet};
+pub use web::WebConfig;
 
 /// The whole gateway configuration, validated.
 #[derive(Debug, Clone)]
@@ -48,6 +50,8 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     pub admin: AdminConfig,
     pub log: LogConfig,
+    /// The browser sign-in pages and session (`[web]`).
+    pub web: WebConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -165,6 +169,9 @@ pub struct RouteConfig {
     pub identity_assertion: bool,
     /// Accept API keys (`Authorization: Bearer agk_…`) besides access tokens.
     pub api_keys: bool,
+    /// The browser session cookie is a credential here, and navigations
+    /// without one are sent to the sign-in page.
+    pub browser: bool,
 }
 
 /// A configuration problem, located in its file.
@@ -275,6 +282,7 @@ fn build(
     let auth = build_auth(raw.auth, at)?;
     let admin = observe::build_admin(raw.admin, at)?;
     let log = observe::build_log(raw.log);
+    let web = web::build(raw.web, at)?;
     let store = store::build(raw.store, env_database_url, at)?;
     let mut routes: Vec<RouteConfig> = Vec::with_capacity(raw.routes.len());
     for (index, spanned) in raw.routes.into_iter().enumerate() {
@@ -320,6 +328,7 @@ fn build(
         routes,
         admin,
         log,
+        web,
     })
 }
 
@@ -542,6 +551,13 @@ fn build_route(
             "a public route has no identity to assert; set auth = \"required\"".to_owned(),
         ));
     }
+    if raw.browser && raw.auth == RouteAuth::Public {
+        return Err(fail(
+            "browser",
+            "a public route takes no credentials; set auth = \"required\" or remove `browser`"
+                .to_owned(),
+        ));
+    }
     if let Some(roles) = &raw.roles {
         if raw.auth == RouteAuth::Public {
             return Err(fail(
@@ -584,6 +600,7 @@ fn build_route(
         close_on_expiry: raw.close_on_expiry,
         identity_assertion: raw.identity_assertion,
         api_keys: raw.api_keys,
+        browser: raw.browser,
     })
 }
 

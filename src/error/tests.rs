@@ -70,6 +70,7 @@ error_table! {
     TokenReuseDetected => TokenReuseDetected => (401, "TOKEN_REUSE_DETECTED", BARE),
     RefreshExpired => RefreshExpired => (401, "REFRESH_EXPIRED", BARE),
     CsrfFailed => CsrfFailed => (403, "CSRF_FAILED", None),
+    CrossSite => CrossSite => (403, "CSRF_FAILED", None),
     UserNotFound => UserNotFound => (404, "USER_NOT_FOUND", None),
     TooManyRequests { .. } => TooManyRequests { retry_after: Duration::from_secs(1) }
         => (429, "TOO_MANY_REQUESTS", None),

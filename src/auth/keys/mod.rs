@@ -18,6 +18,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Validation};
 use serde_json::{json, Value};
 
 use super::assertion::{AssertionCache, AssertionError};
+use super::browser_session::seal::SessionKey;
 use super::token_cache::{VerifiedCache, DEFAULT_CAPACITY};
 use crate::config::secret::{self, AccessSecret, SecretError};
 use crate::config::{Config, TokensConfig};
@@ -61,6 +62,9 @@ pub struct KeySet {
     kidless: Option<Arc<VerifyingKey>>,
     /// `GET /.well-known/jwks.json`, rendered once.
     jwks: Bytes,
+    /// Per kid, the key browser-session cookies are sealed under, derived
+    /// from that key's secret material (`auth::browser_session`).
+    session_keys: HashMap<String, SessionKey>,
     pub verified: VerifiedCache,
     pub assertions: AssertionCache,
 }
@@ -72,6 +76,11 @@ impl KeySet {
 
     pub fn kidless(&self) -> Option<&Arc<VerifyingKey>> {
         self.kidless.as_ref()
+    }
+
+    /// The browser-session cookie key of `kid`.
+    pub fn session_key(&self, kid: &str) -> Option<&SessionKey> {
+        self.session_keys.get(kid)
     }
 
     pub fn signing(&self) -> &Arc<SigningKey> {
@@ -265,6 +274,10 @@ fn shortcut_set(tokens: &TokensConfig, algorithm: Algorithm, secret: &[u8]) -> K
         signing,
         kidless: Some(verifying),
         jwks: render_jwks(Vec::new()),
+        session_keys: SessionKey::derive(secret)
+            .map(|key| (SHORTCUT_KID.to_owned(), key))
+            .into_iter()
+            .collect(),
         verified: VerifiedCache::new(DEFAULT_CAPACITY),
         assertions: AssertionCache::default(),
     }
@@ -276,6 +289,7 @@ fn build_from_dir(path: &Path, tokens: &TokensConfig) -> Result<KeySet, KeyError
     let mut verifying = HashMap::new();
     let mut signing = None;
     let mut published = Vec::new();
+    let mut session_keys = HashMap::new();
     for record in &manifest.keys {
         if record.state == KeyState::Retired {
             continue;
@@ -294,6 +308,9 @@ fn build_from_dir(path: &Path, tokens: &TokensConfig) -> Result<KeySet, KeyError
             source,
         })?;
         let material = material::load(algorithm, &content).map_err(fail)?;
+        if let Some(key) = SessionKey::derive(&content) {
+            session_keys.insert(record.kid.clone(), key);
+        }
         if let Some(mut jwk) = material.public_jwk {
             if let Value::Object(members) = &mut jwk {
                 members.insert("kid".to_owned(), json!(record.kid));
@@ -328,6 +345,7 @@ fn build_from_dir(path: &Path, tokens: &TokensConfig) -> Result<KeySet, KeyError
         signing,
         kidless: None,
         jwks: render_jwks(published),
+        session_keys,
         verified: VerifiedCache::new(DEFAULT_CAPACITY),
         assertions: AssertionCache::default(),
     })

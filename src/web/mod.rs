@@ -1,0 +1,15 @@
+//! Browser sign-in for web backends: the pages under `[auth] path_prefix`
+//! (`pages.rs`, rendered by `html.rs`, posted through `form.rs`), and the
+//! session cookie as a credential on `browser = true` routes (`gate.rs`).
+//! What the cookie carries and how it is judged is `auth::browser_session`;
+//! the password check is the account service's own.
+
+mod cookie;
+mod form;
+mod gate;
+mod html;
+mod pages;
+pub mod redirect;
+
+pub use gate::{authenticate, Gate};
+pub use pages::{serve, Page};
