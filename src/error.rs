@@ -353,7 +353,9 @@ impl GatewayError {
             MissingToken | InvalidFormat | TokenExpired | InvalidToken(_) | TokenRevoked
             | InvalidCredentials | InvalidRefreshToken | TokenReuseDetected | RefreshExpired
             | InvalidApiKey | ApiKeyExpired | ApiKeyNotAccepted => UNAUTHENTICATED,
-            Forbidden | RegistrationClosed | CsrfFailed | CrossSite | ApiKeyRoleTooHigh => PERMISSION_DENIED,
+            Forbidden | RegistrationClosed | CsrfFailed | CrossSite | ApiKeyRoleTooHigh => {
+                PERMISSION_DENIED
+            }
             InvalidKeyName | InvalidExpiry => INVALID_ARGUMENT,
             ApiKeyNotFound => NOT_FOUND,
             BadRequest(_) | InvalidPath(_) | MalformedJson(_) | UnsupportedMediaType

@@ -250,6 +250,7 @@ fn store_command(command: StoreCommand) -> Result<(), String> {
             done.refresh_tokens,
         ),
         ("revocations", export.revocations.len(), done.revocations),
+        ("API keys", export.api_keys.len(), done.api_keys),
     ] {
         println!("  {kind}: {read} read, {added} added");
     }

@@ -449,6 +449,15 @@ async fn store_copy_moves_a_sled_installation_once() {
     register(&sled, "ida@example.com").await;
     let session = login(&sled, "ida@example.com").await;
     let refresh_token = field(&session, "refreshToken");
+    let created = sled
+        .client()
+        .post("/auth/api-keys")
+        .bearer(&field(&session, "accessToken"))
+        .json(&serde_json::json!({"name": "ci"}))
+        .send()
+        .await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let api_key = field(&created, "key");
     let files = sled.stop().await;
     let from = format!("sled:{}", files.dir.path().join("store.sled").display());
     let copy = || {
@@ -468,15 +477,25 @@ async fn store_copy_moves_a_sled_installation_once() {
     let first = copy();
     assert!(first.contains("users: 1 read, 1 added"), "{first}");
     assert!(first.contains("sessions: 2 read, 2 added"), "{first}");
+    assert!(first.contains("API keys: 1 read, 1 added"), "{first}");
     let second = copy();
     assert!(second.contains("users: 1 read, 0 added"), "{second}");
+    assert!(second.contains("API keys: 1 read, 0 added"), "{second}");
     assert!(
         second.contains("refresh tokens: 2 read, 0 added"),
         "{second}"
     );
 
-    let pg = TestGateway::start_with(options(&db, &upstream, "", "")).await;
+    let keys_route = format!(
+        "[[route]]\nname = \"keys\"\npath_prefix = \"/keys/\"\nupstream = \"{}\"\napi_keys = true\n",
+        upstream.url()
+    );
+    let mut pg_options = options(&db, &upstream, "", "");
+    pg_options.routes.push_str(&keys_route);
+    let pg = TestGateway::start_with(pg_options).await;
     assert_eq!(login(&pg, "ida@example.com").await.status, 200);
-    // A session from the sled days goes on.
+    // A session from the sled days goes on, and so does an API key.
     assert_eq!(refresh(&pg, &refresh_token).await.status, 200);
+    let keyed = pg.client().get("/keys/x").bearer(&api_key).send().await;
+    assert_eq!(keyed.status, 200, "{:?}", keyed.body);
 }

@@ -4,7 +4,7 @@
 
 use super::{db_error, to_db, PostgresStore};
 use crate::store::sled_store::Export;
-use crate::store::StoreError;
+use crate::store::{hash_from_hex, StoreError};
 
 /// How many records of each kind a copy inserted (0s on a repeat).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -15,6 +15,7 @@ pub struct Imported {
     pub chains: u64,
     pub refresh_tokens: u64,
     pub revocations: u64,
+    pub api_keys: u64,
 }
 
 impl PostgresStore {
@@ -106,6 +107,32 @@ impl PostgresStore {
                     "INSERT INTO revocations (family_id, revoked_at) VALUES ($1, $2)
                      ON CONFLICT DO NOTHING",
                     &[family, &to_db(*at)],
+                )
+                .await
+                .map_err(db_error)?;
+        }
+        for key in &export.api_keys {
+            let hash = hash_from_hex(&key.hash)
+                .ok_or(StoreError::Corrupt(format!("API key {} hash", key.id)))?;
+            // A key whose owner is gone would be refused anyway.
+            done.api_keys += tx
+                .execute(
+                    "INSERT INTO api_keys (id, user_id, name, role, hash, created_at, expires_at,
+                                           last_used_at, revoked_at)
+                     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9
+                     WHERE EXISTS (SELECT 1 FROM users WHERE id = $2)
+                     ON CONFLICT DO NOTHING",
+                    &[
+                        &key.id,
+                        &key.user_id,
+                        &key.name,
+                        &key.role,
+                        &&hash[..],
+                        &to_db(key.created_at),
+                        &key.expires_at.map(to_db),
+                        &key.last_used_at.map(to_db),
+                        &key.revoked_at.map(to_db),
+                    ],
                 )
                 .await
                 .map_err(db_error)?;

@@ -2,7 +2,7 @@
 //! record kind, with the hashes and timestamps their keys carry.
 
 use super::{decode, split_timed_key, utf8, SledStore};
-use crate::store::{Chain, Family, RefreshRecord, StoreError, User};
+use crate::store::{ApiKeyRecord, Chain, Family, RefreshRecord, StoreError, User};
 
 /// Everything a store holds that another store needs to take over.
 #[derive(Debug, Default)]
@@ -15,6 +15,8 @@ pub struct Export {
     pub refresh_tokens: Vec<([u8; 32], RefreshRecord)>,
     /// `(family id, revoked_at)`.
     pub revocations: Vec<(String, u64)>,
+    /// Hashes only, as stored; revoked ones too, so their ids stay known.
+    pub api_keys: Vec<ApiKeyRecord>,
 }
 
 impl SledStore {
@@ -53,6 +55,10 @@ impl SledStore {
             let (at, id) = split_timed_key(&key)
                 .ok_or_else(|| StoreError::Corrupt("revocations key".to_owned()))?;
             out.revocations.push((utf8("revocations key", id)?, at));
+        }
+        for entry in t.api_keys.iter() {
+            let (key, bytes) = entry?;
+            out.api_keys.push(decode("api key", &key, &bytes)?);
         }
         Ok(out)
     }
