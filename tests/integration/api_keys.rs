@@ -505,3 +505,38 @@ async fn with_postgres_a_key_made_on_a_works_on_b_and_its_revocation_reaches_b_w
     probe_until(&a, &other, 401, Duration::from_secs(1)).await;
     assert!(upstream.received().is_empty());
 }
+
+/// On a `browser = true` route a key is a bearer credential like a token:
+/// taken where the route takes keys, refused with 401 JSON (never a
+/// redirect to the sign-in page) where it does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_on_a_browser_route_is_a_bearer_credential() {
+    let upstream = Upstream::start(Behavior::Ok).await;
+    let mut opts = options(&upstream, "");
+    opts.routes.push_str(&format!(
+        "[[route]]\nname = \"dash\"\npath_prefix = \"/dash/\"\nupstream = \"{0}\"\n\
+         browser = true\napi_keys = true\n\
+         [[route]]\nname = \"notebook\"\npath_prefix = \"/notebook/\"\nupstream = \"{0}\"\n\
+         browser = true\n",
+        upstream.url()
+    ));
+    let gw = TestGateway::start_with(opts).await;
+    let (alice, token) = account(&gw, "alice@example.com").await;
+    let (key, id) = new_key(&gw, &token, json!({"name": "script"})).await;
+
+    let navigation = |path: &'static str| {
+        gw.client()
+            .get(path)
+            .bearer(&key)
+            .header("accept", "text/html")
+    };
+    let refused = navigation("/notebook/").send().await;
+    assert_refused(&refused, 401, "API_KEY_NOT_ACCEPTED");
+    assert!(upstream.received().is_empty());
+
+    let taken = navigation("/dash/").send().await;
+    assert_eq!(taken.status, 200, "{:?}", taken.body);
+    let seen = upstream.only();
+    assert_eq!(seen.headers["x-user-id"], alice.as_str());
+    assert_eq!(seen.headers["x-user-key-id"], id.as_str());
+}
