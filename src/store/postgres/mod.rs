@@ -116,6 +116,17 @@ fn sql_state(err: &tokio_postgres::Error) -> Option<&tokio_postgres::error::SqlS
     err.as_db_error().map(|db| db.code())
 }
 
+/// Ids are refused as the sled store refuses them (it joins ids with a 0
+/// byte in its index keys), so both backends accept the same records;
+/// PostgreSQL text cannot hold a NUL either, and would fail with an SQL
+/// error instead of a store error.
+fn check_id(id: &str) -> Result<(), StoreError> {
+    if id.is_empty() || id.contains('\0') {
+        return Err(StoreError::Invalid("ids must be non-empty and free of NUL"));
+    }
+    Ok(())
+}
+
 /// Unix seconds as stored (bigint); values past i64 are clamped, never wrapped.
 fn to_db(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)

@@ -6,7 +6,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::Row;
 
 use super::events::{self, Event};
-use super::{corrupt, db_error, from_db, sql_state, to_db, PostgresStore};
+use super::{check_id, corrupt, db_error, from_db, sql_state, to_db, PostgresStore};
 use crate::store::{
     hash_from_hex, hex, Chain, ChainStep, Family, RecordCounts, RefreshRecord, Retired,
     RotateOutcome, StoreError, UserStamp, MAX_TRACKED_RETIRED,
@@ -23,9 +23,7 @@ impl PostgresStore {
         record: &RefreshRecord,
         verified: &UserStamp,
     ) -> Result<(), StoreError> {
-        if family.id.is_empty() {
-            return Err(StoreError::Invalid("ids must be non-empty and free of NUL"));
-        }
+        check_id(&family.id)?;
         if record.family_id != family.id || record.user_id != family.user_id {
             return Err(StoreError::Invalid(
                 "the first refresh token must belong to the new family and its user",
@@ -464,6 +462,16 @@ impl PostgresStore {
             )
             .await
             .map_err(db_error)?;
+        // Chains would go with their families by the cascade; deleted here
+        // to count them, as the sled store does.
+        let chains = tx
+            .execute(
+                "DELETE FROM chains
+                 WHERE family_id IN (SELECT id FROM families WHERE expires_at <= $1)",
+                &[&now],
+            )
+            .await
+            .map_err(db_error)?;
         let families = tx
             .execute("DELETE FROM families WHERE expires_at <= $1", &[&now])
             .await
@@ -481,7 +489,7 @@ impl PostgresStore {
             .await
             .map_err(db_error)?;
         tx.commit().await.map_err(db_error)?;
-        Ok(usize::try_from(tokens + families).unwrap_or(usize::MAX))
+        Ok(usize::try_from(tokens + chains + families).unwrap_or(usize::MAX))
     }
 
     /// Forgets revocations, tombstones and revocation events older than
