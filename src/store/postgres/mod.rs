@@ -3,14 +3,17 @@
 //! also write an event that the other instances' listeners apply.
 //!
 //! `pool.rs` connects (TLS in `tls.rs`), `migrate.rs` brings the schema up,
-//! `users.rs` and `sessions.rs` hold the queries per record kind, and
-//! `events.rs` writes and follows the revocation feed.
+//! `users.rs`, `sessions.rs` (lifecycle), `rotation.rs` and `retention.rs`
+//! (sweep, prune) hold the queries, and `events.rs` writes and follows the
+//! revocation feed.
 
 mod events;
 mod import;
 mod lockouts;
 mod migrate;
 mod pool;
+mod retention;
+mod rotation;
 mod sessions;
 mod store_impl;
 pub mod tls;
