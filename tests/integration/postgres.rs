@@ -317,6 +317,58 @@ async fn an_account_locked_on_a_is_locked_on_b() {
     assert!(locked.header("retry-after").is_some());
 }
 
+/// Guessing through the password-change endpoint (with a stolen access
+/// token) is throttled across instances as guessing at the login form is:
+/// wrong `currentPassword` answers on A lock the account on B.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_change_guesses_on_a_lock_the_account_on_b() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let upstream = Upstream::start(Behavior::Ok).await;
+    let throttle = "[auth.throttle]\naccount_failures = 3\nbase_lockout = \"60s\"\n";
+    let with_throttle = |gw_options: GatewayOptions| GatewayOptions {
+        auth: format!("{}{throttle}", gw_options.auth),
+        ..gw_options
+    };
+    let a = TestGateway::start_with(with_throttle(options(&db, &upstream, "", ""))).await;
+    let b = TestGateway::start_with(with_throttle(options(&db, &upstream, "", ""))).await;
+    let access = field(&register(&a, "ivy@example.com").await, "accessToken");
+    let on_b = field(&login(&b, "ivy@example.com").await, "accessToken");
+    let change = |gw: &TestGateway, access: &str, current: &str| {
+        gw.client()
+            .post("/auth/password")
+            .bearer(access)
+            .json(&json!({"currentPassword": current, "newPassword": "password-2"}))
+            .send()
+    };
+    for _ in 0..3 {
+        let wrong = change(&a, &access, "not-the-password").await;
+        assert_eq!(wrong.status, 401, "{:?}", wrong.body);
+    }
+    // B never saw a guess, yet refuses the right password at the login
+    // form and at the password change alike.
+    let locked = login(&b, "ivy@example.com").await;
+    assert_eq!(
+        (locked.status.as_u16(), locked.code().as_str()),
+        (429, "TOO_MANY_REQUESTS"),
+        "{:?}",
+        locked.body
+    );
+    assert!(locked.header("retry-after").is_some());
+    let locked = change(&b, &on_b, "password-1").await;
+    assert_eq!(locked.status, 429, "{:?}", locked.body);
+    // The refused change changed nothing: the old password is still it.
+    let user = db
+        .client()
+        .await
+        .query_one("SELECT token_version FROM users", &[])
+        .await
+        .unwrap();
+    assert_eq!(user.get::<_, i64>(0), 0);
+    assert_eq!(upstream.count(), 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_acknowledged_registration_survives_kill_9() {
     let Some(db) = TestDatabase::create().await else {
