@@ -1,6 +1,7 @@
 //! The PostgreSQL store with real servers: the harness itself, then two
 //! gateways on one database behaving as one (accounts, rotation, revocation
-//! within a second, crashes, an unreachable database, a stale feed).
+//! within a second, crashes, an unreachable database, a stale feed);
+//! `restart.rs` restarts a server of its own under two gateways.
 //!
 //! Each test has a database of its own (`support::postgres`); without
 //! `AUTHGATE_TEST_DATABASE_URL` they are skipped, except under `CI=true`.
@@ -14,7 +15,14 @@ use crate::support::gateway::{BinaryGateway, GatewayFiles};
 use crate::support::postgres::TestDatabase;
 use crate::support::{Behavior, GatewayOptions, Response, TestGateway, Upstream};
 
+mod restart;
+
 fn options(db: &TestDatabase, upstream: &Upstream, tokens: &str, store: &str) -> GatewayOptions {
+    options_at(&db.url, upstream, tokens, store)
+}
+
+/// A gateway on the database at `url`.
+fn options_at(url: &str, upstream: &Upstream, tokens: &str, store: &str) -> GatewayOptions {
     GatewayOptions {
         tokens: tokens.to_owned(),
         auth: FAST_HASHING.to_owned(),
@@ -26,10 +34,7 @@ fn options(db: &TestDatabase, upstream: &Upstream, tokens: &str, store: &str) ->
              roles = [\"nobody\"]\n",
             upstream.url()
         ),
-        store: format!(
-            "backend = \"postgres\"\nurl = \"{}\"\nmax_connections = 4\n{store}",
-            db.url
-        ),
+        store: format!("backend = \"postgres\"\nurl = \"{url}\"\nmax_connections = 4\n{store}"),
         ..GatewayOptions::default()
     }
 }
