@@ -18,11 +18,12 @@ UP_PORT2=${BENCH_UP_PORT2:-18082}     # upstream's second port: the second targe
 NGINX_PORT=${BENCH_NGINX_PORT:-18443}
 AG_PORT=${BENCH_AUTHGATE_PORT:-18444}
 SKIP_BUILD=${BENCH_SKIP_BUILD:-0}
-SCENARIOS=${BENCH_SCENARIOS:-h1 h2 two newconn body1m badtoken c8 rate8}
+SCENARIOS=${BENCH_SCENARIOS:-h1 h2 two newconn body1m badtoken c8 rate8 store}
+# "store": login, refresh and proxied requests, PostgreSQL store against sled (bench/store.sh).
 # "two": HTTP/1.1 like h1, through a route with two targets (round robin).
 RPS_PER_CONN=${BENCH_RATE:-500}       # rate8: requests/s per connection (x 8)
 SKIP_MEMORY=${BENCH_SKIP_MEMORY:-0}   # 1: skip streaming, idle-connection and login-flood parts
-COMPARE_ALG=${BENCH_COMPARE_ALG:-EdDSA} # token algorithm compared with HS256 ("" to skip)
+COMPARE_ALG=${BENCH_COMPARE_ALG-EdDSA} # token algorithm compared with HS256 ("" to skip)
 ALG_PORT=${BENCH_ALG_PORT:-18445}     # the second authgate, signing with $COMPARE_ALG
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -75,6 +76,7 @@ cleanup() {
         [[ -s $dir/nginx.pid ]] && kill -QUIT "$(cat "$dir/nginx.pid")" 2>/dev/null
     done
     for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null; done
+    declare -F store_cleanup >/dev/null && store_cleanup
     rm -rf "$TMP"
     exit "$status"
 }
@@ -566,6 +568,7 @@ print(json.dumps(row))' "$parsed" "$scenario" "$front" "$round" "$before" "$afte
 section "load scenarios"
 say "each: ${DURATION}s, $ROUNDS round(s), fronts alternated (order rotates every round)"
 for scenario in $SCENARIOS; do
+    [[ $scenario == store ]] && continue # its own section below
     say "-- $scenario"
     fronts=(direct nginx authgate)
     [[ $scenario == badtoken ]] && fronts=(authgate)
@@ -669,6 +672,16 @@ else
     mem_row "proxied p99 during login flood" "login endpoint not available" "-" ""
 fi
 fi # SKIP_MEMORY
+
+# ---------------------------------------------------------------- store backends
+if [[ " $SCENARIOS " == *" store "* ]]; then
+    if ((LOGIN)); then
+        # shellcheck source=bench/store.sh
+        source "$BENCH/store.sh"
+    else
+        say "store scenario skipped: login endpoint not available"
+    fi
+fi
 
 # ---------------------------------------------------------------- token algorithms
 # The same gateway, config and upstream, once with the HS256 secret (the

@@ -222,6 +222,25 @@ impl Accounts {
         Ok(session)
     }
 
+    /// Refuses, with the lockout's end, while the account is locked in the
+    /// shared store (earned on any instance); the caller's attempt is then
+    /// dropped, counting as neither failure nor success.
+    async fn refuse_while_shared_locked(&self, key: Option<&[u8; 32]>) -> Result<(), GatewayError> {
+        let Some(key) = key else { return Ok(()) };
+        let now = unix_seconds(SystemTime::now());
+        match self
+            .store
+            .account_locked_until(key, now)
+            .await
+            .map_err(GatewayError::internal)?
+        {
+            Some(until) => Err(GatewayError::TooManyRequests {
+                retry_after: Duration::from_secs(until.saturating_sub(now)),
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Counts a failed login in the shared store, when there is one. A
     /// failure to count is logged, never turned into a different answer.
     async fn shared_failure(&self, key: Option<&[u8; 32]>) {
@@ -350,6 +369,13 @@ impl Accounts {
         let attempt =
             self.throttle
                 .admit_login(AccountKey::from_input(&user.email), peer, Instant::now())?;
+        // And against the lockout instances sharing the store share, read
+        // and fed as the login does.
+        let shared_key = self
+            .store
+            .shared()
+            .then(|| *AccountKey::from_input(&user.email).as_bytes());
+        self.refuse_while_shared_locked(shared_key.as_ref()).await?;
         let verdict = self
             .passwords
             .verify(change.current_password, user.password_hash.clone())
@@ -357,6 +383,7 @@ impl Accounts {
             .map_err(super::password_error)?;
         if !verdict.matches {
             let locked = attempt.failed(Instant::now());
+            self.shared_failure(shared_key.as_ref()).await;
             self.audit_login_failure(
                 Some(&user.id),
                 Some(&user.email),
@@ -367,6 +394,11 @@ impl Accounts {
             return Err(GatewayError::InvalidCredentials);
         }
         attempt.succeeded();
+        if let Some(key) = &shared_key {
+            if let Err(err) = self.store.account_succeeded(key).await {
+                tracing::warn!(error = %err, "clearing the shared login failures failed");
+            }
+        }
         let hash = self
             .passwords
             .hash(new_password.into_string())

@@ -126,7 +126,7 @@ mod tests {
         let mut fresh = None;
         for i in 0..10_000u32 {
             let digest = VerifiedCache::digest(&format!("t{i}"));
-            if digest[0] as usize % SHARDS == 0 {
+            if (digest[0] as usize).is_multiple_of(SHARDS) {
                 if expired.is_none() {
                     expired = Some(digest);
                 } else {

@@ -3,8 +3,9 @@
 //! also write an event that the other instances' listeners apply.
 //!
 //! `pool.rs` connects (TLS in `tls.rs`), `migrate.rs` brings the schema up,
-//! `users.rs` and `sessions.rs` hold the queries per record kind, and
-//! `events.rs` writes and follows the revocation feed.
+//! `users.rs`, `sessions.rs` (lifecycle), `rotation.rs` and `retention.rs`
+//! (sweep, prune) hold the queries, and `events.rs` writes and follows the
+//! revocation feed.
 
 mod api_keys;
 mod events;
@@ -12,6 +13,8 @@ mod import;
 mod lockouts;
 mod migrate;
 mod pool;
+mod retention;
+mod rotation;
 mod sessions;
 mod store_impl;
 pub mod tls;
@@ -116,6 +119,17 @@ fn corrupt(err: tokio_postgres::Error) -> StoreError {
 /// something (unique and foreign-key violations).
 fn sql_state(err: &tokio_postgres::Error) -> Option<&tokio_postgres::error::SqlState> {
     err.as_db_error().map(|db| db.code())
+}
+
+/// Ids are refused as the sled store refuses them (it joins ids with a 0
+/// byte in its index keys), so both backends accept the same records;
+/// PostgreSQL text cannot hold a NUL either, and would fail with an SQL
+/// error instead of a store error.
+fn check_id(id: &str) -> Result<(), StoreError> {
+    if id.is_empty() || id.contains('\0') {
+        return Err(StoreError::Invalid("ids must be non-empty and free of NUL"));
+    }
+    Ok(())
 }
 
 /// Unix seconds as stored (bigint); values past i64 are clamped, never wrapped.

@@ -6,7 +6,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::Row;
 
 use super::events::{self, Event};
-use super::{corrupt, db_error, from_db, sql_state, to_db, PostgresStore};
+use super::{check_id, corrupt, db_error, from_db, sql_state, to_db, PostgresStore};
 use crate::store::{StoreError, User};
 
 /// Highest version a bump reaches (`u32::MAX` is the deletion marker).
@@ -27,6 +27,7 @@ enum Change<'a> {
 
 impl PostgresStore {
     pub async fn create_user(&self, user: &User) -> Result<(), StoreError> {
+        check_id(&user.id)?;
         let client = self.client().await?;
         let inserted = client
             .execute(

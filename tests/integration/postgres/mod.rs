@@ -1,6 +1,7 @@
 //! The PostgreSQL store with real servers: the harness itself, then two
 //! gateways on one database behaving as one (accounts, rotation, revocation
-//! within a second, crashes, an unreachable database, a stale feed).
+//! within a second, crashes, an unreachable database, a stale feed);
+//! `restart.rs` restarts a server of its own under two gateways.
 //!
 //! Each test has a database of its own (`support::postgres`); without
 //! `AUTHGATE_TEST_DATABASE_URL` they are skipped, except under `CI=true`.
@@ -14,7 +15,14 @@ use crate::support::gateway::{BinaryGateway, GatewayFiles};
 use crate::support::postgres::TestDatabase;
 use crate::support::{Behavior, GatewayOptions, Response, TestGateway, Upstream};
 
+mod restart;
+
 fn options(db: &TestDatabase, upstream: &Upstream, tokens: &str, store: &str) -> GatewayOptions {
+    options_at(&db.url, upstream, tokens, store)
+}
+
+/// A gateway on the database at `url`.
+fn options_at(url: &str, upstream: &Upstream, tokens: &str, store: &str) -> GatewayOptions {
     GatewayOptions {
         tokens: tokens.to_owned(),
         auth: FAST_HASHING.to_owned(),
@@ -26,10 +34,7 @@ fn options(db: &TestDatabase, upstream: &Upstream, tokens: &str, store: &str) ->
              roles = [\"nobody\"]\n",
             upstream.url()
         ),
-        store: format!(
-            "backend = \"postgres\"\nurl = \"{}\"\nmax_connections = 4\n{store}",
-            db.url
-        ),
+        store: format!("backend = \"postgres\"\nurl = \"{url}\"\nmax_connections = 4\n{store}"),
         ..GatewayOptions::default()
     }
 }
@@ -315,6 +320,58 @@ async fn an_account_locked_on_a_is_locked_on_b() {
         locked.body
     );
     assert!(locked.header("retry-after").is_some());
+}
+
+/// Guessing through the password-change endpoint (with a stolen access
+/// token) is throttled across instances as guessing at the login form is:
+/// wrong `currentPassword` answers on A lock the account on B.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_change_guesses_on_a_lock_the_account_on_b() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let upstream = Upstream::start(Behavior::Ok).await;
+    let throttle = "[auth.throttle]\naccount_failures = 3\nbase_lockout = \"60s\"\n";
+    let with_throttle = |gw_options: GatewayOptions| GatewayOptions {
+        auth: format!("{}{throttle}", gw_options.auth),
+        ..gw_options
+    };
+    let a = TestGateway::start_with(with_throttle(options(&db, &upstream, "", ""))).await;
+    let b = TestGateway::start_with(with_throttle(options(&db, &upstream, "", ""))).await;
+    let access = field(&register(&a, "ivy@example.com").await, "accessToken");
+    let on_b = field(&login(&b, "ivy@example.com").await, "accessToken");
+    let change = |gw: &TestGateway, access: &str, current: &str| {
+        gw.client()
+            .post("/auth/password")
+            .bearer(access)
+            .json(&json!({"currentPassword": current, "newPassword": "password-2"}))
+            .send()
+    };
+    for _ in 0..3 {
+        let wrong = change(&a, &access, "not-the-password").await;
+        assert_eq!(wrong.status, 401, "{:?}", wrong.body);
+    }
+    // B never saw a guess, yet refuses the right password at the login
+    // form and at the password change alike.
+    let locked = login(&b, "ivy@example.com").await;
+    assert_eq!(
+        (locked.status.as_u16(), locked.code().as_str()),
+        (429, "TOO_MANY_REQUESTS"),
+        "{:?}",
+        locked.body
+    );
+    assert!(locked.header("retry-after").is_some());
+    let locked = change(&b, &on_b, "password-1").await;
+    assert_eq!(locked.status, 429, "{:?}", locked.body);
+    // The refused change changed nothing: the old password is still it.
+    let user = db
+        .client()
+        .await
+        .query_one("SELECT token_version FROM users", &[])
+        .await
+        .unwrap();
+    assert_eq!(user.get::<_, i64>(0), 0);
+    assert_eq!(upstream.count(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

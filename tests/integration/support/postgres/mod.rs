@@ -1,6 +1,9 @@
 //! A fresh PostgreSQL database per test, created on the server named by
 //! `AUTHGATE_TEST_DATABASE_URL` (`.ci/run` starts one), so tests run in
 //! parallel without seeing each other's rows. Dropped when the test ends.
+//! `cluster.rs` runs a whole server of a test's own, for restarting it.
+
+pub mod cluster;
 
 use std::str::FromStr;
 
