@@ -24,6 +24,7 @@ use crate::error::GatewayError;
 use crate::gateway::{Gateway, Live};
 use crate::observe::metrics::AccountAction;
 use crate::path;
+use crate::proxy::answer::AnswerBody;
 use crate::proxy::client_addr::client_address;
 use crate::proxy::headers::ClientSide;
 use crate::proxy::upgrade;
@@ -66,7 +67,7 @@ pub async fn handle(
     gateway: Arc<Gateway>,
     connection: Connection,
     mut request: Request<Incoming>,
-) -> Result<Response<ResponseBody>, Infallible> {
+) -> Result<Response<AnswerBody>, Infallible> {
     let started = Instant::now();
     let request_id = RequestId::for_request(request.headers(), connection.peer_trusted);
     // Replaces whatever the client sent: the upstream sees the id we log.
@@ -103,7 +104,7 @@ pub async fn handle(
             } else {
                 tracing::debug!(reason = %err, "request refused");
             }
-            err.into_response_for(grpc)
+            err.into_response_for(grpc).map(AnswerBody::from)
         }
     };
     let status = response.status();
@@ -133,7 +134,7 @@ async fn dispatch(
     connection: Connection,
     request: Request<Incoming>,
     outcome: &mut Outcome,
-) -> Result<Response<ResponseBody>, GatewayError> {
+) -> Result<Response<AnswerBody>, GatewayError> {
     check_request_line(live, &request)?;
     // The one clock reading every time-dependent decision of this request uses.
     let now = SystemTime::now();
@@ -160,7 +161,8 @@ async fn dispatch(
 
     // The gateway's public keys, ahead of every route (RFC 8615 well-known URI).
     if decided.as_str() == JWKS_PATH {
-        return jwks(&gateway.keys().current(), request.method());
+        return jwks(&gateway.keys().current(), request.method())
+            .map(|response| response.map(AnswerBody::from));
     }
 
     if gateway.is_account_path(decided.as_str()) {
@@ -194,7 +196,7 @@ async fn dispatch(
             tracing::Span::current().record("user", tracing::field::display(user));
         }
         outcome.user = account.user;
-        return result;
+        return result.map(|response| response.map(AnswerBody::from));
     }
 
     let route = live

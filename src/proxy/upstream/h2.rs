@@ -9,7 +9,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::time::Instant;
 
 use super::connector::{ConnectError, Connector};
-use crate::body::ForwardBody;
+use crate::proxy::forward_body::ForwardBody;
 
 #[derive(Default)]
 pub struct H2Shared {

@@ -30,9 +30,9 @@ use hyper::client::conn::TrySendError;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::body::ForwardBody;
 use crate::config::upstream::HealthCheck;
 use crate::config::{UpstreamProtocol, UpstreamSet};
+use crate::proxy::forward_body::ForwardBody;
 use balance::Balancer;
 use body::UpstreamBody;
 use connector::Connector;
