@@ -323,14 +323,52 @@ fn check_request_line<B>(live: &Live, request: &Request<B>) -> Result<(), Gatewa
     Ok(())
 }
 
-/// "outer: middle: inner" for an error and its sources.
+/// "outer: middle: inner" for an error and its sources. A cause whose text
+/// the line already ends with (an error that shows its source in its own
+/// message) is not repeated.
 pub fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::auth::sessions::SessionError;
+    use crate::store::StoreError;
+
+    #[test]
+    fn a_failed_rotation_is_logged_with_its_cause_once() {
+        let cause = StoreError::Corrupt("a chain without its key".to_owned());
+        let err = GatewayError::from(SessionError::RotationFailed(Arc::new(cause)));
+        assert!(err.is_server_fault());
+        assert_eq!(
+            error_chain(&err),
+            "internal error: refresh rotation failed: \
+             undecodable record in the database: a chain without its key"
+        );
+    }
+
+    #[test]
+    fn a_rotation_that_found_the_database_down_names_why() {
+        let cause = StoreError::Unavailable("pool timed out".into());
+        let err = GatewayError::from(SessionError::StoreUnavailable(Arc::new(cause)));
+        assert_eq!(err.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            error_chain(&err),
+            "store unavailable: refresh rotation failed: \
+             database unavailable: pool timed out"
+        );
+    }
 }

@@ -22,7 +22,7 @@ mod load;
 mod refresh_limit;
 pub mod refresh_token;
 
-pub use error::SessionError;
+pub use error::{RotationCause, SessionError};
 pub use load::load_revocations;
 pub use refresh_limit::RefreshLimits;
 
@@ -78,15 +78,16 @@ pub struct SessionPolicy {
     pub max_sessions_per_user: usize,
 }
 
-/// Why a rotation failed; cloneable so every waiter on one rotation gets it.
-#[derive(Debug, Clone, Copy)]
+/// Why a rotation failed; cloneable so every waiter on one rotation gets it,
+/// its cause included.
+#[derive(Debug, Clone)]
 enum RotationFailure {
     Unknown,
     Expired,
     Reuse,
-    Internal,
+    Internal(RotationCause),
     /// The database is unreachable: 503, the client retries.
-    Unavailable,
+    Unavailable(RotationCause),
 }
 
 impl From<RotationFailure> for SessionError {
@@ -95,8 +96,8 @@ impl From<RotationFailure> for SessionError {
             RotationFailure::Unknown => SessionError::UnknownToken,
             RotationFailure::Expired => SessionError::Expired,
             RotationFailure::Reuse => SessionError::Reused,
-            RotationFailure::Internal => SessionError::RotationFailed,
-            RotationFailure::Unavailable => SessionError::StoreUnavailable,
+            RotationFailure::Internal(cause) => SessionError::RotationFailed(cause),
+            RotationFailure::Unavailable(cause) => SessionError::StoreUnavailable(cause),
         }
     }
 }
@@ -308,24 +309,23 @@ impl Sessions {
         now: SystemTime,
     ) -> RotationResult {
         let now_secs = unix_seconds(now);
-        let internal = rotation_failure;
         let current_family = match self.store.family(&record.family_id).await {
             Ok(Some(family)) => family,
             Ok(None) => return Err(RotationFailure::Unknown),
-            Err(err) => return Err(internal(&err)),
+            Err(err) => return Err(rotation_failure(err)),
         };
         let family_end = current_family.expires_at;
         let (generation, tag_key) = match self.store.chain(&record.family_id).await {
             Ok(Some(chain)) => match hash_from_hex(&chain.tag_key) {
                 Some(key) => (chain.generation.saturating_add(1), key),
                 None => {
-                    return Err(internal(&StoreError::Corrupt(
+                    return Err(rotation_failure(StoreError::Corrupt(
                         "a session chain holds an unreadable tag key".to_owned(),
                     )))
                 }
             },
             Ok(None) => (1, random_key()),
-            Err(err) => return Err(internal(&err)),
+            Err(err) => return Err(rotation_failure(err)),
         };
         // A token from login carries no tag: it stays until its own expiry,
         // since its reuse could not be recognised once it is gone.
@@ -356,7 +356,7 @@ impl Sessions {
             let user = match self.store.user_by_id(&record.user_id).await {
                 Ok(Some(user)) => user,
                 Ok(None) => return Err(RotationFailure::Unknown),
-                Err(err) => return Err(internal(&err)),
+                Err(err) => return Err(rotation_failure(err)),
             };
             let issued = self
                 .issue(
@@ -366,9 +366,9 @@ impl Sessions {
                     new_record.expires_at,
                     now,
                 )
-                .map_err(|err| internal(&err))?;
+                .map_err(rotation_failure)?;
             let sealed = sealed::seal(presented_token, &issued, new_record.expires_at)
-                .map_err(|err| internal(&err))?;
+                .map_err(rotation_failure)?;
             let until = now_secs.saturating_add(self.policy.reuse_grace.as_secs());
             let outcome = self
                 .store
@@ -382,14 +382,14 @@ impl Sessions {
                     until,
                 )
                 .await
-                .map_err(|err| internal(&err))?;
+                .map_err(rotation_failure)?;
             minted = Some(issued);
             outcome
         } else {
             self.store
                 .rotate(&presented, &new_hash, &new_record, &step, now_secs)
                 .await
-                .map_err(|err| internal(&err))?
+                .map_err(rotation_failure)?
         };
         let family = match outcome {
             RotateOutcome::Rotated { family } => {
@@ -413,7 +413,7 @@ impl Sessions {
                                     .await
                             }
                             Ok(None) => {}
-                            Err(err) => return Err(internal(&err)),
+                            Err(err) => return Err(rotation_failure(err)),
                         }
                     }
                     // A retry within the grace whose pair is no longer in
@@ -423,7 +423,7 @@ impl Sessions {
                 tracing::warn!(family = %family_id, "refresh token reuse detected; revoking the session");
                 self.revoke_family(&family_id, now_secs)
                     .await
-                    .map_err(|err| internal(&err))?;
+                    .map_err(rotation_failure)?;
                 return Err(RotationFailure::Reuse);
             }
             RotateOutcome::Unknown => {
@@ -432,7 +432,7 @@ impl Sessions {
                 return Err(match self.unknown_token(presented_token, now_secs).await {
                     SessionError::Reused => RotationFailure::Reuse,
                     SessionError::UnknownToken => RotationFailure::Unknown,
-                    err => internal(&err),
+                    err => rotation_failure(err),
                 });
             }
             RotateOutcome::FamilyRevoked { .. } => return Err(RotationFailure::Unknown),
@@ -446,13 +446,13 @@ impl Sessions {
                 let user = match self.store.user_by_id(&family.user_id).await {
                     Ok(Some(user)) => user,
                     Ok(None) => return Err(RotationFailure::Unknown),
-                    Err(err) => return Err(internal(&err)),
+                    Err(err) => return Err(rotation_failure(err)),
                 };
                 self.issue(user, &family, new_token, new_record.expires_at, now)
-                    .map_err(|err| internal(&err))?
+                    .map_err(rotation_failure)?
             }
         };
-        self.store.flush().await.map_err(|err| internal(&err))?;
+        self.store.flush().await.map_err(rotation_failure)?;
         Ok(issued)
     }
 
@@ -466,11 +466,11 @@ impl Sessions {
         now: SystemTime,
     ) -> RotationResult {
         let (family_id, access, refresh_token, refresh_expires_at) =
-            sealed::open(presented_token, sealed).map_err(|err| rotation_failure(&err))?;
+            sealed::open(presented_token, sealed).map_err(rotation_failure)?;
         let user = match self.store.user_by_id(user_id).await {
             Ok(Some(user)) => user,
             Ok(None) => return Err(RotationFailure::Unknown),
-            Err(err) => return Err(rotation_failure(&err)),
+            Err(err) => return Err(rotation_failure(err)),
         };
         Ok(IssuedSession {
             csrf_token: csrf_token_for(&refresh_token),
@@ -594,18 +594,19 @@ impl Sessions {
     }
 }
 
-/// Logs a rotation failure once and classifies it: the database being
-/// unreachable is retried by the client (503), anything else is ours (500).
-fn rotation_failure(err: &(dyn std::error::Error + 'static)) -> RotationFailure {
+/// Classifies a rotation failure: the database being unreachable is retried
+/// by the client (503), anything else is ours (500). Not logged here: the
+/// cause travels with the error to the service, which logs each failed
+/// request once, in its span.
+fn rotation_failure(err: impl std::error::Error + Send + Sync + 'static) -> RotationFailure {
+    let cause: RotationCause = Arc::new(err);
     if matches!(
-        err.downcast_ref::<StoreError>(),
+        cause.downcast_ref::<StoreError>(),
         Some(StoreError::Unavailable(_))
     ) {
-        tracing::warn!(error = %err, "refresh rotation failed: database unavailable");
-        return RotationFailure::Unavailable;
+        return RotationFailure::Unavailable(cause);
     }
-    tracing::error!(error = %err, "refresh rotation failed");
-    RotationFailure::Internal
+    RotationFailure::Internal(cause)
 }
 
 /// The pair kept for the reuse grace across instances, as sealed bytes.
