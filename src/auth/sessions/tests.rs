@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use super::rotation::{rotation_failure, RotationFailure};
 use super::*;
 use crate::config::secret::AccessSecret;
 use crate::config::Config;
