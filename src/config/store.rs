@@ -11,7 +11,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::duration::ConfigDuration;
-use super::{ConfigError, Locator};
+use super::locate::Locator;
+use super::ConfigError;
 
 /// The environment variable that, when set, replaces `[store] url` so the
 /// database password never has to sit in the file.
