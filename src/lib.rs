@@ -34,32 +34,39 @@
 //! Every task `serve` starts (connections, HTTP/2 streams, WebSocket tunnels,
 //! maintenance) runs on one [`tasks::Tasks`] set, so shutdown waits for all.
 
+// Visibility says who may use an item: `pub` only for the API that the
+// binary, benches, fuzz targets and tests use; everything else is
+// `pub(crate)`, so dead code shows. Indexing that could panic on input is
+// refused (`get` instead); tests may index (clippy.toml).
+#![warn(unreachable_pub)]
+#![deny(clippy::indexing_slicing)]
+
 pub mod account;
-pub mod admin;
-pub mod api;
-pub mod audit;
+pub(crate) mod admin;
+pub(crate) mod api;
+pub(crate) mod audit;
 pub mod auth;
-pub mod body;
+pub(crate) mod body;
 pub mod cli;
 pub mod config;
 pub mod error;
 pub mod gateway;
-pub mod key_reload;
+pub(crate) mod key_reload;
 #[cfg(test)]
 mod module_graph;
 pub mod observe;
 pub mod path;
-pub mod private_files;
+pub(crate) mod private_files;
 pub mod proxy;
 pub mod reload;
-pub mod request_id;
+pub(crate) mod request_id;
 pub mod router;
 pub mod server;
 pub mod service;
 pub mod store;
-pub mod tasks;
-pub mod timestamp;
-pub mod tls;
+pub(crate) mod tasks;
+pub(crate) mod timestamp;
+pub(crate) mod tls;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -5,7 +5,7 @@
 //! than one field, `route.rs` checks each route, and `locate.rs` reports
 //! every problem as `FILE:LINE:COLUMN: KEY: message`.
 
-pub mod algorithm;
+pub(crate) mod algorithm;
 mod build;
 mod cidr;
 mod count;
@@ -16,7 +16,7 @@ mod observe;
 mod route;
 pub mod secret;
 mod store;
-pub mod upstream;
+pub(crate) mod upstream;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -12,13 +12,13 @@ use super::ConfigError;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AdminFile {
+pub(super) struct AdminFile {
     pub listen: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct LogFile {
+pub(super) struct LogFile {
     pub format: Option<LogFormat>,
     pub audit_file: Option<PathBuf>,
 }

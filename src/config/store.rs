@@ -25,7 +25,7 @@ const DEFAULT_MAX_STALENESS: Duration = Duration::from_secs(30);
 /// The raw `[store]` table.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct StoreFile {
+pub(super) struct StoreFile {
     pub backend: Option<Spanned<BackendKind>>,
     /// sled only.
     pub path: Option<Spanned<PathBuf>>,

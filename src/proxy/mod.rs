@@ -3,12 +3,12 @@
 //! upstream connection frame by frame, and the upstream's body to hyper.
 //! Choosing a target and holding its connection is `upstream/`'s job.
 
-pub mod answer;
-pub mod client_addr;
-pub mod echo;
+pub(crate) mod answer;
+pub(crate) mod client_addr;
+pub(crate) mod echo;
 pub mod forward_body;
 pub mod headers;
-pub mod upgrade;
+pub(crate) mod upgrade;
 pub mod upstream;
 
 use std::collections::HashMap;

@@ -20,7 +20,7 @@ mod error;
 mod grace;
 mod load;
 mod refresh_limit;
-pub mod refresh_token;
+pub(crate) mod refresh_token;
 mod rotation;
 mod sealed;
 

@@ -20,14 +20,14 @@ struct Body {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum SealedError {
+pub(super) enum SealedError {
     #[error("cannot encode the pair: {0}")]
     Encode(#[from] serde_json::Error),
     #[error(transparent)]
     Seal(#[from] sealed_pair::SealError),
 }
 
-pub fn seal(
+pub(super) fn seal(
     presented: &str,
     issued: &IssuedSession,
     refresh_expires_at: u64,
@@ -43,7 +43,7 @@ pub fn seal(
     Ok(sealed_pair::seal(presented, &serde_json::to_vec(&body)?)?)
 }
 
-pub fn open(
+pub(super) fn open(
     presented: &str,
     sealed: &[u8],
 ) -> Result<(String, MintedToken, String, u64), SealedError> {
