@@ -2,22 +2,33 @@
 //!
 //! ```text
 //!  client ──TLS──▶ server.rs ──▶ service.rs ──▶ path.rs (decide the path once)
-//!                  (accept,       (access log,        │
-//!                   handshake,     errors → JSON)     ├──▶ /auth/* ──▶ api/ (account endpoints:
-//!                   h1/h2)                            │                │    HTTP in and out)
-//!                                                     ▼                ▼
-//!                                  router.rs (host, longest     auth/sessions/ (start, rotate,
-//!                                             prefix)            revoke; revocations loaded
-//!                                                     │          at start) ──▶ store/
-//!                                                     ▼
+//!                  (accept,       (request id,        │
+//!                   handshake     access log,         ├──▶ /auth/* ──▶ api/ (account endpoints:
+//!                   in tls.rs,    errors → JSON       │                │    HTTP in and out)
+//!                   h1/h2)        via error.rs)       ▼                ▼
+//!                                  router.rs (host, longest     auth/sessions/ (start; rotate,
+//!                                             prefix)            rotation.rs; revoke; revocations
+//!                                                     │          loaded at start) ──▶ store/
+//!                                                     ▼                  (sled_store/, postgres/)
 //!                                  auth/ (bearer → kid → key → verified-token
 //!                                         cache → revocation → role; the
 //!                                         identity assertion; keys/ swapped
 //!                                         whole on SIGHUP, key_reload.rs)
 //!                                                     │
 //!                                                     ▼
-//!                                  proxy/ (scrub, inject, stream) ──▶ upstream
+//!                                  proxy/ (headers.rs: scrub, inject; forward_body.rs:
+//!                                          the client's body up; upstream/: a target,
+//!                                          a pooled connection; answer.rs: the body
+//!                                          back, cut when the session ends) ──▶ upstream
 //! ```
+//!
+//! Beside the request path: `config/` (the file's shape, validated once),
+//! `gateway.rs` (everything built from it, shared), `reload.rs` (SIGHUP),
+//! `body.rs` (the bodies the gateway writes itself), `account/` (what names
+//! an account), `observe/` and `admin/` (metrics, health, the admin
+//! listener), `audit.rs` (the security-event trail), `tasks.rs` (every task
+//! the server starts), `request_id.rs`, `timestamp.rs`, `private_files.rs`,
+//! and `cli.rs` + `cli/` (the operator commands the binary, `main.rs`, runs).
 //!
 //! `GET /.well-known/jwks.json` is answered in service.rs, ahead of every
 //! route, from the key set in force.
