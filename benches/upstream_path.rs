@@ -24,8 +24,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
 
-use authgate::body::ForwardBody;
 use authgate::config::{Config, Upstream};
+use authgate::proxy::forward_body::ForwardBody;
 use authgate::proxy::headers::IdentityScrubber;
 use authgate::proxy::upstream::UpstreamGroup;
 

@@ -103,7 +103,7 @@ impl<'a> AuditEvent<'a> {
 /// request by `service.rs` with [`in_request`], read by [`Audit::record`],
 /// so the hooks at each event need not carry it.
 #[derive(Debug, Clone)]
-pub struct RequestContext {
+pub(crate) struct RequestContext {
     /// The client address the gateway decided on (`proxy::client_addr`).
     pub client: IpAddr,
     /// The request's id, where one exists.
@@ -116,7 +116,7 @@ tokio::task_local! {
 
 /// Runs `future` (a request's handling) with `context` visible to the
 /// audit records it makes.
-pub fn in_request<F: Future>(
+pub(crate) fn in_request<F: Future>(
     context: RequestContext,
     future: F,
 ) -> impl Future<Output = F::Output> {

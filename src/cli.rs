@@ -1,9 +1,14 @@
 //! Command-line interface: `serve` (the default), `check-config`, `token`,
-//! `user` and `keys` for operators, and the global `--config`, accepted
-//! before or after the subcommand.
+//! `user`, `keys` and `store` for operators, and the global `--config`,
+//! accepted before or after the subcommand. Each operator command group's
+//! body is its own file below `cli/`.
 
 pub mod api_key;
+pub mod check;
 pub mod keys;
+pub mod store;
+pub mod token;
+pub mod user;
 
 use std::path::PathBuf;
 
@@ -47,7 +52,7 @@ pub enum Command {
     /// is stopped: the running gateway holds the database lock.
     User {
         #[command(subcommand)]
-        command: UserCommand,
+        command: user::UserCommand,
     },
     /// Manage the token signing keys in [tokens] keys_dir.
     Keys {
@@ -63,55 +68,6 @@ pub enum Command {
     /// Move data between store backends.
     Store {
         #[command(subcommand)]
-        command: StoreCommand,
-    },
-}
-
-/// `authgate store ...`: moving an installation between backends.
-#[derive(Debug, Subcommand)]
-pub enum StoreCommand {
-    /// Copy every user, session and revocation from a sled database (no
-    /// gateway may be using it) into PostgreSQL, printing what was added.
-    /// Records already there are kept, so running it twice adds nothing.
-    Copy {
-        /// `sled:PATH`, the database directory.
-        #[arg(long, value_name = "sled:PATH")]
-        from: String,
-        /// `postgres:URL`; `postgres:` alone takes the URL from
-        /// AUTHGATE_DATABASE_URL, keeping the password off the command line.
-        #[arg(long, value_name = "postgres:URL")]
-        to: String,
-    },
-}
-
-/// `authgate user ...`: the operator's account tools.
-#[derive(Debug, Subcommand)]
-pub enum UserCommand {
-    /// Create an account. The password is read from standard input (one
-    /// line), or prompted for when standard input is a terminal.
-    Add {
-        #[arg(long)]
-        email: String,
-        #[arg(long)]
-        role: String,
-    },
-    /// Print every account: id, email, role and creation time.
-    List,
-    /// Change an account's role; its existing tokens stop working.
-    SetRole {
-        #[arg(long)]
-        email: String,
-        #[arg(long)]
-        role: String,
-    },
-    /// Delete an account with all its sessions.
-    Delete {
-        #[arg(long)]
-        email: String,
-    },
-    /// Log an account out everywhere: revoke its sessions and access tokens.
-    RevokeSessions {
-        #[arg(long)]
-        email: String,
+        command: store::StoreCommand,
     },
 }

@@ -481,12 +481,10 @@ impl From<SessionError> for GatewayError {
             SessionError::Throttled(refusal) => refusal.into(),
             // The database being unreachable is retried by the client.
             SessionError::Store(err) => Self::internal(err),
-            SessionError::StoreUnavailable => {
-                Self::StoreUnavailable("refresh rotation: database unavailable".into())
-            }
+            err @ SessionError::StoreUnavailable(_) => Self::StoreUnavailable(Box::new(err)),
             err @ (SessionError::Mint(_)
             | SessionError::UnreadableTagKey
-            | SessionError::RotationFailed) => Self::internal(err),
+            | SessionError::RotationFailed(_)) => Self::internal(err),
         }
     }
 }

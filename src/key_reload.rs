@@ -11,7 +11,7 @@ use crate::service::error_chain;
 
 /// Reloads `keys` on every SIGHUP until the returned task is aborted; `None`
 /// where there are no such signals or the handler cannot be installed.
-pub fn spawn_on_sighup(keys: Arc<KeyRing>) -> Option<JoinHandle<()>> {
+pub(crate) fn spawn_on_sighup(keys: Arc<KeyRing>) -> Option<JoinHandle<()>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};

@@ -2,22 +2,33 @@
 //!
 //! ```text
 //!  client ──TLS──▶ server.rs ──▶ service.rs ──▶ path.rs (decide the path once)
-//!                  (accept,       (access log,        │
-//!                   handshake,     errors → JSON)     ├──▶ /auth/* ──▶ api/ (account endpoints:
-//!                   h1/h2)                            │                │    HTTP in and out)
-//!                                                     ▼                ▼
-//!                                  router.rs (host, longest     auth/sessions/ (start, rotate,
-//!                                             prefix)            revoke; revocations loaded
-//!                                                     │          at start) ──▶ store/
-//!                                                     ▼
+//!                  (accept,       (request id,        │
+//!                   handshake     access log,         ├──▶ /auth/* ──▶ api/ (account endpoints:
+//!                   in tls.rs,    errors → JSON       │                │    HTTP in and out)
+//!                   h1/h2)        via error.rs)       ▼                ▼
+//!                                  router.rs (host, longest     auth/sessions/ (start; rotate,
+//!                                             prefix)            rotation.rs; revoke; revocations
+//!                                                     │          loaded at start) ──▶ store/
+//!                                                     ▼                  (sled_store/, postgres/)
 //!                                  auth/ (bearer → kid → key → verified-token
 //!                                         cache → revocation → role; the
 //!                                         identity assertion; keys/ swapped
 //!                                         whole on SIGHUP, key_reload.rs)
 //!                                                     │
 //!                                                     ▼
-//!                                  proxy/ (scrub, inject, stream) ──▶ upstream
+//!                                  proxy/ (headers.rs: scrub, inject; forward_body.rs:
+//!                                          the client's body up; upstream/: a target,
+//!                                          a pooled connection; answer.rs: the body
+//!                                          back, cut when the session ends) ──▶ upstream
 //! ```
+//!
+//! Beside the request path: `config/` (the file's shape, validated once),
+//! `gateway.rs` (everything built from it, shared), `reload.rs` (SIGHUP),
+//! `body.rs` (the bodies the gateway writes itself), `account/` (what names
+//! an account), `observe/` and `admin/` (metrics, health, the admin
+//! listener), `audit.rs` (the security-event trail), `tasks.rs` (every task
+//! the server starts), `request_id.rs`, `timestamp.rs`, `private_files.rs`,
+//! and `cli.rs` + `cli/` (the operator commands the binary, `main.rs`, runs).
 //!
 //! `GET /.well-known/jwks.json` is answered in service.rs, ahead of every
 //! route, from the key set in force.
@@ -34,34 +45,41 @@
 //! Every task `serve` starts (connections, HTTP/2 streams, WebSocket tunnels,
 //! maintenance) runs on one [`tasks::Tasks`] set, so shutdown waits for all.
 
+// Visibility says who may use an item: `pub` only for the API that the
+// binary, benches, fuzz targets and tests use; everything else is
+// `pub(crate)`, so dead code shows. Indexing that could panic on input is
+// refused (`get` instead); tests may index (clippy.toml).
+#![warn(unreachable_pub)]
+#![deny(clippy::indexing_slicing)]
+
 pub mod account;
-pub mod admin;
-pub mod api;
-pub mod audit;
+pub(crate) mod admin;
+pub(crate) mod api;
+pub(crate) mod audit;
 pub mod auth;
-pub mod body;
+pub(crate) mod body;
 pub mod cli;
 pub mod config;
 pub mod error;
 pub mod gateway;
-pub mod key_reload;
+pub(crate) mod key_reload;
 pub mod memory;
 #[cfg(test)]
 mod module_graph;
 pub mod observe;
 pub mod path;
-pub mod private_files;
+pub(crate) mod private_files;
 pub mod proxy;
 pub mod reload;
-pub mod request_id;
+pub(crate) mod request_id;
 pub mod router;
 pub mod server;
 pub mod service;
 pub mod store;
-pub mod tasks;
-pub mod timestamp;
-pub mod tls;
-pub mod web;
+pub(crate) mod tasks;
+pub(crate) mod timestamp;
+pub(crate) mod tls;
+pub(crate) mod web;
 
 use std::future::Future;
 use std::sync::Arc;

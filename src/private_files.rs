@@ -6,7 +6,7 @@ use std::path::Path;
 
 /// Creates `dir` and any missing parents with mode 0700 on Unix; parents that
 /// already exist keep their mode.
-pub fn create_dir_all(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn create_dir_all(dir: &Path) -> std::io::Result<()> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
@@ -20,7 +20,7 @@ pub fn create_dir_all(dir: &Path) -> std::io::Result<()> {
 /// Takes read and write access from group and others on the files and
 /// directories directly inside `dir` and one level below (sled's `blobs`).
 /// For a database just created: sled creates its files with the umask.
-pub fn restrict_contents(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn restrict_contents(dir: &Path) -> std::io::Result<()> {
     #[cfg(unix)]
     for entry in std::fs::read_dir(dir)? {
         use std::os::unix::fs::PermissionsExt;
@@ -41,7 +41,7 @@ pub fn restrict_contents(dir: &Path) -> std::io::Result<()> {
 /// Logs a warning when `path` can be read by users other than its owner and
 /// group: a file readable by others, or a directory others may list or enter.
 /// `what` names the setting, so the operator knows what to `chmod`.
-pub fn warn_if_readable_by_others(what: &str, path: &Path) {
+pub(crate) fn warn_if_readable_by_others(what: &str, path: &Path) {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

@@ -9,20 +9,20 @@ use std::sync::OnceLock;
 use http::header::{HeaderName, HeaderValue};
 use http::HeaderMap;
 
-pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Longer ids from a proxy are replaced: they would only bloat every log line.
 const MAX_LEN: usize = 128;
 
 /// The id of one request, a valid header value by construction.
 #[derive(Debug, Clone)]
-pub struct RequestId(HeaderValue);
+pub(crate) struct RequestId(HeaderValue);
 
 impl RequestId {
     /// The trusted proxy's id when there is exactly one and it is well
     /// formed; a fresh one otherwise. An untrusted client's id is never
     /// kept: it could collide with, or impersonate, another request's logs.
-    pub fn for_request(headers: &HeaderMap, peer_trusted: bool) -> Self {
+    pub(crate) fn for_request(headers: &HeaderMap, peer_trusted: bool) -> Self {
         if peer_trusted {
             let mut sent = headers.get_all(X_REQUEST_ID).iter();
             if let (Some(id), None) = (sent.next(), sent.next()) {
@@ -37,7 +37,7 @@ impl RequestId {
     /// A process-unique id: a random per-process prefix and a counter, so
     /// ids from restarts and from several instances do not collide, and no
     /// request pays for a random-number syscall.
-    pub fn generate() -> Self {
+    pub(crate) fn generate() -> Self {
         static PREFIX: OnceLock<u64> = OnceLock::new();
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let prefix = *PREFIX.get_or_init(rand::random::<u64>);
@@ -50,11 +50,11 @@ impl RequestId {
         }
     }
 
-    pub fn header(&self) -> &HeaderValue {
+    pub(crate) fn header(&self) -> &HeaderValue {
         &self.0
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         // Well-formed ids are ASCII; generated ones are hex.
         self.0.to_str().unwrap_or("-")
     }

@@ -24,6 +24,7 @@ use crate::error::GatewayError;
 use crate::gateway::{Gateway, Live};
 use crate::observe::metrics::AccountAction;
 use crate::path;
+use crate::proxy::answer::AnswerBody;
 use crate::proxy::client_addr::client_address;
 use crate::proxy::headers::ClientSide;
 use crate::proxy::upgrade;
@@ -69,7 +70,7 @@ pub async fn handle(
     gateway: Arc<Gateway>,
     connection: Connection,
     mut request: Request<Incoming>,
-) -> Result<Response<ResponseBody>, Infallible> {
+) -> Result<Response<AnswerBody>, Infallible> {
     let started = Instant::now();
     let request_id = RequestId::for_request(request.headers(), connection.peer_trusted);
     // Replaces whatever the client sent: the upstream sees the id we log.
@@ -106,7 +107,7 @@ pub async fn handle(
             } else {
                 tracing::debug!(reason = %err, "request refused");
             }
-            err.into_response_for(grpc)
+            err.into_response_for(grpc).map(AnswerBody::from)
         }
     };
     let status = response.status();
@@ -136,7 +137,7 @@ async fn dispatch(
     connection: Connection,
     request: Request<Incoming>,
     outcome: &mut Outcome,
-) -> Result<Response<ResponseBody>, GatewayError> {
+) -> Result<Response<AnswerBody>, GatewayError> {
     check_request_line(live, &request)?;
     // The one clock reading every time-dependent decision of this request uses.
     let now = SystemTime::now();
@@ -163,7 +164,8 @@ async fn dispatch(
 
     // The gateway's public keys, ahead of every route (RFC 8615 well-known URI).
     if decided.as_str() == JWKS_PATH {
-        return jwks(&gateway.keys().current(), request.method());
+        return jwks(&gateway.keys().current(), request.method())
+            .map(|response| response.map(AnswerBody::from));
     }
 
     if gateway.is_account_path(decided.as_str()) {
@@ -186,7 +188,8 @@ async fn dispatch(
                 context,
                 web::serve(page, gateway, request, client_addr, now),
             )
-            .await;
+            .await
+            .map(|response| response.map(AnswerBody::from));
         }
         let result = audit::in_request(
             context,
@@ -205,7 +208,7 @@ async fn dispatch(
             tracing::Span::current().record("user", tracing::field::display(user));
         }
         outcome.user = account.user;
-        return result;
+        return result.map(|response| response.map(AnswerBody::from));
     }
 
     let route = live
@@ -239,7 +242,7 @@ async fn dispatch(
                         session_cookie = set_cookie;
                         identity
                     }
-                    web::Gate::SignIn(redirect) => return Ok(redirect),
+                    web::Gate::SignIn(redirect) => return Ok(redirect.map(AnswerBody::from)),
                 }
             } else {
                 // A bearer credential (access token, or API key where the
@@ -350,14 +353,52 @@ fn check_request_line<B>(live: &Live, request: &Request<B>) -> Result<(), Gatewa
     Ok(())
 }
 
-/// "outer: middle: inner" for an error and its sources.
+/// "outer: middle: inner" for an error and its sources. A cause whose text
+/// the line already ends with (an error that shows its source in its own
+/// message) is not repeated.
 pub fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::auth::sessions::SessionError;
+    use crate::store::StoreError;
+
+    #[test]
+    fn a_failed_rotation_is_logged_with_its_cause_once() {
+        let cause = StoreError::Corrupt("a chain without its key".to_owned());
+        let err = GatewayError::from(SessionError::RotationFailed(Arc::new(cause)));
+        assert!(err.is_server_fault());
+        assert_eq!(
+            error_chain(&err),
+            "internal error: refresh rotation failed: \
+             undecodable record in the database: a chain without its key"
+        );
+    }
+
+    #[test]
+    fn a_rotation_that_found_the_database_down_names_why() {
+        let cause = StoreError::Unavailable("pool timed out".into());
+        let err = GatewayError::from(SessionError::StoreUnavailable(Arc::new(cause)));
+        assert_eq!(err.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            error_chain(&err),
+            "store unavailable: refresh rotation failed: \
+             database unavailable: pool timed out"
+        );
+    }
 }

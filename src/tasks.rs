@@ -82,7 +82,7 @@ where
 /// connection's permit, so the connection counts against `max_connections`
 /// until the last of them ends.
 #[derive(Clone)]
-pub struct ConnectionTasks {
+pub(crate) struct ConnectionTasks {
     tasks: Tasks,
     /// The connection's slot, returned when the connection and every task
     /// it started have ended.
@@ -90,7 +90,7 @@ pub struct ConnectionTasks {
 }
 
 impl ConnectionTasks {
-    pub fn new(tasks: Tasks, permit: OwnedSemaphorePermit) -> Self {
+    pub(crate) fn new(tasks: Tasks, permit: OwnedSemaphorePermit) -> Self {
         Self {
             tasks,
             permit: Arc::new(permit),
@@ -98,7 +98,7 @@ impl ConnectionTasks {
     }
 
     /// Starts `task`, holding the connection's permit until it ends.
-    pub fn spawn<F>(&self, task: F)
+    pub(crate) fn spawn<F>(&self, task: F)
     where
         F: Future<Output = ()> + Send + 'static,
     {

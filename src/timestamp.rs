@@ -4,7 +4,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ` for a point in time.
-pub fn utc_timestamp_millis(at: SystemTime) -> String {
+pub(crate) fn utc_timestamp_millis(at: SystemTime) -> String {
     let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
     let seconds = utc_timestamp(since.as_secs());
     let (date_time, _) = seconds.split_at(seconds.len().saturating_sub(1));
@@ -14,7 +14,7 @@ pub fn utc_timestamp_millis(at: SystemTime) -> String {
 /// `YYYY-MM-DDTHH:MM:SSZ` for unix seconds, without a date crate (the
 /// days-to-civil algorithm from Howard Hinnant's "chrono-Compatible
 /// Low-Level Date Algorithms").
-pub fn utc_timestamp(unix: u64) -> String {
+pub(crate) fn utc_timestamp(unix: u64) -> String {
     let days = unix / 86_400;
     let seconds = unix % 86_400;
     let shifted = days + 719_468; // days since 0000-03-01

@@ -51,7 +51,7 @@ pub enum TlsError {
 /// Builds the rustls config from the configured files, generating them first
 /// in dev mode when both are missing. Returns the config, the certificate
 /// holder a reload swaps, and whether a certificate was generated.
-pub fn server_config(
+pub(crate) fn server_config(
     config: &Config,
 ) -> Result<(Arc<ServerConfig>, Arc<CertStore>, bool), TlsError> {
     let cert_path = &config.server.tls_cert;
@@ -67,7 +67,7 @@ pub fn server_config(
 /// Loads and checks the configured chain and key without touching anything
 /// else (`check-config`, reloads). In dev mode, missing files are fine: they
 /// are generated at start.
-pub fn check(config: &Config) -> Result<(), TlsError> {
+pub(crate) fn check(config: &Config) -> Result<(), TlsError> {
     let server = &config.server;
     if server.dev && !server.tls_cert.exists() && !server.tls_key.exists() {
         return Ok(());
@@ -76,7 +76,7 @@ pub fn check(config: &Config) -> Result<(), TlsError> {
 }
 
 /// The configured chain and key as one certificate rustls can serve.
-pub fn load_certified_key(config: &Config) -> Result<Arc<CertifiedKey>, TlsError> {
+pub(crate) fn load_certified_key(config: &Config) -> Result<Arc<CertifiedKey>, TlsError> {
     let cert_path = &config.server.tls_cert;
     let key_path = &config.server.tls_key;
     let certs = load_chain(cert_path)?;
@@ -95,7 +95,7 @@ pub fn load_certified_key(config: &Config) -> Result<Arc<CertifiedKey>, TlsError
 }
 
 /// The rustls settings every listener uses, serving `certs`' current certificate.
-pub fn build(certs: Arc<CertStore>) -> Arc<ServerConfig> {
+pub(crate) fn build(certs: Arc<CertStore>) -> Arc<ServerConfig> {
     let mut tls = ServerConfig::builder_with_protocol_versions(&[
         &rustls::version::TLS13,
         &rustls::version::TLS12,

@@ -4,10 +4,10 @@
 //! inward as the type, so every entry point applies the same rules.
 //! Depends on nothing else in the crate.
 
-pub mod email;
-pub mod new_password;
-pub mod role;
-pub mod user_id;
+pub(crate) mod email;
+pub(crate) mod new_password;
+pub(crate) mod role;
+pub(crate) mod user_id;
 
 pub use email::{Email, EmailError};
 pub use new_password::{NewPassword, NewPasswordError};

@@ -5,11 +5,11 @@ use std::fmt;
 
 /// Fewer characters are refused (NIST SP 800-63B §5.1.1.2). Counted in
 /// Unicode code points, as that section asks, not in bytes: `ééééééé` is 7.
-pub const MIN_PASSWORD_CHARS: usize = 8;
+pub(crate) const MIN_PASSWORD_CHARS: usize = 8;
 /// Passwords are refused past this many bytes before any hashing, so a
 /// megabyte password cannot buy a megabyte of argon2 work. Applies to every
 /// presented password, not only new ones.
-pub const MAX_PASSWORD_BYTES: usize = 256;
+pub(crate) const MAX_PASSWORD_BYTES: usize = 256;
 
 /// Why a new password was refused. The messages are safe to show a client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use crate::gateway::Gateway;
 
 /// The reasons the gateway is not ready; empty when it is.
-pub async fn readiness(gateway: &Gateway, now: SystemTime) -> Vec<String> {
+pub(crate) async fn readiness(gateway: &Gateway, now: SystemTime) -> Vec<String> {
     let mut problems = Vec::new();
     if !store_writable(gateway).await {
         problems.push("store: cannot take a durable write".to_owned());

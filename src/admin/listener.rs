@@ -31,7 +31,7 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves the admin listener bound at start, if any, on `tasks` until
 /// `stop`: probes and scrapes answer until the drain begins.
-pub fn spawn(gateway: &Arc<Gateway>, tasks: &Tasks, stop: CancellationToken) {
+pub(crate) fn spawn(gateway: &Arc<Gateway>, tasks: &Tasks, stop: CancellationToken) {
     let Some(listener) = gateway.observability().take_listener() else {
         return;
     };

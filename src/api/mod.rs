@@ -7,9 +7,9 @@ mod admin;
 mod api_keys;
 mod audit_events;
 mod browser;
-pub mod request;
-pub mod response;
-pub mod views;
+pub(crate) mod request;
+pub(crate) mod response;
+pub(crate) mod views;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -34,7 +34,7 @@ use crate::observe::metrics::AccountAction;
 use crate::store::Store;
 
 /// Settings the endpoints read on every request.
-pub struct AccountSettings {
+pub(crate) struct AccountSettings {
     pub path_prefix: String,
     pub registration: Registration,
     pub default_role: Role,

@@ -14,7 +14,7 @@ use crate::error::GatewayError;
 
 /// Reads the whole body, refusing more than `limit` bytes: first by the
 /// declared Content-Length, then while reading, so nothing large is buffered.
-pub async fn read_body(
+pub(crate) async fn read_body(
     headers: &HeaderMap,
     body: Incoming,
     limit: usize,
@@ -47,7 +47,7 @@ pub async fn read_body(
 
 /// Parses a JSON body into `T`. A body must be declared `application/json`:
 /// a cross-site HTML form cannot send that type without a CORS preflight.
-pub fn parse_json<T: DeserializeOwned>(
+pub(crate) fn parse_json<T: DeserializeOwned>(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<T, GatewayError> {
@@ -71,7 +71,7 @@ fn describe(err: &serde_json::Error) -> String {
 }
 
 /// Like [`parse_json`], but an absent body parses as `T::default()`.
-pub fn parse_optional_json<T: DeserializeOwned + Default>(
+pub(crate) fn parse_optional_json<T: DeserializeOwned + Default>(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<T, GatewayError> {
@@ -90,7 +90,7 @@ fn is_json(headers: &HeaderMap) -> bool {
 }
 
 /// The value of cookie `name`, if the client sent it.
-pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(COOKIE)
         .iter()

@@ -11,7 +11,7 @@ use crate::auth::sessions::cookies::{CSRF_COOKIE, REFRESH_COOKIE};
 use crate::body::ResponseBody;
 use crate::error::GatewayError;
 
-pub fn json<T: Serialize>(
+pub(crate) fn json<T: Serialize>(
     status: StatusCode,
     value: &T,
 ) -> Result<Response<ResponseBody>, GatewayError> {
@@ -26,7 +26,7 @@ pub fn json<T: Serialize>(
     Ok(response)
 }
 
-pub fn no_content() -> Response<ResponseBody> {
+pub(crate) fn no_content() -> Response<ResponseBody> {
     let mut response = Response::new(ResponseBody::empty());
     *response.status_mut() = StatusCode::NO_CONTENT;
     response
@@ -37,7 +37,7 @@ pub fn no_content() -> Response<ResponseBody> {
 
 /// The session cookies: the refresh token, HttpOnly and scoped to the
 /// account endpoints, and the CSRF token, readable by the page's script.
-pub fn set_session_cookies(
+pub(crate) fn set_session_cookies(
     response: &mut Response<ResponseBody>,
     auth_prefix: &str,
     refresh_token: &str,
@@ -55,7 +55,7 @@ pub fn set_session_cookies(
 }
 
 /// Expires both session cookies in the browser.
-pub fn clear_session_cookies(response: &mut Response<ResponseBody>, auth_prefix: &str) {
+pub(crate) fn clear_session_cookies(response: &mut Response<ResponseBody>, auth_prefix: &str) {
     let refresh = format!(
         "{REFRESH_COOKIE}=; Path={auth_prefix}; Max-Age=0; HttpOnly; Secure; SameSite=Strict"
     );

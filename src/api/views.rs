@@ -8,7 +8,7 @@ use crate::store::User;
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct UserView {
+pub(crate) struct UserView {
     pub id: String,
     pub email: String,
     pub role: String,
@@ -29,7 +29,7 @@ impl From<&User> for UserView {
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct SessionView {
+pub(crate) struct SessionView {
     pub user: UserView,
     pub access_token: String,
     pub token_type: &'static str,
@@ -54,33 +54,33 @@ impl From<&IssuedSession> for SessionView {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Credentials {
+pub(crate) struct Credentials {
     pub email: String,
     pub password: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct RefreshBody {
+pub(crate) struct RefreshBody {
     pub refresh_token: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct PasswordChange {
+pub(crate) struct PasswordChange {
     pub current_password: String,
     pub new_password: String,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RoleChange {
+pub(crate) struct RoleChange {
     pub role: String,
 }
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct UserPage {
+pub(crate) struct UserPage {
     pub users: Vec<UserView>,
     /// Pass as `after` to get the next page; absent on the last page.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -88,7 +88,7 @@ pub struct UserPage {
 }
 
 /// Unix seconds as `YYYY-MM-DDTHH:MM:SSZ` (proleptic Gregorian, UTC).
-pub fn rfc3339(unix: u64) -> String {
+pub(crate) fn rfc3339(unix: u64) -> String {
     let days = unix / 86_400;
     let secs = unix % 86_400;
     // Howard Hinnant's days-to-civil algorithm.

@@ -21,10 +21,10 @@ use super::Identity;
 
 /// Lifetime of an assertion: long enough for one request's trip to the
 /// backend and some clock skew, short enough that a leaked one is useless.
-pub const ASSERTION_TTL: u64 = 60;
+pub(crate) const ASSERTION_TTL: u64 = 60;
 
 /// The `typ` of an assertion: never `at+jwt`, so it is not an access token.
-pub const ASSERTION_TYPE: &str = "JWT";
+pub(crate) const ASSERTION_TYPE: &str = "JWT";
 
 /// Assertions held at most; at about 1 KiB each (key and token), ~4 MiB.
 const CAPACITY: usize = 4 * 1024;

@@ -3,19 +3,19 @@
 //! that yields the caller's [`Identity`]. The submodules also hold what
 //! issues credentials (`sessions`, `password`) for the account endpoints.
 
-pub mod api_keys;
-pub mod assertion;
+pub(crate) mod api_keys;
+pub(crate) mod assertion;
 pub mod bearer;
 pub mod browser_session;
 pub mod jwt;
 pub mod keys;
-pub mod password;
+pub(crate) mod password;
 pub mod revocation;
-pub mod sealed_pair;
-pub mod session_watch;
+pub(crate) mod sealed_pair;
+pub(crate) mod session_watch;
 pub mod sessions;
-pub mod throttle;
-pub mod token_cache;
+pub(crate) mod throttle;
+pub(crate) mod token_cache;
 
 use std::sync::Arc;
 use std::time::SystemTime;

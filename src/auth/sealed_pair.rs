@@ -14,7 +14,7 @@ const INFO: &[u8] = b"aes-256-gcm";
 
 /// Why a sealed pair could not be opened (never detailed to a client).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum SealError {
+pub(crate) enum SealError {
     #[error("the sealed pair is malformed or was sealed under another token")]
     Open,
     #[error("sealing failed")]
@@ -23,7 +23,7 @@ pub enum SealError {
 
 /// Encrypts `plaintext` under the key derived from `presented` (the raw
 /// refresh token). Output: nonce ‖ ciphertext ‖ tag.
-pub fn seal(presented: &str, plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
+pub(crate) fn seal(presented: &str, plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
     let key = key_for(presented)?;
     let mut nonce = [0u8; NONCE_LEN];
     // A random nonce under a key used for one pair only.
@@ -38,7 +38,7 @@ pub fn seal(presented: &str, plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
 }
 
 /// Decrypts what [`seal`] produced under the same `presented` token.
-pub fn open(presented: &str, sealed: &[u8]) -> Result<Vec<u8>, SealError> {
+pub(crate) fn open(presented: &str, sealed: &[u8]) -> Result<Vec<u8>, SealError> {
     let (nonce, body) = sealed
         .split_first_chunk::<NONCE_LEN>()
         .ok_or(SealError::Open)?;

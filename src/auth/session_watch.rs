@@ -13,7 +13,7 @@ use super::Identity;
 /// Why a live connection was cut (the error a watched body ends with).
 #[derive(Debug, thiserror::Error)]
 #[error("the session behind this connection ended")]
-pub struct SessionEnded;
+pub(crate) struct SessionEnded;
 
 /// The session one live connection belongs to.
 pub struct SessionWatch {

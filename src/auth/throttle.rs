@@ -42,24 +42,24 @@ pub struct Throttled {
 /// (such an account cannot exist, but it is answered exactly like one that
 /// does). Hashing keeps every key 32 bytes whatever a client sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct AccountKey([u8; 32]);
+pub(crate) struct AccountKey([u8; 32]);
 
 impl AccountKey {
-    pub fn from_input(email: &str) -> Self {
+    pub(crate) fn from_input(email: &str) -> Self {
         let text =
             Email::parse(email).map_or_else(|_| email.trim().to_lowercase(), Email::into_string);
         Self(Sha256::digest(text.as_bytes()).into())
     }
 
     /// The key's bytes: a shared store counts lockouts under them.
-    pub fn as_bytes(&self) -> &[u8; 32] {
+    pub(crate) fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }
 }
 
 /// The login and registration counters, behind one lock that is never held
 /// across an `.await`.
-pub struct Throttle {
+pub(crate) struct Throttle {
     /// Swapped whole by a reload; read once per decision.
     limits: ArcSwap<Limits>,
     state: Mutex<State>,
@@ -108,7 +108,7 @@ struct State {
 impl Throttle {
     /// Counts below 1 are read as 1, so a limit can never be switched off by
     /// accident; `registration = "closed"` is the way to stop registrations.
-    pub fn new(config: &ThrottleConfig) -> Self {
+    pub(crate) fn new(config: &ThrottleConfig) -> Self {
         let limits = Limits::from_config(config);
         let capacity = config.max_entries.max(1);
         Self {
@@ -123,7 +123,7 @@ impl Throttle {
 
     /// New limits from a reloaded configuration, for the next decisions.
     /// The table sizes (`max_entries`) stay as they were until a restart.
-    pub fn reconfigure(&self, config: &ThrottleConfig) {
+    pub(crate) fn reconfigure(&self, config: &ThrottleConfig) {
         self.limits
             .store(std::sync::Arc::new(Limits::from_config(config)));
     }
@@ -134,7 +134,7 @@ impl Throttle {
     /// Admits a login attempt for `account` from `peer`, or refuses it while
     /// the account is locked or the address is throttled. Report the outcome
     /// on the returned [`LoginAttempt`].
-    pub fn admit_login(
+    pub(crate) fn admit_login(
         &self,
         account: AccountKey,
         peer: IpAddr,
@@ -181,7 +181,7 @@ impl Throttle {
 
     /// Counts a registration attempt from `peer`, or refuses it once the
     /// address has used its hourly allowance.
-    pub fn admit_registration(&self, peer: IpAddr, now: Instant) -> Result<(), Throttled> {
+    pub(crate) fn admit_registration(&self, peer: IpAddr, now: Instant) -> Result<(), Throttled> {
         let limit = self.limits().registrations_per_hour;
         let mut state = self.lock();
         let count =
@@ -201,7 +201,7 @@ impl Throttle {
     }
 
     /// Gives back a registration that did no work (the password pool was busy).
-    pub fn refund_registration(&self, peer: IpAddr) {
+    pub(crate) fn refund_registration(&self, peer: IpAddr) {
         let mut state = self.lock();
         let address = client_block(peer, self.limits().ipv6_prefix);
         if let Some(count) = state.registrations.get_mut(&address) {
@@ -210,7 +210,7 @@ impl Throttle {
     }
 
     /// Drops every entry that no longer affects a decision.
-    pub fn prune(&self, now: Instant) {
+    pub(crate) fn prune(&self, now: Instant) {
         let mut state = self.lock();
         state.accounts.prune(now);
         state.addresses.prune(now);
@@ -291,7 +291,7 @@ impl Throttle {
 /// [`LoginAttempt::succeeded`]; dropped without either (the password pool was
 /// busy, the store failed, the client went away) it counts as neither.
 #[must_use = "an attempt is reported as failed or succeeded"]
-pub struct LoginAttempt<'a> {
+pub(crate) struct LoginAttempt<'a> {
     throttle: &'a Throttle,
     account: AccountKey,
     address: IpAddr,
@@ -302,14 +302,14 @@ pub struct LoginAttempt<'a> {
 impl LoginAttempt<'_> {
     /// Wrong password or unknown account. True when this failure locked
     /// the account (for the audit trail).
-    pub fn failed(mut self, now: Instant) -> bool {
+    pub(crate) fn failed(mut self, now: Instant) -> bool {
         self.open = false;
         self.throttle
             .record_failure(self.account, self.address, now)
     }
 
     /// The password was right: the account's streak and lockout history end.
-    pub fn succeeded(mut self) {
+    pub(crate) fn succeeded(mut self) {
         self.open = false;
         self.throttle.record_success(self.account);
     }
@@ -340,7 +340,7 @@ impl Limits {
 /// or a /48. IPv4-mapped IPv6 addresses count as the IPv4 address.
 /// The block `peer` is counted as: an IPv4 address (IPv4-mapped IPv6
 /// included) as itself, an IPv6 address by its first `prefix` bits.
-pub fn client_block(peer: IpAddr, prefix: u8) -> IpAddr {
+pub(crate) fn client_block(peer: IpAddr, prefix: u8) -> IpAddr {
     match peer {
         IpAddr::V4(_) => peer,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

@@ -20,10 +20,10 @@ const SHARDS: usize = 16;
 
 /// Entries held at most. An entry is the 32-byte key plus the claims (about
 /// 300 bytes with their strings and map overhead): ~5 MiB when full.
-pub const DEFAULT_CAPACITY: usize = 16 * 1024;
+pub(crate) const DEFAULT_CAPACITY: usize = 16 * 1024;
 
 /// The cache key: the token's SHA-256, so the cache never holds a token.
-pub type TokenDigest = [u8; 32];
+pub(crate) type TokenDigest = [u8; 32];
 
 pub struct VerifiedCache {
     shards: Vec<Mutex<HashMap<TokenDigest, Arc<AccessClaims>>>>,

@@ -9,11 +9,11 @@ use serde::de::{self, Deserialize, Deserializer};
 
 /// A count from `MIN` to `MAX`, held as `T` (which must hold `MAX`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CountIn<T, const MIN: u64, const MAX: u64>(pub T);
+pub(super) struct CountIn<T, const MIN: u64, const MAX: u64>(pub T);
 
 impl<T: TryFrom<u64>, const MIN: u64, const MAX: u64> CountIn<T, MIN, MAX> {
     /// Checks `value` against the range; the error names it.
-    pub fn new(value: i128) -> Result<Self, String> {
+    pub(super) fn new(value: i128) -> Result<Self, String> {
         let checked = u64::try_from(value)
             .ok()
             .filter(|v| (MIN..=MAX).contains(v))

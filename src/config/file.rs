@@ -39,7 +39,7 @@ type Attempts = CountIn<u32, 0, 1_000_000_000>;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileConfig {
+pub(super) struct FileConfig {
     pub server: ServerFile,
     #[serde(default)]
     pub tokens: TokensFile,
@@ -59,7 +59,7 @@ pub struct FileConfig {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ServerFile {
+pub(super) struct ServerFile {
     pub listen: Spanned<String>,
     pub tls_cert: PathBuf,
     pub tls_key: PathBuf,
@@ -83,7 +83,7 @@ pub struct ServerFile {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TokensFile {
+pub(super) struct TokensFile {
     pub issuer: Option<String>,
     pub audience: Option<String>,
     pub algorithm: Option<Spanned<String>>,
@@ -98,7 +98,7 @@ pub struct TokensFile {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AuthFile {
+pub(super) struct AuthFile {
     pub path_prefix: Option<Spanned<String>>,
     pub registration: Option<Registration>,
     pub default_role: Option<Spanned<String>>,
@@ -121,7 +121,7 @@ pub enum Registration {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PasswordFile {
+pub(super) struct PasswordFile {
     pub memory_kib: Option<CountIn<u32, 8, { 4 * 1024 * 1024 }>>,
     pub iterations: Option<CountIn<u32, 1, 1_000>>,
     pub parallelism: Option<CountIn<u32, 1, 255>>,
@@ -131,7 +131,7 @@ pub struct PasswordFile {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ThrottleFile {
+pub(super) struct ThrottleFile {
     pub account_failures: Option<Attempts>,
     pub address_failures: Option<Attempts>,
     pub window: Option<Lifetime>,
@@ -144,7 +144,7 @@ pub struct ThrottleFile {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RouteFile {
+pub(crate) struct RouteFile {
     pub name: String,
     pub path_prefix: Spanned<String>,
     pub host: Option<String>,
@@ -205,7 +205,7 @@ pub enum UpstreamProtocol {
 /// `health_check = { path = "/healthz", interval = "5s", timeout = "2s" }`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct HealthCheckFile {
+pub(crate) struct HealthCheckFile {
     pub path: String,
     pub interval: Option<Timeout>,
     pub timeout: Option<Timeout>,

@@ -7,17 +7,18 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{ConfigError, Locator};
+use super::locate::Locator;
+use super::ConfigError;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AdminFile {
+pub(super) struct AdminFile {
     pub listen: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct LogFile {
+pub(super) struct LogFile {
     pub format: Option<LogFormat>,
     pub audit_file: Option<PathBuf>,
 }

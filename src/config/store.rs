@@ -11,7 +11,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::duration::ConfigDuration;
-use super::{ConfigError, Locator};
+use super::locate::Locator;
+use super::ConfigError;
 
 /// The environment variable that, when set, replaces `[store] url` so the
 /// database password never has to sit in the file.
@@ -24,7 +25,7 @@ const DEFAULT_MAX_STALENESS: Duration = Duration::from_secs(30);
 /// The raw `[store]` table.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct StoreFile {
+pub(super) struct StoreFile {
     pub backend: Option<Spanned<BackendKind>>,
     /// sled only.
     pub path: Option<Spanned<PathBuf>>,

@@ -68,14 +68,14 @@ pub struct UpstreamTls {
 }
 
 /// The default of `max_upstream_connections`.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 256;
 
 /// A problem with one upstream key: the key (as written in the route table)
 /// and the message. The caller locates it.
-pub type KeyError = (&'static str, String);
+pub(crate) type KeyError = (&'static str, String);
 
 /// Validates the upstream keys of one route table.
-pub fn build(raw: &RouteFile) -> Result<Upstream, KeyError> {
+pub(crate) fn build(raw: &RouteFile) -> Result<Upstream, KeyError> {
     let urls: Vec<&str> = match (&raw.upstream, &raw.upstreams) {
         (Some(_), Some(_)) => {
             return Err((
@@ -216,7 +216,7 @@ fn health_check(raw: &super::file::HealthCheckFile) -> Result<HealthCheck, KeyEr
 }
 
 /// Parses one `http://` or `https://` target URL.
-pub fn parse_target(text: &str) -> Result<Target, String> {
+pub(crate) fn parse_target(text: &str) -> Result<Target, String> {
     if text == "builtin:echo" {
         return Err("\"builtin:echo\" cannot be combined with other targets".to_owned());
     }

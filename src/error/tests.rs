@@ -187,7 +187,22 @@ fn session_errors_become_their_rows() {
         ),
         (SessionError::Mint(mint()), 500, "INTERNAL_ERROR", None),
         (SessionError::UnreadableTagKey, 500, "INTERNAL_ERROR", None),
-        (SessionError::RotationFailed, 500, "INTERNAL_ERROR", None),
+        (
+            SessionError::RotationFailed(std::sync::Arc::new(crate::store::StoreError::Invalid(
+                "x",
+            ))),
+            500,
+            "INTERNAL_ERROR",
+            None,
+        ),
+        (
+            SessionError::StoreUnavailable(std::sync::Arc::new(
+                crate::store::StoreError::Unavailable("pool timed out".into()),
+            )),
+            503,
+            "STORE_UNAVAILABLE",
+            None,
+        ),
     ];
     for (err, status, code, challenge) in rows {
         let what = format!("{err:?}");

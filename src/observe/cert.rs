@@ -13,14 +13,14 @@ const UTC_TIME: u8 = 0x17;
 const GENERALIZED_TIME: u8 = 0x18;
 
 /// The `notAfter` of the first (leaf) certificate in the PEM file at `path`.
-pub fn leaf_not_after(path: &Path) -> Option<SystemTime> {
+pub(crate) fn leaf_not_after(path: &Path) -> Option<SystemTime> {
     let leaf = CertificateDer::pem_file_iter(path).ok()?.next()?.ok()?;
     not_after(leaf.as_ref())
 }
 
 /// Certificate ::= SEQUENCE { tbsCertificate SEQUENCE { [0] version OPTIONAL,
 /// serialNumber, signature, issuer, validity SEQUENCE { notBefore, notAfter } ... } ... }
-pub fn not_after(der: &[u8]) -> Option<SystemTime> {
+pub(crate) fn not_after(der: &[u8]) -> Option<SystemTime> {
     let (tag, certificate, _) = tlv(der)?;
     if tag != SEQUENCE {
         return None;

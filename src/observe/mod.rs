@@ -2,7 +2,7 @@
 //! certificate's expiry, the bound admin listener — below the gateway, so
 //! every layer can record into it. `admin/` serves it.
 
-pub mod cert;
+pub(crate) mod cert;
 pub mod metrics;
 
 use std::net::SocketAddr;

@@ -14,7 +14,7 @@ use crate::config::Cidr;
 /// every entry left of it was written by someone we do not trust (the usual
 /// right-to-left walk). An entry that is not an address stops the walk at
 /// the last hop we could name.
-pub fn client_address(
+pub(crate) fn client_address(
     peer: IpAddr,
     peer_trusted: bool,
     headers: &HeaderMap,

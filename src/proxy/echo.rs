@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use crate::body::ResponseBody;
 
 /// Builds the echo answer for a request already rewritten for the upstream.
-pub fn respond<B>(request: &Request<B>) -> Response<ResponseBody> {
+pub(crate) fn respond<B>(request: &Request<B>) -> Response<ResponseBody> {
     let mut headers = Map::new();
     for (name, value) in request.headers() {
         let value = Value::String(String::from_utf8_lossy(value.as_bytes()).into_owned());

@@ -3,10 +3,12 @@
 //! upstream connection frame by frame, and the upstream's body to hyper.
 //! Choosing a target and holding its connection is `upstream/`'s job.
 
-pub mod client_addr;
-pub mod echo;
+pub(crate) mod answer;
+pub(crate) mod client_addr;
+pub(crate) mod echo;
+pub mod forward_body;
 pub mod headers;
-pub mod upgrade;
+pub(crate) mod upgrade;
 pub mod upstream;
 
 use std::collections::HashMap;
@@ -20,10 +22,11 @@ use tokio::task::JoinSet;
 use crate::auth::revocation::RevocationList;
 use crate::auth::session_watch::SessionWatch;
 use crate::auth::Identity;
-use crate::body::{ForwardBody, ForwardBodyError, ResponseBody};
 use crate::config::{RouteConfig, Upstream};
 use crate::error::GatewayError;
 use crate::path::DecidedPath;
+use answer::AnswerBody;
+use forward_body::{ForwardBody, ForwardBodyError};
 use headers::{ClientSide, IdentityHeaders, IdentityScrubber, RouteHeaderPolicy};
 use upstream::{UpstreamError, UpstreamGroup, UpstreamSetupError};
 
@@ -103,7 +106,7 @@ impl Proxy {
         identity: Option<&Identity>,
         revocations: &Arc<RevocationList>,
         client: &ClientSide<'_>,
-    ) -> Result<Response<ResponseBody>, GatewayError> {
+    ) -> Result<Response<AnswerBody>, GatewayError> {
         // The service admits a handshake only on routes that allow WebSockets.
         let client_upgrade = upgrade::is_websocket_handshake(&request)
             .then(|| upgrade::take_client_upgrade(&mut request));
@@ -149,7 +152,7 @@ impl Proxy {
                     .path_and_query(path_and_query)
                     .build()
                     .map_err(GatewayError::internal)?;
-                return Ok(echo::respond(&Request::from_parts(parts, ())));
+                return Ok(echo::respond(&Request::from_parts(parts, ())).map(AnswerBody::from));
             }
             Upstream::Http(_) => self
                 .groups
@@ -191,8 +194,8 @@ impl Proxy {
             upgrade::restore_handshake_headers(&mut parts.headers);
         }
         let body = match watch().filter(|_| !switched && is_streamed(&parts.headers)) {
-            Some(watch) => ResponseBody::watched(body, watch),
-            None => ResponseBody::upstream(body),
+            Some(watch) => AnswerBody::watched(body, watch),
+            None => AnswerBody::upstream(body),
         };
         Ok(Response::from_parts(parts, body))
     }

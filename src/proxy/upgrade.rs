@@ -19,7 +19,7 @@ use crate::tasks::ConnectionTasks;
 const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// True for a well-formed HTTP/1.1 WebSocket handshake request.
-pub fn is_websocket_handshake<B>(request: &Request<B>) -> bool {
+pub(crate) fn is_websocket_handshake<B>(request: &Request<B>) -> bool {
     request.method() == Method::GET
         && request.version() == Version::HTTP_11
         && request
@@ -31,7 +31,7 @@ pub fn is_websocket_handshake<B>(request: &Request<B>) -> bool {
 
 /// The client side of a handshake: its pending upgrade, and the tasks of
 /// the connection it came on, where the tunnel will run.
-pub struct ClientUpgrade {
+pub(crate) struct ClientUpgrade {
     upgrade: OnUpgrade,
     /// Put on the request by the server; a tunnel runs there so it keeps
     /// the connection's slot and ends with the gateway.
@@ -39,7 +39,7 @@ pub struct ClientUpgrade {
 }
 
 /// Takes the client side's pending upgrade before the request is consumed.
-pub fn take_client_upgrade(request: &mut Request<Incoming>) -> ClientUpgrade {
+pub(crate) fn take_client_upgrade(request: &mut Request<Incoming>) -> ClientUpgrade {
     ClientUpgrade {
         upgrade: hyper::upgrade::on(&mut *request),
         tasks: request.extensions_mut().remove::<ConnectionTasks>(),
@@ -47,7 +47,7 @@ pub fn take_client_upgrade(request: &mut Request<Incoming>) -> ClientUpgrade {
 }
 
 /// Hop-by-hop removal strips these; a WebSocket handshake needs them back.
-pub fn restore_handshake_headers(headers: &mut HeaderMap) {
+pub(crate) fn restore_handshake_headers(headers: &mut HeaderMap) {
     headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
     headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
 }
@@ -56,7 +56,7 @@ pub fn restore_handshake_headers(headers: &mut HeaderMap) {
 /// in a task of the client's connection; otherwise does nothing. With a
 /// `watch`, the tunnel is closed at both ends when the session that opened
 /// it ends.
-pub fn tunnel_if_switched<B>(
+pub(crate) fn tunnel_if_switched<B>(
     client: ClientUpgrade,
     upstream: &mut Response<B>,
     tunnels: &prometheus_client::metrics::gauge::Gauge,

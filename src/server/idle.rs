@@ -16,7 +16,7 @@ use tokio::time::Instant;
 /// The open streams of one connection. Cheap on the request path: two
 /// atomic operations and a clock read per stream, no wakeup.
 #[derive(Clone)]
-pub struct Streams {
+pub(super) struct Streams {
     shared: Arc<Shared>,
 }
 
@@ -43,7 +43,7 @@ enum State {
 }
 
 impl Streams {
-    pub fn new(since: Instant) -> Self {
+    pub(super) fn new(since: Instant) -> Self {
         Self {
             shared: Arc::new(Shared {
                 since,
@@ -57,7 +57,7 @@ impl Streams {
     /// Counts a stream as open until the returned guard is dropped: keep it
     /// in the response body ([`Tracked`]) so the stream counts until its last
     /// byte is sent or it is reset.
-    pub fn open(&self) -> StreamGuard {
+    pub(super) fn open(&self) -> StreamGuard {
         self.shared.used.store(true, Ordering::Relaxed);
         self.shared.open.fetch_add(1, Ordering::AcqRel);
         StreamGuard {
@@ -68,7 +68,7 @@ impl Streams {
     /// Completes once, after `start`, the connection has had no open stream
     /// for `before_first` when it never had a request, or for `between`
     /// since its last stream ended. Sleeps on timers only; never busy.
-    pub async fn quiet(&self, start: Instant, before_first: Duration, between: Duration) {
+    pub(super) async fn quiet(&self, start: Instant, before_first: Duration, between: Duration) {
         loop {
             let now = Instant::now();
             let deadline = match self.state() {
@@ -100,7 +100,7 @@ impl Streams {
 }
 
 /// One open stream; dropping it ends the stream's count.
-pub struct StreamGuard {
+pub(super) struct StreamGuard {
     shared: Arc<Shared>,
 }
 
@@ -127,7 +127,7 @@ pin_project! {
 }
 
 impl<B> Tracked<B> {
-    pub fn new(inner: B, guard: StreamGuard) -> Self {
+    pub(super) fn new(inner: B, guard: StreamGuard) -> Self {
         Self {
             inner,
             _guard: guard,

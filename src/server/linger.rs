@@ -19,22 +19,22 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
 /// Longest a closed connection keeps discarding what the client sends.
-pub const LINGER_TIME: Duration = Duration::from_secs(2);
+pub(super) const LINGER_TIME: Duration = Duration::from_secs(2);
 /// Most bytes discarded before the socket is dropped anyway. Larger than the
 /// bodies browsers and SDKs upload in one go, so their answer is read.
-pub const LINGER_BYTES: u64 = 8 * 1024 * 1024;
+pub(super) const LINGER_BYTES: u64 = 8 * 1024 * 1024;
 
 /// The client's TCP stream as hyper sees it. When hyper drops it (the
 /// connection ended without an upgrade), the stream goes back to the
 /// connection task through `back`, which lingers on it.
-pub struct LingeringStream {
+pub(super) struct LingeringStream {
     stream: Option<TcpStream>,
     back: Option<oneshot::Sender<TcpStream>>,
 }
 
 impl LingeringStream {
     /// Wraps `stream`; the receiver yields it once hyper is done with it.
-    pub fn new(stream: TcpStream) -> (Self, oneshot::Receiver<TcpStream>) {
+    pub(super) fn new(stream: TcpStream) -> (Self, oneshot::Receiver<TcpStream>) {
         let (back, returned) = oneshot::channel();
         let wrapped = Self {
             stream: Some(stream),
@@ -105,7 +105,7 @@ impl AsyncWrite for LingeringStream {
 /// Closes the write side (the answer, and TLS's close_notify, are already
 /// written) and discards what the client still sends, until it closes its
 /// side, [`LINGER_BYTES`] were discarded or [`LINGER_TIME`] passed.
-pub async fn linger(mut stream: TcpStream) {
+pub(super) async fn linger(mut stream: TcpStream) {
     use tokio::io::AsyncWriteExt;
     // Usually already done by the TLS layer's shutdown; a FIN tells the
     // client no more answers come, so it can stop sending.

@@ -17,10 +17,10 @@ use tokio::sync::watch;
 use super::StoreError;
 
 /// The blocking operation that makes every earlier write durable.
-pub type FlushFn = dyn Fn() -> Result<(), sled::Error> + Send + Sync;
+pub(crate) type FlushFn = dyn Fn() -> Result<(), sled::Error> + Send + Sync;
 
 /// Shares disk flushes between concurrent callers. Lives as long as its store.
-pub struct FlushGroup {
+pub(crate) struct FlushGroup {
     shared: Arc<Shared>,
 }
 
@@ -49,7 +49,7 @@ struct Outcome {
 }
 
 impl FlushGroup {
-    pub fn new(flush: Box<FlushFn>) -> Self {
+    pub(crate) fn new(flush: Box<FlushFn>) -> Self {
         let (done, _) = watch::channel(Outcome {
             generation: 0,
             error: None,
@@ -64,7 +64,7 @@ impl FlushGroup {
     }
 
     /// Completes once a flush that started after this call has finished.
-    pub async fn flush(&self) -> Result<(), StoreError> {
+    pub(crate) async fn flush(&self) -> Result<(), StoreError> {
         // Subscribe before deciding, so no completion can slip past unseen.
         let mut done = self.shared.done.subscribe();
         let runtime = tokio::runtime::Handle::try_current()

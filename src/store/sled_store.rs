@@ -22,7 +22,7 @@ use sled::transaction::{
 };
 use sled::{IVec, Tree};
 
-pub use export::Export;
+pub(crate) use export::Export;
 
 use super::flush::FlushGroup;
 use super::{

@@ -2,6 +2,8 @@
 //! chosen in `error.rs`; the store's and the signer's causes stay attached
 //! for the log.
 
+use std::sync::Arc;
+
 use crate::auth::jwt::MintError;
 use crate::auth::throttle::Throttled;
 use crate::store::StoreError;
@@ -32,15 +34,18 @@ pub enum SessionError {
     Mint(#[from] MintError),
     #[error("a session chain holds an unreadable tag key")]
     UnreadableTagKey,
-    /// A shared rotation failed; its cause was logged where it happened,
-    /// since every waiter on the rotation receives this same answer.
-    #[error("refresh rotation failed; see the log above")]
-    RotationFailed,
-    /// A shared rotation found the database unreachable (logged where it
-    /// happened): the client retries.
-    #[error("refresh rotation failed: database unavailable")]
-    StoreUnavailable,
+    /// A shared rotation failed; every waiter on the rotation receives this
+    /// same answer, with the same cause for its log line.
+    #[error("refresh rotation failed")]
+    RotationFailed(#[source] RotationCause),
+    /// A shared rotation found the database unreachable (the cause says
+    /// so): the client retries.
+    #[error("refresh rotation failed")]
+    StoreUnavailable(#[source] RotationCause),
 }
+
+/// Why a shared rotation failed, shared by every request that waited on it.
+pub type RotationCause = Arc<dyn std::error::Error + Send + Sync>;
 
 impl From<Throttled> for SessionError {
     fn from(refusal: Throttled) -> Self {

@@ -7,7 +7,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 /// Entries by token hash, with the queue they expire from.
-pub struct GraceCache<V> {
+pub(super) struct GraceCache<V> {
     grace: Duration,
     /// Past this many entries the oldest goes first: a retry of it then gets
     /// 401 without punishing its session (the store still knows the token).
@@ -19,7 +19,7 @@ pub struct GraceCache<V> {
 }
 
 impl<V: Clone> GraceCache<V> {
-    pub fn new(grace: Duration, max_entries: usize) -> Self {
+    pub(super) fn new(grace: Duration, max_entries: usize) -> Self {
         Self {
             grace,
             max_entries: max_entries.max(1),
@@ -29,7 +29,7 @@ impl<V: Clone> GraceCache<V> {
     }
 
     /// Drops entries older than the grace; touches only those.
-    pub fn expire(&mut self, now: Instant) {
+    pub(super) fn expire(&mut self, now: Instant) {
         while let Some(&(at, _)) = self.order.front() {
             if now.saturating_duration_since(at) <= self.grace {
                 return;
@@ -39,12 +39,12 @@ impl<V: Clone> GraceCache<V> {
     }
 
     /// The value for `key`, if inserted within the grace (call `expire` first).
-    pub fn get(&self, key: &[u8; 32]) -> Option<V> {
+    pub(super) fn get(&self, key: &[u8; 32]) -> Option<V> {
         self.entries.get(key).map(|(_, value)| value.clone())
     }
 
     /// Inserts a key that is absent, evicting the oldest entry when full.
-    pub fn insert(&mut self, key: [u8; 32], value: V, now: Instant) {
+    pub(super) fn insert(&mut self, key: [u8; 32], value: V, now: Instant) {
         while self.entries.len() >= self.max_entries && !self.order.is_empty() {
             self.pop_oldest();
         }
@@ -53,7 +53,7 @@ impl<V: Clone> GraceCache<V> {
         }
     }
 
-    pub fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.entries.len()
     }
 

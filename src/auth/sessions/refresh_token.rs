@@ -15,14 +15,14 @@ const TAG_BYTES: usize = 16;
 
 /// A refresh token whose parts parse; its tag is not yet verified.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TaggedToken<'a> {
+pub(crate) struct TaggedToken<'a> {
     pub family_id: &'a str,
     pub generation: u64,
     tag: &'a str,
 }
 
 /// A fresh token of `generation` for `family_id`, tagged with `key`.
-pub fn mint(family_id: &str, generation: u64, key: &[u8; 32]) -> String {
+pub(crate) fn mint(family_id: &str, generation: u64, key: &[u8; 32]) -> String {
     format!(
         "{family_id}.{generation}.{}.{}",
         random_token(32),
@@ -32,7 +32,7 @@ pub fn mint(family_id: &str, generation: u64, key: &[u8; 32]) -> String {
 
 /// Splits a presented token. Tokens from login (random, untagged) and
 /// anything malformed give `None`.
-pub fn parse(token: &str) -> Option<TaggedToken<'_>> {
+pub(crate) fn parse(token: &str) -> Option<TaggedToken<'_>> {
     let mut parts = token.split('.');
     let family_id = parts.next().filter(|p| !p.is_empty())?;
     let generation = parts.next()?.parse().ok()?;
@@ -50,7 +50,7 @@ pub fn parse(token: &str) -> Option<TaggedToken<'_>> {
 
 impl TaggedToken<'_> {
     /// True when the tag was made with `key` for this family and generation.
-    pub fn verify(&self, key: &[u8; 32]) -> bool {
+    pub(crate) fn verify(&self, key: &[u8; 32]) -> bool {
         let expected = encode_tag(key, self.family_id, self.generation);
         expected.as_bytes().ct_eq(self.tag.as_bytes()).into()
     }

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use super::rotation::{rotation_failure, RotationFailure};
 use super::*;
 use crate::config::secret::AccessSecret;
 use crate::config::Config;
@@ -161,4 +162,48 @@ async fn logout_with_a_dropped_token_still_finds_its_session() {
     let forged = first.refresh_token.replacen(".1.", ".0.", 1);
     assert_eq!(f.sessions.family_of(&forged).await.unwrap(), None);
     assert_eq!(f.sessions.family_of("made-up").await.unwrap(), None);
+}
+
+/// A failed rotation is classified where it happens and logged only by the
+/// service, with this cause: nothing is logged here.
+#[test]
+fn a_rotation_failure_is_classified_not_logged() {
+    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let writer = {
+        let log = Arc::clone(&log);
+        move || LogWriter(Arc::clone(&log))
+    };
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(writer)
+        .with_max_level(tracing::Level::TRACE)
+        .finish();
+    let (down, corrupt) = tracing::subscriber::with_default(subscriber, || {
+        (
+            rotation_failure(StoreError::Unavailable("pool timed out".into())),
+            rotation_failure(StoreError::Corrupt("bad chain".to_owned())),
+        )
+    });
+    assert!(
+        matches!(&down, RotationFailure::Unavailable(cause) if cause.to_string().contains("pool timed out")),
+        "{down:?}"
+    );
+    assert!(
+        matches!(&corrupt, RotationFailure::Internal(cause) if cause.to_string().contains("bad chain")),
+        "{corrupt:?}"
+    );
+    let logged = String::from_utf8(log.lock().unwrap().clone()).unwrap();
+    assert!(logged.is_empty(), "{logged}");
+}
+
+struct LogWriter(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }

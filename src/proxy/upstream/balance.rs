@@ -12,13 +12,13 @@ use tokio::time::Instant;
 use super::target::TargetState;
 use crate::config::Balance;
 
-pub struct Balancer {
+pub(crate) struct Balancer {
     policy: Balance,
     next: AtomicUsize,
 }
 
 impl Balancer {
-    pub fn new(policy: Balance) -> Self {
+    pub(crate) fn new(policy: Balance) -> Self {
         Self {
             policy,
             next: AtomicUsize::new(0),
@@ -27,7 +27,7 @@ impl Balancer {
 
     /// The index of the target to use, skipping `exclude` (the target a
     /// retry left) and every target health rules out; `None` when none is left.
-    pub fn pick(
+    pub(crate) fn pick(
         &self,
         targets: &[Arc<TargetState>],
         exclude: Option<usize>,

@@ -15,7 +15,7 @@ use crate::config::UpstreamProtocol;
 
 /// Longest wait for a TCP connection plus TLS handshake, unless the route's
 /// own deadline comes first.
-pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+pub(crate) const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Why no connection to a target was made. Nothing was sent in any case.
 #[derive(Debug, thiserror::Error)]
@@ -33,7 +33,7 @@ pub enum ConnectError {
 }
 
 /// Everything needed to reach one target.
-pub struct Connector {
+pub(crate) struct Connector {
     /// `host:port` as given to the resolver.
     address: String,
     /// The TLS settings and the name checked against the certificate;
@@ -44,7 +44,7 @@ pub struct Connector {
 
 impl Connector {
     /// `tls` is the route's client config, required for `https://` targets.
-    pub fn new(
+    pub(crate) fn new(
         target: &Target,
         protocol: UpstreamProtocol,
         tls: Option<&Arc<rustls::ClientConfig>>,
@@ -73,13 +73,9 @@ impl Connector {
         })
     }
 
-    pub fn protocol(&self) -> UpstreamProtocol {
-        self.protocol
-    }
-
     /// Connects and handshakes, giving up at `deadline` or after
     /// [`CONNECT_TIMEOUT`], whichever is first.
-    pub async fn connect(&self, deadline: Instant) -> Result<UpstreamIo, ConnectError> {
+    pub(crate) async fn connect(&self, deadline: Instant) -> Result<UpstreamIo, ConnectError> {
         let deadline = deadline.min(Instant::now() + CONNECT_TIMEOUT);
         tokio::time::timeout_at(deadline, self.connect_inner())
             .await

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use super::io::UpstreamIo;
 use super::pool::Slot;
-use crate::body::ForwardBody;
+use crate::proxy::forward_body::ForwardBody;
 
 /// hyper's connection future (with upgrades); its type is unnameable.
 type Driver = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;

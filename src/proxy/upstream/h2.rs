@@ -9,10 +9,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::time::Instant;
 
 use super::connector::{ConnectError, Connector};
-use crate::body::ForwardBody;
+use crate::proxy::forward_body::ForwardBody;
 
 #[derive(Default)]
-pub struct H2Shared {
+pub(crate) struct H2Shared {
     current: std::sync::Mutex<Option<http2::SendRequest<ForwardBody>>>,
     /// Held while a connection is being opened, so only one is.
     opening: tokio::sync::Mutex<()>,
@@ -25,12 +25,12 @@ impl H2Shared {
     }
 
     /// Open connections: 0 or 1.
-    pub fn live(&self) -> usize {
+    pub(crate) fn live(&self) -> usize {
         usize::from(self.open_sender().is_some())
     }
 
     /// A handle to the open connection, opening it first if needed.
-    pub async fn sender(
+    pub(crate) async fn sender(
         &self,
         connector: &Connector,
         deadline: Instant,

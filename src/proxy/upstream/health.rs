@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-pub const BASE_EJECTION: Duration = Duration::from_secs(1);
-pub const MAX_EJECTION: Duration = Duration::from_secs(60);
+pub(crate) const BASE_EJECTION: Duration = Duration::from_secs(1);
+pub(crate) const MAX_EJECTION: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Default)]
-pub struct Health {
+pub(crate) struct Health {
     /// Set while an ejection is recorded (even once expired, until the
     /// target answers): lets the hot path skip the lock.
     ejected: AtomicBool,
@@ -32,7 +32,7 @@ struct Ejection {
 
 impl Health {
     /// May a request be sent to this target at `now`?
-    pub fn is_available(&self, now: Instant) -> bool {
+    pub(crate) fn is_available(&self, now: Instant) -> bool {
         if self.checked_down.load(Ordering::Relaxed) {
             return false;
         }
@@ -45,7 +45,7 @@ impl Health {
 
     /// A connect to the target failed at `now`: eject it, for longer each
     /// consecutive time. Returns the back-off.
-    pub fn record_failure(&self, now: Instant) -> Duration {
+    pub(crate) fn record_failure(&self, now: Instant) -> Duration {
         let mut ejection = self.passive.lock().unwrap_or_else(|e| e.into_inner());
         // Failures of requests that were already in flight when the target
         // was ejected do not lengthen the ejection again.
@@ -64,7 +64,7 @@ impl Health {
     }
 
     /// The target answered: forget past ejections.
-    pub fn record_success(&self) {
+    pub(crate) fn record_success(&self) {
         if self.ejected.load(Ordering::Acquire) {
             let mut ejection = self.passive.lock().unwrap_or_else(|e| e.into_inner());
             *ejection = Ejection::default();
@@ -73,7 +73,7 @@ impl Health {
     }
 
     /// The verdict of an active check.
-    pub fn record_check(&self, healthy: bool) {
+    pub(crate) fn record_check(&self, healthy: bool) {
         self.checked_down.store(!healthy, Ordering::Relaxed);
         if healthy {
             self.record_success();

@@ -8,18 +8,18 @@
 //! on another target. Nothing else is retried: once a byte may have reached
 //! a target, a second attempt could repeat its effect.
 
-pub mod balance;
-pub mod body;
-pub mod connector;
-pub mod error;
-pub mod h1;
-pub mod h2;
-pub mod health;
-pub mod io;
-pub mod pool;
-pub mod probe;
-pub mod target;
-pub mod tls;
+pub(crate) mod balance;
+pub(crate) mod body;
+pub(crate) mod connector;
+pub(crate) mod error;
+pub(crate) mod h1;
+pub(crate) mod h2;
+pub(crate) mod health;
+pub(crate) mod io;
+pub(crate) mod pool;
+pub(crate) mod probe;
+pub(crate) mod target;
+pub(crate) mod tls;
 
 use std::sync::Arc;
 
@@ -30,9 +30,9 @@ use hyper::client::conn::TrySendError;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::body::ForwardBody;
 use crate::config::upstream::HealthCheck;
 use crate::config::{UpstreamProtocol, UpstreamSet};
+use crate::proxy::forward_body::ForwardBody;
 use balance::Balancer;
 use body::UpstreamBody;
 use connector::Connector;

@@ -19,7 +19,7 @@ use crate::config::upstream::HealthCheck;
 use crate::config::UpstreamProtocol;
 
 /// Checks `target` forever.
-pub async fn run(target: Arc<TargetState>, check: HealthCheck, protocol: UpstreamProtocol) {
+pub(crate) async fn run(target: Arc<TargetState>, check: HealthCheck, protocol: UpstreamProtocol) {
     let mut ticks = tokio::time::interval(check.interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut was_healthy = true;

@@ -10,7 +10,7 @@ use super::health::Health;
 use super::pool::H1Pool;
 use crate::config::upstream::Target;
 
-pub struct TargetState {
+pub(crate) struct TargetState {
     pub target: Target,
     /// `scheme://authority`, for logs and errors.
     pub name: String,
@@ -21,13 +21,13 @@ pub struct TargetState {
 }
 
 /// The connections of a target, by protocol.
-pub enum Connections {
+pub(crate) enum Connections {
     Http1(Arc<H1Pool>),
     Http2(H2Shared),
 }
 
 impl TargetState {
-    pub fn new(target: Target, connector: Connector, connections: Connections) -> Self {
+    pub(crate) fn new(target: Target, connector: Connector, connections: Connections) -> Self {
         let name = format!("{}://{}", target.scheme, target.authority);
         Self {
             target,
@@ -40,12 +40,12 @@ impl TargetState {
     }
 
     /// Requests sent to this target whose response has not ended.
-    pub fn in_flight(&self) -> usize {
+    pub(crate) fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
     }
 
     /// Open connections to this target.
-    pub fn live_connections(&self) -> usize {
+    pub(crate) fn live_connections(&self) -> usize {
         match &self.connections {
             Connections::Http1(pool) => pool.live(),
             Connections::Http2(shared) => shared.live(),
@@ -53,7 +53,7 @@ impl TargetState {
     }
 
     /// Counts one request until the guard is dropped (its response ended).
-    pub fn start_request(self: &Arc<Self>) -> InFlight {
+    pub(crate) fn start_request(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight(Arc::clone(self))
     }

@@ -31,7 +31,7 @@ pub enum UpstreamTlsError {
 }
 
 /// Builds the client config for `tls` speaking `protocol`.
-pub fn client_config(
+pub(crate) fn client_config(
     tls: &UpstreamTls,
     protocol: UpstreamProtocol,
 ) -> Result<Arc<ClientConfig>, UpstreamTlsError> {
