@@ -45,7 +45,7 @@ impl Accounts {
     /// Registration, for `/auth/register` and the browser sign-up page
     /// alike: the account is created and its first session started. The
     /// caller has checked that registration is open.
-    pub async fn sign_up(
+    pub(crate) async fn sign_up(
         &self,
         credentials: Credentials,
         peer: IpAddr,
@@ -112,7 +112,7 @@ impl Accounts {
     /// browser sign-in page alike: one throttle, one lockout, one hashing
     /// pool, one answer for an unknown email and a wrong password, and the
     /// same audit events.
-    pub async fn sign_in(
+    pub(crate) async fn sign_in(
         &self,
         credentials: Credentials,
         peer: IpAddr,

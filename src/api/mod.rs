@@ -148,7 +148,7 @@ impl Accounts {
     }
 
     /// The login throttle, whose per-address counters API keys share.
-    pub fn throttle(&self) -> &Throttle {
+    pub(crate) fn throttle(&self) -> &Throttle {
         &self.throttle
     }
 

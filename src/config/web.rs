@@ -18,7 +18,7 @@ const MAX_TITLE_CHARS: usize = 100;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct WebFile {
+pub(super) struct WebFile {
     pub title: Option<Spanned<String>>,
     pub session_idle_timeout: Option<IdleTimeout>,
 }

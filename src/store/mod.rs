@@ -6,8 +6,6 @@
 
 mod api_keys;
 pub(crate) mod flush;
-// Its visibility pass waits for the PostgreSQL work under way in postgres/.
-#[allow(unreachable_pub)]
 pub mod postgres;
 mod sled_async;
 pub use sled_async::STORE_PROBE_FILE;

@@ -10,7 +10,7 @@ use http::HeaderValue;
 
 use crate::auth::sessions::cookies::{FORM_COOKIE, SESSION_COOKIE};
 
-pub fn session(value: &str, max_age: Duration) -> Option<HeaderValue> {
+pub(super) fn session(value: &str, max_age: Duration) -> Option<HeaderValue> {
     let seconds = max_age.as_secs();
     HeaderValue::from_str(&format!(
         "{SESSION_COOKIE}={value}; Path=/; Max-Age={seconds}; HttpOnly; Secure; SameSite=Lax"
@@ -18,7 +18,7 @@ pub fn session(value: &str, max_age: Duration) -> Option<HeaderValue> {
     .ok()
 }
 
-pub fn clear_session() -> HeaderValue {
+pub(super) fn clear_session() -> HeaderValue {
     HeaderValue::from_static(
         "__Host-authgate_session=; Path=/; Max-Age=0; HttpOnly; Secure; SameSite=Lax",
     )
@@ -26,7 +26,7 @@ pub fn clear_session() -> HeaderValue {
 
 /// The form token lives as long as the browser session (no Max-Age);
 /// Strict: only this site's own pages ever post it.
-pub fn form(token: &str) -> Option<HeaderValue> {
+pub(super) fn form(token: &str) -> Option<HeaderValue> {
     HeaderValue::from_str(&format!(
         "{FORM_COOKIE}={token}; Path=/; HttpOnly; Secure; SameSite=Strict"
     ))

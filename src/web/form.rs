@@ -13,11 +13,11 @@ use crate::auth::sessions::cookies::FORM_COOKIE;
 use crate::auth::sessions::random_token;
 
 /// The name of the hidden field that repeats the cookie.
-pub const TOKEN_FIELD: &str = "csrf";
+pub(super) const TOKEN_FIELD: &str = "csrf";
 
 /// Decoded name/value pairs of a form body or query string. Invalid UTF-8
 /// is replaced, never an error: such a value matches nothing.
-pub fn parse(text: &str) -> Vec<(String, String)> {
+pub(super) fn parse(text: &str) -> Vec<(String, String)> {
     text.split('&')
         .filter(|pair| !pair.is_empty())
         .map(|pair| {
@@ -28,7 +28,7 @@ pub fn parse(text: &str) -> Vec<(String, String)> {
 }
 
 /// The first value of `name`.
-pub fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
+pub(super) fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
     fields
         .iter()
         .find(|(key, _)| key == name)
@@ -42,7 +42,7 @@ fn decode(text: &str) -> String {
 
 /// The form token the browser holds, or a new one it must be given
 /// (`true`: set the cookie with the page).
-pub fn token(headers: &HeaderMap) -> (String, bool) {
+pub(super) fn token(headers: &HeaderMap) -> (String, bool) {
     match cookie(headers, FORM_COOKIE).filter(|t| well_formed(t)) {
         Some(token) => (token.to_owned(), false),
         None => (random_token(32), true),
@@ -50,7 +50,7 @@ pub fn token(headers: &HeaderMap) -> (String, bool) {
 }
 
 /// True when the posted field repeats the cookie (constant time).
-pub fn token_matches(headers: &HeaderMap, fields: &[(String, String)]) -> bool {
+pub(super) fn token_matches(headers: &HeaderMap, fields: &[(String, String)]) -> bool {
     let (Some(held), Some(posted)) = (cookie(headers, FORM_COOKIE), field(fields, TOKEN_FIELD))
     else {
         return false;

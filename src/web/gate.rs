@@ -20,7 +20,7 @@ use crate::error::GatewayError;
 use crate::gateway::Gateway;
 
 /// The outcome of [`authenticate`] when it is not an error answer.
-pub enum Gate {
+pub(crate) enum Gate {
     /// Go on to the upstream as `identity`; a re-issued session cookie, if
     /// any, goes back with the upstream's answer.
     Allow {
@@ -32,7 +32,7 @@ pub enum Gate {
 }
 
 /// The lifetimes browser sessions are held to, from the configuration.
-pub fn policy(gateway: &Gateway) -> BrowserPolicy {
+pub(super) fn policy(gateway: &Gateway) -> BrowserPolicy {
     let config = gateway.config();
     BrowserPolicy {
         idle_timeout: config.web.session_idle_timeout,
@@ -43,7 +43,7 @@ pub fn policy(gateway: &Gateway) -> BrowserPolicy {
 /// The browser session of a request to a `browser = true` route. A request
 /// with an Authorization header never comes here: the service authenticates
 /// it as a bearer credential, which wins over the cookie.
-pub async fn authenticate<B>(
+pub(crate) async fn authenticate<B>(
     gateway: &Gateway,
     request: &Request<B>,
     now: SystemTime,
@@ -123,7 +123,7 @@ fn is_safe_method(method: &Method) -> bool {
 /// The request says it comes from this origin: `Sec-Fetch-Site:
 /// same-origin` (Fetch Metadata), or an `Origin` (RFC 6454 §7) of https
 /// and the very host the request was sent to.
-pub fn same_origin<B>(request: &Request<B>) -> bool {
+pub(super) fn same_origin<B>(request: &Request<B>) -> bool {
     let headers = request.headers();
     if headers
         .get("sec-fetch-site")

@@ -49,13 +49,13 @@ static CSP: LazyLock<HeaderValue> = LazyLock::new(|| {
 
 /// Which form a page shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(super) enum Kind {
     SignIn,
     SignUp,
 }
 
 /// What a form page shows.
-pub struct FormPage<'a> {
+pub(super) struct FormPage<'a> {
     pub kind: Kind,
     /// `[web] title`.
     pub title: &'a str,
@@ -75,7 +75,7 @@ pub struct FormPage<'a> {
 }
 
 impl FormPage<'_> {
-    pub fn render(&self) -> String {
+    pub(super) fn render(&self) -> String {
         let (heading, action, button, password_autocomplete) = match self.kind {
             Kind::SignIn => ("Sign in", "sign-in", "Sign in", "current-password"),
             Kind::SignUp => (
@@ -151,7 +151,7 @@ fn head(title: &str, heading: &str) -> String {
 }
 
 /// A page with the headers every page carries; `cookies` are appended.
-pub fn response(
+pub(super) fn response(
     status: StatusCode,
     html: String,
     cookies: impl IntoIterator<Item = HeaderValue>,
@@ -178,7 +178,7 @@ pub fn response(
 
 /// A 303 See Other to `location` (a validated same-origin path), so the
 /// browser follows a POST with a GET (RFC 9110 §15.4.4).
-pub fn see_other(
+pub(super) fn see_other(
     location: &str,
     cookies: impl IntoIterator<Item = HeaderValue>,
 ) -> Response<ResponseBody> {
@@ -198,7 +198,7 @@ pub fn see_other(
 
 /// Text as HTML text or a double-quoted attribute value (HTML §13.1.2.3):
 /// the five characters that could end either are replaced.
-pub fn escape(text: &str) -> String {
+pub(super) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

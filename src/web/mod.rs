@@ -9,7 +9,7 @@ mod form;
 mod gate;
 mod html;
 mod pages;
-pub mod redirect;
+pub(crate) mod redirect;
 
-pub use gate::{authenticate, Gate};
-pub use pages::{serve, Page};
+pub(crate) use gate::{authenticate, Gate};
+pub(crate) use pages::{serve, Page};

@@ -31,14 +31,16 @@ use crate::observe::metrics::AccountAction;
 
 /// A page, recognised from the path below the prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Page {
+// Named after their paths (/auth/sign-in, …), which share the prefix.
+#[allow(clippy::enum_variant_names)]
+pub(crate) enum Page {
     SignIn,
     SignOut,
     SignUp,
 }
 
 impl Page {
-    pub fn parse(sub_path: &str) -> Option<Self> {
+    pub(crate) fn parse(sub_path: &str) -> Option<Self> {
         match sub_path.trim_end_matches('/') {
             "/sign-in" => Some(Self::SignIn),
             "/sign-out" => Some(Self::SignOut),
@@ -49,7 +51,7 @@ impl Page {
 }
 
 /// Serves `page`. `client` is the address the throttle counts.
-pub async fn serve(
+pub(crate) async fn serve(
     page: Page,
     gateway: &Gateway,
     request: Request<Incoming>,

@@ -8,7 +8,7 @@
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 /// Longest target followed; longer ones are not a page anyone typed.
-pub const MAX_TARGET_BYTES: usize = 2_048;
+pub(crate) const MAX_TARGET_BYTES: usize = 2_048;
 
 /// Characters kept as they are in the encoded `rd` value (RFC 3986 §2.3
 /// unreserved, plus `/`, so the sign-in URL stays readable).
@@ -21,7 +21,7 @@ const RD_KEEP: &AsciiSet = &NON_ALPHANUMERIC
 
 /// `raw` (already decoded once, as the query or form parser gives it) if
 /// it is a same-origin path, else `/`.
-pub fn safe_target(raw: &str) -> &str {
+pub(crate) fn safe_target(raw: &str) -> &str {
     if is_safe(raw) {
         raw
     } else {
@@ -31,12 +31,12 @@ pub fn safe_target(raw: &str) -> &str {
 
 /// The sign-in page's URL that brings the browser back to `target` (the
 /// original path and query) afterwards.
-pub fn sign_in_location(auth_prefix: &str, target: &str) -> String {
+pub(crate) fn sign_in_location(auth_prefix: &str, target: &str) -> String {
     format!("{auth_prefix}/sign-in{}", rd_query(target))
 }
 
 /// `?rd=<target>`, the target checked and percent-encoded.
-pub fn rd_query(target: &str) -> String {
+pub(crate) fn rd_query(target: &str) -> String {
     format!("?rd={}", utf8_percent_encode(safe_target(target), RD_KEEP))
 }
 

@@ -12,7 +12,7 @@ use crate::auth::revocation::RevocationList;
 use crate::store::postgres::{ApiKeyFeed, RevocationFeed};
 use crate::store::ApiKeyRecord;
 
-pub struct KeyedFeed {
+pub(crate) struct KeyedFeed {
     revocations: Arc<RevocationList>,
     keys: Arc<ApiKeyIndex>,
     /// How long a revoked key's session stays refused (its tunnels end at
@@ -21,7 +21,7 @@ pub struct KeyedFeed {
 }
 
 impl KeyedFeed {
-    pub fn new(
+    pub(crate) fn new(
         revocations: Arc<RevocationList>,
         keys: Arc<ApiKeyIndex>,
         session_lifetime: Duration,

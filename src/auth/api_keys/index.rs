@@ -19,7 +19,7 @@ use crate::account::{Role, UserId};
 use crate::store::{hash_from_hex, ApiKeyRecord};
 
 /// `last_used_at` is written at most this often per key.
-pub const TOUCH_INTERVAL_SECS: u64 = 60;
+pub(crate) const TOUCH_INTERVAL_SECS: u64 = 60;
 /// Uses waiting to be written; beyond this a use is not recorded (the next
 /// one a minute later is).
 const TOUCH_QUEUE: usize = 1024;
@@ -46,7 +46,7 @@ pub struct KeyMatch {
 }
 
 /// A use of a key to record: (key id, unix seconds).
-pub type Touch = (String, u64);
+pub(crate) type Touch = (String, u64);
 
 pub struct ApiKeyIndex {
     inner: RwLock<Inner>,
@@ -82,7 +82,7 @@ struct Entry {
 /// below every role. A key may carry its owner's role or the default role
 /// (nothing else is "not above" the owner's); when the owner's role has
 /// changed away from the key's since, the key falls to the default role.
-pub fn effective_role(key_role: &Role, owner_role: &Role, default_role: &Role) -> Role {
+pub(crate) fn effective_role(key_role: &Role, owner_role: &Role, default_role: &Role) -> Role {
     if key_role == owner_role || key_role == default_role {
         key_role.clone()
     } else {
@@ -91,7 +91,7 @@ pub fn effective_role(key_role: &Role, owner_role: &Role, default_role: &Role) -
 }
 
 /// Whether the owner may give a new key `role`.
-pub fn may_carry(role: &Role, owner_role: &Role, default_role: &Role) -> bool {
+pub(crate) fn may_carry(role: &Role, owner_role: &Role, default_role: &Role) -> bool {
     role == owner_role || role == default_role
 }
 

@@ -7,13 +7,13 @@ use base64::Engine;
 use sha2::{Digest, Sha256};
 
 /// What every key starts with.
-pub const PREFIX: &str = "agk_";
+pub(crate) const PREFIX: &str = "agk_";
 const SECRET_BYTES: usize = 32;
 /// base64url of 32 bytes, unpadded.
 const ENCODED_LEN: usize = 43;
 
 /// A freshly made key: shown once, then only its hash is kept.
-pub struct NewKey {
+pub(crate) struct NewKey {
     pub text: String,
     pub hash: [u8; 32],
 }
@@ -21,10 +21,10 @@ pub struct NewKey {
 /// The system's random source failed (aws-lc-rs reports no more).
 #[derive(Debug, thiserror::Error)]
 #[error("no random bytes for a new API key")]
-pub struct KeyGenError;
+pub(crate) struct KeyGenError;
 
 /// Makes a new key from 256 random bits.
-pub fn generate() -> Result<NewKey, KeyGenError> {
+pub(crate) fn generate() -> Result<NewKey, KeyGenError> {
     let mut secret = [0u8; SECRET_BYTES];
     aws_lc_rs::rand::fill(&mut secret).map_err(|_| KeyGenError)?;
     let text = format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(secret));
@@ -34,12 +34,12 @@ pub fn generate() -> Result<NewKey, KeyGenError> {
 
 /// True for a bearer credential meant as an API key (by its prefix), so it
 /// is judged as one and never handed to the JWT verifier.
-pub fn is_api_key(token: &str) -> bool {
+pub(crate) fn is_api_key(token: &str) -> bool {
     token.starts_with(PREFIX)
 }
 
 /// True when `text` has the exact shape [`generate`] makes.
-pub fn well_formed(text: &str) -> bool {
+pub(crate) fn well_formed(text: &str) -> bool {
     text.strip_prefix(PREFIX).is_some_and(|secret| {
         secret.len() == ENCODED_LEN
             && secret
@@ -52,7 +52,7 @@ pub fn well_formed(text: &str) -> bool {
 /// passwords: the key carries 256 random bits, so no guess list or
 /// brute force gets anywhere near it, and a slow hash (argon2) would only
 /// cost every request. A leaked table of hashes yields no usable key.
-pub fn hash(text: &str) -> [u8; 32] {
+pub(crate) fn hash(text: &str) -> [u8; 32] {
     Sha256::digest(text.as_bytes()).into()
 }
 

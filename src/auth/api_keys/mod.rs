@@ -8,16 +8,16 @@
 //! the owner refuses its keys at once, and a revoked key's live tunnels end
 //! like a logged-out session's (each key is a "session" `apikey:<id>`).
 
-pub mod feed;
-pub mod index;
-pub mod key;
+pub(crate) mod feed;
+pub(crate) mod index;
+pub(crate) mod key;
 
 use std::time::{Duration, SystemTime};
 
 use super::jwt::unix_seconds;
 use super::revocation::{RevocationList, DELETED};
 use super::Identity;
-pub use index::{ApiKeyIndex, KeyRefusal};
+pub(crate) use index::{ApiKeyIndex, KeyRefusal};
 
 /// What a key's live connections count as "until" for a key without an
 /// expiry (a tunnel of a `close_on_expiry` route ends then at the latest).
@@ -42,13 +42,13 @@ impl ApiKeyError {
 
 /// The revocation-list session of key `id`: revoking it ends the key's
 /// live tunnels and streams.
-pub fn session_of(id: &str) -> String {
+pub(crate) fn session_of(id: &str) -> String {
     format!("apikey:{id}")
 }
 
 /// The identity `presented` (a bearer credential with the key prefix)
 /// stands for at `now`.
-pub fn authenticate(
+pub(crate) fn authenticate(
     index: &ApiKeyIndex,
     revocations: &RevocationList,
     presented: &str,

@@ -10,7 +10,7 @@ use super::{client_block, Limits, State, Throttle, Throttled, WindowCount};
 
 impl Throttle {
     /// Refuses `peer` while its address has used up its failures.
-    pub fn admit_address(&self, peer: IpAddr, now: Instant) -> Result<(), Throttled> {
+    pub(crate) fn admit_address(&self, peer: IpAddr, now: Instant) -> Result<(), Throttled> {
         let limits = self.limits();
         let address = client_block(peer, limits.ipv6_prefix);
         let state = self.lock();
@@ -27,7 +27,7 @@ impl Throttle {
     }
 
     /// Counts one failed credential from `peer`.
-    pub fn address_failed(&self, peer: IpAddr, now: Instant) {
+    pub(crate) fn address_failed(&self, peer: IpAddr, now: Instant) {
         let limits = self.limits();
         let address = client_block(peer, limits.ipv6_prefix);
         count_address_failure(&mut self.lock(), &limits, address, now);

@@ -16,7 +16,7 @@ use super::h1::H1Conn;
 
 /// Idle connections older than this are closed rather than reused: most
 /// servers close keep-alive connections after 60-75 s of silence.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(50);
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(50);
 
 pub struct H1Pool {
     state: Mutex<State>,
