@@ -45,6 +45,7 @@ fn verifier() -> &'static TokenVerifier {
             refresh_reuse_grace: Duration::from_secs(5),
             leeway: Duration::from_secs(LEEWAY),
             secret_file: None,
+            keys_dir: std::path::PathBuf::from("keys"),
         };
         let secret = match AccessSecret::from_bytes(SECRET.to_vec()) {
             Ok(secret) => secret,
