@@ -91,10 +91,18 @@ fn serve(config_path: &std::path::Path, allocator_tuned: bool) -> Result<(), Str
     if !allocator_tuned {
         tracing::warn!("could not fix the allocator's mmap threshold; idle memory may stay higher");
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    // One worker: the current-thread scheduler runs every task on this
+    // thread (measured in bench/RESULTS.md against one multi-thread worker).
+    let runtime = match config.server.workers {
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        workers => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build(),
+    }
+    .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     runtime.block_on(async move {
         let addr = config.server.listen;
         let listener = TcpListener::bind(addr)

@@ -116,6 +116,7 @@ fn needs_restart(running: &Config, new: &Config) -> Vec<&'static str> {
         old.max_header_bytes != next.max_header_bytes,
     );
     check("[server] max_headers", old.max_headers != next.max_headers);
+    check("[server] workers", old.workers != next.workers);
     check(
         "[server] h2_max_concurrent_streams",
         old.h2_max_concurrent_streams != next.h2_max_concurrent_streams,

@@ -133,6 +133,7 @@ fn build_server(raw: file::ServerFile, at: &Locator) -> Result<ServerConfig, Con
         trusted_proxies,
         identity_header_prefix,
         access_log: raw.access_log.unwrap_or(true),
+        workers: raw.workers.map_or_else(default_workers, |n| n.0),
     })
 }
 
@@ -249,6 +250,12 @@ pub(super) fn seconds<const MIN_MS: u64, const MAX_MS: u64>(
 /// A bounded count from the file, or `default`.
 fn count<T, const MIN: u64, const MAX: u64>(value: Option<CountIn<T, MIN, MAX>>, default: T) -> T {
     value.map_or(default, |n| n.0)
+}
+
+/// One serving thread per core the process may run on (`taskset` and
+/// cgroup CPU sets included).
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// One argon2 thread per core but one, so hashing never takes every core from proxying.

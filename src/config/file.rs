@@ -79,6 +79,7 @@ pub(super) struct ServerFile {
     pub trusted_proxies: Vec<Spanned<String>>,
     pub identity_header_prefix: Option<Spanned<String>>,
     pub access_log: Option<bool>,
+    pub workers: Option<CountIn<usize, 1, 1_024>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

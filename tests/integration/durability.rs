@@ -10,8 +10,11 @@ use crate::accounts::FAST_HASHING;
 use crate::support::gateway::{BinaryGateway, GatewayFiles, GatewayOptions};
 use crate::support::TestClient;
 
+/// The binary on one worker: tokio's current-thread scheduler (the other
+/// binary-driven tests run the multi-thread one on the machine's cores).
 fn files() -> GatewayFiles {
     GatewayFiles::create(&GatewayOptions {
+        server: "workers = 1\n".to_owned(),
         auth: FAST_HASHING.to_owned(),
         routes:
             "[[route]]\nname = \"echo\"\npath_prefix = \"/echo/\"\nupstream = \"builtin:echo\"\n"

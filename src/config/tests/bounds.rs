@@ -57,6 +57,8 @@ fn absurd_counts_are_refused_with_their_key() {
         ("", "max_header_bytes = 9223372036854775807"),
         ("", "max_uri_bytes = -1"),
         ("", "h2_max_concurrent_streams = 0"),
+        ("", "workers = 0"),
+        ("", "workers = 1025"),
         ("[auth]", "max_body = 1073741824"),
         ("[auth.password]", "hash_queue = 9223372036854775807"),
         ("[auth.password]", "hash_workers = 0"),
@@ -71,12 +73,13 @@ fn absurd_counts_are_refused_with_their_key() {
 #[test]
 fn bounded_values_inside_their_ranges_are_kept() {
     let text = format!(
-        "{MINIMAL}max_connections = 1000000\nshutdown_grace = \"0s\"\n\
+        "{MINIMAL}max_connections = 1000000\nshutdown_grace = \"0s\"\nworkers = 1\n\
          [tokens]\naccess_ttl = \"1d\"\nrefresh_ttl = \"3650d\"\nleeway = \"0s\"\n\
          [auth.password]\nhash_queue = 0\n"
     );
     let config = parse(&text).unwrap();
     assert_eq!(config.server.max_connections, 1_000_000);
+    assert_eq!(config.server.workers, 1);
     assert_eq!(config.server.shutdown_grace, Duration::ZERO);
     assert_eq!(config.tokens.access_ttl, Duration::from_secs(86_400));
     assert_eq!(
