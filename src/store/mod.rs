@@ -185,6 +185,46 @@ pub enum RotateOutcome {
     },
 }
 
+impl RotateOutcome {
+    /// What a presented token's `record` and its `family` decide before
+    /// anything is written, the same for every backend: `Some` answers the
+    /// presentation now, `None` lets the rotation to `new_record` go on.
+    /// Reuse is checked first: a second use of a token is the signal of
+    /// theft whatever else is true of its family.
+    pub(crate) fn before_rotation(
+        record: &RefreshRecord,
+        family: &Family,
+        new_record: &RefreshRecord,
+        now: u64,
+    ) -> Result<Option<Self>, StoreError> {
+        if let Some(rotated_at) = record.rotated_at {
+            return Ok(Some(Self::AlreadyRotated {
+                rotated_at,
+                family_id: record.family_id.clone(),
+            }));
+        }
+        if family.revoked_at.is_some() {
+            return Ok(Some(Self::FamilyRevoked {
+                family_id: family.id.clone(),
+            }));
+        }
+        if now >= family.expires_at {
+            return Ok(Some(Self::FamilyExpired {
+                family_id: family.id.clone(),
+            }));
+        }
+        if now >= record.expires_at {
+            return Ok(Some(Self::Expired));
+        }
+        if new_record.family_id != record.family_id || new_record.user_id != record.user_id {
+            return Err(StoreError::Invalid(
+                "a rotated token must stay in its family and with its user",
+            ));
+        }
+        Ok(None)
+    }
+}
+
 /// A store failure, worded for the operator who reads the log.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

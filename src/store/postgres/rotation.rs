@@ -109,30 +109,8 @@ impl PostgresStore {
         };
         let record = record_from(&row, 0)?;
         let family = family_from(&row, 5)?;
-        // Reuse first, as the sled store: a second use is the theft signal.
-        if let Some(rotated_at) = record.rotated_at {
-            return Ok(RotateOutcome::AlreadyRotated {
-                rotated_at,
-                family_id: record.family_id,
-            });
-        }
-        if family.revoked_at.is_some() {
-            return Ok(RotateOutcome::FamilyRevoked {
-                family_id: family.id,
-            });
-        }
-        if now >= family.expires_at {
-            return Ok(RotateOutcome::FamilyExpired {
-                family_id: family.id,
-            });
-        }
-        if now >= record.expires_at {
-            return Ok(RotateOutcome::Expired);
-        }
-        if new_record.family_id != record.family_id || new_record.user_id != record.user_id {
-            return Err(StoreError::Invalid(
-                "a rotated token must stay in its family and with its user",
-            ));
+        if let Some(answer) = RotateOutcome::before_rotation(&record, &family, new_record, now)? {
+            return Ok(answer);
         }
         // The chain row is locked too: its generation and retired list move
         // with this rotation only.

@@ -98,31 +98,10 @@ impl SledStore {
                 return Ok(RotateOutcome::Unknown);
             };
             let family: Family = decode_tx("family", record.family_id.as_bytes(), &bytes)?;
-            // Reuse is checked first: a second use of a token is the signal
-            // of theft whatever else is true of its family.
-            if let Some(rotated_at) = record.rotated_at {
-                return Ok(RotateOutcome::AlreadyRotated {
-                    rotated_at,
-                    family_id: record.family_id,
-                });
-            }
-            if family.revoked_at.is_some() {
-                return Ok(RotateOutcome::FamilyRevoked {
-                    family_id: family.id,
-                });
-            }
-            if now >= family.expires_at {
-                return Ok(RotateOutcome::FamilyExpired {
-                    family_id: family.id,
-                });
-            }
-            if now >= record.expires_at {
-                return Ok(RotateOutcome::Expired);
-            }
-            if new_record.family_id != record.family_id || new_record.user_id != record.user_id {
-                return abort(StoreError::Invalid(
-                    "a rotated token must stay in its family and with its user",
-                ));
+            match RotateOutcome::before_rotation(&record, &family, new_record, now) {
+                Ok(Some(answer)) => return Ok(answer),
+                Ok(None) => {}
+                Err(err) => return abort(err),
             }
             if tx.refresh.get(new_hash)?.is_some() {
                 return abort(StoreError::Invalid("this refresh token is already stored"));
