@@ -132,19 +132,7 @@ impl Accounts {
             .store
             .shared()
             .then(|| *AccountKey::from_input(&credentials.email).as_bytes());
-        if let Some(key) = &shared_key {
-            let now_secs = unix_seconds(SystemTime::now());
-            if let Some(until) = self
-                .store
-                .account_locked_until(key, now_secs)
-                .await
-                .map_err(GatewayError::internal)?
-            {
-                return Err(GatewayError::TooManyRequests {
-                    retry_after: Duration::from_secs(until.saturating_sub(now_secs)),
-                });
-            }
-        }
+        self.refuse_while_shared_locked(shared_key.as_ref()).await?;
         // Not a new password, but the same cap on argon2 work.
         if credentials.password.len() > MAX_PASSWORD_BYTES {
             return Err(GatewayError::PasswordTooLong);
@@ -185,11 +173,7 @@ impl Accounts {
             return Err(GatewayError::InvalidCredentials);
         }
         attempt.succeeded();
-        if let Some(key) = &shared_key {
-            if let Err(err) = self.store.account_succeeded(key).await {
-                tracing::warn!(error = %err, "clearing the shared login failures failed");
-            }
-        }
+        self.shared_success(shared_key.as_ref()).await;
         let mut user = user;
         if verdict.needs_rehash {
             // Parameters were raised since this hash was made: upgrade it now
@@ -238,6 +222,15 @@ impl Accounts {
                 retry_after: Duration::from_secs(until.saturating_sub(now)),
             }),
             None => Ok(()),
+        }
+    }
+
+    /// Clears the account's failures in the shared store, when there is
+    /// one. A failure to clear is logged, never turned into an answer.
+    async fn shared_success(&self, key: Option<&[u8; 32]>) {
+        let Some(key) = key else { return };
+        if let Err(err) = self.store.account_succeeded(key).await {
+            tracing::warn!(error = %err, "clearing the shared login failures failed");
         }
     }
 
@@ -394,11 +387,7 @@ impl Accounts {
             return Err(GatewayError::InvalidCredentials);
         }
         attempt.succeeded();
-        if let Some(key) = &shared_key {
-            if let Err(err) = self.store.account_succeeded(key).await {
-                tracing::warn!(error = %err, "clearing the shared login failures failed");
-            }
-        }
+        self.shared_success(shared_key.as_ref()).await;
         let hash = self
             .passwords
             .hash(new_password.into_string())

@@ -39,6 +39,23 @@ fn options_at(url: &str, upstream: &Upstream, tokens: &str, store: &str) -> Gate
     }
 }
 
+/// A and B on one database, locking an account after three failures.
+async fn locking_pair(db: &TestDatabase, upstream: &Upstream) -> (TestGateway, TestGateway) {
+    let throttled = || {
+        let gw_options = options(db, upstream, "", "");
+        GatewayOptions {
+            auth: format!(
+                "{}[auth.throttle]\naccount_failures = 3\nbase_lockout = \"60s\"\n",
+                gw_options.auth
+            ),
+            ..gw_options
+        }
+    };
+    let a = TestGateway::start_with(throttled()).await;
+    let b = TestGateway::start_with(throttled()).await;
+    (a, b)
+}
+
 /// Two in-process gateways, A and B, on one database.
 async fn pair(
     db: &TestDatabase,
@@ -292,13 +309,7 @@ async fn an_account_locked_on_a_is_locked_on_b() {
         return;
     };
     let upstream = Upstream::start(Behavior::Ok).await;
-    let throttle = "[auth.throttle]\naccount_failures = 3\nbase_lockout = \"60s\"\n";
-    let with_throttle = |gw_options: GatewayOptions| GatewayOptions {
-        auth: format!("{}{throttle}", gw_options.auth),
-        ..gw_options
-    };
-    let a = TestGateway::start_with(with_throttle(options(&db, &upstream, "", ""))).await;
-    let b = TestGateway::start_with(with_throttle(options(&db, &upstream, "", ""))).await;
+    let (a, b) = locking_pair(&db, &upstream).await;
     register(&a, "hal@example.com").await;
     // B lets the right password in before the guesses.
     assert_eq!(login(&b, "hal@example.com").await.status, 200);
@@ -331,13 +342,7 @@ async fn password_change_guesses_on_a_lock_the_account_on_b() {
         return;
     };
     let upstream = Upstream::start(Behavior::Ok).await;
-    let throttle = "[auth.throttle]\naccount_failures = 3\nbase_lockout = \"60s\"\n";
-    let with_throttle = |gw_options: GatewayOptions| GatewayOptions {
-        auth: format!("{}{throttle}", gw_options.auth),
-        ..gw_options
-    };
-    let a = TestGateway::start_with(with_throttle(options(&db, &upstream, "", ""))).await;
-    let b = TestGateway::start_with(with_throttle(options(&db, &upstream, "", ""))).await;
+    let (a, b) = locking_pair(&db, &upstream).await;
     let access = field(&register(&a, "ivy@example.com").await, "accessToken");
     let on_b = field(&login(&b, "ivy@example.com").await, "accessToken");
     let change = |gw: &TestGateway, access: &str, current: &str| {
