@@ -21,6 +21,7 @@ use crate::auth::sessions;
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::config::StoreBackend;
+use crate::memory::{release_free_memory, ReleasePolicy};
 use crate::observe::Observability;
 use crate::proxy::Proxy;
 use crate::router::Router;
@@ -80,8 +81,9 @@ impl Live {
 /// How often expired sessions and stale revocations are swept.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(600);
 
-/// How often idle upstream connections past their idle timeout are closed:
-/// a fifth of it, so none outlives it by much.
+/// How often idle upstream connections past their idle timeout are closed
+/// (a fifth of it, so none outlives it by much), and the open client
+/// connections sampled to decide whether to give free memory back.
 const IDLE_UPSTREAM_SWEEP: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
@@ -208,12 +210,17 @@ impl Gateway {
             gateway.live().proxy.spawn_health_checks(&mut health_checks);
             let mut ticks = tokio::time::interval(SWEEP_INTERVAL);
             let mut idle_ticks = tokio::time::interval(IDLE_UPSTREAM_SWEEP);
+            let mut memory = ReleasePolicy::default();
             loop {
                 tokio::select! {
                     biased;
                     () = stop.cancelled() => return,
                     _ = idle_ticks.tick() => {
                         gateway.live().proxy.close_idle_connections(tokio::time::Instant::now());
+                        let open = gateway.observability.metrics().open_connections();
+                        if memory.release_now(open) {
+                            drop(blocking.spawn_blocking(release_free_memory));
+                        }
                         continue;
                     }
                     changed = reloads.changed() => {

@@ -1,5 +1,6 @@
-//! How the process asks the C allocator for memory. Two settings, made once
-//! at start, before any thread exists.
+//! How the process asks the C allocator for memory: two settings made once
+//! at start, before any thread exists, and giving free heap memory back to
+//! the system once a wave of connections has gone.
 
 /// Allocations from this size up get a mapping of their own, returned to the
 /// system when freed. glibc's default is the same size, but glibc raises it
@@ -41,4 +42,73 @@ pub fn tune_allocator() -> bool {
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     true
+}
+
+/// Decides when free heap memory is worth giving back: when the client
+/// connections open have fallen to half (and by at least
+/// [`RELEASE_AFTER_CLOSED`]) of the most seen since the last release. Under
+/// steady load the freed memory is about to be reused, and giving it back
+/// would only make the request path fault it in again; once a wave of
+/// connections is over, glibc keeps their buffers' pages resident (free
+/// chunks in the middle of a heap are never trimmed) until asked.
+#[derive(Debug, Default)]
+pub struct ReleasePolicy {
+    most_open: u64,
+}
+
+/// Fewer closed connections than this are not worth a pass over the heaps.
+const RELEASE_AFTER_CLOSED: u64 = 32;
+
+impl ReleasePolicy {
+    /// Called at each sample of the open connections: true when free memory
+    /// should be given back now.
+    pub fn release_now(&mut self, open: u64) -> bool {
+        self.most_open = self.most_open.max(open);
+        let closed = self.most_open - open;
+        if closed >= RELEASE_AFTER_CLOSED && open <= self.most_open / 2 {
+            self.most_open = open;
+            return true;
+        }
+        false
+    }
+}
+
+/// Gives the free pages of every heap back to the system (`malloc_trim`).
+/// Walks every arena under its lock: run it off the request path.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: malloc_trim only returns free memory to the system; it is
+        // thread-safe (it takes each arena's lock) and its argument is the
+        // padding to keep, 0 for none.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::malloc_trim(0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_is_released_once_a_wave_of_connections_is_over() {
+        let mut policy = ReleasePolicy::default();
+        assert!(!policy.release_now(0), "nothing was ever open");
+        assert!(!policy.release_now(64), "the wave is on");
+        assert!(!policy.release_now(40), "a third down: still busy");
+        assert!(policy.release_now(10), "below half of the most");
+        assert!(!policy.release_now(0), "ten closed since: not worth a pass");
+        assert!(!policy.release_now(5000));
+        assert!(policy.release_now(100), "the next wave ended");
+    }
+
+    #[test]
+    fn a_small_deployment_is_left_alone() {
+        let mut policy = ReleasePolicy::default();
+        for open in [20, 0, 31, 0, 20, 1] {
+            assert!(!policy.release_now(open), "{open}");
+        }
+    }
 }

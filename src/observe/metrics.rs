@@ -350,6 +350,11 @@ impl Metrics {
         GaugeGuard::new(&self.connections)
     }
 
+    /// Client connections open now.
+    pub fn open_connections(&self) -> u64 {
+        u64::try_from(self.connections.get()).unwrap_or(0)
+    }
+
     /// The gauge of open WebSocket tunnels, for the proxy.
     pub fn tunnels(&self) -> &Gauge {
         &self.tunnels

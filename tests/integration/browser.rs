@@ -151,7 +151,43 @@ impl Browser {
             .send_keys(password)
             .await
             .unwrap();
+        let page = self
+            .client
+            .find(Locator::Css("form[action$='/sign-in']"))
+            .await
+            .unwrap();
         form.submit().await.unwrap();
+        self.wait_until_replaced(page).await;
+    }
+
+    /// Waits until `element`'s page has been replaced by the next one and
+    /// that one has loaded: a click that starts a navigation may return
+    /// before the navigation commits, and the URL read then is the old one.
+    async fn wait_until_replaced(&self, element: fantoccini::elements::Element) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match element.is_displayed().await {
+                Err(fantoccini::error::CmdError::Standard(e))
+                    if e.error == fantoccini::error::ErrorStatus::StaleElementReference =>
+                {
+                    break;
+                }
+                _ if Instant::now() > deadline => panic!("the page was not replaced"),
+                _ => tokio::task::yield_now().await,
+            }
+        }
+        loop {
+            let state = self
+                .client
+                .execute("return document.readyState", vec![])
+                .await
+                .unwrap();
+            if state == "complete" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the page did not load");
+            tokio::task::yield_now().await;
+        }
     }
 
     async fn close(self) {

@@ -3,17 +3,28 @@
 //! and the moment the body ends the connection goes back to the pool (or is
 //! closed if it cannot be reused). It also keeps the request counted as in
 //! flight for least-requests balancing until it ends.
+//!
+//! A small body of known length is read whole before the answer starts
+//! ([`UpstreamBody::read_small`]), as nginx's proxy buffering does: its
+//! connection is back in the pool before the client is written to, so a
+//! client that reads slowly (or an HTTP/2 stream waiting for its turn to
+//! send) does not hold an upstream connection.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 
 use super::h1::H1Conn;
 use super::target::InFlight;
+
+/// Bodies up to this many bytes (by their Content-Length) are read whole
+/// before the answer starts; larger ones stream.
+pub(crate) const READ_WHOLE_UP_TO: u64 = 32 * 1024;
 
 pin_project! {
     pub struct UpstreamBody {
@@ -22,6 +33,10 @@ pin_project! {
         // The HTTP/1 connection this body is read from, until it ends.
         conn: Option<H1Conn>,
         in_flight: Option<InFlight>,
+        // A body read whole by `read_small`, until it is sent; `inner` has
+        // ended by then and is not polled again.
+        whole: Option<Bytes>,
+        read_whole: bool,
     }
 
     impl PinnedDrop for UpstreamBody {
@@ -41,7 +56,48 @@ impl UpstreamBody {
             inner,
             conn,
             in_flight: Some(in_flight),
+            whole: None,
+            read_whole: false,
         }
+    }
+
+    /// Reads the body to its end when it comes over a pooled HTTP/1
+    /// connection and its length is known and at most [`READ_WHOLE_UP_TO`]:
+    /// the connection returns to the pool now, and the answer leaves in one
+    /// piece. Any other body is returned untouched, to be streamed.
+    pub async fn read_small(mut self) -> Result<Self, hyper::Error> {
+        let small = self
+            .inner
+            .size_hint()
+            .exact()
+            .is_some_and(|len| len > 0 && len <= READ_WHOLE_UP_TO);
+        if self.conn.is_none() || !small || self.inner.is_end_stream() {
+            return Ok(self);
+        }
+        let mut first: Option<Bytes> = None;
+        let mut rest: Option<BytesMut> = None;
+        while let Some(frame) = self.frame().await {
+            // A body with a Content-Length has no trailers in HTTP/1.
+            let Ok(data) = frame?.into_data() else {
+                continue;
+            };
+            match (&first, &mut rest) {
+                (None, _) => first = Some(data),
+                (Some(head), None) => {
+                    let mut joined = BytesMut::with_capacity(head.len() + data.len());
+                    joined.extend_from_slice(head);
+                    joined.extend_from_slice(&data);
+                    rest = Some(joined);
+                }
+                (Some(_), Some(joined)) => joined.extend_from_slice(&data),
+            }
+        }
+        self.whole = Some(match rest {
+            Some(joined) => joined.freeze(),
+            None => first.unwrap_or_default(),
+        });
+        self.read_whole = true;
+        Ok(self)
     }
 }
 
@@ -54,6 +110,9 @@ impl Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let mut this = self.project();
+        if *this.read_whole {
+            return Poll::Ready(this.whole.take().map(|data| Ok(Frame::data(data))));
+        }
         if let Some(conn) = this.conn.as_mut() {
             conn.drive(cx);
         }
@@ -82,10 +141,17 @@ impl Body for UpstreamBody {
     }
 
     fn is_end_stream(&self) -> bool {
+        if self.read_whole {
+            return self.whole.is_none();
+        }
         self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
+        if self.read_whole {
+            let len = self.whole.as_ref().map_or(0, Bytes::len);
+            return SizeHint::with_exact(u64::try_from(len).unwrap_or(u64::MAX));
+        }
         self.inner.size_hint()
     }
 }

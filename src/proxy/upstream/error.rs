@@ -27,7 +27,8 @@ pub enum UpstreamError {
         #[source]
         source: PoolError,
     },
-    /// The route's timeout passed before the response head arrived.
+    /// The route's timeout passed before the response head (or a small
+    /// body read whole) arrived.
     #[error("no answer before the route's timeout")]
     Timeout,
     #[error("cannot build the upstream request: {0}")]

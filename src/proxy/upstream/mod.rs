@@ -19,6 +19,8 @@ pub(crate) mod io;
 pub(crate) mod pool;
 pub(crate) mod probe;
 pub(crate) mod target;
+#[cfg(test)]
+mod tests;
 pub(crate) mod tls;
 
 use std::sync::Arc;
@@ -138,7 +140,8 @@ impl UpstreamGroup {
 
     /// Sends `request` (headers already rewritten) to a target, at
     /// `path_and_query` below the target's base path, and returns the
-    /// response head by `deadline`.
+    /// response head by `deadline` (with the body too when it is small:
+    /// see [`UpstreamBody::read_small`]).
     pub async fn send(
         &self,
         mut request: Request<ForwardBody>,
@@ -274,10 +277,18 @@ impl UpstreamGroup {
         } else {
             Some(conn)
         };
-        Ok(Response::from_parts(
-            parts,
-            UpstreamBody::new(incoming, conn, in_flight),
-        ))
+        let body = UpstreamBody::new(incoming, conn, in_flight);
+        let body = match tokio::time::timeout_at(deadline, body.read_small()).await {
+            Err(_) => return Err(Attempt::Failed(UpstreamError::Timeout)),
+            Ok(Err(source)) => {
+                return Err(Attempt::Failed(UpstreamError::Exchange {
+                    target: target.name.clone(),
+                    source,
+                }));
+            }
+            Ok(Ok(body)) => body,
+        };
+        Ok(Response::from_parts(parts, body))
     }
 
     async fn attempt_h2(

@@ -93,6 +93,12 @@ impl H1Pool {
         self.lock().live
     }
 
+    /// Idle connections, ready for a request.
+    #[cfg(test)]
+    pub(crate) fn idle(&self) -> usize {
+        self.lock().idle.len()
+    }
+
     /// A connection ready for a request, or the right to open one. Waits
     /// (cancel-safe) while the target is at its cap.
     pub async fn check_out(self: &Arc<Self>) -> Result<Checkout, PoolError> {
