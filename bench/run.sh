@@ -527,7 +527,15 @@ run_one() { # scenario front round
     up_before=$(cpu_ticks $(nginx_pids "$UP"))
     m_before=$(machine_ticks)
     child_ticks >"$TMP/load_before"
+    # Connections this front holds open to the upstream, sampled halfway
+    # through the run: at its end, requests cut short by the load generator
+    # take their connections with them.
+    (sleep "$(python3 -c "print($DURATION / 2)")"
+        ss -Htnp state established "( dport = :$UP_PORT or dport = :$UP_PORT2 )" \
+            | grep -cE "pid=($(front_pids "$front" | xargs | tr ' ' '|'))," >"$TMP/up_conns" || true) &
+    local sampler=$!
     taskset -c "$LOAD_CPUS" "${cmd[@]}" >"$raw" 2>&1 || say "warning: ${cmd[0]} exited non-zero ($raw)"
+    wait "$sampler" || true
     # shellcheck disable=SC2046
     child_ticks >"$TMP/load_after"
     load_before=$(cat "$TMP/load_before") load_after=$(cat "$TMP/load_after")
@@ -535,9 +543,7 @@ run_one() { # scenario front round
     after=$(cpu_ticks $(front_pids "$front"))
     # shellcheck disable=SC2046
     up_after=$(cpu_ticks $(nginx_pids "$UP"))
-    # Connections this front holds open to the upstream (its pool), right after the run.
-    up_conns=$(ss -Htnp state established "( dport = :$UP_PORT or dport = :$UP_PORT2 )" \
-        | grep -cE "pid=($(front_pids "$front" | xargs | tr ' ' '|'))," || true)
+    up_conns=$(cat "$TMP/up_conns" 2>/dev/null || echo 0)
     if [[ ${cmd[0]} == h2load ]]; then
         parsed=$(python3 "$BENCH/report.py" h2load "$raw" "$log")
     else
@@ -581,8 +587,11 @@ for scenario in $SCENARIOS; do
     done
 done
 
+# Idle means idle: both fronts get the same 15 s without requests first
+# (authgate gives memory back on its 10 s maintenance tick).
+sleep 15
 AG_AFTER=$(rss_kib "$AG_PID")
-mem_row "idle RSS after the load scenarios" "$(mib "$AG_AFTER")" "$(mib "$(nginx_rss_kib "$NG")")" ""
+mem_row "idle RSS 15 s after the load scenarios" "$(mib "$AG_AFTER")" "$(mib "$(nginx_rss_kib "$NG")")" ""
 
 # ---------------------------------------------------------------- idle connections
 if [[ $SKIP_MEMORY != 1 ]]; then

@@ -67,8 +67,15 @@ pub struct UpstreamTls {
     pub client_auth: Option<(PathBuf, PathBuf)>,
 }
 
-/// The default of `max_upstream_connections`.
-pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 256;
+/// The default of `max_upstream_connections`. Under HTTP/2 load a request
+/// holds its connection until its task runs again, behind every other ready
+/// stream, so an uncapped pool grows to the number of streams in flight:
+/// 640 streams held 200-256 connections to a 100-byte upstream, against
+/// 30-60 for nginx, and cost ~20 % more CPU per request than a cap of 32 or
+/// 64 with the rest queued (bench/RESULTS.md). A streamed response (SSE,
+/// long poll, download) holds one for its whole life: raise it on routes
+/// that serve many at once.
+pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 64;
 
 /// A problem with one upstream key: the key (as written in the route table)
 /// and the message. The caller locates it.

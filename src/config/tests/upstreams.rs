@@ -49,7 +49,7 @@ fn one_upstream_gets_the_defaults() {
     assert_eq!(set.targets.len(), 1);
     assert_eq!(set.balance, Balance::RoundRobin);
     assert_eq!(set.protocol, UpstreamProtocol::Http1);
-    assert_eq!(set.max_connections, 256);
+    assert_eq!(set.max_connections, 64);
     assert!(set.health_check.is_none());
     let echo = route_with("upstreams = [\"builtin:echo\"]").unwrap();
     assert_eq!(echo.routes[0].upstream, Upstream::Echo);
