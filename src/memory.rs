@@ -46,7 +46,8 @@ pub fn tune_allocator() -> bool {
 
 /// Decides when free heap memory is worth giving back: when the client
 /// connections open have fallen to half (and by at least
-/// [`RELEASE_AFTER_CLOSED`]) of the most seen since the last release. Under
+/// [`RELEASE_AFTER_CLOSED`]) of the most seen since the last release, or
+/// the last one closed (once per quiet spell). Under
 /// steady load the freed memory is about to be reused, and giving it back
 /// would only make the request path fault it in again; once a wave of
 /// connections is over, glibc keeps their buffers' pages resident (free
@@ -65,7 +66,9 @@ impl ReleasePolicy {
     pub fn release_now(&mut self, open: u64) -> bool {
         self.most_open = self.most_open.max(open);
         let closed = self.most_open - open;
-        if closed >= RELEASE_AFTER_CLOSED && open <= self.most_open / 2 {
+        let wave_over = closed >= RELEASE_AFTER_CLOSED && open <= self.most_open / 2;
+        let gone_quiet = open == 0 && closed > 0;
+        if wave_over || gone_quiet {
             self.most_open = open;
             return true;
         }
@@ -99,16 +102,23 @@ mod tests {
         assert!(!policy.release_now(64), "the wave is on");
         assert!(!policy.release_now(40), "a third down: still busy");
         assert!(policy.release_now(10), "below half of the most");
-        assert!(!policy.release_now(0), "ten closed since: not worth a pass");
+        assert!(!policy.release_now(12));
         assert!(!policy.release_now(5000));
         assert!(policy.release_now(100), "the next wave ended");
     }
 
     #[test]
-    fn a_small_deployment_is_left_alone() {
+    fn a_small_deployment_releases_once_per_quiet_spell() {
         let mut policy = ReleasePolicy::default();
-        for open in [20, 0, 31, 0, 20, 1] {
+        for open in [20, 1, 31, 2] {
             assert!(!policy.release_now(open), "{open}");
         }
+        assert!(policy.release_now(0), "the last connection closed");
+        assert!(
+            !policy.release_now(0),
+            "still quiet: nothing new to give back"
+        );
+        assert!(!policy.release_now(3));
+        assert!(policy.release_now(0), "quiet again");
     }
 }
