@@ -149,7 +149,7 @@ section "machine and versions"
     say "curl:      $(curl --version | head -1)"
     say "python3:   $(python3 --version 2>&1)"
     say "pinning:   front (nginx worker / authgate) CPU $FRONT_CPUS; upstream nginx CPU $UPSTREAM_CPUS; load generators CPU $LOAD_CPUS"
-    say "authgate:  TOKIO_WORKER_THREADS=1 (nginx: worker_processes 1)"
+    say "authgate:  [server] workers left at its default: one per CPU in $FRONT_CPUS (nginx: worker_processes 1)"
     say "runs:      $ROUNDS round(s) x ${DURATION}s per scenario and front"
 } | tee "$OUT/environment.txt"
 quiet_check() { # warns when other processes are using the CPUs
@@ -384,14 +384,14 @@ EOF
 fi
 (
     cd "$AG"
-    export AUTHGATE_ACCESS_SECRET=$SECRET TOKIO_WORKER_THREADS=1 AUTHGATE_LOG=warn
+    export AUTHGATE_ACCESS_SECRET=$SECRET AUTHGATE_LOG=warn
     # Its own session, as the daemonized nginx processes have: with the
     # kernel's autogroup scheduling a process shares CPU with its session, so
     # left in ours authgate would compete with the load generators' share.
     exec setsid taskset -c "$FRONT_CPUS" "$BIN" --config "$AG/authgate.toml" serve
 ) 2>"$OUT/authgate.log" &
 AG_PID=$!
-show_cmd "(cd $AG && AUTHGATE_ACCESS_SECRET=<48 random bytes, base64> TOKIO_WORKER_THREADS=1 AUTHGATE_LOG=warn setsid taskset -c $FRONT_CPUS $BIN --config $AG/authgate.toml serve)"
+show_cmd "(cd $AG && AUTHGATE_ACCESS_SECRET=<48 random bytes, base64> AUTHGATE_LOG=warn setsid taskset -c $FRONT_CPUS $BIN --config $AG/authgate.toml serve)"
 PIDS+=("$AG_PID")
 for _ in $(seq 100); do
     code=$(curl -sk -o /dev/null -w '%{http_code}' "https://127.0.0.1:$AG_PORT/" || true)
@@ -400,7 +400,7 @@ for _ in $(seq 100); do
     sleep 0.1
 done
 [[ $code != 000 ]] || die "authgate did not start listening; see $OUT/authgate.log"
-say "authgate: https://127.0.0.1:$AG_PORT/ (pid $AG_PID, release build, TOKIO_WORKER_THREADS=1, access_log = false); CPU $FRONT_CPUS"
+say "authgate: https://127.0.0.1:$AG_PORT/ (pid $AG_PID, release build, default workers, access_log = false); CPU $FRONT_CPUS"
 cp "$AG/authgate.toml" "$OUT/authgate.toml"
 say "config:"; sed 's/^/    /' "$AG/authgate.toml"
 AG_FRESH=$(rss_kib "$AG_PID")
@@ -710,7 +710,7 @@ show_cmd "$BIN" --config "$ALG/authgate.toml" keys generate --algorithm "$COMPAR
 (
     cd "$ALG"
     unset AUTHGATE_ACCESS_SECRET
-    export TOKIO_WORKER_THREADS=1 AUTHGATE_LOG=warn
+    export AUTHGATE_LOG=warn
     exec setsid taskset -c "$FRONT_CPUS" "$BIN" --config "$ALG/authgate.toml" serve
 ) 2>"$OUT/authgate-$COMPARE_ALG.log" &
 ALG_PID=$!

@@ -95,13 +95,13 @@ CFG
     cp "$dir/authgate.toml" "$OUT/authgate-store-$name.toml"
     (
         cd "$dir"
-        export AUTHGATE_ACCESS_SECRET=$SECRET TOKIO_WORKER_THREADS=1 AUTHGATE_LOG=warn
+        export AUTHGATE_ACCESS_SECRET=$SECRET AUTHGATE_LOG=warn
         [[ $name == postgres ]] && export AUTHGATE_DATABASE_URL=$DB_URL
         exec setsid taskset -c "$FRONT_CPUS" "$BIN" --config "$dir/authgate.toml" serve
     ) 2>"$OUT/authgate-store-$name.log" &
     STORE_PID=$!
     PIDS+=("$STORE_PID")
-    show_cmd "(cd $dir && AUTHGATE_ACCESS_SECRET=... TOKIO_WORKER_THREADS=1 $([[ $name == postgres ]] && echo 'AUTHGATE_DATABASE_URL=$DB_URL ')setsid taskset -c $FRONT_CPUS $BIN --config $dir/authgate.toml serve)"
+    show_cmd "(cd $dir && AUTHGATE_ACCESS_SECRET=... $([[ $name == postgres ]] && echo 'AUTHGATE_DATABASE_URL=$DB_URL ')setsid taskset -c $FRONT_CPUS $BIN --config $dir/authgate.toml serve)"
     for _ in $(seq 300); do
         code=$(curl -sk -o /dev/null -w '%{http_code}' "https://127.0.0.1:$port/" || true)
         [[ $code != 000 ]] && break
@@ -173,7 +173,7 @@ start_store_gateway sled "$STORE_SLED_PORT" "path = \"$TMP/store-sled/store.sled
 STORE_SLED_PID=$STORE_PID
 start_store_gateway postgres "$STORE_PG_PORT" 'backend = "postgres"'
 STORE_PG_PID=$STORE_PID
-say "sled on :$STORE_SLED_PORT (pid $STORE_SLED_PID), PostgreSQL on :$STORE_PG_PORT (pid $STORE_PG_PID): same config but [store], CPU $FRONT_CPUS, TOKIO_WORKER_THREADS=1"
+say "sled on :$STORE_SLED_PORT (pid $STORE_SLED_PID), PostgreSQL on :$STORE_PG_PORT (pid $STORE_PG_PID): same config but [store], CPU $FRONT_CPUS, default workers"
 # Twice as many accounts as connections (see bench/login.lua), on each store.
 STORE_EMAILS=""
 for i in $(seq $((STORE_CONNS * 2))); do STORE_EMAILS+="${STORE_EMAILS:+ }store-$STAMP-$i@example.com"; done
