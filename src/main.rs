@@ -6,7 +6,6 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
 use authgate::cli::{Cli, Command};
@@ -91,22 +90,16 @@ fn serve(config_path: &std::path::Path, allocator_tuned: bool) -> Result<(), Str
     if !allocator_tuned {
         tracing::warn!("could not fix the allocator's mmap threshold; idle memory may stay higher");
     }
-    // One worker: the current-thread scheduler runs every task on this
-    // thread (measured in bench/RESULTS.md against one multi-thread worker).
-    let runtime = match config.server.workers {
-        1 => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build(),
-        workers => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(workers)
-            .enable_all()
-            .build(),
-    }
-    .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    // Every worker runs the current-thread scheduler on its own thread
+    // (this one is the first; the server starts the others), measured in
+    // bench/RESULTS.md against tokio's multi-thread scheduler.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     runtime.block_on(async move {
         let addr = config.server.listen;
-        let listener = TcpListener::bind(addr)
-            .await
+        let listener = authgate::server::bind(addr, config.server.workers)
             .map_err(|source| StartupError::Bind { addr, source })
             .map_err(|e| error_chain(&e))?;
         authgate::run(config, listener, shutdown_signal())

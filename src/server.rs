@@ -6,6 +6,9 @@
 
 mod idle;
 mod linger;
+mod workers;
+
+pub use workers::bind;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -110,66 +113,23 @@ impl Server {
         // Cancelled when the shutdown begins: connections finish in-flight
         // requests and close; maintenance and the pacer stop.
         let stop = CancellationToken::new();
-        let protocols = Arc::new(Protocols::new(&settings, &tasks));
-        let acceptor = TlsAcceptor::from(tls);
+        let accept = Accept {
+            protocols: Arc::new(Protocols::new(&settings, &tasks)),
+            acceptor: TlsAcceptor::from(tls),
+            gateway: Arc::clone(&gateway),
+            slots,
+            settings: Arc::new(settings.clone()),
+            tasks: tasks.clone(),
+            stop: stop.clone(),
+        };
         gateway.spawn_maintenance(&tasks, stop.clone());
         spawn_timer_pacer(&tasks, stop.clone());
         crate::admin::listener::spawn(&gateway, &tasks, stop.clone());
-        let mut backoff = Duration::from_millis(5);
-        tokio::pin!(shutdown);
+        let workers = workers::start(&listener, settings.workers, &accept);
 
-        loop {
-            let (stream, peer) = tokio::select! {
-                () = &mut shutdown => break,
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => {
-                        backoff = Duration::from_millis(5);
-                        accepted
-                    }
-                    Err(err) => {
-                        // Usually EMFILE: back off instead of spinning, never stop serving.
-                        tracing::warn!(error = %err, "accept failed; retrying");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(1));
-                        continue;
-                    }
-                },
-            };
-            let Ok(permit) = Arc::clone(&slots.permits).try_acquire_owned() else {
-                // At capacity: close at once rather than queue work we cannot do.
-                tracing::warn!(%peer, "connection limit reached; closing new connection");
-                drop(stream);
-                continue;
-            };
-            let task = ConnectionTask {
-                stream,
-                connection: Connection {
-                    peer,
-                    // From the live config: a reload may change the list.
-                    peer_trusted: gateway
-                        .live()
-                        .config
-                        .server
-                        .trusted_proxies
-                        .iter()
-                        .any(|cidr| cidr.contains(peer.ip())),
-                },
-                acceptor: acceptor.clone(),
-                protocols: Arc::clone(&protocols),
-                gateway: Arc::clone(&gateway),
-                handshake_timeout: settings.handshake_timeout,
-                h2_limits: H2Limits {
-                    first_request: settings.header_read_timeout,
-                    idle: settings.idle_timeout,
-                    close_grace: GOAWAY_GRACE.min(settings.header_read_timeout),
-                },
-                // A child token: each connection polls its token at every
-                // wakeup, which takes the token's lock; one shared token
-                // would be a lock every worker contends for.
-                stop: stop.child_token(),
-                tasks: ConnectionTasks::new(tasks.clone(), permit),
-            };
-            tasks.spawn(task.run());
+        tokio::select! {
+            () = shutdown => {}
+            () = accept.clone().run(&listener) => {}
         }
 
         drop(listener);
@@ -186,10 +146,87 @@ impl Server {
                 tasks.wait().await;
             }
         }
+        workers.join();
         // Every task is gone, and with them their hold on the gateway.
         // Whatever was acknowledged is already durable; this covers the rest.
         if let Err(err) = gateway.accounts().store().flush().await {
             tracing::error!(error = %err, "final flush failed");
+        }
+    }
+}
+
+/// What an accept loop needs; one per worker, all sharing the gateway, the
+/// connection slots, the task tracker and the stop signal.
+#[derive(Clone)]
+struct Accept {
+    protocols: Arc<Protocols>,
+    acceptor: TlsAcceptor,
+    gateway: Arc<Gateway>,
+    slots: ConnectionSlots,
+    settings: Arc<ServerConfig>,
+    tasks: Tasks,
+    stop: CancellationToken,
+}
+
+impl Accept {
+    /// Accepts connections on `listener` and starts each one's task on the
+    /// runtime this runs on, until `stop` (or forever: the caller decides).
+    async fn run(self, listener: &TcpListener) {
+        let mut backoff = Duration::from_millis(5);
+        loop {
+            let (stream, peer) = tokio::select! {
+                () = self.stop.cancelled() => return,
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => {
+                        backoff = Duration::from_millis(5);
+                        accepted
+                    }
+                    Err(err) => {
+                        // Usually EMFILE: back off instead of spinning, never stop serving.
+                        tracing::warn!(error = %err, "accept failed; retrying");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(1));
+                        continue;
+                    }
+                },
+            };
+            let Ok(permit) = Arc::clone(&self.slots.permits).try_acquire_owned() else {
+                // At capacity: close at once rather than queue work we cannot do.
+                tracing::warn!(%peer, "connection limit reached; closing new connection");
+                drop(stream);
+                continue;
+            };
+            let settings = &self.settings;
+            let task = ConnectionTask {
+                stream,
+                connection: Connection {
+                    peer,
+                    // From the live config: a reload may change the list.
+                    peer_trusted: self
+                        .gateway
+                        .live()
+                        .config
+                        .server
+                        .trusted_proxies
+                        .iter()
+                        .any(|cidr| cidr.contains(peer.ip())),
+                },
+                acceptor: self.acceptor.clone(),
+                protocols: Arc::clone(&self.protocols),
+                gateway: Arc::clone(&self.gateway),
+                handshake_timeout: settings.handshake_timeout,
+                h2_limits: H2Limits {
+                    first_request: settings.header_read_timeout,
+                    idle: settings.idle_timeout,
+                    close_grace: GOAWAY_GRACE.min(settings.header_read_timeout),
+                },
+                // A child token: each connection polls its token at every
+                // wakeup, which takes the token's lock; one shared token
+                // would be a lock every worker contends for.
+                stop: self.stop.child_token(),
+                tasks: ConnectionTasks::new(self.tasks.clone(), permit),
+            };
+            self.tasks.spawn(task.run());
         }
     }
 }

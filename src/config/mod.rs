@@ -85,9 +85,9 @@ pub struct ServerConfig {
     /// Lower-case prefix of the identity headers the gateway owns (`x-user-`).
     pub identity_header_prefix: String,
     pub access_log: bool,
-    /// Threads that serve connections. One runs tokio's current-thread
-    /// scheduler on the main thread: no work-stealing machinery and no hop
-    /// to a worker thread, which is measurably cheaper on one core.
+    /// Threads that serve connections, each with tokio's current-thread
+    /// scheduler and its own listener on the shared port (`server::workers`):
+    /// no work-stealing machinery and no hop between threads.
     pub workers: usize,
 }
 

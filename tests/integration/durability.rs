@@ -159,3 +159,36 @@ async fn cli_bootstraps_an_admin_on_the_stopped_database() {
     let users = client.get("/auth/users").bearer(&access).send().await;
     assert_eq!(users.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_workers_share_the_port_and_drain_on_sigterm() {
+    let files = GatewayFiles::create(&GatewayOptions {
+        server: "workers = 3\n".to_owned(),
+        auth: FAST_HASHING.to_owned(),
+        routes:
+            "[[route]]\nname = \"echo\"\npath_prefix = \"/echo/\"\nupstream = \"builtin:echo\"\n\
+             auth = \"public\"\n"
+                .to_owned(),
+        ..GatewayOptions::default()
+    });
+    let mut gateway = BinaryGateway::start(&files, "info");
+    // New connections, spread by the kernel over the three listeners: every
+    // one is served.
+    for n in 0..24 {
+        let client = gateway.client(&files);
+        let response = client.get(&format!("/echo/{n}")).send().await;
+        assert_eq!(response.status, 200, "connection {n}");
+    }
+    gateway.wait_for_line("each worker accepts on its own listener");
+    let names: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", gateway.pid()))
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.unwrap().path().join("comm")).ok())
+        .map(|name| name.trim().to_owned())
+        .collect();
+    for worker in ["ag-worker-1", "ag-worker-2"] {
+        assert!(names.iter().any(|n| n == worker), "{worker} in {names:?}");
+    }
+    gateway.signal("TERM");
+    assert_eq!(gateway.wait(Duration::from_secs(30)), Some(0));
+    gateway.wait_for_line("all connections closed");
+}
