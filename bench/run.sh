@@ -33,6 +33,7 @@ BIN=${BENCH_BIN:-$ROOT/target/release/authgate}
 [[ -n ${BENCH_BIN:-} ]] && SKIP_BUILD=1
 # Optional route key for authgate's upstream pool cap (default: authgate's own).
 MAX_UPSTREAM=${BENCH_MAX_UPSTREAM_CONNECTIONS:-}
+WORKERS=${BENCH_WORKERS:-}           # authgate's [server] workers (default: one per CPU it may use)
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 OUT=$BENCH/out/$STAMP
 mkdir -p "$OUT/raw"
@@ -149,7 +150,7 @@ section "machine and versions"
     say "curl:      $(curl --version | head -1)"
     say "python3:   $(python3 --version 2>&1)"
     say "pinning:   front (nginx worker / authgate) CPU $FRONT_CPUS; upstream nginx CPU $UPSTREAM_CPUS; load generators CPU $LOAD_CPUS"
-    say "authgate:  [server] workers left at its default: one per CPU in $FRONT_CPUS (nginx: worker_processes 1)"
+    say "authgate:  [server] workers ${WORKERS:-left at its default: one per CPU in $FRONT_CPUS} (nginx: worker_processes 1)"
     say "runs:      $ROUNDS round(s) x ${DURATION}s per scenario and front"
 } | tee "$OUT/environment.txt"
 quiet_check() { # warns when other processes are using the CPUs
@@ -349,6 +350,7 @@ tls_cert = "$TMP/chain.pem"
 tls_key = "$TMP/leaf-key.pem"
 dev = false
 access_log = false
+${WORKERS:+workers = $WORKERS}
 # The idle-connection measurement holds $IDLE_CONNS connections for a while.
 max_connections = 20000
 header_read_timeout = "120s"
