@@ -217,8 +217,9 @@ impl Gateway {
                     () = stop.cancelled() => return,
                     _ = idle_ticks.tick() => {
                         gateway.live().proxy.close_idle_connections(tokio::time::Instant::now());
-                        let open = gateway.observability.metrics().open_connections();
-                        if memory.release_now(open) {
+                        let metrics = gateway.observability.metrics();
+                        let open = metrics.open_connections();
+                        if memory.release_now(open, metrics.accepted_connections()) {
                             drop(blocking.spawn_blocking(release_free_memory));
                         }
                         continue;

@@ -44,32 +44,38 @@ pub fn tune_allocator() -> bool {
     true
 }
 
-/// Decides when free heap memory is worth giving back: when the client
-/// connections open have fallen to half (and by at least
-/// [`RELEASE_AFTER_CLOSED`]) of the most seen since the last release, or
-/// the last one closed (once per quiet spell). Under
-/// steady load the freed memory is about to be reused, and giving it back
-/// would only make the request path fault it in again; once a wave of
-/// connections is over, glibc keeps their buffers' pages resident (free
-/// chunks in the middle of a heap are never trimmed) until asked.
+/// Decides when free heap memory is worth giving back: once connections
+/// were accepted since the last release and either the last one closed, or
+/// the open ones fell to half of the most seen (by at least
+/// [`RELEASE_AFTER_CLOSED`] new ones). Under steady load the freed memory
+/// is about to be reused, and giving it back would only make the request
+/// path fault it in again; once a wave of connections is over, glibc keeps
+/// their buffers' pages resident (free chunks in the middle of a heap are
+/// never trimmed) until asked. Sampled, so the count of accepted
+/// connections, not the samples, tells whether a wave came and went.
 #[derive(Debug, Default)]
 pub struct ReleasePolicy {
     most_open: u64,
+    accepted_at_release: u64,
 }
 
-/// Fewer closed connections than this are not worth a pass over the heaps.
+/// Fewer new connections than this are not worth a pass over the heaps
+/// while others stay open.
 const RELEASE_AFTER_CLOSED: u64 = 32;
 
 impl ReleasePolicy {
-    /// Called at each sample of the open connections: true when free memory
-    /// should be given back now.
-    pub fn release_now(&mut self, open: u64) -> bool {
+    /// Called at each sample with the connections open now and accepted
+    /// since the start: true when free memory should be given back now.
+    pub fn release_now(&mut self, open: u64, accepted: u64) -> bool {
+        let new = accepted.saturating_sub(self.accepted_at_release);
         self.most_open = self.most_open.max(open);
-        let closed = self.most_open - open;
-        let wave_over = closed >= RELEASE_AFTER_CLOSED && open <= self.most_open / 2;
-        let gone_quiet = open == 0 && closed > 0;
-        if wave_over || gone_quiet {
+        if new == 0 {
+            return false;
+        }
+        let wave_over = new >= RELEASE_AFTER_CLOSED && open <= self.most_open / 2;
+        if open == 0 || wave_over {
             self.most_open = open;
+            self.accepted_at_release = accepted;
             return true;
         }
         false
@@ -98,27 +104,36 @@ mod tests {
     #[test]
     fn memory_is_released_once_a_wave_of_connections_is_over() {
         let mut policy = ReleasePolicy::default();
-        assert!(!policy.release_now(0), "nothing was ever open");
-        assert!(!policy.release_now(64), "the wave is on");
-        assert!(!policy.release_now(40), "a third down: still busy");
-        assert!(policy.release_now(10), "below half of the most");
-        assert!(!policy.release_now(12));
-        assert!(!policy.release_now(5000));
-        assert!(policy.release_now(100), "the next wave ended");
+        assert!(!policy.release_now(0, 0), "nothing happened");
+        assert!(!policy.release_now(64, 64), "the wave is on");
+        assert!(!policy.release_now(40, 100), "a third down: still busy");
+        assert!(policy.release_now(10, 120), "below half of the most");
+        assert!(
+            !policy.release_now(12, 125),
+            "five new ones are not worth it"
+        );
+        assert!(!policy.release_now(5000, 6000));
+        assert!(policy.release_now(100, 6100), "the next wave ended");
     }
 
     #[test]
-    fn a_small_deployment_releases_once_per_quiet_spell() {
+    fn steady_load_is_left_alone() {
         let mut policy = ReleasePolicy::default();
-        for open in [20, 1, 31, 2] {
-            assert!(!policy.release_now(open), "{open}");
+        assert!(!policy.release_now(64, 64));
+        for tick in 1..10 {
+            // The same 64 long-lived connections, or 64 at a time replaced.
+            assert!(!policy.release_now(64, 64));
+            assert!(!policy.release_now(64, 64 + tick * 500));
         }
-        assert!(policy.release_now(0), "the last connection closed");
-        assert!(
-            !policy.release_now(0),
-            "still quiet: nothing new to give back"
-        );
-        assert!(!policy.release_now(3));
-        assert!(policy.release_now(0), "quiet again");
+    }
+
+    #[test]
+    fn a_wave_between_two_samples_is_seen_by_its_count() {
+        let mut policy = ReleasePolicy::default();
+        assert!(!policy.release_now(3, 3));
+        // Thousands came and went between samples; none is open now.
+        assert!(policy.release_now(0, 9000));
+        assert!(!policy.release_now(0, 9000), "still quiet: nothing new");
+        assert!(policy.release_now(0, 9001), "one more came and went");
     }
 }

@@ -96,6 +96,7 @@ pub struct Metrics {
     throttled: Family<EndpointLabel, Counter>,
     upstream_errors: Family<KindLabel, Counter>,
     connections: Gauge,
+    accepted: Counter,
     tunnels: Gauge,
     hash_queue: Gauge,
 }
@@ -216,6 +217,12 @@ impl Metrics {
             "Client connections open on the public listener, TLS handshakes included",
             connections.clone(),
         );
+        let accepted = Counter::default();
+        registry.register(
+            "authgate_connections",
+            "Client connections accepted on the public listener",
+            accepted.clone(),
+        );
         let tunnels = Gauge::default();
         registry.register(
             "authgate_open_tunnels",
@@ -239,6 +246,7 @@ impl Metrics {
             throttled,
             upstream_errors,
             connections,
+            accepted,
             tunnels,
             hash_queue,
         }
@@ -347,12 +355,18 @@ impl Metrics {
 
     /// Counts an open client connection until the guard is dropped.
     pub fn connection_opened(&self) -> GaugeGuard {
+        self.accepted.inc();
         GaugeGuard::new(&self.connections)
     }
 
     /// Client connections open now.
     pub fn open_connections(&self) -> u64 {
         u64::try_from(self.connections.get()).unwrap_or(0)
+    }
+
+    /// Client connections accepted since the start.
+    pub fn accepted_connections(&self) -> u64 {
+        self.accepted.get()
     }
 
     /// The gauge of open WebSocket tunnels, for the proxy.
