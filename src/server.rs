@@ -113,6 +113,9 @@ impl Server {
         // Cancelled when the shutdown begins: connections finish in-flight
         // requests and close; maintenance and the pacer stop.
         let stop = CancellationToken::new();
+        // The other workers' accept loops run on their own threads, not as
+        // tasks: dropping this future must stop them too.
+        let _stop_on_drop = stop.clone().drop_guard();
         let accept = Accept {
             protocols: Arc::new(Protocols::new(&settings, &tasks)),
             acceptor: TlsAcceptor::from(tls),
