@@ -75,21 +75,17 @@ pub(super) fn start(listener: &TcpListener, workers: usize, accept: &Accept) -> 
 /// The public listener on `addr`, ready to share its port with the other
 /// workers' listeners when there are several (`workers` above one).
 pub fn bind(addr: SocketAddr, workers: usize) -> std::io::Result<TcpListener> {
-    let socket = socket(addr, workers > 1)?;
-    socket.bind(addr)?;
-    socket.listen(LISTEN_BACKLOG)
+    listen(addr, workers > 1)
 }
 
-/// A listener on `addr` beside the others.
+/// A listener on `addr` beside the others, for another worker's runtime.
 fn share_port(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    let socket = socket(addr, true)?;
-    socket.bind(addr)?;
-    socket.listen(LISTEN_BACKLOG)?.into_std()
+    listen(addr, true)?.into_std()
 }
 
-/// A TCP socket for a listener; `shared`: with SO_REUSEPORT, which Linux
-/// allows only among sockets of the same user.
-fn socket(addr: SocketAddr, shared: bool) -> std::io::Result<TcpSocket> {
+/// A listener on `addr`; `shared`: with SO_REUSEPORT, which Linux allows
+/// only among sockets of the same user.
+fn listen(addr: SocketAddr, shared: bool) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
@@ -106,7 +102,8 @@ fn socket(addr: SocketAddr, shared: bool) -> std::io::Result<TcpSocket> {
     if shared {
         return Err(std::io::Error::other("SO_REUSEPORT is not available here"));
     }
-    Ok(socket)
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// The accept backlog of every listener (tokio's default).
