@@ -80,6 +80,7 @@ pub(crate) mod tasks;
 pub(crate) mod timestamp;
 pub(crate) mod tls;
 pub(crate) mod web;
+pub(crate) mod worker;
 
 use std::future::Future;
 use std::sync::Arc;

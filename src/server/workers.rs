@@ -54,7 +54,7 @@ pub(super) fn start(listener: &TcpListener, workers: usize, accept: &Accept) -> 
         let spawned = std::thread::Builder::new()
             // At most 15 bytes: what Linux keeps of a thread's name.
             .name(format!("ag-worker-{n}"))
-            .spawn(move || run(shared, accept));
+            .spawn(move || run(n, shared, accept));
         match spawned {
             Ok(thread) => threads.push(thread),
             Err(err) => {
@@ -111,7 +111,8 @@ const LISTEN_BACKLOG: u32 = 1024;
 
 /// One worker's life: accept until the gateway stops, then keep the runtime
 /// turning until every task has ended (its connections run on it).
-fn run(listener: std::net::TcpListener, accept: Accept) {
+fn run(index: usize, listener: std::net::TcpListener, accept: Accept) {
+    crate::worker::enter(index);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

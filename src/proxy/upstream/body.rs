@@ -17,7 +17,6 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use pin_project_lite::pin_project;
 
 use super::h1::H1Conn;
 use super::target::InFlight;
@@ -26,26 +25,27 @@ use super::target::InFlight;
 /// before the answer starts; larger ones stream.
 pub(crate) const READ_WHOLE_UP_TO: u64 = 32 * 1024;
 
-pin_project! {
-    pub struct UpstreamBody {
-        #[pin]
-        inner: Incoming,
-        // The HTTP/1 connection this body is read from, until it ends.
-        conn: Option<H1Conn>,
-        in_flight: Option<InFlight>,
-        // A body read whole by `read_small`, until it is sent; `inner` has
-        // ended by then and is not polled again.
-        whole: Option<Bytes>,
-        read_whole: bool,
-    }
+pub struct UpstreamBody {
+    source: Source,
+    /// The HTTP/1 connection the body is read from, until it ends.
+    conn: Option<H1Conn>,
+    in_flight: Option<InFlight>,
+}
 
-    impl PinnedDrop for UpstreamBody {
-        fn drop(this: Pin<&mut Self>) {
-            // A body dropped unread (HEAD, 204, client gone) still returns a
-            // connection that finished cleanly; one cut mid-body is closed.
-            if let Some(conn) = this.project().conn.take() {
-                conn.release();
-            }
+/// Where the body's bytes come from.
+enum Source {
+    /// Streamed from the upstream as they arrive.
+    Upstream(Incoming),
+    /// Read whole by `read_small`; `None` once sent.
+    Whole(Option<Bytes>),
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        // A body dropped unread (HEAD, 204, client gone) still returns a
+        // connection that finished cleanly; one cut mid-body is closed.
+        if let Some(conn) = self.conn.take() {
+            conn.release();
         }
     }
 }
@@ -53,11 +53,9 @@ pin_project! {
 impl UpstreamBody {
     pub fn new(inner: Incoming, conn: Option<H1Conn>, in_flight: InFlight) -> Self {
         Self {
-            inner,
+            source: Source::Upstream(inner),
             conn,
             in_flight: Some(in_flight),
-            whole: None,
-            read_whole: false,
         }
     }
 
@@ -66,12 +64,14 @@ impl UpstreamBody {
     /// the connection returns to the pool now, and the answer leaves in one
     /// piece. Any other body is returned untouched, to be streamed.
     pub async fn read_small(mut self) -> Result<Self, hyper::Error> {
-        let small = self
-            .inner
+        let Source::Upstream(inner) = &self.source else {
+            return Ok(self);
+        };
+        let small = inner
             .size_hint()
             .exact()
             .is_some_and(|len| len > 0 && len <= READ_WHOLE_UP_TO);
-        if self.conn.is_none() || !small || self.inner.is_end_stream() {
+        if self.conn.is_none() || !small || inner.is_end_stream() {
             return Ok(self);
         }
         let mut first: Option<Bytes> = None;
@@ -79,7 +79,7 @@ impl UpstreamBody {
         // Stops at the last byte the length announced: waiting for hyper to
         // say the body is over would cost another wakeup of this task, and
         // the connection goes back as soon as it is ready either way.
-        while !self.inner.is_end_stream() {
+        while !self.is_end_stream() {
             let Some(frame) = self.frame().await else {
                 break;
             };
@@ -98,11 +98,12 @@ impl UpstreamBody {
                 (Some(_), Some(joined)) => joined.extend_from_slice(&data),
             }
         }
-        self.whole = Some(match rest {
+        // The upstream's body has ended: dropping it leaves the connection
+        // reusable.
+        self.source = Source::Whole(Some(match rest {
             Some(joined) => joined.freeze(),
             None => first.unwrap_or_default(),
-        });
-        self.read_whole = true;
+        }));
         Ok(self)
     }
 }
@@ -115,14 +116,17 @@ impl Body for UpstreamBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let mut this = self.project();
-        if *this.read_whole {
-            return Poll::Ready(this.whole.take().map(|data| Ok(Frame::data(data))));
-        }
+        let this = self.get_mut();
+        let inner = match &mut this.source {
+            Source::Whole(whole) => {
+                return Poll::Ready(whole.take().map(|data| Ok(Frame::data(data))))
+            }
+            Source::Upstream(inner) => inner,
+        };
         if let Some(conn) = this.conn.as_mut() {
             conn.drive(cx);
         }
-        let polled = this.inner.as_mut().poll_frame(cx);
+        let polled = Pin::new(&mut *inner).poll_frame(cx);
         match &polled {
             Poll::Ready(None | Some(Err(_))) => {
                 if let Some(conn) = this.conn.take() {
@@ -133,7 +137,7 @@ impl Body for UpstreamBody {
             // The last frame of a body of known length: hyper may never poll
             // again, so the exchange is over now. The connection goes back at
             // once if it is ready; otherwise the end or the drop returns it.
-            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => {
+            Poll::Ready(Some(Ok(_))) if inner.is_end_stream() => {
                 this.in_flight.take();
                 if this.conn.as_mut().is_some_and(H1Conn::is_reusable) {
                     if let Some(conn) = this.conn.take() {
@@ -147,17 +151,19 @@ impl Body for UpstreamBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        if self.read_whole {
-            return self.whole.is_none();
+        match &self.source {
+            Source::Upstream(inner) => inner.is_end_stream(),
+            Source::Whole(whole) => whole.is_none(),
         }
-        self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        if self.read_whole {
-            let len = self.whole.as_ref().map_or(0, Bytes::len);
-            return SizeHint::with_exact(u64::try_from(len).unwrap_or(u64::MAX));
+        match &self.source {
+            Source::Upstream(inner) => inner.size_hint(),
+            Source::Whole(whole) => {
+                let len = whole.as_ref().map_or(0, Bytes::len);
+                SizeHint::with_exact(u64::try_from(len).unwrap_or(u64::MAX))
+            }
         }
-        self.inner.size_hint()
     }
 }

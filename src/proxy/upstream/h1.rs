@@ -31,6 +31,8 @@ pub struct H1Conn {
     pub reused: bool,
     /// When it was last put back idle.
     pub idle_since: Instant,
+    /// The worker whose runtime drives its socket (`crate::worker`).
+    pub worker: usize,
 }
 
 impl H1Conn {
@@ -43,6 +45,7 @@ impl H1Conn {
             slot,
             reused: false,
             idle_since: Instant::now(),
+            worker: crate::worker::index(),
         })
     }
 

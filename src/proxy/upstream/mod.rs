@@ -15,6 +15,7 @@ pub(crate) mod error;
 pub(crate) mod h1;
 pub(crate) mod h2;
 pub(crate) mod health;
+mod idle;
 pub(crate) mod io;
 pub(crate) mod pool;
 pub(crate) mod probe;

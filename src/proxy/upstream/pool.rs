@@ -1,8 +1,8 @@
 //! The HTTP/1 connections of one target, bounded by
-//! `max_upstream_connections`. A request takes an idle connection, or the
-//! right to open one while under the cap, or waits in a bounded FIFO queue;
-//! a returned connection (or a freed place) goes straight to the first
-//! waiter. The pool only hands connections out: the task that holds one
+//! `max_upstream_connections`. A request takes an idle connection of its
+//! own worker (`idle.rs`), or the right to open one while under the cap, or
+//! another worker's idle one, or waits in a bounded FIFO queue; a returned
+//! connection (or a freed place) goes straight to the first waiter. The pool only hands connections out: the task that holds one
 //! drives it.
 
 use std::collections::VecDeque;
@@ -13,6 +13,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::h1::H1Conn;
+use super::idle::IdleLists;
 
 /// Idle connections older than this are closed rather than reused: most
 /// servers close keep-alive connections after 60-75 s of silence.
@@ -25,8 +26,7 @@ pub struct H1Pool {
 }
 
 struct State {
-    /// Most recently returned last: reuse the warmest connection.
-    idle: Vec<H1Conn>,
+    idle: IdleLists,
     /// Connections open or being opened, idle ones included.
     live: usize,
     waiters: VecDeque<oneshot::Sender<Grant>>,
@@ -75,7 +75,7 @@ impl H1Pool {
     pub fn new(max: usize, max_waiters: usize) -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(State {
-                idle: Vec::new(),
+                idle: IdleLists::default(),
                 live: 0,
                 waiters: VecDeque::new(),
             }),
@@ -102,16 +102,19 @@ impl H1Pool {
     /// A connection ready for a request, or the right to open one. Waits
     /// (cancel-safe) while the target is at its cap.
     pub async fn check_out(self: &Arc<Self>) -> Result<Checkout, PoolError> {
+        let worker = crate::worker::index();
         loop {
             let step = {
                 let mut state = self.lock();
-                if let Some(conn) = state.idle.pop() {
+                if let Some(conn) = state.idle.take_own(worker) {
                     Step::Try(conn)
                 } else if state.live < self.max {
                     state.live += 1;
                     Step::Ready(Checkout::Connect(Slot {
                         pool: Arc::clone(self),
                     }))
+                } else if let Some(conn) = state.idle.take_any(worker) {
+                    Step::Try(conn)
                 } else {
                     if state.waiters.len() >= self.max_waiters {
                         state.waiters.retain(|w| !w.is_closed());
@@ -164,15 +167,10 @@ impl H1Pool {
                 Err(back) => grant = back,
             }
         }
-        if let Grant::Conn(conn) = grant {
-            state.idle.push(conn);
-        }
         // The coldest connection goes once it has idled too long.
-        let stale = match state.idle.first() {
-            Some(oldest) if oldest.idle_since.elapsed() >= IDLE_TIMEOUT => {
-                Some(state.idle.remove(0))
-            }
-            _ => None,
+        let stale = match grant {
+            Grant::Conn(conn) => state.idle.put(conn, IDLE_TIMEOUT),
+            Grant::Slot => None,
         };
         drop(state);
         drop(stale);
@@ -187,12 +185,12 @@ impl H1Pool {
         // its driver, and dropping one frees its slot, which locks. A
         // request meanwhile finds no idle connection and may open one.
         let mut idle = std::mem::take(&mut self.lock().idle);
-        idle.retain_mut(|conn| {
+        idle.retain(|conn| {
             now.saturating_duration_since(conn.idle_since) < IDLE_TIMEOUT && conn.is_reusable()
         });
         let mut state = self.lock();
         // Returned meanwhile: more recently than the kept ones.
-        idle.append(&mut state.idle);
+        idle.append(std::mem::take(&mut state.idle));
         state.idle = idle;
     }
 
@@ -252,6 +250,35 @@ mod tests {
             pool.check_in(conn);
         }
         server_sides
+    }
+
+    #[tokio::test]
+    async fn a_worker_takes_its_own_idle_connection_and_another_s_only_at_the_cap() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let pool = H1Pool::new(2, 4);
+        // Opened on worker 1, so driven by its runtime.
+        crate::worker::enter(1);
+        let _server_sides = idle_connections(&pool, &listener, 1).await;
+
+        crate::worker::enter(0);
+        let Ok(Checkout::Connect(slot)) = pool.check_out().await else {
+            panic!("under the cap, worker 0 opens a connection of its own");
+        };
+        let Ok(Checkout::Idle(conn)) = pool.check_out().await else {
+            panic!("at the cap, worker 0 takes worker 1's idle connection");
+        };
+        assert_eq!(conn.worker, 1);
+        pool.check_in(conn);
+        drop(slot);
+
+        crate::worker::enter(1);
+        let taken = pool.check_out().await;
+        crate::worker::enter(0);
+        let Ok(Checkout::Idle(conn)) = taken else {
+            panic!("worker 1 takes back its idle connection");
+        };
+        assert_eq!(conn.worker, 1);
+        assert_eq!(pool.live(), 1);
     }
 
     #[tokio::test]
