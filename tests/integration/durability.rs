@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::accounts::FAST_HASHING;
 use crate::support::gateway::{BinaryGateway, GatewayFiles, GatewayOptions};
-use crate::support::TestClient;
+use crate::support::{Behavior, TestClient, Upstream};
 
 /// The binary on one worker: tokio's current-thread scheduler (the other
 /// binary-driven tests run the multi-thread one on the machine's cores).
@@ -162,23 +162,33 @@ async fn cli_bootstraps_an_admin_on_the_stopped_database() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn several_workers_share_the_port_and_drain_on_sigterm() {
+    let upstream = Upstream::start(Behavior::Ok).await;
     let files = GatewayFiles::create(&GatewayOptions {
         server: "workers = 3\n".to_owned(),
         auth: FAST_HASHING.to_owned(),
-        routes:
+        routes: format!(
             "[[route]]\nname = \"echo\"\npath_prefix = \"/echo/\"\nupstream = \"builtin:echo\"\n\
-             auth = \"public\"\n"
-                .to_owned(),
+             auth = \"public\"\n\
+             [[route]]\nname = \"api\"\npath_prefix = \"/api/\"\nupstream = \"{}\"\n\
+             auth = \"public\"\nmax_upstream_connections = 1\n",
+            upstream.url()
+        ),
         ..GatewayOptions::default()
     });
     let mut gateway = BinaryGateway::start(&files, "info");
     // New connections, spread by the kernel over the three listeners: every
-    // one is served.
+    // one is served, and the upstream requests of all workers share the one
+    // connection the target's cap allows (a worker takes another's idle
+    // connection at the cap).
     for n in 0..24 {
         let client = gateway.client(&files);
         let response = client.get(&format!("/echo/{n}")).send().await;
         assert_eq!(response.status, 200, "connection {n}");
+        let response = client.get(&format!("/api/{n}")).send().await;
+        assert_eq!(response.status, 200, "upstream request {n}");
     }
+    assert_eq!(upstream.count(), 24);
+    assert_eq!(upstream.connections(), 1, "the cap counts every worker's");
     gateway.wait_for_line("each worker accepts on its own listener");
     let names: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", gateway.pid()))
         .unwrap()
