@@ -8,7 +8,6 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 
 use crate::api::Accounts;
 use crate::auth::api_keys::feed::KeyedFeed;
@@ -27,7 +26,7 @@ use crate::proxy::Proxy;
 use crate::router::Router;
 use crate::store::postgres::Listener;
 use crate::store::{PostgresStore, SledStore, Store, StoreError};
-use crate::tasks::Tasks;
+use crate::tasks::{StopSignal, Tasks};
 
 pub struct Gateway {
     /// The configuration the gateway started with: what only a restart
@@ -197,8 +196,8 @@ impl Gateway {
 
     /// Sweeps expired sessions and runs the upstream health checks (those
     /// of the configuration installed last) in the background, on `tasks`,
-    /// until `stop` is cancelled; a sweep under way finishes first.
-    pub fn spawn_maintenance(self: &Arc<Self>, tasks: &Tasks, stop: CancellationToken) {
+    /// until `stop` fires; a sweep under way finishes first.
+    pub fn spawn_maintenance(self: &Arc<Self>, tasks: &Tasks, stop: StopSignal) {
         self.spawn_key_touches(tasks, stop.clone());
         let gateway = Arc::clone(self);
         let blocking = tasks.clone();
@@ -214,7 +213,7 @@ impl Gateway {
             loop {
                 tokio::select! {
                     biased;
-                    () = stop.cancelled() => return,
+                    () = stop.fired() => return,
                     _ = idle_ticks.tick() => {
                         gateway.live().proxy.close_idle_connections(tokio::time::Instant::now());
                         let metrics = gateway.observability.metrics();
@@ -294,7 +293,7 @@ impl Gateway {
     }
 
     /// Writes API keys' `last_used_at` off the request path, until `stop`.
-    fn spawn_key_touches(&self, tasks: &Tasks, stop: CancellationToken) {
+    fn spawn_key_touches(&self, tasks: &Tasks, stop: StopSignal) {
         let Some(mut touches) = self.api_keys.take_touches() else {
             return;
         };
@@ -303,7 +302,7 @@ impl Gateway {
             loop {
                 let (id, at) = tokio::select! {
                     biased;
-                    () = stop.cancelled() => return,
+                    () = stop.fired() => return,
                     touch = touches.recv() => match touch {
                         Some(touch) => touch,
                         None => return,

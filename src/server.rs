@@ -24,12 +24,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
-use tokio_util::sync::CancellationToken;
 
 use crate::config::ServerConfig;
 use crate::gateway::Gateway;
 use crate::service::{self, Connection};
-use crate::tasks::{ConnectionTasks, Tasks};
+use crate::tasks::{ConnectionTasks, StopSignal, Tasks};
 use idle::{Streams, Tracked};
 
 /// How long an HTTP/2 connection asked to close (GOAWAY) may go on with no
@@ -110,12 +109,12 @@ impl Server {
         let tasks = Tasks::default();
         // Dropping this future before it returns ends everything it started.
         let _abort_on_drop = tasks.abort_on_drop();
-        // Cancelled when the shutdown begins: connections finish in-flight
+        // Fired when the shutdown begins: connections finish in-flight
         // requests and close; maintenance and the pacer stop.
-        let stop = CancellationToken::new();
+        let stop = StopSignal::new();
         // The other workers' accept loops run on their own threads, not as
         // tasks: dropping this future must stop them too.
-        let _stop_on_drop = stop.clone().drop_guard();
+        let _stop_on_drop = stop.fire_on_drop();
         let accept = Accept {
             protocols: Arc::new(Protocols::new(&settings, &tasks)),
             acceptor: TlsAcceptor::from(tls),
@@ -137,7 +136,7 @@ impl Server {
 
         drop(listener);
         tracing::info!("shutting down: draining connections");
-        stop.cancel();
+        stop.fire();
         match tokio::time::timeout(settings.shutdown_grace, tasks.wait()).await {
             Ok(()) => tracing::info!("all connections closed"),
             Err(_) => {
@@ -168,7 +167,7 @@ struct Accept {
     slots: ConnectionSlots,
     settings: Arc<ServerConfig>,
     tasks: Tasks,
-    stop: CancellationToken,
+    stop: StopSignal,
 }
 
 impl Accept {
@@ -178,7 +177,7 @@ impl Accept {
         let mut backoff = Duration::from_millis(5);
         loop {
             let (stream, peer) = tokio::select! {
-                () = self.stop.cancelled() => return,
+                () = self.stop.fired() => return,
                 accepted = listener.accept() => match accepted {
                     Ok(accepted) => {
                         backoff = Duration::from_millis(5);
@@ -223,10 +222,9 @@ impl Accept {
                     idle: settings.idle_timeout,
                     close_grace: GOAWAY_GRACE.min(settings.header_read_timeout),
                 },
-                // A child token: each connection polls its token at every
-                // wakeup, which takes the token's lock; one shared token
-                // would be a lock every worker contends for.
-                stop: self.stop.child_token(),
+                // Shared by every connection of every worker: waiting on it
+                // reads its flag, written once (tasks::stop).
+                stop: self.stop.clone(),
                 tasks: ConnectionTasks::new(self.tasks.clone(), permit),
             };
             self.tasks.spawn(task.run());
@@ -239,16 +237,19 @@ impl Accept {
 /// new timer is due earlier than every pending one; with this pacer that
 /// almost never happens, so the per-request timers (header timeout, upstream
 /// timeout) are free of syscalls. It costs four wakeups a second.
-fn spawn_timer_pacer(tasks: &Tasks, stop: CancellationToken) {
+fn spawn_timer_pacer(tasks: &Tasks, stop: StopSignal) {
     tasks.spawn(async move {
         let mut ticks = tokio::time::interval(Duration::from_millis(250));
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        stop.run_until_cancelled(async {
-            loop {
-                ticks.tick().await;
+        let stopped = stop.fired();
+        tokio::pin!(stopped);
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut stopped => return,
+                _ = ticks.tick() => {}
             }
-        })
-        .await;
+        }
     });
 }
 
@@ -293,8 +294,8 @@ struct ConnectionTask {
     gateway: Arc<Gateway>,
     handshake_timeout: Duration,
     h2_limits: H2Limits,
-    /// Cancelled when the gateway stops: finish in-flight work, then close.
-    stop: CancellationToken,
+    /// Fired when the gateway stops: finish in-flight work, then close.
+    stop: StopSignal,
     /// Holds the connection's slot; a tunnel it opens runs here and keeps
     /// the slot until the tunnel ends.
     tasks: ConnectionTasks,
@@ -402,7 +403,7 @@ struct H2Limits {
 async fn serve_h2<C>(
     conn: C,
     begin_shutdown: impl FnOnce(std::pin::Pin<&mut C>),
-    stop: &CancellationToken,
+    stop: &StopSignal,
     streams: &Streams,
     limits: H2Limits,
 ) -> C::Output
@@ -413,7 +414,7 @@ where
     let start = Instant::now();
     tokio::select! {
         output = conn.as_mut() => return output,
-        () = stop.cancelled() => {}
+        () = stop.fired() => {}
         () = streams.quiet(start, limits.first_request, limits.idle) => {
             tracing::debug!("closing a quiet HTTP/2 connection");
         }
@@ -433,13 +434,13 @@ where
 /// finish in-flight requests (`begin_shutdown`) and then drives it to its end.
 async fn until_stopped<C: Future>(
     conn: C,
-    stop: &CancellationToken,
+    stop: &StopSignal,
     begin_shutdown: impl FnOnce(std::pin::Pin<&mut C>),
 ) -> C::Output {
     tokio::pin!(conn);
     tokio::select! {
         output = conn.as_mut() => output,
-        () = stop.cancelled() => {
+        () = stop.fired() => {
             begin_shutdown(conn.as_mut());
             conn.await
         }

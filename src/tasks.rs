@@ -8,8 +8,11 @@ use std::sync::Arc;
 
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinHandle;
-use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
+
+mod stop;
+
+pub(crate) use stop::{FireOnDrop, StopSignal};
 
 /// Where `serve` starts its tasks. Cheap to clone: every clone starts tasks
 /// in the same set.
@@ -17,9 +20,9 @@ use tokio_util::task::TaskTracker;
 pub struct Tasks {
     /// Every task started here; shutdown waits until it is empty.
     tracker: TaskTracker,
-    /// Cancelled when the shutdown grace has elapsed (or `serve` is
+    /// Fired when the shutdown grace has elapsed (or `serve` is
     /// dropped): every async task is dropped at its next await.
-    abort: CancellationToken,
+    abort: StopSignal,
 }
 
 impl Tasks {
@@ -29,11 +32,15 @@ impl Tasks {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        // A child token per task: waiting on it is polled at every wakeup
-        // of the task and takes the token's lock each time, so a token
-        // shared by every task would be one lock all workers contend for.
-        self.tracker
-            .spawn(self.abort.child_token().run_until_cancelled_owned(task));
+        let aborted = self.abort.fired();
+        self.tracker.spawn(async move {
+            // The abort first: an aborted task is not polled again.
+            tokio::select! {
+                biased;
+                () = aborted => None,
+                output = task => Some(output),
+            }
+        });
     }
 
     /// Runs `work` on the blocking pool. It cannot be cancelled, but it is
@@ -48,13 +55,13 @@ impl Tasks {
 
     /// Aborts every task when dropped: held by `serve`, so dropping `serve`
     /// before it returns ends everything it started.
-    pub fn abort_on_drop(&self) -> DropGuard {
-        self.abort.clone().drop_guard()
+    pub fn abort_on_drop(&self) -> FireOnDrop {
+        self.abort.fire_on_drop()
     }
 
     /// Ends every async task at its next await.
     pub fn abort(&self) {
-        self.abort.cancel();
+        self.abort.fire();
     }
 
     /// Completes once every task has ended. Tasks may still be started

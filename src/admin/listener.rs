@@ -17,11 +17,10 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
 
 use super::health;
 use crate::gateway::Gateway;
-use crate::tasks::Tasks;
+use crate::tasks::{StopSignal, Tasks};
 
 /// Admin connections served at once; more are closed at accept. Scrapers
 /// and probes need a handful.
@@ -31,7 +30,7 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves the admin listener bound at start, if any, on `tasks` until
 /// `stop`: probes and scrapes answer until the drain begins.
-pub(crate) fn spawn(gateway: &Arc<Gateway>, tasks: &Tasks, stop: CancellationToken) {
+pub(crate) fn spawn(gateway: &Arc<Gateway>, tasks: &Tasks, stop: StopSignal) {
     let Some(listener) = gateway.observability().take_listener() else {
         return;
     };
@@ -49,11 +48,11 @@ pub(crate) fn spawn(gateway: &Arc<Gateway>, tasks: &Tasks, stop: CancellationTok
     tasks.spawn(accept_loop(listener, gateway, stop));
 }
 
-async fn accept_loop(listener: TcpListener, gateway: Arc<Gateway>, stop: CancellationToken) {
+async fn accept_loop(listener: TcpListener, gateway: Arc<Gateway>, stop: StopSignal) {
     let mut connections = JoinSet::new();
     loop {
         let accepted = tokio::select! {
-            () = stop.cancelled() => {
+            () = stop.fired() => {
                 // Aborted and awaited here, so no connection still holds the
                 // gateway once this tracked task has ended.
                 connections.shutdown().await;
