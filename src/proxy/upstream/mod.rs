@@ -23,6 +23,7 @@ pub(crate) mod target;
 #[cfg(test)]
 mod tests;
 pub(crate) mod tls;
+mod waiters;
 
 use std::sync::Arc;
 

@@ -1,11 +1,11 @@
 //! The HTTP/1 connections of one target, bounded by
 //! `max_upstream_connections`. A request takes an idle connection of its
 //! own worker (`idle.rs`), or the right to open one while under the cap, or
-//! another worker's idle one, or waits in a bounded FIFO queue; a returned
-//! connection (or a freed place) goes straight to the first waiter. The pool only hands connections out: the task that holds one
-//! drives it.
+//! another worker's idle one, or waits in a bounded queue; a returned
+//! connection goes straight to a waiter, of its own worker first
+//! (`waiters.rs`), and a freed place to the oldest waiter. The pool only
+//! hands connections out: the task that holds one drives it.
 
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use super::h1::H1Conn;
 use super::idle::IdleLists;
+use super::waiters::Waiters;
 
 /// Idle connections older than this are closed rather than reused: most
 /// servers close keep-alive connections after 60-75 s of silence.
@@ -29,7 +30,7 @@ struct State {
     idle: IdleLists,
     /// Connections open or being opened, idle ones included.
     live: usize,
-    waiters: VecDeque<oneshot::Sender<Grant>>,
+    waiters: Waiters<Grant>,
 }
 
 /// What a waiter is given.
@@ -77,7 +78,7 @@ impl H1Pool {
             state: Mutex::new(State {
                 idle: IdleLists::default(),
                 live: 0,
-                waiters: VecDeque::new(),
+                waiters: Waiters::default(),
             }),
             max: max.max(1),
             max_waiters,
@@ -117,13 +118,13 @@ impl H1Pool {
                     Step::Try(conn)
                 } else {
                     if state.waiters.len() >= self.max_waiters {
-                        state.waiters.retain(|w| !w.is_closed());
+                        state.waiters.retain_open();
                         if state.waiters.len() >= self.max_waiters {
                             return Err(PoolError::QueueFull(state.waiters.len()));
                         }
                     }
                     let (tx, rx) = oneshot::channel();
-                    state.waiters.push_back(tx);
+                    state.waiters.push(worker, Instant::now(), tx);
                     Step::Wait(rx)
                 }
             };
@@ -158,9 +159,10 @@ impl H1Pool {
     pub fn check_in(&self, mut conn: H1Conn) {
         conn.reused = true;
         conn.idle_since = Instant::now();
+        let home = conn.worker;
         let mut grant = Grant::Conn(conn);
         let mut state = self.lock();
-        while let Some(waiter) = state.waiters.pop_front() {
+        while let Some(waiter) = state.waiters.pop_for(home) {
             match waiter.send(grant) {
                 Ok(()) => return,
                 // That waiter gave up (its request was cancelled).
@@ -195,11 +197,12 @@ impl H1Pool {
     }
 
     /// A connection closed (or was never opened): its place goes to the
-    /// first waiter, or back to the count.
+    /// oldest waiter (who opens a connection on its own worker), or back to
+    /// the count.
     fn release_slot(&self) {
         let mut grant = Grant::Slot;
         let mut state = self.lock();
-        while let Some(waiter) = state.waiters.pop_front() {
+        while let Some(waiter) = state.waiters.pop_oldest() {
             match waiter.send(grant) {
                 Ok(()) => return,
                 Err(back) => grant = back,
@@ -222,6 +225,7 @@ mod tests {
 
     use super::*;
     use crate::proxy::upstream::io::UpstreamIo;
+    use crate::proxy::upstream::waiters::FAIRNESS;
 
     /// `n` idle connections to `listener`, checked into `pool`; returns the
     /// listener's sides of them.
@@ -279,6 +283,71 @@ mod tests {
         };
         assert_eq!(conn.worker, 1);
         assert_eq!(pool.live(), 1);
+    }
+
+    /// Starts a request of `worker` on the pool and lets it queue.
+    async fn queued_check_out(
+        pool: &Arc<H1Pool>,
+        worker: usize,
+    ) -> tokio::task::JoinHandle<Result<Checkout, PoolError>> {
+        crate::worker::enter(worker);
+        let pool = Arc::clone(pool);
+        let request = tokio::spawn(async move { pool.check_out().await });
+        // Polled here, on the same thread, so it reads `worker`.
+        tokio::task::yield_now().await;
+        crate::worker::enter(0);
+        request
+    }
+
+    /// What a queued request got; fails the test if it is still waiting
+    /// once nothing else can run (the clock is paused, so this is at once).
+    async fn served(
+        request: tokio::task::JoinHandle<Result<Checkout, PoolError>>,
+    ) -> Result<Checkout, PoolError> {
+        tokio::time::timeout(Duration::from_secs(1), request)
+            .await
+            .expect("the request was not served")
+            .unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn at_the_cap_a_returned_connection_goes_to_a_waiter_of_its_own_worker_first() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let pool = H1Pool::new(1, 4);
+        crate::worker::enter(0);
+        let _server_side = idle_connections(&pool, &listener, 1).await;
+        let Ok(Checkout::Idle(conn)) = pool.check_out().await else {
+            panic!("the idle connection is taken");
+        };
+
+        let mut elsewhere = queued_check_out(&pool, 1).await;
+        tokio::time::advance(FAIRNESS / 2).await;
+        let own = queued_check_out(&pool, 0).await;
+        pool.check_in(conn);
+        let Ok(Checkout::Idle(conn)) = served(own).await else {
+            panic!("worker 0's waiter gets worker 0's connection");
+        };
+        tokio::task::yield_now().await;
+        assert!(
+            tokio::time::timeout(Duration::from_millis(1), &mut elsewhere)
+                .await
+                .is_err(),
+            "the older waiter of worker 1 still waits"
+        );
+
+        // Past the bound, the connection crosses to the starved waiter.
+        tokio::time::advance(FAIRNESS).await;
+        let later_own = queued_check_out(&pool, 0).await;
+        pool.check_in(conn);
+        let Ok(Checkout::Idle(conn)) = served(elsewhere).await else {
+            panic!("worker 1's waiter is served once it waited the bound longer");
+        };
+        assert_eq!(conn.worker, 0);
+        pool.check_in(conn);
+        let Ok(Checkout::Idle(_conn)) = served(later_own).await else {
+            panic!("the connection comes back for worker 0's next waiter");
+        };
+        assert_eq!(pool.live(), 1, "one connection served all three");
     }
 
     #[tokio::test]
