@@ -220,7 +220,6 @@ impl Hasher {
     }
 }
 
-/// A thread's life: take jobs until the pool is dropped.
 /// Runs this hashing thread as a background batch job (SCHED_BATCH, nice
 /// about 9), so when a login flood and proxied traffic compete for a core,
 /// the scheduler serves the proxied requests first. Hashing still gets its
@@ -244,6 +243,7 @@ fn yield_to_proxying() {
     }
 }
 
+/// A thread's life: take jobs until the pool is dropped.
 fn work(queue: &Mutex<Receiver<Job>>, hasher: &Hasher, pending: &AtomicUsize) {
     loop {
         // Idle threads queue on the lock; the one holding it waits for a job.
