@@ -210,10 +210,12 @@ impl Gateway {
             let mut ticks = tokio::time::interval(SWEEP_INTERVAL);
             let mut idle_ticks = tokio::time::interval(IDLE_UPSTREAM_SWEEP);
             let mut memory = ReleasePolicy::default();
+            let stopped = stop.fired();
+            tokio::pin!(stopped);
             loop {
                 tokio::select! {
                     biased;
-                    () = stop.fired() => return,
+                    () = &mut stopped => return,
                     _ = idle_ticks.tick() => {
                         gateway.live().proxy.close_idle_connections(tokio::time::Instant::now());
                         let metrics = gateway.observability.metrics();
@@ -299,10 +301,12 @@ impl Gateway {
         };
         let store = Arc::clone(self.accounts.store());
         tasks.spawn(async move {
+            let stopped = stop.fired();
+            tokio::pin!(stopped);
             loop {
                 let (id, at) = tokio::select! {
                     biased;
-                    () = stop.fired() => return,
+                    () = &mut stopped => return,
                     touch = touches.recv() => match touch {
                         Some(touch) => touch,
                         None => return,

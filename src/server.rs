@@ -175,9 +175,12 @@ impl Accept {
     /// runtime this runs on, until `stop` (or forever: the caller decides).
     async fn run(self, listener: &TcpListener) {
         let mut backoff = Duration::from_millis(5);
+        // One wait for the whole loop: it registers once, not per connection.
+        let stopped = self.stop.fired();
+        tokio::pin!(stopped);
         loop {
             let (stream, peer) = tokio::select! {
-                () = self.stop.fired() => return,
+                () = &mut stopped => return,
                 accepted = listener.accept() => match accepted {
                     Ok(accepted) => {
                         backoff = Duration::from_millis(5);

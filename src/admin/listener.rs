@@ -50,9 +50,11 @@ pub(crate) fn spawn(gateway: &Arc<Gateway>, tasks: &Tasks, stop: StopSignal) {
 
 async fn accept_loop(listener: TcpListener, gateway: Arc<Gateway>, stop: StopSignal) {
     let mut connections = JoinSet::new();
+    let stopped = stop.fired();
+    tokio::pin!(stopped);
     loop {
         let accepted = tokio::select! {
-            () = stop.fired() => {
+            () = &mut stopped => {
                 // Aborted and awaited here, so no connection still holds the
                 // gateway once this tracked task has ended.
                 connections.shutdown().await;
