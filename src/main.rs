@@ -88,7 +88,7 @@ fn serve(config_path: &std::path::Path, allocator_tuned: bool) -> Result<(), Str
     // After the config, which names the format; held until serving ends.
     let _log_flush = init_tracing(config.log.format);
     if !allocator_tuned {
-        tracing::warn!("could not fix the allocator's mmap threshold; idle memory may stay higher");
+        tracing::warn!("could not apply the allocator settings (mmap and trim thresholds, no fast bins); idle memory may stay higher and requests cost more CPU");
     }
     // Every worker runs the current-thread scheduler on its own thread
     // (this one is the first; the server starts the others), measured in
