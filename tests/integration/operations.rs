@@ -11,7 +11,10 @@ use crate::support::gateway::{BinaryGateway, GatewayFiles, GatewayOptions};
 
 fn start_output(files: &GatewayFiles, secret_env: Option<&str>) -> (bool, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_authgate"));
+    // Run in the test's own directory: a `data/keys` left in the working
+    // directory by a development run would otherwise let the gateway start.
     command
+        .current_dir(files.path())
         .arg("--config")
         .arg(&files.config_path)
         .arg("serve")
