@@ -12,7 +12,7 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use argon2::{Algorithm, Argon2, Params, Version};
 use tokio::sync::oneshot;
 
-use crate::config::PasswordConfig;
+use crate::config::{HashPriority, PasswordConfig};
 
 /// Why a password operation could not give an answer. Never carries a password.
 #[derive(Debug, thiserror::Error)]
@@ -96,10 +96,11 @@ impl PasswordPool {
             let queue = Arc::clone(&queue);
             let pending = Arc::clone(&pending);
             let hasher = hasher.clone();
+            let priority = config.hash_priority;
             std::thread::Builder::new()
                 .name(format!("authgate-argon2-{n}"))
                 .spawn(move || {
-                    yield_to_proxying();
+                    take_priority(priority);
                     work(&queue, &hasher, &pending)
                 })
                 .map_err(PasswordError::Spawn)?;
@@ -220,22 +221,35 @@ impl Hasher {
     }
 }
 
-/// Runs this hashing thread as a background batch job (SCHED_BATCH, nice
-/// about 9), so when a login flood and proxied traffic compete for a core,
-/// the scheduler serves the proxied requests first. Hashing still gets its
-/// share; it just waits its turn.
-fn yield_to_proxying() {
+/// Puts this hashing thread in its configured scheduling class, so when a
+/// login flood and proxied traffic compete for a core, the scheduler serves
+/// the proxied requests first. The default, the idle class, is the only one
+/// in which a woken request worker takes the core from a hash at once: a
+/// batch thread at a lowered nice (`low`) keeps a core it got until the next
+/// scheduler tick, which put 4-5 ms on the proxied p99 during the bench's
+/// login flood (bench/RESULTS.md, "Issue 12, fifth round").
+fn take_priority(priority: HashPriority) {
     use thread_priority::{
         set_thread_priority_and_policy, thread_native_id, NormalThreadSchedulePolicy,
         ThreadPriority, ThreadPriorityValue, ThreadSchedulePolicy,
     };
-    let Ok(value) = ThreadPriorityValue::try_from(25u8) else {
-        return;
+    let (policy, priority) = match priority {
+        HashPriority::Normal => return,
+        // The idle class has no levels within it.
+        HashPriority::Idle => (NormalThreadSchedulePolicy::Idle, ThreadPriority::Min),
+        // 25 of the crate's 0-99 scale is nice 9.
+        HashPriority::Low => match ThreadPriorityValue::try_from(25u8) {
+            Ok(value) => (
+                NormalThreadSchedulePolicy::Batch,
+                ThreadPriority::Crossplatform(value),
+            ),
+            Err(_) => return,
+        },
     };
     let lowered = set_thread_priority_and_policy(
         thread_native_id(),
-        ThreadPriority::Crossplatform(value),
-        ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Batch),
+        priority,
+        ThreadSchedulePolicy::Normal(policy),
     );
     if let Err(err) = lowered {
         // Not fatal: hashing works at normal priority, only less politely.
@@ -295,6 +309,7 @@ mod tests {
             parallelism: 1,
             hash_workers: workers,
             hash_queue: queue,
+            hash_priority: HashPriority::Normal,
         }
     }
 

@@ -12,8 +12,8 @@ use super::file::{self, FileConfig};
 use super::locate::Locator;
 use super::route::{build_route, check_path_prefix};
 use super::{
-    algorithm, observe, store, AuthConfig, Config, ConfigError, PasswordConfig, Registration,
-    RouteConfig, ServerConfig, ThrottleConfig, TokensConfig,
+    algorithm, observe, store, AuthConfig, Config, ConfigError, HashPriority, PasswordConfig,
+    Registration, RouteConfig, ServerConfig, ThrottleConfig, TokensConfig,
 };
 use crate::account::Role;
 
@@ -200,6 +200,7 @@ fn build_auth(raw: file::AuthFile, at: &Locator) -> Result<AuthConfig, ConfigErr
         parallelism: count(p.parallelism, 1),
         hash_workers: p.hash_workers.map_or_else(default_hash_workers, |n| n.0),
         hash_queue: count(p.hash_queue, 64),
+        hash_priority: p.hash_priority.unwrap_or(HashPriority::Idle),
     };
     let t = raw.throttle;
     let ipv6_prefix = match t.ipv6_prefix {

@@ -128,6 +128,26 @@ pub(super) struct PasswordFile {
     pub parallelism: Option<CountIn<u32, 1, 255>>,
     pub hash_workers: Option<CountIn<usize, 1, 1_024>>,
     pub hash_queue: Option<CountIn<usize, 0, 1_000_000>>,
+    pub hash_priority: Option<HashPriority>,
+}
+
+/// How the argon2 threads compete with the request workers for a core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HashPriority {
+    /// The idle scheduling class (`SCHED_IDLE`): a hash runs on CPU time
+    /// nothing else wants, and a woken request worker takes the core from
+    /// it at once. Under a login flood proxied latency holds; when every
+    /// core is busy proxying, logins wait (and the queue answers 503 when
+    /// full).
+    Idle,
+    /// A background batch job (`SCHED_BATCH`, nice 9): hashing keeps a
+    /// share of a busy core, but a hash that has the core keeps it until
+    /// the next scheduler tick (4 ms at `CONFIG_HZ=250`) while a woken
+    /// worker waits.
+    Low,
+    /// The same as every other thread of the process.
+    Normal,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -30,7 +30,7 @@ use crate::account::Role;
 pub use cidr::Cidr;
 pub use duration::{ConfigDuration, DurationIn};
 use file::FileConfig;
-pub use file::{Registration, RouteAuth};
+pub use file::{HashPriority, Registration, RouteAuth};
 use locate::Locator;
 pub use observe::{AdminConfig, LogConfig, LogFormat};
 pub use store::{
@@ -135,6 +135,7 @@ pub struct PasswordConfig {
     pub hash_workers: usize,
     /// Hash jobs allowed to wait; more are answered 503 at once.
     pub hash_queue: usize,
+    pub hash_priority: HashPriority,
 }
 
 #[derive(Debug, Clone)]

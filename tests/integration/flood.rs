@@ -161,3 +161,55 @@ async fn login_flood_is_shed_and_proxied_latency_holds() {
     // baseline; a bound here only measured how busy the machine was.
     assert_eq!(flooded.len(), 300);
 }
+
+/// The scheduling policy (`SCHED_*` number) of each argon2 thread of the
+/// process `pid`, read from `/proc/PID/task/*/stat` (field 41).
+fn argon2_thread_policies(pid: u32) -> Vec<u32> {
+    let mut policies = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = task.unwrap().path();
+        let name = std::fs::read_to_string(dir.join("comm")).unwrap();
+        if !name.starts_with("authgate-argon2") {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("stat")).unwrap();
+        // Fields after the parenthesised name start at field 3.
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        let policy = after_name.split(' ').nth(41 - 3).unwrap();
+        policies.push(policy.parse().unwrap());
+    }
+    policies
+}
+
+#[tokio::test]
+async fn argon2_threads_run_in_the_configured_scheduling_class() {
+    const SCHED_OTHER: u32 = 0;
+    const SCHED_BATCH: u32 = 3;
+    const SCHED_IDLE: u32 = 5;
+    for (setting, policy) in [
+        ("", SCHED_IDLE),
+        ("hash_priority = \"idle\"\n", SCHED_IDLE),
+        ("hash_priority = \"low\"\n", SCHED_BATCH),
+        ("hash_priority = \"normal\"\n", SCHED_OTHER),
+    ] {
+        let files = GatewayFiles::create(&GatewayOptions {
+            auth: format!("[auth.password]\nhash_workers = 1\n{setting}"),
+            ..GatewayOptions::default()
+        });
+        let gateway = BinaryGateway::start(&files, "warn,authgate=info");
+        // The one thread takes its class before its first job, so it has
+        // one once a registration is answered.
+        let registered = gateway
+            .client(&files)
+            .post("/auth/register")
+            .json(&json!({"email": "first@example.com", "password": "password-1"}))
+            .send()
+            .await;
+        assert_eq!(registered.status, 201);
+        assert_eq!(
+            argon2_thread_policies(gateway.pid()),
+            vec![policy],
+            "[auth.password] {setting:?}"
+        );
+    }
+}

@@ -110,3 +110,20 @@ fn token_algorithms_and_the_key_directory_are_read() {
         "{err}"
     );
 }
+
+#[test]
+fn the_argon2_threads_priority_is_read_and_checked() {
+    let default = parse(MINIMAL).unwrap();
+    assert_eq!(default.auth.password.hash_priority, HashPriority::Idle);
+    let low = parse(&format!(
+        "{MINIMAL}[auth.password]\nhash_priority = \"low\"\n"
+    ))
+    .unwrap();
+    assert_eq!(low.auth.password.hash_priority, HashPriority::Low);
+    let message = error_text(&format!(
+        "{MINIMAL}[auth.password]\nhash_priority = \"lowest\"\n"
+    ));
+    assert!(message.starts_with("gw.toml:6:"), "{message}");
+    assert!(message.contains("hash_priority"), "{message}");
+    assert!(message.contains("lowest"), "{message}");
+}
