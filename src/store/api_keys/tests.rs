@@ -101,7 +101,7 @@ async fn sled() {
     keys_live_revoke_touch_and_go_with_their_owner(&store).await;
     // And they survive a reopen.
     drop(store);
-    let store = SledStore::open(&dir.path().join("db")).unwrap();
+    let store = crate::store::tests::reopen_sled(&dir.path().join("db"));
     assert_eq!(store.live_api_keys().unwrap().len(), 1);
 }
 

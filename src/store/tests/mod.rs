@@ -44,6 +44,24 @@ use store_tests;
 
 /// A store under test and what keeps its data alive (a temp directory, a
 /// database dropped at the end). Derefs to the store.
+/// Opens the sled database at `path` again after its last handle was
+/// dropped in this process. sled writes its log buffers on threads of its
+/// own, which let go of the file (and its lock) just after a flush has been
+/// answered; until they have, an open gets [`StoreError::InUse`]. A
+/// restarted process never sees that (the old one is gone), so the test
+/// waits for the lock, within a bound.
+pub(crate) fn reopen_sled(path: &std::path::Path) -> SledStore {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match SledStore::open(path) {
+            Err(StoreError::InUse { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            opened => return opened.unwrap(),
+        }
+    }
+}
+
 pub(crate) struct Backend {
     /// `None` only inside [`Backend::restart`].
     store: Option<Arc<dyn Store>>,
@@ -96,7 +114,7 @@ impl Backend {
             Data::Sled(dir) => {
                 // sled holds its file lock until the last handle goes.
                 self.store = None;
-                self.store = Some(Arc::new(SledStore::open(&dir.path().join("db")).unwrap()));
+                self.store = Some(Arc::new(reopen_sled(&dir.path().join("db"))));
             }
             Data::Postgres(db) => self.store = Some(Arc::new(db.open().await)),
         }

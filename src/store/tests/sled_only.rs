@@ -37,7 +37,7 @@ async fn flushed_writes_survive_reopening() {
             flush.await.unwrap().unwrap();
         }
     }
-    let store = SledStore::open(&path).unwrap();
+    let store = super::reopen_sled(&path);
     assert_eq!(store.user_by_email("a@x.io").unwrap().unwrap().id, "u1");
 }
 
