@@ -135,6 +135,7 @@ pub struct PasswordConfig {
     pub hash_workers: usize,
     /// Hash jobs allowed to wait; more are answered 503 at once.
     pub hash_queue: usize,
+    /// The scheduling class of those threads.
     pub hash_priority: HashPriority,
 }
 

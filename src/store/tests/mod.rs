@@ -42,8 +42,6 @@ macro_rules! store_tests {
 }
 use store_tests;
 
-/// A store under test and what keeps its data alive (a temp directory, a
-/// database dropped at the end). Derefs to the store.
 /// Opens the sled database at `path` again after its last handle was
 /// dropped in this process. sled writes its log buffers on threads of its
 /// own, which let go of the file (and its lock) just after a flush has been
@@ -62,6 +60,8 @@ pub(crate) fn reopen_sled(path: &std::path::Path) -> SledStore {
     }
 }
 
+/// A store under test and what keeps its data alive (a temp directory, a
+/// database dropped at the end). Derefs to the store.
 pub(crate) struct Backend {
     /// `None` only inside [`Backend::restart`].
     store: Option<Arc<dyn Store>>,
