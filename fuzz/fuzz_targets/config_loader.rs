@@ -81,7 +81,9 @@ fn check(config: &Config) {
         if let Some(roles) = &route.roles {
             assert!(!roles.is_empty(), "empty role list");
             assert!(
-                roles.iter().all(|r| authgate::account::Role::parse(r.as_str()).is_ok()),
+                roles
+                    .iter()
+                    .all(|r| authgate::account::Role::parse(r.as_str()).is_ok()),
                 "{roles:?}"
             );
         }
