@@ -13,6 +13,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use serde_json::json;
 
+use crate::accounts::FAST_HASHING;
 use crate::support::client::Alpn;
 use crate::support::gateway::{BinaryGateway, GatewayFiles, GatewayOptions};
 use crate::support::TestClient;
@@ -193,7 +194,7 @@ async fn argon2_threads_run_in_the_configured_scheduling_class() {
         ("hash_priority = \"normal\"\n", SCHED_OTHER),
     ] {
         let files = GatewayFiles::create(&GatewayOptions {
-            auth: format!("[auth.password]\nhash_workers = 1\n{setting}"),
+            auth: format!("{FAST_HASHING}hash_workers = 1\n{setting}"),
             ..GatewayOptions::default()
         });
         let gateway = BinaryGateway::start(&files, "warn,authgate=info");
