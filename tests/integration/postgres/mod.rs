@@ -523,11 +523,23 @@ async fn store_copy_moves_a_sled_installation_once() {
     let files = sled.stop().await;
     let from = format!("sled:{}", files.dir.path().join("store.sled").display());
     let copy = || {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_authgate"))
-            .args(["store", "copy", "--from", &from, "--to", "postgres:"])
-            .env("AUTHGATE_DATABASE_URL", &db.url)
-            .output()
-            .unwrap();
+        // The sled gateway ran inside this process: its store's background
+        // threads may hold the database lock a moment after the stop, which
+        // the command reports as "in use". Retry (bounded) until it is free,
+        // as an in-process restart does.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let output = loop {
+            let output = std::process::Command::new(env!("CARGO_BIN_EXE_authgate"))
+                .args(["store", "copy", "--from", &from, "--to", "postgres:"])
+                .env("AUTHGATE_DATABASE_URL", &db.url)
+                .output()
+                .unwrap();
+            let in_use = String::from_utf8_lossy(&output.stderr).contains("database in use");
+            if !(in_use && Instant::now() < deadline) {
+                break output;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
         assert!(
             output.status.success(),
