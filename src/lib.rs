@@ -27,8 +27,9 @@
 //! `body.rs` (the bodies the gateway writes itself), `account/` (what names
 //! an account), `observe/` and `admin/` (metrics, health, the admin
 //! listener), `audit.rs` (the security-event trail), `tasks.rs` (every task
-//! the server starts), `request_id.rs`, `timestamp.rs`, `private_files.rs`,
-//! and `cli.rs` + `cli/` (the operator commands the binary, `main.rs`, runs).
+//! the server starts), `request_id.rs`, `timestamp.rs`, `digest.rs`
+//! (SHA-256), `private_files.rs`, and `cli.rs` + `cli/` (the operator
+//! commands the binary, `main.rs`, runs).
 //!
 //! `GET /.well-known/jwks.json` is answered in service.rs, ahead of every
 //! route, from the key set in force.
@@ -60,6 +61,7 @@ pub mod auth;
 pub(crate) mod body;
 pub mod cli;
 pub mod config;
+pub(crate) mod digest;
 pub mod error;
 pub mod gateway;
 pub(crate) mod key_reload;

@@ -17,7 +17,6 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use sha2::{Digest, Sha256};
 
 use crate::account::Email;
 use crate::config::ThrottleConfig;
@@ -48,7 +47,7 @@ impl AccountKey {
     pub(crate) fn from_input(email: &str) -> Self {
         let text =
             Email::parse(email).map_or_else(|_| email.trim().to_lowercase(), Email::into_string);
-        Self(Sha256::digest(text.as_bytes()).into())
+        Self(crate::digest::sha256(&[text.as_bytes()]))
     }
 
     /// The key's bytes: a shared store counts lockouts under them.

@@ -11,8 +11,6 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use sha2::{Digest, Sha256};
-
 use super::jwt::AccessClaims;
 
 /// Shards, each with its own lock, so concurrent requests rarely wait.
@@ -39,7 +37,7 @@ impl VerifiedCache {
     }
 
     pub fn digest(token: &str) -> TokenDigest {
-        Sha256::digest(token.as_bytes()).into()
+        crate::digest::sha256(&[token.as_bytes()])
     }
 
     /// Claims whose signature was verified before; their times are not checked.

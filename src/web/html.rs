@@ -11,7 +11,6 @@ use http::header::{
     X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
 };
 use http::{HeaderValue, Response, StatusCode};
-use sha2::{Digest, Sha256};
 
 use super::form::TOKEN_FIELD;
 use crate::body::ResponseBody;
@@ -39,7 +38,8 @@ a{color:#2563eb}";
 /// `default-src 'none'` and the stylesheet's hash: no script, image, font,
 /// frame or connection; forms post only here; no page may frame these.
 static CSP: LazyLock<HeaderValue> = LazyLock::new(|| {
-    let hash = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(STYLE));
+    let hash = base64::engine::general_purpose::STANDARD
+        .encode(crate::digest::sha256(&[STYLE.as_bytes()]));
     HeaderValue::from_str(&format!(
         "default-src 'none'; style-src 'sha256-{hash}'; form-action 'self'; \
          frame-ancestors 'none'; base-uri 'none'"
@@ -282,7 +282,8 @@ mod tests {
     fn the_policy_allows_exactly_the_inline_style() {
         let csp = CSP.to_str().unwrap();
         assert!(csp.starts_with("default-src 'none';"), "{csp}");
-        let hash = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(STYLE));
+        let hash = base64::engine::general_purpose::STANDARD
+            .encode(crate::digest::sha256(&[STYLE.as_bytes()]));
         assert!(csp.contains(&format!("style-src 'sha256-{hash}'")), "{csp}");
         assert!(!csp.contains("unsafe"));
         let html = page().render();

@@ -4,7 +4,6 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use sha2::{Digest, Sha256};
 
 /// What every key starts with.
 pub(crate) const PREFIX: &str = "agk_";
@@ -53,7 +52,7 @@ pub(crate) fn well_formed(text: &str) -> bool {
 /// brute force gets anywhere near it, and a slow hash (argon2) would only
 /// cost every request. A leaked table of hashes yields no usable key.
 pub(crate) fn hash(text: &str) -> [u8; 32] {
-    Sha256::digest(text.as_bytes()).into()
+    crate::digest::sha256(&[text.as_bytes()])
 }
 
 #[cfg(test)]

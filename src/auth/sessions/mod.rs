@@ -34,7 +34,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine;
 use rand::RngCore;
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::jwt::{unix_seconds, MintedToken, TokenIssuer};
@@ -269,10 +268,7 @@ impl Sessions {
 /// double-submit check is bound to the session and a cookie planted by a
 /// sibling domain cannot be paired with a forged header.
 pub fn csrf_token_for(refresh_token: &str) -> String {
-    let digest = Sha256::new()
-        .chain_update(b"authgate-csrf\0")
-        .chain_update(refresh_token.as_bytes())
-        .finalize();
+    let digest = crate::digest::sha256(&[b"authgate-csrf\0", refresh_token.as_bytes()]);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest)
 }
 
@@ -283,7 +279,7 @@ pub fn csrf_matches(refresh_token: &str, presented: &str) -> bool {
 }
 
 pub fn hash_token(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
+    crate::digest::sha256(&[token.as_bytes()])
 }
 
 /// A fresh key for a family's token tags.

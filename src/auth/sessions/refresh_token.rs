@@ -4,7 +4,6 @@
 //! the store after rotation is still recognised as reuse by `sessions/mod.rs`.
 
 use base64::Engine;
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::random_token;
@@ -59,13 +58,13 @@ impl TaggedToken<'_> {
 /// A keyed hash over the family and generation. The key is secret and
 /// first, of fixed length; the family id cannot contain the separator.
 fn encode_tag(key: &[u8; 32], family_id: &str, generation: u64) -> String {
-    let digest = Sha256::new()
-        .chain_update(b"authgate-refresh-tag\0")
-        .chain_update(key)
-        .chain_update(family_id.as_bytes())
-        .chain_update([0u8])
-        .chain_update(generation.to_be_bytes())
-        .finalize();
+    let digest = crate::digest::sha256(&[
+        b"authgate-refresh-tag\0",
+        key,
+        family_id.as_bytes(),
+        &[0u8],
+        &generation.to_be_bytes(),
+    ]);
     let tag = digest.get(..TAG_BYTES).unwrap_or_default();
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tag)
 }

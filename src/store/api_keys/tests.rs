@@ -1,6 +1,5 @@
 //! The API-key operations of both stores, by one script over `dyn Store`.
 
-use sha2::{Digest, Sha256};
 
 use super::*;
 use crate::store::{hex, SledStore, Store, StoreError, User};
@@ -22,7 +21,7 @@ fn key(id: &str, user_id: &str, created_at: u64) -> ApiKeyRecord {
         user_id: user_id.to_owned(),
         name: format!("key {id}"),
         role: "viewer".to_owned(),
-        hash: hex(&<[u8; 32]>::from(Sha256::digest(id.as_bytes()))),
+        hash: hex(&crate::digest::sha256(&[id.as_bytes()])),
         created_at,
         expires_at: Some(9_000),
         last_used_at: None,
