@@ -2,6 +2,7 @@
 //! header the upstream reads, so it must be writable as a header value.
 
 use std::fmt;
+use std::sync::Arc;
 
 use http::HeaderValue;
 
@@ -17,10 +18,11 @@ pub enum UserIdError {
 /// A non-empty id that is a valid header field value as it stands (RFC 9110
 /// §5.5: no control characters; spaces or tabs inside but not at either end,
 /// where a recipient strips them and would read another id); carries that
-/// header value, made once when it was parsed.
+/// header value, made once when it was parsed. Cloned on every proxied
+/// request, so both are shared, never copied.
 #[derive(Clone, PartialEq, Eq)]
 pub struct UserId {
-    id: String,
+    id: Arc<str>,
     header: HeaderValue,
 }
 
@@ -36,7 +38,7 @@ impl UserId {
         // obs-text, bytes past ASCII pass and reach the upstream as they are.
         let header = HeaderValue::from_str(id).map_err(|_| UserIdError::NotAHeaderValue)?;
         Ok(Self {
-            id: id.to_owned(),
+            id: Arc::from(id),
             header,
         })
     }

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::keys::{KeyRing, KeySet};
 use super::token_cache::VerifiedCache;
+use super::Identity;
 use crate::config::secret::AccessSecret;
 use crate::config::TokensConfig;
 
@@ -101,6 +102,22 @@ pub struct AccessClaims {
     /// The session (refresh family) this token belongs to, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sid: Option<String>,
+}
+
+/// A token whose signature checked out: its claims, and the identity they
+/// name (or why they name none). Made once per distinct token and kept in the
+/// [`VerifiedCache`], so a request neither copies the claims nor parses them.
+#[derive(Debug, PartialEq, Eq)]
+pub struct VerifiedToken {
+    pub claims: AccessClaims,
+    pub identity: Result<Identity, TokenError>,
+}
+
+impl VerifiedToken {
+    pub(crate) fn new(claims: AccessClaims) -> Self {
+        let identity = Identity::try_from(&claims);
+        Self { claims, identity }
+    }
 }
 
 /// Mints access tokens with the active key, lifetime, issuer and audience.
@@ -196,21 +213,22 @@ impl TokenVerifier {
     }
 
     /// Checks signature, claims and headers; the error says which, for the log.
-    pub fn verify(&self, token: &str, now: SystemTime) -> Result<AccessClaims, TokenError> {
+    pub fn verify(&self, token: &str, now: SystemTime) -> Result<Arc<VerifiedToken>, TokenError> {
         if token.len() > super::bearer::MAX_TOKEN_BYTES {
             return Err(TokenError::Oversized);
         }
         let keys = self.keys.current();
         let digest = VerifiedCache::digest(token);
         let now = unix_seconds(now);
-        let claims = match keys.verified.get(&digest) {
-            Some(claims) => claims,
+        let verified = match keys.verified.get(&digest) {
+            Some(verified) => verified,
             None => {
-                let claims = Arc::new(verify_signature(&keys, token)?);
-                keys.verified.insert(digest, Arc::clone(&claims), now);
-                claims
+                let verified = Arc::new(VerifiedToken::new(verify_signature(&keys, token)?));
+                keys.verified.insert(digest, Arc::clone(&verified), now);
+                verified
             }
         };
+        let claims = &verified.claims;
         // The same comparisons jsonwebtoken makes, against our clock, on
         // every request, cached or not: expired once `exp` is more than the
         // leeway in the past (RFC 7519 §4.1.4).
@@ -226,7 +244,7 @@ impl TokenVerifier {
         if claims.iat > now.saturating_add(self.leeway) {
             return Err(TokenError::IssuedInFuture);
         }
-        Ok(AccessClaims::clone(&claims))
+        Ok(verified)
     }
 
     pub fn keys(&self) -> &Arc<KeyRing> {

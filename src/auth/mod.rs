@@ -45,13 +45,15 @@ pub enum AuthError {
 }
 
 /// The verified caller of a request. Its user id and role carry the header
-/// values the proxy injects as they are.
+/// values the proxy injects as they are. Built once per distinct token (the
+/// verified-token cache keeps it) and cloned per request: every field is
+/// shared, not copied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
     pub user_id: UserId,
     pub role: Role,
     /// The session this token belongs to, when it came from a login.
-    pub session: Option<String>,
+    pub session: Option<Arc<str>>,
     /// The user's token version the token carries (see [`RevocationList`]).
     pub version: u32,
     /// When the access token expires (unix seconds).
@@ -62,19 +64,19 @@ pub struct Identity {
     pub key_id: Option<http::HeaderValue>,
 }
 
-impl TryFrom<AccessClaims> for Identity {
+impl TryFrom<&AccessClaims> for Identity {
     type Error = TokenError;
 
     /// A signed token whose `sub` or `role` cannot be written as a header is
     /// refused here: forwarded without its identity header, the request
     /// would look anonymous to a backend.
-    fn try_from(claims: AccessClaims) -> Result<Self, TokenError> {
+    fn try_from(claims: &AccessClaims) -> Result<Self, TokenError> {
         let user_id = UserId::parse(&claims.sub).map_err(|_| TokenError::UnsafeSubject)?;
         let role = Role::parse(&claims.role).map_err(|_| TokenError::UnsafeRole)?;
         Ok(Self {
             user_id,
             role,
-            session: claims.sid,
+            session: claims.sid.as_deref().map(Arc::from),
             version: claims.ver,
             expires_at: claims.exp,
             assertion: None,
@@ -105,22 +107,21 @@ impl Authenticator {
         now: SystemTime,
     ) -> Result<Identity, AuthError> {
         let token = bearer::token(headers)?;
-        let claims = self.verifier.verify(token, now)?;
+        let verified = self.verifier.verify(token, now)?;
         // Fail closed: with other instances' revocations unknown, a valid
         // signature is not enough.
         if let Some(stale_for) = self.revocations.stale_for(now) {
             return Err(AuthError::Stale { stale_for });
         }
-        let version = claims.ver;
-        let identity = Identity::try_from(claims)?;
+        let identity = verified.identity.as_ref().map_err(|err| *err)?;
         if !self.revocations.allows(
             identity.user_id.as_str(),
-            version,
+            identity.version,
             identity.session.as_deref(),
         ) {
             return Err(AuthError::Revoked);
         }
-        Ok(identity)
+        Ok(identity.clone())
     }
 
     pub fn verifier(&self) -> &TokenVerifier {

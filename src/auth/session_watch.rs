@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::revocation::RevocationList;
 use super::Identity;
+use crate::account::UserId;
 
 /// Why a live connection was cut (the error a watched body ends with).
 #[derive(Debug, thiserror::Error)]
@@ -18,9 +19,9 @@ pub(crate) struct SessionEnded;
 /// The session one live connection belongs to.
 pub struct SessionWatch {
     revocations: Arc<RevocationList>,
-    user: String,
+    user: UserId,
     version: u32,
-    session: Option<String>,
+    session: Option<Arc<str>>,
     /// When set, the connection also ends at this instant (token expiry).
     deadline: Option<tokio::time::Instant>,
 }
@@ -43,7 +44,7 @@ impl SessionWatch {
         });
         Self {
             revocations: Arc::clone(revocations),
-            user: identity.user_id.as_str().to_owned(),
+            user: identity.user_id.clone(),
             version: identity.version,
             session: identity.session.clone(),
             deadline,
@@ -59,7 +60,7 @@ impl SessionWatch {
         loop {
             if !self
                 .revocations
-                .allows(&self.user, self.version, self.session.as_deref())
+                .allows(self.user.as_str(), self.version, self.session.as_deref())
             {
                 return;
             }

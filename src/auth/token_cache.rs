@@ -1,5 +1,6 @@
 //! The verified-token cache: each distinct access token's signature is
-//! checked once, and its claims remembered under the SHA-256 of the token.
+//! checked once, and its claims (with the identity they name) remembered
+//! under the SHA-256 of the token.
 //!
 //! It caches verification, never authorization (as Envoy's jwt_authn does):
 //! the caller still checks `exp`/`nbf`/`iat` against its clock and the
@@ -11,20 +12,21 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use super::jwt::AccessClaims;
+use super::jwt::VerifiedToken;
 
 /// Shards, each with its own lock, so concurrent requests rarely wait.
 const SHARDS: usize = 16;
 
-/// Entries held at most. An entry is the 32-byte key plus the claims (about
-/// 300 bytes with their strings and map overhead): ~5 MiB when full.
+/// Entries held at most. An entry is the 32-byte key plus the claims and the
+/// identity built from them (about 450 bytes with their strings and map
+/// overhead): ~7 MiB when full.
 pub(crate) const DEFAULT_CAPACITY: usize = 16 * 1024;
 
 /// The cache key: the token's SHA-256, so the cache never holds a token.
 pub(crate) type TokenDigest = [u8; 32];
 
 pub struct VerifiedCache {
-    shards: Vec<Mutex<HashMap<TokenDigest, Arc<AccessClaims>>>>,
+    shards: Vec<Mutex<HashMap<TokenDigest, Arc<VerifiedToken>>>>,
     per_shard: usize,
 }
 
@@ -41,20 +43,20 @@ impl VerifiedCache {
     }
 
     /// Claims whose signature was verified before; their times are not checked.
-    pub fn get(&self, digest: &TokenDigest) -> Option<Arc<AccessClaims>> {
+    pub fn get(&self, digest: &TokenDigest) -> Option<Arc<VerifiedToken>> {
         let shard = self.shard(digest)?;
         let map = shard.lock().unwrap_or_else(PoisonError::into_inner);
         map.get(digest).cloned()
     }
 
-    /// Remembers verified claims; `now` (unix seconds) picks what to evict.
-    pub fn insert(&self, digest: TokenDigest, claims: Arc<AccessClaims>, now: u64) {
+    /// Remembers a verified token; `now` (unix seconds) picks what to evict.
+    pub fn insert(&self, digest: TokenDigest, verified: Arc<VerifiedToken>, now: u64) {
         let Some(shard) = self.shard(&digest) else {
             return;
         };
         let mut map = shard.lock().unwrap_or_else(PoisonError::into_inner);
         if map.len() >= self.per_shard && !map.contains_key(&digest) {
-            map.retain(|_, claims| claims.exp >= now);
+            map.retain(|_, entry| entry.claims.exp >= now);
             while map.len() >= self.per_shard {
                 let Some(victim) = map.keys().next().copied() else {
                     break;
@@ -62,7 +64,7 @@ impl VerifiedCache {
                 map.remove(&victim);
             }
         }
-        map.insert(digest, claims);
+        map.insert(digest, verified);
     }
 
     /// Entries held now, across all shards.
@@ -80,7 +82,7 @@ impl VerifiedCache {
     fn shard(
         &self,
         digest: &TokenDigest,
-    ) -> Option<&Mutex<HashMap<TokenDigest, Arc<AccessClaims>>>> {
+    ) -> Option<&Mutex<HashMap<TokenDigest, Arc<VerifiedToken>>>> {
         let index = usize::from(digest[0]) % SHARDS;
         self.shards.get(index)
     }
@@ -89,9 +91,10 @@ impl VerifiedCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::jwt::AccessClaims;
 
-    fn claims(exp: u64) -> Arc<AccessClaims> {
-        Arc::new(AccessClaims {
+    fn claims(exp: u64) -> Arc<VerifiedToken> {
+        Arc::new(VerifiedToken::new(AccessClaims {
             sub: "u".into(),
             role: "r".into(),
             iss: "i".into(),
@@ -102,7 +105,7 @@ mod tests {
             jti: "j".into(),
             ver: 0,
             sid: None,
-        })
+        }))
     }
 
     #[test]

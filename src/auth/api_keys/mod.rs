@@ -69,7 +69,7 @@ pub(crate) fn authenticate(
     Ok(Identity {
         user_id: found.user_id,
         role: found.role,
-        session: Some(session),
+        session: Some(std::sync::Arc::from(session)),
         version,
         expires_at: found
             .expires_at

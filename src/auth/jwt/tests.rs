@@ -22,12 +22,20 @@ fn minted_tokens_verify_and_carry_claims() {
     let verifier = TokenVerifier::new(&config, &secret(1));
     let now = SystemTime::now();
     let minted = issuer.mint("u1", "admin", 3, Some("s1"), now).unwrap();
-    let claims = verifier.verify(&minted.token, now).unwrap();
+    let verified = verifier.verify(&minted.token, now).unwrap();
+    let claims = &verified.claims;
     assert_eq!(claims.sub, "u1");
     assert_eq!(claims.role, "admin");
     assert_eq!(claims.ver, 3);
     assert_eq!(claims.sid.as_deref(), Some("s1"));
     assert_eq!(claims.exp - claims.iat, 15 * 60);
+    // The identity is built with the claims, once.
+    let identity = verified.identity.as_ref().unwrap();
+    assert_eq!(identity.user_id.as_str(), "u1");
+    assert_eq!(identity.role.as_str(), "admin");
+    assert_eq!(identity.session.as_deref(), Some("s1"));
+    assert_eq!(identity.version, 3);
+    assert_eq!(identity.expires_at, claims.exp);
 }
 
 #[test]

@@ -44,7 +44,7 @@ fn claims(now: SystemTime) -> Value {
 }
 
 /// The reason a token was refused, as the log shows it.
-fn invalid(result: Result<crate::auth::jwt::AccessClaims, TokenError>) -> String {
+fn invalid(result: Result<Arc<crate::auth::jwt::VerifiedToken>, TokenError>) -> String {
     match result {
         Err(err) if err != TokenError::Expired => err.to_string(),
         other => panic!("expected an invalid token, got {other:?}"),
@@ -66,7 +66,7 @@ fn a_token_of_each_algorithm_verifies_with_its_kid() {
         assert_eq!(header.kid.as_deref(), Some(kid.as_str()), "{algorithm}");
         assert_eq!(Some(header.alg), parse_algorithm(algorithm));
         assert_eq!(
-            verifier.verify(&token, now).unwrap().sub,
+            verifier.verify(&token, now).unwrap().claims.sub,
             "u1",
             "{algorithm}"
         );
