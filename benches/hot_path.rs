@@ -362,7 +362,7 @@ fn headers(c: &mut Criterion) {
     let identity = Identity {
         user_id,
         role,
-        session: Some("live-session".to_owned()),
+        session: Some("live-session".into()),
         version: 0,
         expires_at: 0,
         assertion: None,

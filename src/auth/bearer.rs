@@ -53,12 +53,20 @@ pub fn token(headers: &HeaderMap) -> Result<&str, BearerError> {
     if value.len() > MAX_TOKEN_BYTES + "Bearer ".len() {
         return Err(BearerError::Oversized);
     }
-    let value = value.to_str().map_err(|_| BearerError::Malformed)?;
-    let (scheme, rest) = value.split_once(' ').ok_or(BearerError::Malformed)?;
+    // Bytes, not `to_str` (a pass of its own over every byte): the b64token
+    // check below admits only ASCII, which already excludes what `to_str`
+    // would refuse.
+    let value = value.as_bytes();
+    let space = value
+        .iter()
+        .position(|&b| b == b' ')
+        .ok_or(BearerError::Malformed)?;
+    let (scheme, rest) = value.split_at(space);
     // The scheme is case-insensitive (RFC 9110 §11.1).
-    if !scheme.eq_ignore_ascii_case("bearer") {
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
         return Err(BearerError::Malformed);
     }
+    let rest = std::str::from_utf8(rest).map_err(|_| BearerError::Malformed)?;
     let token = rest.trim_matches(' ');
     let is_b64token = !token.is_empty()
         && token
@@ -111,6 +119,22 @@ mod tests {
             token(&headers(&["Bearer a.b.c", "Bearer a.b.c"])),
             Err(BearerError::Malformed)
         );
+    }
+
+    #[test]
+    fn refuses_tabs_and_bytes_past_ascii_anywhere() {
+        for raw in [
+            &b"Bearer abc\t"[..],
+            b"Bearer \tabc",
+            b"Bearer\tabc",
+            b"Bearer ab\xc3\xa9c",
+            b"Bear\xc3\xa9r abc",
+            b"Bearer abc\xff",
+        ] {
+            let mut map = HeaderMap::new();
+            map.insert(AUTHORIZATION, HeaderValue::from_bytes(raw).unwrap());
+            assert_eq!(token(&map), Err(BearerError::Malformed), "{raw:?}");
+        }
     }
 
     #[test]

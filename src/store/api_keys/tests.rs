@@ -1,6 +1,5 @@
 //! The API-key operations of both stores, by one script over `dyn Store`.
 
-
 use super::*;
 use crate::store::{hex, SledStore, Store, StoreError, User};
 
