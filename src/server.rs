@@ -363,7 +363,10 @@ impl ConnectionTask {
                 if request.headers().contains_key(UPGRADE) {
                     request.extensions_mut().insert(tunnels.clone());
                 }
-                service::handle(Arc::clone(&gateway), connection, request)
+                // Boxed, as on HTTP/2: hyper moves the future it is given into
+                // the connection's state, and the handler's state is large
+                // (callgrind: 724 instructions of `memcpy` per request there).
+                Box::pin(service::handle(Arc::clone(&gateway), connection, request))
             });
             let conn = self
                 .protocols

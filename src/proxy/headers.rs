@@ -13,9 +13,11 @@ use crate::auth::Identity;
 
 /// Connection-specific headers a proxy must not forward (RFC 9110 §7.6.1,
 /// plus the non-standard `Proxy-Connection` and the proxy credentials).
+/// The name lists are `static`, not `const`: a `const` array is built anew,
+/// and dropped, wherever it is used, here once per header of every request.
 /// `Trailer` is end-to-end (RFC 9110 §6.6.2): it is kept so declared trailer
 /// fields reach the upstream, after the identity scrub of the body.
-const HOP_BY_HOP: [HeaderName; 7] = [
+static HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -27,7 +29,7 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 
 /// Headers some backends use to re-route a request after the gateway decided
 /// where it goes; a client must never be able to send them.
-const REROUTING: [HeaderName; 5] = [
+static REROUTING: [HeaderName; 5] = [
     HeaderName::from_static("x-original-url"),
     HeaderName::from_static("x-rewrite-url"),
     HeaderName::from_static("x-forwarded-prefix"),
@@ -35,18 +37,18 @@ const REROUTING: [HeaderName; 5] = [
     HeaderName::from_static("x-http-method-override"),
 ];
 
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const FORWARDED: HeaderName = header::FORWARDED;
 /// The single-address client header many backends (nginx `real_ip`, PHP,
 /// Rails) believe without asking who set it: always the gateway's own answer.
-const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// Other single-address client headers, set by particular CDNs and load
 /// balancers. Believed only from trusted proxies; from anyone else dropped,
 /// since a backend reading one would take a client's word for its address.
-const CLIENT_ADDRESS: [HeaderName; 5] = [
+static CLIENT_ADDRESS: [HeaderName; 5] = [
     HeaderName::from_static("true-client-ip"),
     HeaderName::from_static("x-client-ip"),
     HeaderName::from_static("cf-connecting-ip"),
@@ -224,7 +226,7 @@ fn remove_where(headers: &mut HeaderMap, doomed: impl Fn(&HeaderName) -> bool) {
 /// `X-Forwarded-Host` and the CDN headers. (`X-Forwarded-For`,
 /// `X-Forwarded-Proto` and `X-Real-IP` are always set by the gateway.)
 fn is_client_claim(name: &HeaderName) -> bool {
-    name == FORWARDED || name == X_FORWARDED_HOST || CLIENT_ADDRESS.contains(name)
+    *name == FORWARDED || *name == X_FORWARDED_HOST || CLIENT_ADDRESS.contains(name)
 }
 
 /// X-Forwarded-*, Forwarded (RFC 7239) and the client-address headers are
@@ -241,7 +243,7 @@ fn set_forwarded(headers: &mut HeaderMap, client: &ClientSide<'_>) {
         HeaderValue::from_str(&client.client.to_string()).ok()
     };
     if let Some(value) = &real_ip {
-        headers.insert(X_REAL_IP, value.clone());
+        headers.insert(&X_REAL_IP, value.clone());
     }
     if client.peer_trusted {
         let chain = headers
@@ -256,10 +258,10 @@ fn set_forwarded(headers: &mut HeaderMap, client: &ClientSide<'_>) {
             format!("{chain}, {peer}")
         };
         if let Ok(value) = HeaderValue::from_str(&value) {
-            headers.insert(X_FORWARDED_FOR, value);
+            headers.insert(&X_FORWARDED_FOR, value);
         }
         if !headers.contains_key(&X_FORWARDED_PROTO) {
-            headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+            headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("https"));
         }
         if !headers.contains_key(&X_FORWARDED_HOST) {
             insert_host(headers, client.host);
@@ -272,15 +274,15 @@ fn set_forwarded(headers: &mut HeaderMap, client: &ClientSide<'_>) {
         HeaderValue::from_str(&peer).ok()
     };
     if let Some(value) = forwarded_for {
-        headers.insert(X_FORWARDED_FOR, value);
+        headers.insert(&X_FORWARDED_FOR, value);
     }
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("https"));
     insert_host(headers, client.host);
 }
 
 fn insert_host(headers: &mut HeaderMap, host: Option<&str>) {
     if let Some(value) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
-        headers.insert(X_FORWARDED_HOST, value);
+        headers.insert(&X_FORWARDED_HOST, value);
     }
 }
 
