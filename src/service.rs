@@ -182,25 +182,28 @@ async fn dispatch(
             client: client_addr,
             request_id,
         };
+        // The account endpoints and pages are boxed: they are the rare
+        // requests, and unboxed their state (up to ~4 KiB) would size every
+        // proxied request's future too, copied each time it moves.
         // The browser pages share the prefix and the audit context.
         if let Some(page) = web::Page::parse(sub_path) {
             return audit::in_request(
                 context,
-                web::serve(page, gateway, request, client_addr, now),
+                Box::pin(web::serve(page, gateway, request, client_addr, now)),
             )
             .await
             .map(|response| response.map(AnswerBody::from));
         }
         let result = audit::in_request(
             context,
-            gateway.accounts().handle(
+            Box::pin(gateway.accounts().handle(
                 request,
                 sub_path,
                 client_addr,
                 gateway.authenticator(),
                 now,
                 &mut account,
-            ),
+            )),
         )
         .await;
         outcome.action = account.action;

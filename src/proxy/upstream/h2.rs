@@ -42,12 +42,16 @@ impl H2Shared {
         if let Some(sender) = self.open_sender() {
             return Ok(sender);
         }
-        let io = connector.connect(deadline).await?;
-        let (sender, connection) = http2::Builder::new(TokioExecutor::new())
-            .timer(hyper_util::rt::TokioTimer::new())
-            .handshake(TokioIo::new(io))
-            .await
-            .map_err(ConnectError::Handshake)?;
+        // Boxed, as for HTTP/1: the connect is rare, its state large.
+        let (sender, connection) = Box::pin(async {
+            let io = connector.connect(deadline).await?;
+            http2::Builder::new(TokioExecutor::new())
+                .timer(hyper_util::rt::TokioTimer::new())
+                .handshake(TokioIo::new(io))
+                .await
+                .map_err(ConnectError::Handshake)
+        })
+        .await?;
         tokio::spawn(async move {
             if let Err(err) = connection.await {
                 tracing::debug!(error = %err, "upstream HTTP/2 connection ended");

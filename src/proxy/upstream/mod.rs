@@ -253,12 +253,17 @@ impl UpstreamGroup {
         let mut conn = match checkout {
             Checkout::Idle(conn) => conn,
             Checkout::Connect(slot) => {
-                let opened = match target.connector.connect(deadline).await {
-                    Ok(io) => H1Conn::handshake(io, slot)
+                // Boxed: opening a connection (TCP, TLS, handshake) is the
+                // rare path, and unboxed its state (over 1 KiB) would sit in
+                // every request's future and be copied each time the future
+                // moves (bench/RESULTS.md, "Issue 12, sixth round").
+                let opened = Box::pin(async {
+                    let io = target.connector.connect(deadline).await?;
+                    H1Conn::handshake(io, slot)
                         .await
-                        .map_err(connector::ConnectError::Handshake),
-                    Err(err) => Err(err),
-                };
+                        .map_err(connector::ConnectError::Handshake)
+                })
+                .await;
                 match opened {
                     Ok(conn) => conn,
                     Err(source) => {
