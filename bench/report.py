@@ -129,6 +129,12 @@ def summarize(rows):
             r["up_cpu_s"] / r["requests"] * 1e6 if r.get("up_cpu_s") is not None and r["requests"] else None
             for r in runs
         ]
+        # Of the front's CPU per request, the part spent in the kernel
+        # (system calls, loopback TCP); older result files lack it.
+        sys_per_req = [
+            r["sys_cpu_s"] / r["requests"] * 1e6 if r.get("sys_cpu_s") is not None and r["requests"] else None
+            for r in runs
+        ]
         busy = [r["cpu_s"] / r["duration"] * 100 if r.get("cpu_s") is not None else None for r in runs]
         summary[key] = {
             "rounds": len(runs),
@@ -136,6 +142,7 @@ def summarize(rows):
             "p50_ms": median([r["p50_ms"] for r in runs]),
             "p99_ms": median([r["p99_ms"] for r in runs]),
             "cpu_us": median(cpu_per_req),
+            "sys_us": median(sys_per_req),
             "up_cpu_us": median(up_cpu_per_req),
             "up_conns": median([r.get("up_conns") for r in runs]),
             "foreign": max((r.get("foreign_cpu_pct") or 0 for r in runs), default=0),
@@ -171,8 +178,8 @@ def table(results_path, memory_path):
     out = lines.append
     out("### Throughput and latency (medians over rounds)")
     out("")
-    out("| scenario | front | rounds | req/s | p50 | p99 | front CPU µs/req | front CPU busy | upstream CPU µs/req | upstream conns | other procs CPU (max) | responses |")
-    out("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    out("| scenario | front | rounds | req/s | p50 | p99 | front CPU µs/req | of it kernel | front CPU busy | upstream CPU µs/req | upstream conns | other procs CPU (max) | responses |")
+    out("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for scenario, title in SCENARIOS:
         for front in FRONTS:
             s = summary.get((scenario, front))
@@ -180,7 +187,7 @@ def table(results_path, memory_path):
                 continue
             out(
                 f"| {title} | {front} | {s['rounds']} | {fmt(s['rps'])} | {fmt_ms(s['p50_ms'])} | "
-                f"{fmt_ms(s['p99_ms'])} | {fmt(s['cpu_us'], 1)} | {fmt(s['busy'], 0, '%')} | "
+                f"{fmt_ms(s['p99_ms'])} | {fmt(s['cpu_us'], 1)} | {fmt(s['sys_us'], 1)} | {fmt(s['busy'], 0, '%')} | "
                 f"{fmt(s['up_cpu_us'], 1)} | {fmt(s['up_conns'])} | {fmt(s['foreign'], 0, '%')} | "
                 f"{status_note(scenario, s)} |"
             )

@@ -325,6 +325,14 @@ cpu_ticks() { # total user+system ticks of the given pids
     done
     echo "$total"
 }
+sys_ticks() { # system (kernel) ticks of the given pids
+    local total=0 pid fields
+    for pid in "$@"; do
+        fields=$(sed 's/.*) //' "/proc/$pid/stat")
+        total=$((total + $(awk '{print $13}' <<<"$fields")))
+    done
+    echo "$total"
+}
 child_ticks() { # CPU ticks of every child this shell has waited for (the load generators)
     # `times` must run in this shell: a $(...) subshell starts with zero child times.
     times >"$TMP/times"
@@ -508,7 +516,7 @@ url_for() { # front scenario
 
 run_one() { # scenario front round
     local scenario=$1 front=$2 round=$3 url raw log cmd before after up_before up_after up_conns parsed
-    local m_before m_after load_before load_after
+    local m_before m_after load_before load_after sys_before sys_after
     url=$(url_for "$front" "$scenario")
     raw=$OUT/raw/$scenario.$front.r$round.txt
     log=$TMP/h2load.log
@@ -525,6 +533,8 @@ run_one() { # scenario front round
     rm -f "$log"
     # shellcheck disable=SC2046
     before=$(cpu_ticks $(front_pids "$front"))
+    # shellcheck disable=SC2046
+    sys_before=$(sys_ticks $(front_pids "$front"))
     # shellcheck disable=SC2046
     up_before=$(cpu_ticks $(nginx_pids "$UP"))
     m_before=$(machine_ticks)
@@ -544,6 +554,8 @@ run_one() { # scenario front round
     m_after=$(machine_ticks)
     after=$(cpu_ticks $(front_pids "$front"))
     # shellcheck disable=SC2046
+    sys_after=$(sys_ticks $(front_pids "$front"))
+    # shellcheck disable=SC2046
     up_after=$(cpu_ticks $(nginx_pids "$UP"))
     up_conns=$(cat "$TMP/up_conns" 2>/dev/null || echo 0)
     if [[ ${cmd[0]} == h2load ]]; then
@@ -561,13 +573,15 @@ hz = int(sys.argv[7])
 busy0, total0 = map(int, sys.argv[12].split())
 busy1, total1 = map(int, sys.argv[13].split())
 row["load_cpu_s"] = (int(sys.argv[15]) - int(sys.argv[14])) / hz
+row["sys_cpu_s"] = (int(sys.argv[17]) - int(sys.argv[16])) / hz
 ours = row["cpu_s"] + row["load_cpu_s"] + (0 if row["front"] == "direct" else row["up_cpu_s"])
 # CPU that neither the front, the upstream nor the load generator used: other
 # processes on the machine. High values mean the run was disturbed.
 row["foreign_cpu_pct"] = max(0.0, ((busy1 - busy0) / hz - ours) / row["duration"] * 100)
 row["machine_busy_pct"] = (busy1 - busy0) / max(1, total1 - total0) * 100
 print(json.dumps(row))' "$parsed" "$scenario" "$front" "$round" "$before" "$after" "$CLK_TCK" "$DURATION" \
-        "$up_before" "$up_after" "$up_conns" "$m_before" "$m_after" "$load_before" "$load_after" >>"$RESULTS"
+        "$up_before" "$up_after" "$up_conns" "$m_before" "$m_after" "$load_before" "$load_after" \
+        "$sys_before" "$sys_after" >>"$RESULTS"
     python3 "$BENCH/report.py" line "$(tail -1 "$RESULTS")" "$scenario" "$front" "$round"
     rm -f "$log"
     sleep 1
