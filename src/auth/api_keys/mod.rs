@@ -12,6 +12,7 @@ pub(crate) mod feed;
 pub(crate) mod index;
 pub(crate) mod key;
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::jwt::unix_seconds;
@@ -69,7 +70,7 @@ pub(crate) fn authenticate(
     Ok(Identity {
         user_id: found.user_id,
         role: found.role,
-        session: Some(std::sync::Arc::from(session)),
+        session: Some(Arc::from(session)),
         version,
         expires_at: found
             .expires_at

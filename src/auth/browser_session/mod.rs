@@ -14,6 +14,7 @@
 
 pub mod seal;
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use base64::Engine;
@@ -203,7 +204,7 @@ pub fn identity(claims: &Claims, policy: &BrowserPolicy) -> Result<Identity, Bro
     Ok(Identity {
         user_id: UserId::parse(&claims.sub).map_err(|_| BrowserError::Unreadable)?,
         role: Role::parse(&claims.role).map_err(|_| BrowserError::Unreadable)?,
-        session: Some(std::sync::Arc::from(claims.sid.as_str())),
+        session: Some(Arc::from(claims.sid.as_str())),
         version: claims.ver,
         expires_at: claims
             .exp
