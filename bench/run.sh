@@ -317,22 +317,17 @@ front_pids() {
     esac
 }
 CLK_TCK=$(getconf CLK_TCK)
-cpu_ticks() { # total user+system ticks of the given pids
-    local total=0 pid fields
+stat_ticks() { # awk-expr pids... -> the expression over /proc/PID/stat (fields after the name), summed
+    local expr=$1 total=0 pid fields
+    shift
     for pid in "$@"; do
         fields=$(sed 's/.*) //' "/proc/$pid/stat")
-        total=$((total + $(awk '{print $12 + $13}' <<<"$fields")))
+        total=$((total + $(awk "{print $expr}" <<<"$fields")))
     done
     echo "$total"
 }
-sys_ticks() { # system (kernel) ticks of the given pids
-    local total=0 pid fields
-    for pid in "$@"; do
-        fields=$(sed 's/.*) //' "/proc/$pid/stat")
-        total=$((total + $(awk '{print $13}' <<<"$fields")))
-    done
-    echo "$total"
-}
+cpu_ticks() { stat_ticks '$12 + $13' "$@"; } # user + system ticks of the given pids
+sys_ticks() { stat_ticks '$13' "$@"; }       # system (kernel) ticks of the given pids
 child_ticks() { # CPU ticks of every child this shell has waited for (the load generators)
     # `times` must run in this shell: a $(...) subshell starts with zero child times.
     times >"$TMP/times"
