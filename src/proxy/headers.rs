@@ -84,19 +84,7 @@ impl IdentityScrubber {
     }
 
     pub fn scrub(&self, headers: &mut HeaderMap) {
-        // Nearly every request carries none: check before allocating.
-        if !headers.keys().any(|name| self.is_identity(name)) {
-            return;
-        }
-        // Collect first: a map cannot be changed while it is iterated.
-        let doomed: Vec<HeaderName> = headers
-            .keys()
-            .filter(|name| self.is_identity(name))
-            .cloned()
-            .collect();
-        for name in doomed {
-            headers.remove(&name);
-        }
+        remove_where(headers, |name| self.is_identity(name));
     }
 
     /// Trailers cannot carry identity either (an HTTP/1 chunked trailer
@@ -199,12 +187,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 /// present and not hop-by-hop anyway are collected, so the usual
 /// `Connection: keep-alive` or `close` costs no allocation.
 fn remove_connection_named(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
+    let named: Vec<HeaderName> = list_items(headers, header::CONNECTION, ',')
         .filter(|name| headers.contains_key(*name))
         .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
         .filter(|name| !HOP_BY_HOP.contains(name))
@@ -212,6 +195,21 @@ fn remove_connection_named(headers: &mut HeaderMap) {
     for name in named {
         headers.remove(&name);
     }
+}
+
+/// The items of a list-valued header over all its fields (`Connection` by
+/// `,`, `Cookie` by `;`), trimmed; a field that is not text contributes none.
+fn list_items(
+    headers: &HeaderMap,
+    name: HeaderName,
+    separator: char,
+) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(name)
+        .into_iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(move |v| v.split(separator))
+        .map(str::trim)
 }
 
 /// Removes every header whose name `doomed` picks, all its values, without
@@ -291,12 +289,7 @@ fn remove_gateway_cookies(headers: &mut HeaderMap) {
     if !headers.contains_key(header::COOKIE) {
         return;
     }
-    let kept: Vec<String> = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .map(str::trim)
+    let kept: Vec<String> = list_items(headers, header::COOKIE, ';')
         .filter(|pair| {
             let name = pair.split('=').next().unwrap_or_default().trim();
             !pair.is_empty() && !GATEWAY_COOKIES.contains(&name)
