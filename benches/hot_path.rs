@@ -21,7 +21,8 @@ use http::header::{HeaderName, HeaderValue};
 use http::HeaderMap;
 
 use authgate::account::{Role, UserId};
-use authgate::auth::jwt::{TokenError, TokenIssuer, TokenVerifier};
+use authgate::auth::claims::TokenError;
+use authgate::auth::jwt::{TokenIssuer, TokenVerifier};
 use authgate::auth::revocation::RevocationList;
 use authgate::auth::{AuthError, Authenticator, Identity};
 use authgate::config::secret::AccessSecret;

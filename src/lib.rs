@@ -79,7 +79,7 @@ pub mod server;
 pub mod service;
 pub mod store;
 pub(crate) mod tasks;
-pub(crate) mod timestamp;
+pub mod timestamp;
 pub(crate) mod tls;
 pub(crate) mod web;
 pub(crate) mod worker;

@@ -309,7 +309,7 @@ fn assertion(
         &gateway.config().tokens.issuer,
         &route.name,
         identity,
-        crate::auth::jwt::unix_seconds(now),
+        crate::timestamp::unix_seconds(now),
     )?)
 }
 

@@ -1,7 +1,13 @@
-//! UTC timestamps in RFC 3339 form for the audit trail and the CLI's
-//! listings, without a date crate.
+//! Points in time as the gateway writes them: unix seconds in tokens and
+//! stored records, UTC timestamps in RFC 3339 form for the audit trail and
+//! the CLI's listings (without a date crate).
 
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Whole seconds since the epoch; a time before it reads as 0.
+pub fn unix_seconds(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
 
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ` for a point in time.
 pub(crate) fn utc_timestamp_millis(at: SystemTime) -> String {

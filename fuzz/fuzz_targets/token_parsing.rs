@@ -20,7 +20,9 @@ use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
 use authgate::auth::bearer::{self, BearerError, MAX_TOKEN_BYTES};
-use authgate::auth::jwt::{unix_seconds, TokenError, TokenVerifier, ACCESS_TOKEN_TYPE};
+use authgate::auth::claims::TokenError;
+use authgate::auth::jwt::{TokenVerifier, ACCESS_TOKEN_TYPE};
+use authgate::timestamp::unix_seconds;
 use authgate::config::secret::AccessSecret;
 use authgate::config::TokensConfig;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

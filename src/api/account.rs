@@ -14,7 +14,6 @@ use super::Accounts;
 use crate::account::new_password::MAX_PASSWORD_BYTES;
 use crate::account::{Email, NewPassword};
 use crate::audit::{AuditEvent, AuditKind};
-use crate::auth::jwt::unix_seconds;
 use crate::auth::password::PasswordError;
 use crate::auth::sessions::cookies::REFRESH_COOKIE;
 use crate::auth::sessions::{csrf_matches, IssuedSession, SessionError};
@@ -24,6 +23,7 @@ use crate::body::ResponseBody;
 use crate::config::Registration;
 use crate::error::GatewayError;
 use crate::store::{StoreError, User};
+use crate::timestamp::unix_seconds;
 
 const CSRF_HEADER: &str = "x-csrf-token";
 

@@ -13,10 +13,10 @@ use super::views::{RoleChange, UserPage, UserView};
 use super::Accounts;
 use crate::account::Role;
 use crate::audit::{AuditEvent, AuditKind};
-use crate::auth::jwt::unix_seconds;
 use crate::auth::Identity;
 use crate::body::ResponseBody;
 use crate::error::GatewayError;
+use crate::timestamp::unix_seconds;
 
 const DEFAULT_PAGE: usize = 50;
 const MAX_PAGE: usize = 500;

@@ -17,12 +17,12 @@ use crate::account::Role;
 use crate::audit::{AuditEvent, AuditKind};
 use crate::auth::api_keys::index::may_carry;
 use crate::auth::api_keys::{key, session_of};
-use crate::auth::jwt::unix_seconds;
 use crate::auth::Identity;
 use crate::body::ResponseBody;
 use crate::config::ConfigDuration;
 use crate::error::GatewayError;
 use crate::store::{hex, ApiKeyRecord, StoreError};
+use crate::timestamp::unix_seconds;
 
 const MAX_NAME_CHARS: usize = 100;
 /// The longest `expiresIn`: ten years.

@@ -6,9 +6,9 @@ use std::time::SystemTime;
 
 use super::Accounts;
 use crate::audit::{AuditEvent, AuditKind};
-use crate::auth::jwt::unix_seconds;
 use crate::config::Registration;
 use crate::error::GatewayError;
+use crate::timestamp::unix_seconds;
 
 impl Accounts {
     /// Sign-out: revokes the store session `family_id` (and, through the

@@ -21,7 +21,7 @@ use hyper::body::Incoming;
 use crate::account::Role;
 use crate::audit::Audit;
 use crate::auth::api_keys::ApiKeyIndex;
-use crate::auth::jwt::{unix_seconds, TokenIssuer};
+use crate::auth::jwt::TokenIssuer;
 use crate::auth::password::{PasswordError, PasswordPool};
 use crate::auth::revocation::RevocationList;
 use crate::auth::sessions::{RefreshLimits, SessionPolicy, Sessions};
@@ -32,6 +32,7 @@ use crate::config::{Config, Registration};
 use crate::error::GatewayError;
 use crate::observe::metrics::AccountAction;
 use crate::store::Store;
+use crate::timestamp::unix_seconds;
 
 /// Settings the endpoints read on every request.
 pub(crate) struct AccountSettings {

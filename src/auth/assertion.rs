@@ -15,8 +15,7 @@ use http::HeaderValue;
 use jsonwebtoken::Header;
 use serde::Serialize;
 
-use super::jwt::MintError;
-use super::keys::SigningKey;
+use super::keys::{MintError, SigningKey};
 use super::Identity;
 
 /// Lifetime of an assertion: long enough for one request's trip to the

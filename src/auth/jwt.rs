@@ -8,117 +8,22 @@
 //! verified once per token ([`VerifiedCache`]).
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
-use base64::Engine;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::Header;
-use rand::RngCore;
-use serde::{Deserialize, Serialize};
 
-use super::keys::{KeyRing, KeySet};
+use super::claims::{random_id, AccessClaims, TokenError};
+use super::identity::VerifiedToken;
+use super::keys::{KeyRing, KeySet, MintError};
 use super::token_cache::VerifiedCache;
-use super::Identity;
 use crate::config::secret::AccessSecret;
 use crate::config::TokensConfig;
+use crate::timestamp::unix_seconds;
 
 /// The `typ` header of an access token (RFC 9068 §2.1). Nothing else is
 /// accepted as one, so no other JWT we might sign can be replayed as access.
 pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
-
-/// Why an access token was refused; the text is for the log, the response
-/// is chosen in `error.rs` (TOKEN_EXPIRED for [`TokenError::Expired`],
-/// INVALID_TOKEN for every other reason).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum TokenError {
-    #[error("oversized token")]
-    Oversized,
-    #[error("bad signature")]
-    BadSignature,
-    #[error("algorithm not allowed")]
-    AlgorithmNotAllowed,
-    #[error("wrong issuer")]
-    WrongIssuer,
-    #[error("wrong audience")]
-    WrongAudience,
-    #[error("required claim missing")]
-    MissingClaim,
-    #[error("malformed token")]
-    Malformed,
-    /// The `typ` header is not [`ACCESS_TOKEN_TYPE`].
-    #[error("not an access token (typ)")]
-    NotAccessToken,
-    /// `jku`, `jwk`, `x5u`, `x5c`, `x5t` or `crit`: keys are only ever the
-    /// configured ones.
-    #[error("key-selecting header present")]
-    KeySelectingHeader,
-    /// The `kid` names no key the gateway holds (or a retired one).
-    #[error("unknown key id (kid)")]
-    UnknownKey,
-    /// No `kid`, and no shortcut key that accepts tokens without one.
-    #[error("no key id (kid)")]
-    MissingKeyId,
-    /// `exp` more than the leeway in the past.
-    #[error("access token expired")]
-    Expired,
-    /// `nbf` more than the leeway in the future.
-    #[error("not yet valid (nbf)")]
-    NotYetValid,
-    /// `iat` more than the leeway in the future.
-    #[error("issued in the future (iat)")]
-    IssuedInFuture,
-    /// `sub` cannot be written as the user-id header (control characters,
-    /// surrounding whitespace, empty).
-    #[error("sub is not a header-safe user id")]
-    UnsafeSubject,
-    /// `role` is outside the role alphabet.
-    #[error("role is not a valid role")]
-    UnsafeRole,
-}
-
-/// Signing a token failed (a key the backend refuses): a fault of ours.
-/// Also the identity assertion's signing error.
-/// Transparent, so a log line showing only this error's text still says why.
-#[derive(Debug, thiserror::Error)]
-#[error(transparent)]
-pub struct MintError(pub(crate) jsonwebtoken::errors::Error);
-
-/// What an access token asserts.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct AccessClaims {
-    pub sub: String,
-    pub role: String,
-    pub iss: String,
-    pub aud: String,
-    pub iat: u64,
-    pub exp: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub nbf: Option<u64>,
-    pub jti: String,
-    /// The user's token version when this was minted; raising the version in
-    /// the store revokes every older token at once.
-    #[serde(default)]
-    pub ver: u32,
-    /// The session (refresh family) this token belongs to, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sid: Option<String>,
-}
-
-/// A token whose signature checked out: its claims, and the identity they
-/// name (or why they name none). Made once per distinct token and kept in the
-/// [`VerifiedCache`], so a request neither copies the claims nor parses them.
-#[derive(Debug, PartialEq, Eq)]
-pub struct VerifiedToken {
-    pub claims: AccessClaims,
-    pub identity: Result<Identity, TokenError>,
-}
-
-impl VerifiedToken {
-    pub(crate) fn new(claims: AccessClaims) -> Self {
-        let identity = Identity::try_from(&claims);
-        Self { claims, identity }
-    }
-}
 
 /// Mints access tokens with the active key, lifetime, issuer and audience.
 pub struct TokenIssuer {
@@ -294,17 +199,6 @@ fn verify_signature(keys: &KeySet, token: &str) -> Result<AccessClaims, TokenErr
             }
         })?;
     Ok(data.claims)
-}
-
-pub fn unix_seconds(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
-/// 128 random bits, URL-safe: token ids, user ids' sibling values.
-pub fn random_id() -> String {
-    let mut bytes = [0u8; 16];
-    rand::rng().fill_bytes(&mut bytes);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 #[cfg(test)]

@@ -7,6 +7,8 @@ pub(crate) mod api_keys;
 pub(crate) mod assertion;
 pub mod bearer;
 pub mod browser_session;
+pub mod claims;
+pub mod identity;
 pub mod jwt;
 pub mod keys;
 pub(crate) mod password;
@@ -22,9 +24,10 @@ use std::time::SystemTime;
 
 use http::HeaderMap;
 
-use crate::account::{Role, UserId};
 use bearer::BearerError;
-use jwt::{AccessClaims, TokenError, TokenVerifier};
+use claims::TokenError;
+pub use identity::Identity;
+use jwt::TokenVerifier;
 use revocation::RevocationList;
 
 /// Why a request's caller could not be established (the responses are
@@ -42,47 +45,6 @@ pub enum AuthError {
     /// allowed: nothing can be vouched for (fail closed).
     #[error("revocation state {stale_for:?} old")]
     Stale { stale_for: std::time::Duration },
-}
-
-/// The verified caller of a request. Its user id and role carry the header
-/// values the proxy injects as they are. Built once per distinct token (the
-/// verified-token cache keeps it) and cloned per request: every field is
-/// shared, not copied.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
-    pub user_id: UserId,
-    pub role: Role,
-    /// The session this token belongs to, when it came from a login.
-    pub session: Option<Arc<str>>,
-    /// The user's token version the token carries (see [`RevocationList`]).
-    pub version: u32,
-    /// When the access token expires (unix seconds).
-    pub expires_at: u64,
-    /// The signed identity assertion for the route, when it asks for one.
-    pub assertion: Option<http::HeaderValue>,
-    /// The API key the request came with (`<prefix>key-id` upstream).
-    pub key_id: Option<http::HeaderValue>,
-}
-
-impl TryFrom<&AccessClaims> for Identity {
-    type Error = TokenError;
-
-    /// A signed token whose `sub` or `role` cannot be written as a header is
-    /// refused here: forwarded without its identity header, the request
-    /// would look anonymous to a backend.
-    fn try_from(claims: &AccessClaims) -> Result<Self, TokenError> {
-        let user_id = UserId::parse(&claims.sub).map_err(|_| TokenError::UnsafeSubject)?;
-        let role = Role::parse(&claims.role).map_err(|_| TokenError::UnsafeRole)?;
-        Ok(Self {
-            user_id,
-            role,
-            session: claims.sid.as_deref().map(Arc::from),
-            version: claims.ver,
-            expires_at: claims.exp,
-            assertion: None,
-            key_id: None,
-        })
-    }
 }
 
 /// Verifies bearer tokens and consults the revocation list.

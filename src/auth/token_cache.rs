@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use super::jwt::VerifiedToken;
+use super::identity::VerifiedToken;
 
 /// Shards, each with its own lock, so concurrent requests rarely wait.
 const SHARDS: usize = 16;
@@ -91,7 +91,7 @@ impl VerifiedCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::jwt::AccessClaims;
+    use crate::auth::claims::AccessClaims;
 
     fn claims(exp: u64) -> Arc<VerifiedToken> {
         Arc::new(VerifiedToken::new(AccessClaims {

@@ -14,10 +14,10 @@ use crate::account::{Email, Role};
 use crate::audit::{Audit, AuditEvent, AuditKind};
 use crate::auth::api_keys::index::may_carry;
 use crate::auth::api_keys::key;
-use crate::auth::jwt::unix_seconds;
 use crate::config::{Config, ConfigDuration, StoreBackend};
 use crate::service::error_chain;
 use crate::store::{hex, ApiKeyRecord, PostgresStore, SledStore, Store};
+use crate::timestamp::unix_seconds;
 use crate::timestamp::utc_timestamp;
 
 #[derive(Debug, Subcommand)]

@@ -9,11 +9,11 @@ use clap::Subcommand;
 
 use crate::audit::{Audit, AuditEvent, AuditKind};
 use crate::auth::assertion::ASSERTION_TTL;
-use crate::auth::jwt::unix_seconds;
 use crate::auth::keys::dir::{KeyDir, KeyState};
 use crate::auth::keys::material::{algorithm_name, parse_algorithm, ALGORITHMS};
 use crate::config::Config;
 use crate::service::error_chain;
+use crate::timestamp::unix_seconds;
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {

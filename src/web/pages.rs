@@ -21,13 +21,13 @@ use super::{cookie, redirect};
 use crate::api::request::{cookie as request_cookie, read_body};
 use crate::api::views::Credentials;
 use crate::auth::browser_session::{self, Claims};
-use crate::auth::jwt::unix_seconds;
 use crate::auth::sessions::cookies::SESSION_COOKIE;
 use crate::auth::sessions::IssuedSession;
 use crate::body::ResponseBody;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::observe::metrics::AccountAction;
+use crate::timestamp::unix_seconds;
 
 /// A page, recognised from the path below the prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -359,7 +359,7 @@ async fn a_lowered_access_ttl_does_not_revive_revoked_sessions() {
         )
         .unwrap()
         .token;
-    let fifteen_minutes_ago = authgate::auth::jwt::unix_seconds(now) - 15 * 60;
+    let fifteen_minutes_ago = authgate::timestamp::unix_seconds(now) - 15 * 60;
     assert!(gw
         .store()
         .revoke_family(&family, fifteen_minutes_ago)

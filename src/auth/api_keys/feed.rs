@@ -7,10 +7,10 @@ use std::time::{Duration, SystemTime};
 
 use super::{session_of, ApiKeyIndex};
 use crate::account::Role;
-use crate::auth::jwt::unix_seconds;
 use crate::auth::revocation::RevocationList;
 use crate::store::postgres::{ApiKeyFeed, RevocationFeed};
 use crate::store::ApiKeyRecord;
+use crate::timestamp::unix_seconds;
 
 pub(crate) struct KeyedFeed {
     revocations: Arc<RevocationList>,

@@ -15,9 +15,9 @@ pub(crate) mod key;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use super::jwt::unix_seconds;
 use super::revocation::{RevocationList, DELETED};
 use super::Identity;
+use crate::timestamp::unix_seconds;
 pub(crate) use index::{ApiKeyIndex, KeyRefusal};
 
 /// What a key's live connections count as "until" for a key without an

@@ -24,8 +24,8 @@ use super::keys::KeySet;
 use super::revocation::RevocationList;
 use super::Identity;
 use crate::account::{Role, UserId};
-use crate::auth::jwt::unix_seconds;
 use crate::store::{Store, StoreError};
+use crate::timestamp::unix_seconds;
 
 /// Longest cookie value read: a sealed claim set is a few hundred bytes.
 const MAX_COOKIE_BYTES: usize = 2_048;

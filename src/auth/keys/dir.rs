@@ -180,7 +180,7 @@ impl KeyDir {
         let kid = format!(
             "{}-{}",
             algorithm_name(algorithm).to_ascii_lowercase(),
-            crate::auth::jwt::random_id()
+            crate::auth::claims::random_id()
         );
         let record = KeyRecord {
             kid: kid.clone(),

@@ -46,6 +46,13 @@ pub struct VerifyingKey {
     pub validation: Validation,
 }
 
+/// Signing a token failed (a key the backend refuses): a fault of ours.
+/// Also the identity assertion's signing error.
+/// Transparent, so a log line showing only this error's text still says why.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct MintError(pub(crate) jsonwebtoken::errors::Error);
+
 /// The key new tokens are signed with.
 pub struct SigningKey {
     pub kid: String,
@@ -358,7 +365,7 @@ fn ensure_dev_key(path: &Path, algorithm: Algorithm) -> Result<(), KeyError> {
     if manifest.keys.iter().any(|r| r.state == KeyState::Active) {
         return Ok(());
     }
-    let now = crate::auth::jwt::unix_seconds(std::time::SystemTime::now());
+    let now = crate::timestamp::unix_seconds(std::time::SystemTime::now());
     let kid = dir.generate(algorithm, now)?;
     dir.activate(&kid, now)?;
     tracing::warn!(

@@ -10,7 +10,10 @@ use serde_json::{json, Value};
 use super::dir::{KeyDir, KeyDirError, KeyState};
 use super::material::{self, parse_algorithm};
 use super::*;
-use crate::auth::jwt::{unix_seconds, TokenError, TokenIssuer, TokenVerifier, ACCESS_TOKEN_TYPE};
+use crate::auth::claims::TokenError;
+use crate::auth::identity::VerifiedToken;
+use crate::auth::jwt::{TokenIssuer, TokenVerifier, ACCESS_TOKEN_TYPE};
+use crate::timestamp::unix_seconds;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
@@ -44,7 +47,7 @@ fn claims(now: SystemTime) -> Value {
 }
 
 /// The reason a token was refused, as the log shows it.
-fn invalid(result: Result<Arc<crate::auth::jwt::VerifiedToken>, TokenError>) -> String {
+fn invalid(result: Result<Arc<VerifiedToken>, TokenError>) -> String {
     match result {
         Err(err) if err != TokenError::Expired => err.to_string(),
         other => panic!("expected an invalid token, got {other:?}"),

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::auth::jwt::MintError;
+use crate::auth::keys::MintError;
 use crate::auth::throttle::Throttled;
 use crate::store::StoreError;
 

@@ -4,9 +4,9 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::auth::jwt::unix_seconds;
 use crate::auth::revocation::RevocationList;
 use crate::store::{Store, StoreError};
+use crate::timestamp::unix_seconds;
 
 /// Loads the revocation state the proxied path consults: token versions,
 /// deleted users, and sessions revoked recently enough that their access

@@ -36,10 +36,11 @@ use base64::Engine;
 use rand::RngCore;
 use subtle::ConstantTimeEq;
 
-use super::jwt::{unix_seconds, MintedToken, TokenIssuer};
+use super::jwt::{MintedToken, TokenIssuer};
 use super::revocation::RevocationList;
 use super::throttle::Throttled;
 use crate::store::{hash_from_hex, Family, RefreshRecord, Store, StoreError, User, UserStamp};
+use crate::timestamp::unix_seconds;
 
 use grace::GraceCache;
 use rotation::Rotation;

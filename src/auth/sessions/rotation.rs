@@ -11,8 +11,8 @@ use super::{
     csrf_token_for, hash_token, random_key, refresh_token, sealed, IssuedSession, SessionError,
     Sessions,
 };
-use crate::auth::jwt::unix_seconds;
 use crate::store::{hash_from_hex, ChainStep, RefreshRecord, RotateOutcome, StoreError};
+use crate::timestamp::unix_seconds;
 
 /// Why a rotation failed; cloneable so every waiter on one rotation gets it,
 /// its cause included.

@@ -5,7 +5,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::IssuedSession;
-use crate::auth::jwt::{AccessClaims, MintedToken};
+use crate::auth::claims::AccessClaims;
+use crate::auth::jwt::MintedToken;
 use crate::auth::sealed_pair;
 
 /// What a retry on another instance needs to answer with the same pair.

@@ -9,11 +9,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use authgate::auth::jwt::unix_seconds;
 use authgate::auth::keys::dir::KeyDir;
 use authgate::auth::keys::material::parse_algorithm;
 use authgate::config::Config;
 use authgate::server::{ConnectionSlots, Server};
+use authgate::timestamp::unix_seconds;
 use tempfile::TempDir;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
