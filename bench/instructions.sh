@@ -10,9 +10,10 @@
 #   BENCH_BIN=path bench/instructions.sh   # another build, no cargo build
 #
 # Each front runs twice under callgrind, once serving 1,000 requests and
-# once 1,000 + N; the difference divided by N is the cost of a request, free
-# of start-up, TLS handshakes and shutdown. authgate starts both times from
-# a copy of the same database, so sled's recovery costs the same.
+# once 1,000 + N, counted only from the moment it answers (start-up is not
+# counted at all); the difference divided by N is the cost of a request,
+# free of TLS handshakes and shutdown. authgate starts both times from a
+# copy of the same database.
 #
 # Valgrind's virtual CPU hides the SHA extensions: under it SHA-256 runs
 # aws-lc's AVX code, about 13,000 instructions for the verified-token cache's
@@ -25,64 +26,39 @@ PROTO=${INSTR_PROTO:-h1}
 UP_PORT=${INSTR_UP_PORT:-29080}
 NGINX_PORT=${INSTR_NGINX_PORT:-29443}
 AG_PORT=${INSTR_AUTHGATE_PORT:-29444}
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-BIN=${BENCH_BIN:-$ROOT/target/release/authgate}
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh" instructions
 
-die() { printf 'instructions: %s\n' "$*" >&2; exit 1; }
-for tool in valgrind callgrind_annotate nginx h2load curl openssl python3; do
-    command -v "$tool" >/dev/null || die "$tool missing (apt-get install -y valgrind nginx nghttp2-client curl openssl python3)"
-done
-if [[ -z ${BENCH_BIN:-} ]]; then
-    (cd "$ROOT" && cargo build --release --locked)
-fi
+require_tools '%s missing (apt-get install -y valgrind nginx nghttp2-client curl openssl python3)' \
+    valgrind callgrind_annotate nginx h2load curl openssl python3
+build_release 0 --locked
 
-T=$(mktemp -d /tmp/authgate-instructions.XXXXXX)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    [[ -s $T/up/nginx.pid ]] && kill -QUIT "$(cat "$T/up/nginx.pid")" 2>/dev/null
-    rm -rf "$T"
-}
+make_tmp instructions
 trap cleanup EXIT
-mkdir -p "$T/up" "$T/ng" "$T/ag"
-cd "$T"
+mkdir -p "$TMP/up" "$TMP/ng" "$TMP/ag"
+cd "$TMP"
 
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=ca" \
-    -keyout ca-key.pem -out ca.pem -addext "basicConstraints=critical,CA:TRUE" \
-    -addext "keyUsage=critical,keyCertSign" 2>/dev/null
-openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=localhost" \
-    -keyout leaf-key.pem -out leaf.csr 2>/dev/null
-printf 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n' >leaf.ext
-openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 2 \
-    -extfile leaf.ext -out leaf.pem 2>/dev/null
-cat leaf.pem ca.pem >chain.pem
+make_cert_chain "$TMP" "/CN=ca"
 
-USER_LINE=""
-[[ $EUID -eq 0 ]] && USER_LINE="user root;"
-temp_paths() { echo "client_body_temp_path $1/c; proxy_temp_path $1/p; fastcgi_temp_path $1/f; uwsgi_temp_path $1/u; scgi_temp_path $1/s;"; }
-BODY=$(printf '%.100s' "$(printf 'authgate-bench-body-%02d.' {1..10})")
-cat >up/nginx.conf <<EOF
-$USER_LINE pid $T/up/nginx.pid; error_log $T/up/error.log warn;
-events { worker_connections 4000; }
-http { access_log off; keepalive_requests 100000000; keepalive_timeout 300s; $(temp_paths "$T/up")
+{
+    nginx_main "$TMP/up" 4000
+    cat <<EOF
+http { access_log off; keepalive_requests 100000000; keepalive_timeout 300s;
+$(nginx_temp_paths "$TMP/up")
   server { listen 127.0.0.1:$UP_PORT; location = / { default_type text/plain; return 200 "$BODY"; } } }
 EOF
-nginx -p "$T/up/" -c "$T/up/nginx.conf" -g "worker_processes 1;"
-# The same front as bench/run.sh's nginx: TLS, upstream keep-alive, no auth.
-cat >ng/nginx.conf <<EOF
-$USER_LINE error_log $T/ng/error.log warn; pid $T/ng/nginx.pid;
-events { worker_connections 4000; }
-http { access_log off; keepalive_requests 100000000; keepalive_timeout 300s; $(temp_paths "$T/ng")
-  upstream up { server 127.0.0.1:$UP_PORT; keepalive 128; keepalive_requests 100000000; keepalive_timeout 300s; }
-  server { listen 127.0.0.1:$NGINX_PORT ssl http2; ssl_certificate $T/chain.pem; ssl_certificate_key $T/leaf-key.pem;
-    ssl_protocols TLSv1.2 TLSv1.3;
-    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_max_temp_file_size 0; } } }
-EOF
+} >up/nginx.conf
+start_nginx "$TMP/up" "" "upstream nginx did not start"
+# The same front as bench/run.sh's nginx (lib.sh's): TLS, upstream keep-alive, no auth.
+{
+    nginx_main "$TMP/ng" 4000
+    nginx_front_http "$TMP/ng" "$NGINX_PORT" "" "$UP_PORT"
+} >ng/nginx.conf
 cat >ag/authgate.toml <<EOF
 [server]
 listen = "127.0.0.1:$AG_PORT"
-tls_cert = "$T/chain.pem"
-tls_key = "$T/leaf-key.pem"
+tls_cert = "$TMP/chain.pem"
+tls_key = "$TMP/leaf-key.pem"
 dev = false
 access_log = false
 workers = 1
@@ -93,7 +69,7 @@ audience = "authgate"
 access_ttl = "4h"
 
 [store]
-path = "$T/ag/store.sled"
+path = "$TMP/ag/store.sled"
 
 [[route]]
 name = "bench"
@@ -103,16 +79,10 @@ auth = "required"
 EOF
 export AUTHGATE_ACCESS_SECRET=$(openssl rand -base64 48) AUTHGATE_LOG=warn
 
-wait_port() {
-    for _ in $(seq 600); do
-        curl -sk -o /dev/null "https://127.0.0.1:$1/" && return 0
-        sleep 0.1
-    done
-    die "nothing answered on port $1"
-}
+wait_port() { wait_listening "$1" "" 600 "" "nothing answered on port $1"; }
 
 # A token from a real login, as bench/run.sh uses, on a run outside valgrind.
-(cd ag && exec "$BIN" --config "$T/ag/authgate.toml" serve) 2>ag/first.log &
+(cd ag && exec "$BIN" --config "$TMP/ag/authgate.toml" serve) 2>ag/first.log &
 PIDS+=($!)
 wait_port "$AG_PORT"
 CREDS='{"email":"instructions@example.com","password":"instructions-password-1"}'
@@ -126,17 +96,21 @@ cp -a ag/store.sled ag/store.pristine
 load() { # port requests
     local mode=(--h1)
     [[ $PROTO == h2 ]] && mode=(-m 10)
-    h2load "${mode[@]}" -n "$2" -c 4 -H "Authorization: Bearer $TOKEN" "https://127.0.0.1:$1/" >"$T/load.txt"
-    grep -q "$2 succeeded" "$T/load.txt" || die "not every request succeeded: $(grep succeeded "$T/load.txt")"
+    h2load "${mode[@]}" -n "$2" -c 4 -H "Authorization: Bearer $TOKEN" "https://127.0.0.1:$1/" >"$TMP/load.txt"
+    grep -q "$2 succeeded" "$TMP/load.txt" || die "not every request succeeded: $(grep succeeded "$TMP/load.txt")"
 }
 
 run_once() { # name port requests command...
     local name=$1 port=$2 n=$3
     shift 3
-    rm -rf "$T/ag/store.sled" && cp -a "$T/ag/store.pristine" "$T/ag/store.sled"
-    valgrind --tool=callgrind --callgrind-out-file="$T/$name-$n.cg" "$@" 2>"$T/$name-$n.log" &
+    rm -rf "$TMP/ag/store.sled" && cp -a "$TMP/ag/store.pristine" "$TMP/ag/store.sled"
+    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$TMP/$name-$n.cg" "$@" 2>"$TMP/$name-$n.log" &
     local pid=$!
     wait_port "$port"
+    # Counted from here: start-up is left out (sled's start-up threads spin
+    # on a lazily built global under valgrind for a varying ~100 million
+    # instructions, which once swung a run's result by half).
+    callgrind_control -i on "$pid" >/dev/null 2>&1
     load "$port" "$n"
     kill -TERM "$pid"
     wait "$pid" || true
@@ -154,10 +128,10 @@ measure() { # name port command...
     run_once "$name" "$port" 1000 "$@"
     run_once "$name" "$port" $((1000 + N)) "$@"
     local a b sa sb
-    a=$(total "$T/$name-1000.cg")
-    b=$(total "$T/$name-$((1000 + N)).cg")
-    sa=$(sha_share "$T/$name-1000.cg")
-    sb=$(sha_share "$T/$name-$((1000 + N)).cg")
+    a=$(total "$TMP/$name-1000.cg")
+    b=$(total "$TMP/$name-$((1000 + N)).cg")
+    sa=$(sha_share "$TMP/$name-1000.cg")
+    sb=$(sha_share "$TMP/$name-$((1000 + N)).cg")
     printf '| %s | %d | %d | %d |\n' "$name" $(((b - a) / N)) $(((sb - sa) / N)) $(((b - a - sb + sa) / N))
 }
 
@@ -165,6 +139,6 @@ printf '%s, %d requests measured (h2load -c 4%s), %s\n\n' "$PROTO" "$N" \
     "$([[ $PROTO == h2 ]] && echo ' -m 10')" "$("$BIN" --version 2>/dev/null || echo authgate)"
 echo "| front | instructions per request | of which SHA-256 | without SHA-256 |"
 echo "|---|---:|---:|---:|"
-(cd ag && measure authgate "$AG_PORT" "$BIN" --config "$T/ag/authgate.toml" serve)
-measure nginx "$NGINX_PORT" nginx -p "$T/ng/" -c "$T/ng/nginx.conf" \
+(cd ag && measure authgate "$AG_PORT" "$BIN" --config "$TMP/ag/authgate.toml" serve)
+measure nginx "$NGINX_PORT" nginx -p "$TMP/ng/" -c "$TMP/ng/nginx.conf" \
     -g "daemon off; master_process off; worker_processes 1;"

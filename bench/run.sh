@@ -26,29 +26,20 @@ SKIP_MEMORY=${BENCH_SKIP_MEMORY:-0}   # 1: skip streaming, idle-connection and l
 COMPARE_ALG=${BENCH_COMPARE_ALG-EdDSA} # token algorithm compared with HS256 ("" to skip)
 ALG_PORT=${BENCH_ALG_PORT:-18445}     # the second authgate, signing with $COMPARE_ALG
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-BENCH=$ROOT/bench
-# Another build (an older commit, for a before/after comparison): BENCH_BIN=path, no build.
-BIN=${BENCH_BIN:-$ROOT/target/release/authgate}
-[[ -n ${BENCH_BIN:-} ]] && SKIP_BUILD=1
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh" bench
 # Optional route key for authgate's upstream pool cap (default: authgate's own).
 MAX_UPSTREAM=${BENCH_MAX_UPSTREAM_CONNECTIONS:-}
 WORKERS=${BENCH_WORKERS:-}           # authgate's [server] workers (default: one per CPU it may use)
-STAMP=$(date -u +%Y%m%dT%H%M%SZ)
-OUT=$BENCH/out/$STAMP
+open_out ""
 mkdir -p "$OUT/raw"
 ln -sfn "$STAMP" "$BENCH/out/latest"
-exec > >(tee -a "$OUT/run.log") 2>&1
 
-TMP=$(mktemp -d /tmp/authgate-bench.XXXXXX)
-PIDS=()          # processes we started and must stop
-NGINX_DIRS=()    # nginx prefixes to stop with QUIT
+make_tmp bench
 HOLDER_PID=""
 TOKEN="" FORGED="" # elided from printed commands once known
 
-say() { printf '%s\n' "$*"; }
 section() { printf '\n== %s ==\n' "$*"; }
-die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
 declare -A SHOWN=()
 show_cmd() { # print each distinct command once, quoted, token elided
     local text="" arg
@@ -68,52 +59,23 @@ machine_ticks() { # "busy total" ticks over all CPUs since boot
     awk '/^cpu / {busy = $2 + $3 + $4 + $7 + $8 + $9; print busy, busy + $5 + $6}' /proc/stat
 }
 
-cleanup() {
-    local status=$?
-    set +e
-    [[ -n $HOLDER_PID ]] && kill "$HOLDER_PID" 2>/dev/null
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
-    for dir in "${NGINX_DIRS[@]}"; do
-        [[ -s $dir/nginx.pid ]] && kill -QUIT "$(cat "$dir/nginx.pid")" 2>/dev/null
-    done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null; done
-    declare -F store_cleanup >/dev/null && store_cleanup
-    rm -rf "$TMP"
-    exit "$status"
-}
+# lib.sh's cleanup calls these around stopping $PIDS and the nginx instances.
+before_cleanup() { [[ -n $HOLDER_PID ]] && kill "$HOLDER_PID" 2>/dev/null; }
+after_cleanup() { declare -F store_cleanup >/dev/null && store_cleanup; } # bench/store.sh's PostgreSQL
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # ---------------------------------------------------------------- tools
 section "tools"
-missing=()
-command -v nginx >/dev/null || missing+=(nginx)
-command -v wrk >/dev/null || missing+=(wrk)
-command -v h2load >/dev/null || missing+=(nghttp2-client)
-command -v curl >/dev/null || missing+=(curl)
-command -v openssl >/dev/null || missing+=(openssl)
-command -v python3 >/dev/null || missing+=(python3)
-command -v taskset >/dev/null || missing+=(util-linux)
-if ((${#missing[@]})); then
-    if [[ $EUID -eq 0 ]] && command -v apt-get >/dev/null; then
-        say "installing: ${missing[*]}"
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-    else
-        die "missing tools: ${missing[*]} (Debian: sudo apt-get install -y ${missing[*]})"
-    fi
-fi
+install_tools nginx:nginx wrk:wrk h2load:nghttp2-client curl:curl openssl:openssl python3:python3 taskset:util-linux
 command -v cargo >/dev/null || die "cargo not found (https://rustup.rs)"
 NCPU=$(nproc)
 for set in "$FRONT_CPUS" "$UPSTREAM_CPUS" "$LOAD_CPUS"; do
     taskset -c "$set" true 2>/dev/null || die "cannot pin to CPUs '$set' (this machine has $NCPU)"
 done
 
-for port in "$UP_PORT" "$UP_H2C_PORT" "$UP_PORT2" "$NGINX_PORT" "$AG_PORT" "$ALG_PORT"; do
-    if ss -Hltn "( sport = :$port )" | grep -q .; then
-        die "port $port is in use; pick others with BENCH_UP_PORT, BENCH_UP_H2C_PORT, BENCH_NGINX_PORT, BENCH_AUTHGATE_PORT"
-    fi
-done
+check_ports "pick others with BENCH_UP_PORT, BENCH_UP_H2C_PORT, BENCH_NGINX_PORT, BENCH_AUTHGATE_PORT" \
+    "$UP_PORT" "$UP_H2C_PORT" "$UP_PORT2" "$NGINX_PORT" "$AG_PORT" "$ALG_PORT"
 
 # Idle connections need descriptors in the holder and in each server.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -125,10 +87,8 @@ fi
 
 # ---------------------------------------------------------------- build
 section "build"
-if [[ $SKIP_BUILD != 1 ]]; then
-    (cd "$ROOT" && cargo build --release)
-fi
-[[ -x $BIN ]] || die "no release binary at $BIN"
+build_release "$SKIP_BUILD"
+require_bin
 
 # ---------------------------------------------------------------- versions
 section "machine and versions"
@@ -167,60 +127,23 @@ quiet_check | tee -a "$OUT/environment.txt"
 
 # ---------------------------------------------------------------- certificates
 section "certificates"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-    -subj "/CN=authgate bench CA" -keyout "$TMP/ca-key.pem" -out "$TMP/ca.pem" \
-    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign" 2>/dev/null
-openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-    -subj "/CN=localhost" -keyout "$TMP/leaf-key.pem" -out "$TMP/leaf.csr" 2>/dev/null
-cat >"$TMP/leaf.ext" <<'EOF'
-basicConstraints=critical,CA:FALSE
-keyUsage=critical,digitalSignature
-extendedKeyUsage=serverAuth
-subjectAltName=DNS:localhost,IP:127.0.0.1
-EOF
-openssl x509 -req -in "$TMP/leaf.csr" -CA "$TMP/ca.pem" -CAkey "$TMP/ca-key.pem" \
-    -CAcreateserial -days 2 -extfile "$TMP/leaf.ext" -out "$TMP/leaf.pem" 2>/dev/null
-cat "$TMP/leaf.pem" "$TMP/ca.pem" >"$TMP/chain.pem"
+make_cert_chain "$TMP" "/CN=authgate bench CA"
 say "CA + CA:FALSE leaf (ECDSA P-256, SAN localhost, 127.0.0.1) in $TMP; both TLS fronts serve the same chain"
 
 # ---------------------------------------------------------------- upstream
 section "upstream nginx"
 mkdir -p "$TMP/www"
-BODY=$(printf '%.100s' "$(printf 'authgate-bench-body-%02d.' {1..10})") # exactly 100 bytes
 head -c $((1024 * 1024)) /dev/zero | tr '\0' 'a' >"$TMP/www/1m.bin"
 truncate -s 1G "$TMP/www/1g.bin" # sparse: no disk or page-cache cost
 
-NGINX_USER=""
-[[ $EUID -eq 0 ]] && NGINX_USER="user root;" # workers must read files in our 0700 temp dir
+nginx_common() { nginx_main "$1" $((FD_LIMIT - 100)) "$FD_LIMIT"; } # $1 = prefix dir
 
-nginx_common() { # $1 = prefix dir
-    cat <<EOF
-$NGINX_USER
-pid $1/nginx.pid;
-error_log $1/error.log warn;
-worker_rlimit_nofile $FD_LIMIT;
-events { worker_connections $((FD_LIMIT - 100)); }
-EOF
-}
-nginx_temp_paths() { # $1 = prefix dir
-    cat <<EOF
-    client_body_temp_path $1/client_temp;
-    proxy_temp_path $1/proxy_temp;
-    fastcgi_temp_path $1/fastcgi_temp;
-    uwsgi_temp_path $1/uwsgi_temp;
-    scgi_temp_path $1/scgi_temp;
-EOF
-}
-
-start_nginx() { # $1 = name, $2 = cpus
+start_checked_nginx() { # $1 = name, $2 = cpus
     local dir=$TMP/$1
-    nginx -t -q -e "$dir/error.log" -p "$dir/" -c "$dir/nginx.conf" -g "worker_processes 1;" \
-        || die "nginx config $1 invalid; see $dir/nginx.conf"
-    show_cmd taskset -c "$2" nginx -e "$dir/error.log" -p "$dir/" -c "$dir/nginx.conf" -g "worker_processes 1;"
-    taskset -c "$2" nginx -e "$dir/error.log" -p "$dir/" -c "$dir/nginx.conf" -g "worker_processes 1;"
-    NGINX_DIRS+=("$dir")
-    for _ in $(seq 50); do [[ -s $dir/nginx.pid ]] && break; sleep 0.1; done
-    [[ -s $dir/nginx.pid ]] || die "nginx $1 did not start; see $dir/error.log"
+    nginx_args "$dir"
+    nginx -t -q "${NGINX_ARGS[@]}" || die "nginx config $1 invalid; see $dir/nginx.conf"
+    show_cmd taskset -c "$2" nginx "${NGINX_ARGS[@]}"
+    start_nginx "$dir" "$2" "nginx $1 did not start; see $dir/error.log"
 }
 
 UP=$TMP/upstream
@@ -246,7 +169,7 @@ $(nginx_temp_paths "$UP")
 }
 EOF
 } >"$UP/nginx.conf"
-start_nginx upstream "$UPSTREAM_CPUS"
+start_checked_nginx upstream "$UPSTREAM_CPUS"
 cp "$UP/nginx.conf" "$OUT/nginx-upstream.conf"
 [[ $(curl -s "http://127.0.0.1:$UP_PORT/" | wc -c) -eq 100 ]] || die "upstream does not answer with 100 bytes"
 say "upstream: http://127.0.0.1:$UP_PORT/ (100-byte body, /1m.bin, /1g.bin), h2c on :$UP_H2C_PORT; CPU $UPSTREAM_CPUS"
@@ -257,54 +180,14 @@ NG=$TMP/nginx-front
 mkdir -p "$NG"
 {
     nginx_common "$NG"
-    cat <<EOF
-http {
-    access_log off;
-    keepalive_requests 100000000;
-    keepalive_timeout 300s;
-$(nginx_temp_paths "$NG")
-    upstream up {
-        server 127.0.0.1:$UP_PORT;
-        keepalive 128;
-        keepalive_requests 100000000;
-        keepalive_timeout 300s;
-    }
-    upstream up2 {
-        server 127.0.0.1:$UP_PORT;
-        server 127.0.0.1:$UP_PORT2;
-        keepalive 128;
-        keepalive_requests 100000000;
-        keepalive_timeout 300s;
-    }
-    server {
-        listen 127.0.0.1:$NGINX_PORT ssl http2 backlog=4096;
-        ssl_certificate $TMP/chain.pem;
-        ssl_certificate_key $TMP/leaf-key.pem;
-        ssl_protocols TLSv1.2 TLSv1.3;
-        location / {
-            proxy_pass http://up;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            # Buffer in memory, never spool large responses to disk.
-            proxy_max_temp_file_size 0;
-        }
-        location /two/ {
-            proxy_pass http://up2;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_max_temp_file_size 0;
-        }
-    }
-}
-EOF
+    nginx_front_http "$NG" "$NGINX_PORT" backlog=4096 "$UP_PORT" "$UP_PORT2"
 } >"$NG/nginx.conf"
-start_nginx nginx-front "$FRONT_CPUS"
+start_checked_nginx nginx-front "$FRONT_CPUS"
 cp "$NG/nginx.conf" "$OUT/nginx-front.conf"
 say "config:"; sed 's/^/    /' "$NG/nginx.conf"
 say "nginx front: https://127.0.0.1:$NGINX_PORT/ ; CPU $FRONT_CPUS"
 
 # ---------------------------------------------------------------- helpers
-rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 hwm_kib() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
 mib() { awk -v k="$1" 'BEGIN {printf "%.1f MiB", k/1024}'; }
 nginx_pids() { local master; master=$(cat "$1/nginx.pid"); echo "$master $(pgrep -P "$master" | tr '\n' ' ')"; }
@@ -398,13 +281,8 @@ fi
 AG_PID=$!
 show_cmd "(cd $AG && AUTHGATE_ACCESS_SECRET=<48 random bytes, base64> AUTHGATE_LOG=warn setsid taskset -c $FRONT_CPUS $BIN --config $AG/authgate.toml serve)"
 PIDS+=("$AG_PID")
-for _ in $(seq 100); do
-    code=$(curl -sk -o /dev/null -w '%{http_code}' "https://127.0.0.1:$AG_PORT/" || true)
-    [[ $code != 000 ]] && break
-    kill -0 "$AG_PID" 2>/dev/null || die "authgate exited; see $OUT/authgate.log"
-    sleep 0.1
-done
-[[ $code != 000 ]] || die "authgate did not start listening; see $OUT/authgate.log"
+wait_listening "$AG_PORT" "$AG_PID" 100 "authgate exited; see $OUT/authgate.log" \
+    "authgate did not start listening; see $OUT/authgate.log"
 say "authgate: https://127.0.0.1:$AG_PORT/ (pid $AG_PID, release build, default workers, access_log = false); CPU $FRONT_CPUS"
 cp "$AG/authgate.toml" "$OUT/authgate.toml"
 say "config:"; sed 's/^/    /' "$AG/authgate.toml"
@@ -726,12 +604,7 @@ show_cmd "$BIN" --config "$ALG/authgate.toml" keys generate --algorithm "$COMPAR
 ) 2>"$OUT/authgate-$COMPARE_ALG.log" &
 ALG_PID=$!
 PIDS+=("$ALG_PID")
-for _ in $(seq 100); do
-    code=$(curl -sk -o /dev/null -w '%{http_code}' "https://127.0.0.1:$ALG_PORT/" || true)
-    [[ $code != 000 ]] && break
-    kill -0 "$ALG_PID" 2>/dev/null || die "authgate ($COMPARE_ALG) exited; see $OUT/authgate-$COMPARE_ALG.log"
-    sleep 0.1
-done
+wait_listening "$ALG_PORT" "$ALG_PID" 100 "authgate ($COMPARE_ALG) exited; see $OUT/authgate-$COMPARE_ALG.log"
 HS_TOKEN=$(cd "$AG" && AUTHGATE_ACCESS_SECRET=$SECRET AUTHGATE_LOG=error "$BIN" --config "$AG/authgate.toml" token --sub bench-user --role bench)
 ALG_TOKEN=$(cd "$ALG" && AUTHGATE_LOG=error "$BIN" --config "$ALG/authgate.toml" token --sub bench-user --role bench)
 check "https://127.0.0.1:$AG_PORT/" 200 -H "Authorization: Bearer $HS_TOKEN"

@@ -18,42 +18,19 @@ UP_PORT=${SOAK_UP_PORT:-19080}
 AG_PORT=${SOAK_AUTHGATE_PORT:-19444}
 SKIP_BUILD=${BENCH_SKIP_BUILD:-0}
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-BENCH=$ROOT/bench
-BIN=${BENCH_BIN:-$ROOT/target/release/authgate}
-[[ -n ${BENCH_BIN:-} ]] && SKIP_BUILD=1
-STAMP=$(date -u +%Y%m%dT%H%M%SZ)
-OUT=$BENCH/out/soak-$STAMP
-mkdir -p "$OUT"
-exec > >(tee -a "$OUT/run.log") 2>&1
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh" soak
+open_out soak-
 
-TMP=$(mktemp -d /tmp/authgate-soak.XXXXXX)
-PIDS=()
-say() { printf '%s\n' "$*"; }
-die() { printf 'soak: %s\n' "$*" >&2; exit 1; }
-cleanup() {
-    local status=$?
-    set +e
-    touch "$TMP/stop"
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
-    [[ -s $TMP/up/nginx.pid ]] && kill -QUIT "$(cat "$TMP/up/nginx.pid")" 2>/dev/null
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null; done
-    rm -rf "$TMP"
-    exit "$status"
-}
+make_tmp soak
+before_cleanup() { touch "$TMP/stop"; } # lib.sh's cleanup: churn.py stops at this file
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-for tool in nginx wrk curl openssl python3; do
-    command -v "$tool" >/dev/null || die "missing $tool (Debian: apt-get install nginx wrk curl openssl python3)"
-done
-for port in "$UP_PORT" "$AG_PORT"; do
-    ss -Hltn "( sport = :$port )" | grep -q . && die "port $port is in use; set SOAK_UP_PORT / SOAK_AUTHGATE_PORT"
-done
-if [[ $SKIP_BUILD != 1 ]]; then
-    (cd "$ROOT" && cargo build --release --locked)
-fi
-[[ -x $BIN ]] || die "no release binary at $BIN"
+require_tools 'missing %s (Debian: apt-get install nginx wrk curl openssl python3)' nginx wrk curl openssl python3
+check_ports "set SOAK_UP_PORT / SOAK_AUTHGATE_PORT" "$UP_PORT" "$AG_PORT"
+build_release "$SKIP_BUILD" --locked
+require_bin
 
 say "date:     $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
 say "authgate: $("$BIN" --version) at $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')"
@@ -61,36 +38,25 @@ say "soak:     ${MINUTES} min, churn threads $CHURN_THREADS, wrk connections $WR
 say "machine:  $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # ---------------------------------------------------------------- certificate
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-    -subj "/CN=localhost" -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
-    -keyout "$TMP/key.pem" -out "$TMP/cert.pem" 2>/dev/null
+make_self_signed_cert "$TMP"
 
 # ---------------------------------------------------------------- upstream
 mkdir -p "$TMP/up"
-USER_LINE=""
-[[ $EUID -eq 0 ]] && USER_LINE="user root;"
-cat >"$TMP/up/nginx.conf" <<EOF
-$USER_LINE
-pid $TMP/up/nginx.pid;
-error_log $TMP/up/error.log warn;
-events { worker_connections 4096; }
+{
+    nginx_main "$TMP/up" 4096
+    cat <<EOF
 http {
     access_log off;
     keepalive_requests 100000000;
-    client_body_temp_path $TMP/up/client_temp;
-    proxy_temp_path $TMP/up/proxy_temp;
-    fastcgi_temp_path $TMP/up/fastcgi_temp;
-    uwsgi_temp_path $TMP/up/uwsgi_temp;
-    scgi_temp_path $TMP/up/scgi_temp;
+$(nginx_temp_paths "$TMP/up")
     server {
         listen 127.0.0.1:$UP_PORT;
         location / { default_type text/plain; return 200 "soak upstream body"; }
     }
 }
 EOF
-nginx -e "$TMP/up/error.log" -p "$TMP/up/" -c "$TMP/up/nginx.conf" -g "worker_processes 1;"
-for _ in $(seq 50); do [[ -s $TMP/up/nginx.pid ]] && break; sleep 0.1; done
-[[ -s $TMP/up/nginx.pid ]] || die "upstream nginx did not start"
+} >"$TMP/up/nginx.conf"
+start_nginx "$TMP/up" "" "upstream nginx did not start"
 
 # ---------------------------------------------------------------- authgate
 AG=$TMP/authgate
@@ -134,15 +100,9 @@ ADMIN_PASSWORD="soak admin $(openssl rand -hex 8)"
 ) 2>"$OUT/authgate.log" &
 AG_PID=$!
 PIDS+=("$AG_PID")
-for _ in $(seq 100); do
-    code=$(curl -sk -o /dev/null -w '%{http_code}' "https://127.0.0.1:$AG_PORT/" || true)
-    [[ $code != 000 ]] && break
-    kill -0 "$AG_PID" 2>/dev/null || die "authgate exited; see $OUT/authgate.log"
-    sleep 0.1
-done
-[[ $code != 000 ]] || die "authgate did not start; see $OUT/authgate.log"
+wait_listening "$AG_PORT" "$AG_PID" 100 "authgate exited; see $OUT/authgate.log" \
+    "authgate did not start; see $OUT/authgate.log"
 
-rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$AG_PID/status"; }
 fds() { find "/proc/$AG_PID/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l; }
 threads() { awk '/^Threads/ {print $2}' "/proc/$AG_PID/status"; }
 
@@ -151,7 +111,7 @@ LOGIN=$(curl -sk -H 'content-type: application/json' -H 'x-forwarded-for: 10.255
     -d "{\"email\":\"$ADMIN_EMAIL\",\"password\":\"$ADMIN_PASSWORD\"}" "https://127.0.0.1:$AG_PORT/auth/login")
 TOKEN=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["accessToken"])' "$LOGIN") \
     || die "admin login failed: $LOGIN"
-IDLE_RSS=$(rss_kib)
+IDLE_RSS=$(rss_kib "$AG_PID")
 IDLE_FDS=$(fds)
 say "idle after one login: RSS $((IDLE_RSS / 1024)) MiB, $IDLE_FDS descriptors, $(threads) threads"
 
@@ -169,7 +129,7 @@ START=$(date +%s)
 END=$((START + MINUTES * 60))
 while (($(date +%s) < END)); do
     kill -0 "$AG_PID" 2>/dev/null || die "authgate exited during the soak; see $OUT/authgate.log"
-    echo "$(($(date +%s) - START)),$(rss_kib),$(fds),$(threads)" >>"$OUT/samples.csv"
+    echo "$(($(date +%s) - START)),$(rss_kib "$AG_PID"),$(fds),$(threads)" >>"$OUT/samples.csv"
     sleep "$SAMPLE"
 done
 touch "$TMP/stop"
@@ -185,7 +145,7 @@ for _ in $(seq 750); do
     sleep 0.1
     AFTER_FDS=$(fds)
 done
-AFTER_RSS=$(rss_kib)
+AFTER_RSS=$(rss_kib "$AG_PID")
 
 # ---------------------------------------------------------------- verdict
 say ""

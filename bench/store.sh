@@ -1,8 +1,9 @@
-# bench/run.sh's `store` scenario, sourced by it (its settings, helpers,
-# certificates, upstream and $BIN): the same gateway twice, once on sled and
-# once on PostgreSQL, measured alternately in one run. Login and refresh
-# (each a store transaction) compare throughput and p99; proxied requests
-# must not differ at all, as the proxied path never waits on the database.
+# bench/run.sh's `store` scenario, sourced by it (its settings, helpers and
+# bench/lib.sh's, certificates, upstream and $BIN): the same gateway twice,
+# once on sled and once on PostgreSQL, measured alternately in one run.
+# Login and refresh (each a store transaction) compare throughput and p99;
+# proxied requests must not differ at all, as the proxied path never waits
+# on the database.
 #
 # PostgreSQL: AUTHGATE_BENCH_DATABASE_URL when set; otherwise a throwaway
 # cluster started here as .ci/run starts one (initdb as an unprivileged
@@ -15,7 +16,7 @@ STORE_CONNS=${BENCH_STORE_CONNS:-8}
 PG_CTL=()
 PG_DIR=""
 
-store_cleanup() { # called by run.sh's cleanup
+store_cleanup() { # called at exit by run.sh (after_cleanup)
     if ((${#PG_CTL[@]})); then
         "${PG_CTL[@]}" -m immediate stop >/dev/null 2>&1
         rm -rf "$PG_DIR"
@@ -62,7 +63,7 @@ start_bench_postgres() { # sets DB_URL
 }
 
 start_store_gateway() { # name port store-section -> sets STORE_PID
-    local name=$1 port=$2 store=$3 dir=$TMP/store-$1 code
+    local name=$1 port=$2 store=$3 dir=$TMP/store-$1
     mkdir -p "$dir"
     cat >"$dir/authgate.toml" <<CFG
 [server]
@@ -102,13 +103,8 @@ CFG
     STORE_PID=$!
     PIDS+=("$STORE_PID")
     show_cmd "(cd $dir && AUTHGATE_ACCESS_SECRET=... $([[ $name == postgres ]] && echo 'AUTHGATE_DATABASE_URL=$DB_URL ')setsid taskset -c $FRONT_CPUS $BIN --config $dir/authgate.toml serve)"
-    for _ in $(seq 300); do
-        code=$(curl -sk -o /dev/null -w '%{http_code}' "https://127.0.0.1:$port/" || true)
-        [[ $code != 000 ]] && break
-        kill -0 "$STORE_PID" 2>/dev/null || die "authgate ($name store) exited; see $OUT/authgate-store-$name.log"
-        sleep 0.1
-    done
-    [[ $code != 000 ]] || die "authgate ($name store) did not start listening"
+    wait_listening "$port" "$STORE_PID" 300 "authgate ($name store) exited; see $OUT/authgate-store-$name.log" \
+        "authgate ($name store) did not start listening"
 }
 
 store_post() { # port path json -> response body on stdout; dies unless 2xx
