@@ -371,9 +371,10 @@ fn headers(c: &mut Criterion) {
     };
     let client = ClientSide {
         peer: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10)),
+        peer_header: &HeaderValue::from_static("192.0.2.10"),
         peer_trusted: false,
         client: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10)),
-        host: Some("app.example.com"),
+        host: Some(HeaderValue::from_static("app.example.com")),
     };
     let policy = RouteHeaderPolicy {
         forward_authorization: false,

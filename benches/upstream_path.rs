@@ -16,6 +16,7 @@ use std::path::Path;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
+use http::uri::PathAndQuery;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::service::service_fn;
@@ -112,7 +113,10 @@ fn exchange_pool(rt: &Runtime, group: &UpstreamGroup, scrubber: &IdentityScrubbe
             .body(ForwardBody::empty(scrubber.clone()))
             .unwrap();
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
-        let response = group.send(request, "/", deadline).await.unwrap();
+        let response = group
+            .send(request, &PathAndQuery::from_static("/"), deadline)
+            .await
+            .unwrap();
         let body = response.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(body.len(), 100);
     });

@@ -9,6 +9,9 @@
 
 use std::fmt::Write;
 
+use http::uri::PathAndQuery;
+use http::Uri;
+
 /// Why a path was refused; each reason is a 400 with code INVALID_PATH.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
@@ -38,12 +41,53 @@ pub enum PathError {
 
 /// A normalized request path: dot segments resolved, repeated slashes merged,
 /// unreserved characters decoded, every other escape kept with upper-case hex.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DecidedPath(String);
+#[derive(Debug, Clone)]
+pub struct DecidedPath(Decided);
+
+#[derive(Debug, Clone)]
+enum Decided {
+    /// The request's own target (path and query), whose path needed no
+    /// change: the common case, kept as hyper parsed it, shared, not copied.
+    AsSent(PathAndQuery),
+    /// A path that needed normalizing, or one decided outside a request.
+    Rewritten(String),
+}
 
 impl DecidedPath {
     pub fn as_str(&self) -> &str {
-        &self.0
+        match &self.0 {
+            Decided::AsSent(target) => target.path(),
+            Decided::Rewritten(path) => path,
+        }
+    }
+
+    /// The request's target, query included, when its path is already the
+    /// decided one: what the upstream can be sent as it is.
+    pub fn target_as_sent(&self) -> Option<&PathAndQuery> {
+        match &self.0 {
+            Decided::AsSent(target) => Some(target),
+            Decided::Rewritten(_) => None,
+        }
+    }
+}
+
+/// Equal when they name the same path, however each was decided.
+impl PartialEq for DecidedPath {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for DecidedPath {}
+
+/// Decides the path of a request's target, keeping the target itself when
+/// its path needs no change.
+pub fn decide_target(uri: &Uri) -> Result<DecidedPath, PathError> {
+    match uri.path_and_query() {
+        Some(target) if target.path().starts_with('/') && is_already_decided(target.path()) => {
+            Ok(DecidedPath(Decided::AsSent(target.clone())))
+        }
+        _ => decide(uri.path()),
     }
 }
 
@@ -53,7 +97,7 @@ pub fn decide(raw: &str) -> Result<DecidedPath, PathError> {
         return Err(PathError::NotAbsolute);
     }
     if is_already_decided(raw) {
-        return Ok(DecidedPath(raw.to_owned()));
+        return Ok(DecidedPath(Decided::Rewritten(raw.to_owned())));
     }
     let mut segments: Vec<String> = Vec::new();
     let mut pieces = raw.split('/').skip(1).peekable();
@@ -91,7 +135,7 @@ pub fn decide(raw: &str) -> Result<DecidedPath, PathError> {
     if trailing_slash || segments.is_empty() {
         path.push('/');
     }
-    Ok(DecidedPath(path))
+    Ok(DecidedPath(Decided::Rewritten(path)))
 }
 
 /// The common case, checked in one pass: no escapes, no backslash, no ';',

@@ -204,18 +204,17 @@ impl Accept {
             let settings = &self.settings;
             let task = ConnectionTask {
                 stream,
-                connection: Connection {
+                connection: Connection::new(
                     peer,
                     // From the live config: a reload may change the list.
-                    peer_trusted: self
-                        .gateway
+                    self.gateway
                         .live()
                         .config
                         .server
                         .trusted_proxies
                         .iter()
                         .any(|cidr| cidr.contains(peer.ip())),
-                },
+                ),
                 acceptor: self.acceptor.clone(),
                 protocols: Arc::clone(&self.protocols),
                 gateway: Arc::clone(&self.gateway),
@@ -339,7 +338,11 @@ impl ConnectionTask {
                 // state is large; unboxed it is copied at every layer the
                 // spawn wraps it in (`perf`: 3-4 % of an HTTP/2 request in
                 // `memmove`).
-                let response = Box::pin(service::handle(Arc::clone(&gateway), connection, request));
+                let response = Box::pin(service::handle(
+                    Arc::clone(&gateway),
+                    connection.clone(),
+                    request,
+                ));
                 async move {
                     response
                         .await
@@ -366,7 +369,11 @@ impl ConnectionTask {
                 // Boxed, as on HTTP/2: hyper moves the future it is given into
                 // the connection's state, and the handler's state is large
                 // (callgrind: 724 instructions of `memcpy` per request there).
-                Box::pin(service::handle(Arc::clone(&gateway), connection, request))
+                Box::pin(service::handle(
+                    Arc::clone(&gateway),
+                    connection.clone(),
+                    request,
+                ))
             });
             let conn = self
                 .protocols

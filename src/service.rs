@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use http::header::{AUTHORIZATION, HOST, SET_COOKIE, UPGRADE};
-use http::{Method, Request, Response, Version};
+use http::{HeaderValue, Method, Request, Response, Version};
 use hyper::body::Incoming;
 use tracing::Instrument;
 
@@ -35,11 +35,27 @@ use crate::web;
 mod credential;
 
 /// What the gateway knows about the connection a request came on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Connection {
     pub peer: SocketAddr,
+    /// The peer's IP address as a header value (`X-Real-IP`,
+    /// `X-Forwarded-For`), written out once per connection.
+    pub peer_header: HeaderValue,
     /// The peer is a configured trusted proxy: its X-Forwarded-* are kept.
     pub peer_trusted: bool,
+}
+
+impl Connection {
+    pub fn new(peer: SocketAddr, peer_trusted: bool) -> Self {
+        // An IP address's text is always a valid header value.
+        let peer_header = HeaderValue::try_from(peer.ip().to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        Self {
+            peer,
+            peer_header,
+            peer_trusted,
+        }
+    }
 }
 
 /// What the access log reports about a request, filled in as it is decided.
@@ -48,7 +64,7 @@ struct Outcome {
     route: Option<Arc<RouteConfig>>,
     /// The request went to the account endpoints rather than a route.
     account: bool,
-    user: Option<String>,
+    user: Option<Arc<str>>,
     /// The account endpoint, for the outcome metrics.
     action: Option<AccountAction>,
     /// How long the upstream took to answer, when it was asked.
@@ -93,7 +109,7 @@ pub async fn handle(
     // The routes and limits this request lives with to its end, even if a
     // reload installs others meanwhile.
     let live = gateway.live();
-    let result = dispatch(&gateway, &live, connection, request, &mut outcome)
+    let result = dispatch(&gateway, &live, &connection, request, &mut outcome)
         .instrument(span.clone())
         .await;
     let metrics = gateway.observability().metrics();
@@ -134,7 +150,7 @@ pub async fn handle(
 async fn dispatch(
     gateway: &Gateway,
     live: &Live,
-    connection: Connection,
+    connection: &Connection,
     request: Request<Incoming>,
     outcome: &mut Outcome,
 ) -> Result<Response<AnswerBody>, GatewayError> {
@@ -153,7 +169,7 @@ async fn dispatch(
         };
         router::request_host(authority, headers).map_err(GatewayError::BadRequest)?
     };
-    let decided = path::decide(request.uri().path()).map_err(GatewayError::InvalidPath)?;
+    let decided = path::decide_target(request.uri()).map_err(GatewayError::InvalidPath)?;
     // Decided once: the throttle keys on it and the upstream gets it as X-Real-IP.
     let client_addr = client_address(
         connection.peer.ip(),
@@ -210,7 +226,7 @@ async fn dispatch(
         if let Some(user) = &account.user {
             tracing::Span::current().record("user", tracing::field::display(user));
         }
-        outcome.user = account.user;
+        outcome.user = account.user.map(Arc::from);
         return result.map(|response| response.map(AnswerBody::from));
     }
 
@@ -253,7 +269,7 @@ async fn dispatch(
                 credential::authenticate(gateway, route, request.headers(), client_addr, now)?
             };
             tracing::Span::current().record("user", tracing::field::display(&identity.user_id));
-            outcome.user = Some(identity.user_id.to_string());
+            outcome.user = Some(identity.user_id.shared());
             if let Some(roles) = &route.roles {
                 if !roles.contains(&identity.role) {
                     return Err(GatewayError::Forbidden);
@@ -266,17 +282,21 @@ async fn dispatch(
         }
     };
 
-    let host_header = request
-        .headers()
-        .get(HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| request.uri().authority().map(|a| a.as_str().to_owned()));
+    // The Host value is shared, not copied; one that is not visible ASCII
+    // is not repeated upstream.
+    let host = match request.headers().get(HOST) {
+        Some(host) => host.to_str().is_ok().then(|| host.clone()),
+        None => request
+            .uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+    };
     let client = ClientSide {
         peer: connection.peer.ip(),
+        peer_header: &connection.peer_header,
         peer_trusted: connection.peer_trusted,
         client: client_addr,
-        host: host_header.as_deref(),
+        host,
     };
     let asked = Instant::now();
     let mut result = live

@@ -47,6 +47,11 @@ impl UserId {
         &self.id
     }
 
+    /// The id, shared rather than copied (for a log line written later).
+    pub fn shared(&self) -> Arc<str> {
+        Arc::clone(&self.id)
+    }
+
     /// The id as the user-id header's value.
     pub fn header_value(&self) -> &HeaderValue {
         &self.header

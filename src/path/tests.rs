@@ -3,7 +3,8 @@ use super::*;
 fn ok(raw: &str) -> String {
     decide(raw)
         .unwrap_or_else(|e| panic!("{raw:?} refused: {e}"))
-        .0
+        .as_str()
+        .to_owned()
 }
 
 #[test]
@@ -58,4 +59,24 @@ fn decided_paths_are_fixed_points() {
         let once = ok(raw);
         assert_eq!(ok(&once), once, "{raw:?}");
     }
+}
+
+#[test]
+fn a_target_is_kept_as_sent_only_when_its_path_needs_no_change() {
+    for (target, path, as_sent) in [
+        ("/api/users?page=2&q=a%20b", "/api/users", true),
+        ("/", "/", true),
+        ("/a/../b?x=1", "/b", false),
+        ("//admin?x", "/admin", false),
+        ("/%7Euser", "/~user", false),
+    ] {
+        let uri: Uri = target.parse().unwrap();
+        let decided = decide_target(&uri).unwrap();
+        assert_eq!(decided.as_str(), path, "{target}");
+        assert_eq!(decided, decide(uri.path()).unwrap(), "{target}");
+        let kept = decided.target_as_sent().map(PathAndQuery::as_str);
+        assert_eq!(kept, as_sent.then_some(target), "{target}");
+    }
+    let refused: Uri = "/a/%2e%2e/b".parse().unwrap();
+    assert_eq!(decide_target(&refused), Err(PathError::EncodedDotSegment));
 }

@@ -123,11 +123,13 @@ impl IdentityHeaders {
 /// Everything `prepare_request_headers` needs to know about the client side.
 pub struct ClientSide<'a> {
     pub peer: IpAddr,
+    /// `peer` written out as a header value (once per connection).
+    pub peer_header: &'a HeaderValue,
     pub peer_trusted: bool,
     /// The client behind any trusted proxies ([`super::client_addr`]); the peer otherwise.
     pub client: IpAddr,
     /// The host the client asked for, as it sent it.
-    pub host: Option<&'a str>,
+    pub host: Option<HeaderValue>,
 }
 
 /// Options of the route the request matched.
@@ -233,54 +235,42 @@ fn is_client_claim(name: &HeaderName) -> bool {
 /// [`is_client_claim`]). `X-Real-IP` is always the client address the
 /// gateway itself decided on, the one its throttle keys on.
 fn set_forwarded(headers: &mut HeaderMap, client: &ClientSide<'_>) {
-    let peer = client.peer.to_string();
-    // Usually the client is the peer: the address is written out once.
+    // Usually the client is the peer, whose address is written out already.
     let real_ip = if client.client == client.peer {
-        HeaderValue::from_str(&peer).ok()
+        Some(client.peer_header.clone())
     } else {
-        HeaderValue::from_str(&client.client.to_string()).ok()
+        HeaderValue::try_from(client.client.to_string()).ok()
     };
-    if let Some(value) = &real_ip {
-        headers.insert(&X_REAL_IP, value.clone());
+    if let Some(value) = real_ip {
+        headers.insert(&X_REAL_IP, value);
     }
     if client.peer_trusted {
-        let chain = headers
+        let mut chain = headers
             .get_all(&X_FORWARDED_FOR)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .collect::<Vec<_>>()
-            .join(", ");
-        let value = if chain.is_empty() {
-            peer
-        } else {
-            format!("{chain}, {peer}")
-        };
-        if let Ok(value) = HeaderValue::from_str(&value) {
+            .collect::<Vec<_>>();
+        let peer = client.peer_header.to_str().unwrap_or_default();
+        chain.push(peer);
+        if let Ok(value) = HeaderValue::try_from(chain.join(", ")) {
             headers.insert(&X_FORWARDED_FOR, value);
         }
         if !headers.contains_key(&X_FORWARDED_PROTO) {
             headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("https"));
         }
         if !headers.contains_key(&X_FORWARDED_HOST) {
-            insert_host(headers, client.host);
+            insert_host(headers, &client.host);
         }
         return;
     }
-    let forwarded_for = if client.client == client.peer {
-        real_ip
-    } else {
-        HeaderValue::from_str(&peer).ok()
-    };
-    if let Some(value) = forwarded_for {
-        headers.insert(&X_FORWARDED_FOR, value);
-    }
+    headers.insert(&X_FORWARDED_FOR, client.peer_header.clone());
     headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("https"));
-    insert_host(headers, client.host);
+    insert_host(headers, &client.host);
 }
 
-fn insert_host(headers: &mut HeaderMap, host: Option<&str>) {
-    if let Some(value) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
-        headers.insert(&X_FORWARDED_HOST, value);
+fn insert_host(headers: &mut HeaderMap, host: &Option<HeaderValue>) {
+    if let Some(value) = host {
+        headers.insert(&X_FORWARDED_HOST, value.clone());
     }
 }
 

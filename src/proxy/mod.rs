@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use http::header::{CONTENT_LENGTH, TE};
+use http::uri::PathAndQuery;
 use http::{HeaderValue, Request, Response, Uri};
 use hyper::body::Incoming;
 use tokio::task::JoinSet;
@@ -141,17 +142,10 @@ impl Proxy {
         if client_upgrade.is_some() {
             upgrade::restore_handshake_headers(&mut parts.headers);
         }
-        let upstream_path = upstream_path(route, path);
-        let path_and_query = match parts.uri.query() {
-            Some(q) => format!("{upstream_path}?{q}"),
-            None => upstream_path.to_owned(),
-        };
+        let target = upstream_target(route, path, parts.uri.query())?;
         let group = match &route.upstream {
             Upstream::Echo => {
-                parts.uri = Uri::builder()
-                    .path_and_query(path_and_query)
-                    .build()
-                    .map_err(GatewayError::internal)?;
+                parts.uri = Uri::from(target);
                 return Ok(echo::respond(&Request::from_parts(parts, ())).map(AnswerBody::from));
             }
             Upstream::Http(_) => self
@@ -168,7 +162,7 @@ impl Proxy {
         let request = Request::from_parts(parts, body);
         let deadline = tokio::time::Instant::now() + route.timeout;
         let mut response = group
-            .send(request, &path_and_query, deadline)
+            .send(request, &target, deadline)
             .await
             .map_err(|err| classify_upstream_error(err, route.timeout))?;
         let watch = || {
@@ -201,11 +195,35 @@ impl Proxy {
     }
 }
 
-/// The path below the target's base path: the decided path, with the route
-/// prefix removed when the route says `strip_prefix`.
+/// The path and query below the target's base path: the decided path, with
+/// the route prefix removed when the route says `strip_prefix`, and the
+/// query as sent. Usually that is the request's own target, shared as it is.
+fn upstream_target(
+    route: &RouteConfig,
+    path: &DecidedPath,
+    query: Option<&str>,
+) -> Result<PathAndQuery, GatewayError> {
+    if let Some(target) = path.target_as_sent().filter(|_| !strips_prefix(route)) {
+        return Ok(target.clone());
+    }
+    let path = upstream_path(route, path);
+    let target = match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    };
+    // A decided path and a query hyper accepted always make a valid target.
+    PathAndQuery::try_from(target).map_err(GatewayError::internal)
+}
+
+fn strips_prefix(route: &RouteConfig) -> bool {
+    route.strip_prefix && route.upstream != Upstream::Echo
+}
+
+/// The decided path, with the route prefix removed when the route says
+/// `strip_prefix`.
 fn upstream_path<'a>(route: &RouteConfig, path: &'a DecidedPath) -> &'a str {
     let path = path.as_str();
-    if !route.strip_prefix || route.upstream == Upstream::Echo {
+    if !strips_prefix(route) {
         return path;
     }
     let bare = route.path_prefix.trim_end_matches('/');

@@ -101,9 +101,10 @@ fn prepare(headers: &mut HeaderMap) {
         headers,
         &ClientSide {
             peer: "192.0.2.9".parse().unwrap(),
+            peer_header: &HeaderValue::from_static("192.0.2.9"),
             peer_trusted: false,
             client: "192.0.2.9".parse().unwrap(),
-            host: Some("gw.example"),
+            host: Some(HeaderValue::from_static("gw.example")),
         },
         Some(&identity),
         &RouteHeaderPolicy {

@@ -29,9 +29,10 @@ fn prepare(headers: &mut HeaderMap, trusted: bool, forward_authorization: bool) 
     let names = IdentityHeaders::new("x-user-").unwrap();
     let client = ClientSide {
         peer: "192.0.2.7".parse().unwrap(),
+        peer_header: &HeaderValue::from_static("192.0.2.7"),
         peer_trusted: trusted,
         client: "192.0.2.7".parse().unwrap(),
-        host: Some("gw.example"),
+        host: Some(HeaderValue::from_static("gw.example")),
     };
     prepare_request_headers(
         headers,

@@ -141,13 +141,13 @@ impl UpstreamGroup {
     }
 
     /// Sends `request` (headers already rewritten) to a target, at
-    /// `path_and_query` below the target's base path, and returns the
+    /// `target` (path and query) below the target's base path, and returns the
     /// response head by `deadline` (with the body too when it is small:
     /// see [`UpstreamBody::read_small`]).
     pub async fn send(
         &self,
         mut request: Request<ForwardBody>,
-        path_and_query: &str,
+        target_path: &PathAndQuery,
         deadline: Instant,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let retryable = matches!(
@@ -165,7 +165,7 @@ impl UpstreamGroup {
             let Some(target) = self.targets.get(index) else {
                 return Err(UpstreamError::NoHealthyTarget);
             };
-            self.aim(&mut request, target, path_and_query, client_host.as_ref())?;
+            self.aim(&mut request, target, target_path, client_host.as_ref())?;
             let outcome = match &target.connections {
                 Connections::Http1(pool) => self.attempt_h1(target, pool, request, deadline).await,
                 Connections::Http2(shared) => {
@@ -192,16 +192,16 @@ impl UpstreamGroup {
         &self,
         request: &mut Request<ForwardBody>,
         target: &TargetState,
-        path_and_query: &str,
+        target_path: &PathAndQuery,
         client_host: Option<&HeaderValue>,
     ) -> Result<(), UpstreamError> {
         let base = &target.target.base_path;
         let path_and_query = if base.is_empty() {
-            PathAndQuery::try_from(path_and_query)
+            target_path.clone()
         } else {
-            PathAndQuery::try_from(format!("{base}{path_and_query}"))
-        }
-        .map_err(|e| UpstreamError::Request(e.into()))?;
+            PathAndQuery::try_from(format!("{base}{target_path}"))
+                .map_err(|e| UpstreamError::Request(e.into()))?
+        };
         let (uri, version) = match self.protocol {
             UpstreamProtocol::Http1 => {
                 if client_host.is_none() {

@@ -74,7 +74,8 @@ async fn send(group: &UpstreamGroup, path: &str) -> Response<super::body::Upstre
         .body(ForwardBody::empty(IdentityScrubber::new("x-user-")))
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    group.send(request, path, deadline).await.unwrap()
+    let target = http::uri::PathAndQuery::try_from(path).unwrap();
+    group.send(request, &target, deadline).await.unwrap()
 }
 
 #[tokio::test]
