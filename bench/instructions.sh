@@ -8,6 +8,7 @@
 #   bench/instructions.sh                  # HTTP/1.1, 4,000 requests
 #   INSTR_PROTO=h2 bench/instructions.sh   # HTTP/2, 10 streams per connection
 #   BENCH_BIN=path bench/instructions.sh   # another build, no cargo build
+#   INSTR_KEEP=dir bench/instructions.sh   # keep the callgrind profiles in dir
 #
 # Each front runs twice under callgrind, once serving 1,000 requests and
 # once 1,000 + N, counted only from the moment it answers (start-up is not
@@ -142,3 +143,8 @@ echo "|---|---:|---:|---:|"
 (cd ag && measure authgate "$AG_PORT" "$BIN" --config "$TMP/ag/authgate.toml" serve)
 measure nginx "$NGINX_PORT" nginx -p "$TMP/ng/" -c "$TMP/ng/nginx.conf" \
     -g "daemon off; master_process off; worker_processes 1;"
+if [[ -n ${INSTR_KEEP:-} ]]; then
+    mkdir -p "$INSTR_KEEP"
+    cp "$TMP"/*.cg "$INSTR_KEEP"/
+    say "profiles kept in $INSTR_KEEP (callgrind_annotate; per request: the 1000 + N profile less the 1000 one)"
+fi

@@ -2,6 +2,7 @@
 //! then routes for any host; within each, the longest matching path prefix.
 //! Pure: it sees a normalized host and a decided path, nothing else.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use crate::config::RouteConfig;
@@ -71,7 +72,7 @@ pub fn prefix_matches(prefix: &str, path: &str) -> bool {
 pub fn request_host<'a>(
     authority: Option<&'a str>,
     host_headers: &mut dyn Iterator<Item = &'a str>,
-) -> Result<Option<String>, &'static str> {
+) -> Result<Option<Cow<'a, str>>, &'static str> {
     let first = host_headers.next();
     if host_headers.next().is_some() {
         return Err("more than one Host header");

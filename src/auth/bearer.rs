@@ -139,6 +139,24 @@ mod tests {
     }
 
     #[test]
+    fn one_bad_byte_anywhere_in_a_long_token_is_seen() {
+        // 40 bytes: two 16-byte blocks and a remainder, each position tried.
+        let good = b"abcdefghijklmnopqrstuvwxyz0123456789-._~";
+        assert!(all_b64token_bytes(good));
+        for at in 0..good.len() {
+            for b in 0..=255u8 {
+                let mut token = *good;
+                token[at] = b;
+                assert_eq!(
+                    all_b64token_bytes(&token),
+                    all_b64token_bytes(&[b]),
+                    "byte {b:#04x} at {at}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn refuses_oversized_tokens_before_parsing() {
         let big = format!("Bearer {}", "a".repeat(MAX_TOKEN_BYTES + 1));
         assert_eq!(token(&headers(&[&big])), Err(BearerError::Oversized));

@@ -19,6 +19,7 @@ mod store;
 pub(crate) mod upstream;
 mod web;
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -239,8 +240,14 @@ impl Config {
 }
 
 /// Host names compare case-insensitively and without a trailing dot (RFC 9110 §4.2.3).
-pub fn normalize_host(host: &str) -> String {
-    host.trim().trim_end_matches('.').to_ascii_lowercase()
+/// Borrowed when the name is already in that form (as clients send it).
+pub fn normalize_host(host: &str) -> Cow<'_, str> {
+    let bare = host.trim().trim_end_matches('.');
+    if bare.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(bare.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(bare)
+    }
 }
 
 #[cfg(test)]

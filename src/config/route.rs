@@ -30,7 +30,7 @@ pub(super) fn build_route(
     let host = match raw.host {
         None => None,
         Some(host) => {
-            let normalized = normalize_host(&host);
+            let normalized = normalize_host(&host).into_owned();
             if normalized.is_empty() || normalized.parse::<Authority>().is_err() {
                 return Err(fail("host", format!("{host:?} is not a host name")));
             }

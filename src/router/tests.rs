@@ -69,9 +69,9 @@ fn prefix_boundary_is_a_segment() {
 
 #[test]
 fn request_host_normalizes_and_refuses_conflicts() {
-    let host = |authority: Option<&str>, headers: &[&str]| {
-        request_host(authority, &mut headers.iter().copied())
-    };
+    fn host(authority: Option<&str>, headers: &[&str]) -> Result<Option<String>, &'static str> {
+        request_host(authority, &mut headers.iter().copied()).map(|h| h.map(Cow::into_owned))
+    }
     assert_eq!(
         host(None, &["API.example.com.:8443"]),
         Ok(Some("api.example.com".into()))
@@ -85,4 +85,20 @@ fn request_host_normalizes_and_refuses_conflicts() {
     assert!(host(Some("a.example"), &["b.example"]).is_err());
     assert!(host(None, &["a.example", "b.example"]).is_err());
     assert_eq!(host(None, &[]), Ok(None));
+}
+
+#[test]
+fn a_host_already_in_normal_form_is_not_copied() {
+    let sent = "api.example.com:8443";
+    let decided = request_host(None, &mut [sent].into_iter())
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(decided, Cow::Borrowed("api.example.com")),
+        "{decided:?}"
+    );
+    let upper = request_host(None, &mut ["API.example.com"].into_iter())
+        .unwrap()
+        .unwrap();
+    assert!(matches!(upper, Cow::Owned(_)), "{upper:?}");
 }
