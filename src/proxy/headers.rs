@@ -259,16 +259,16 @@ fn set_forwarded(headers: &mut HeaderMap, client: &ClientSide<'_>) {
             headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("https"));
         }
         if !headers.contains_key(&X_FORWARDED_HOST) {
-            insert_host(headers, &client.host);
+            insert_host(headers, client.host.as_ref());
         }
         return;
     }
     headers.insert(&X_FORWARDED_FOR, client.peer_header.clone());
     headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("https"));
-    insert_host(headers, &client.host);
+    insert_host(headers, client.host.as_ref());
 }
 
-fn insert_host(headers: &mut HeaderMap, host: &Option<HeaderValue>) {
+fn insert_host(headers: &mut HeaderMap, host: Option<&HeaderValue>) {
     if let Some(value) = host {
         headers.insert(&X_FORWARDED_HOST, value.clone());
     }

@@ -141,9 +141,9 @@ impl UpstreamGroup {
     }
 
     /// Sends `request` (headers already rewritten) to a target, at
-    /// `target` (path and query) below the target's base path, and returns the
-    /// response head by `deadline` (with the body too when it is small:
-    /// see [`UpstreamBody::read_small`]).
+    /// `target_path` (path and query) below the target's base path, and
+    /// returns the response head by `deadline` (with the body too when it
+    /// is small: see [`UpstreamBody::read_small`]).
     pub async fn send(
         &self,
         mut request: Request<ForwardBody>,
