@@ -13,10 +13,10 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderValue, Response, StatusCode};
 
 use crate::account::{EmailError, NewPasswordError, RoleError};
-use crate::auth::assertion::AssertionError;
 use crate::auth::bearer::BearerError;
 use crate::auth::browser_session::BrowserError;
 use crate::auth::claims::TokenError;
+use crate::auth::keys::assertion::AssertionError;
 use crate::auth::keys::MintError;
 use crate::auth::sessions::SessionError;
 use crate::auth::throttle::Throttled;

@@ -26,6 +26,8 @@ const PREFIX: &str = "x-user-";
 const USER_ID: &str = "fuzz-user-7";
 const ROLE: &str = "fuzz-role";
 const PEER: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7));
+/// `PEER` as the gateway writes it out once per connection.
+const PEER_HEADER: &str = "192.0.2.7";
 const HOST: &str = "gw.example";
 
 /// Names that must never leave the gateway towards an upstream.
@@ -86,9 +88,10 @@ fuzz_target!(|data: &[u8]| {
         &mut request,
         &ClientSide {
             peer: PEER,
+            peer_header: &HeaderValue::from_static(PEER_HEADER),
             peer_trusted,
             client: PEER,
-            host,
+            host: host.map(HeaderValue::from_static),
         },
         Some(&identity),
         &RouteHeaderPolicy {

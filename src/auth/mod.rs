@@ -4,7 +4,6 @@
 //! issues credentials (`sessions`, `password`) for the account endpoints.
 
 pub(crate) mod api_keys;
-pub(crate) mod assertion;
 pub mod bearer;
 pub mod browser_session;
 pub mod claims;

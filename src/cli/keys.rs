@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use clap::Subcommand;
 
 use crate::audit::{Audit, AuditEvent, AuditKind};
-use crate::auth::assertion::ASSERTION_TTL;
+use crate::auth::keys::assertion::ASSERTION_TTL;
 use crate::auth::keys::dir::{KeyDir, KeyState};
 use crate::auth::keys::material::{algorithm_name, parse_algorithm, ALGORITHMS};
 use crate::config::Config;

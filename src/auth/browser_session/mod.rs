@@ -12,8 +12,6 @@
 //! token lifetime, and a cookie goes unchecked for less than that, no
 //! revocation can be forgotten while a cookie that predates it is accepted.
 
-pub mod seal;
-
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 

@@ -6,8 +6,10 @@
 //! whatever the token's header says, and nothing outside the configured keys
 //! is ever consulted (no `jku`, `x5u` or embedded `jwk`).
 
+pub(crate) mod assertion;
 pub mod dir;
 pub mod material;
+pub(crate) mod session_key;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -17,13 +19,13 @@ use bytes::Bytes;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Validation};
 use serde_json::{json, Value};
 
-use super::assertion::{AssertionCache, AssertionError};
-use super::browser_session::seal::SessionKey;
 use super::token_cache::{VerifiedCache, DEFAULT_CAPACITY};
 use crate::config::secret::{self, AccessSecret, SecretError};
 use crate::config::{Config, TokensConfig};
+use assertion::{AssertionCache, AssertionError};
 use dir::{KeyDir, KeyDirError, KeyState};
 use material::{algorithm_name, is_hmac, parse_algorithm, MaterialError};
+use session_key::SessionKey;
 
 /// Where the JWKS is served, ahead of every route (RFC 8615 well-known URI).
 pub const JWKS_PATH: &str = "/.well-known/jwks.json";

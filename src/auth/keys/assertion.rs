@@ -15,8 +15,8 @@ use http::HeaderValue;
 use jsonwebtoken::Header;
 use serde::Serialize;
 
-use super::keys::{MintError, SigningKey};
-use super::Identity;
+use super::{MintError, SigningKey};
+use crate::auth::Identity;
 
 /// Lifetime of an assertion: long enough for one request's trip to the
 /// backend and some clock skew, short enough that a leaked one is useless.

@@ -1,4 +1,5 @@
-//! The key a browser-session cookie is sealed under: AES-256-GCM (aws-lc-rs)
+//! The key a browser-session cookie is sealed under, one per signing key
+//! and derived with it (so a key reload brings its cookie key along): AES-256-GCM (aws-lc-rs)
 //! with a key derived by HKDF-SHA256 from one signing key's own secret
 //! material, so every instance holding the same keys opens every cookie and
 //! no state beyond the keys is shared.
