@@ -283,14 +283,17 @@ async fn dispatch(
     };
 
     // The Host value is shared, not copied; one that is not visible ASCII
-    // is not repeated upstream.
-    let host = match request.headers().get(HOST) {
-        Some(host) => host.to_str().is_ok().then(|| host.clone()),
-        None => request
-            .uri()
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
-    };
+    // is not repeated upstream, and the request target's authority stands
+    // in for it, as for a request without Host.
+    let host = request
+        .headers()
+        .get(HOST)
+        .filter(|host| host.to_str().is_ok())
+        .cloned()
+        .or_else(|| {
+            let authority = request.uri().authority()?;
+            HeaderValue::from_str(authority.as_str()).ok()
+        });
     let client = ClientSide {
         peer: connection.peer.ip(),
         peer_header: &connection.peer_header,
