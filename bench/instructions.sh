@@ -9,6 +9,7 @@
 #   INSTR_PROTO=h2 bench/instructions.sh   # HTTP/2, 10 streams per connection
 #   BENCH_BIN=path bench/instructions.sh   # another build, no cargo build
 #   INSTR_KEEP=dir bench/instructions.sh   # keep the callgrind profiles in dir
+#   INSTR_CALLGRIND_ARGS=--dump-instr=yes  # extra callgrind options (bench/atomics.py needs this one)
 #
 # Each front runs twice under callgrind, once serving 1,000 requests and
 # once 1,000 + N, counted only from the moment it answers (start-up is not
@@ -105,7 +106,8 @@ run_once() { # name port requests command...
     local name=$1 port=$2 n=$3
     shift 3
     rm -rf "$TMP/ag/store.sled" && cp -a "$TMP/ag/store.pristine" "$TMP/ag/store.sled"
-    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$TMP/$name-$n.cg" "$@" 2>"$TMP/$name-$n.log" &
+    # shellcheck disable=SC2086 # extra options are words
+    valgrind --tool=callgrind --instr-atstart=no ${INSTR_CALLGRIND_ARGS:-} --callgrind-out-file="$TMP/$name-$n.cg" "$@" 2>"$TMP/$name-$n.log" &
     local pid=$!
     wait_port "$port"
     # Counted from here: start-up is left out (sled's start-up threads spin

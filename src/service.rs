@@ -17,6 +17,7 @@ use tracing::Instrument;
 use crate::api::AccountOutcome;
 use crate::audit::{self, RequestContext};
 use crate::auth::keys::{KeySet, JWKS_MAX_AGE_SECS, JWKS_PATH};
+use crate::auth::token_memo::TokenMemo;
 use crate::auth::Identity;
 use crate::body::ResponseBody;
 use crate::config::{RouteAuth, RouteConfig};
@@ -43,6 +44,8 @@ pub struct Connection {
     pub peer_header: HeaderValue,
     /// The peer is a configured trusted proxy: its X-Forwarded-* are kept.
     pub peer_trusted: bool,
+    /// The access token this connection presented last, verified.
+    pub tokens: Arc<TokenMemo>,
 }
 
 impl Connection {
@@ -54,6 +57,7 @@ impl Connection {
             peer,
             peer_header,
             peer_trusted,
+            tokens: Arc::default(),
         }
     }
 }
@@ -266,7 +270,14 @@ async fn dispatch(
             } else {
                 // A bearer credential (access token, or API key where the
                 // route takes them) wins over the browser cookie.
-                credential::authenticate(gateway, route, request.headers(), client_addr, now)?
+                credential::authenticate(
+                    gateway,
+                    route,
+                    request.headers(),
+                    client_addr,
+                    &connection.tokens,
+                    now,
+                )?
             };
             tracing::Span::current().record("user", tracing::field::display(&identity.user_id));
             outcome.user = Some(identity.user_id.shared());

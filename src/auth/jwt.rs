@@ -17,6 +17,7 @@ use super::claims::{random_id, AccessClaims, TokenError};
 use super::identity::VerifiedToken;
 use super::keys::{KeyRing, KeySet, MintError};
 use super::token_cache::VerifiedCache;
+use super::token_memo::TokenMemo;
 use crate::config::secret::AccessSecret;
 use crate::config::TokensConfig;
 use crate::timestamp::unix_seconds;
@@ -119,17 +120,29 @@ impl TokenVerifier {
 
     /// Checks signature, claims and headers; the error says which, for the log.
     pub fn verify(&self, token: &str, now: SystemTime) -> Result<Arc<VerifiedToken>, TokenError> {
+        self.verify_remembering(token, now, None)
+    }
+
+    /// As [`TokenVerifier::verify`], asking the connection's memo before
+    /// the shared cache, and leaving the token in it.
+    pub fn verify_remembering(
+        &self,
+        token: &str,
+        now: SystemTime,
+        memo: Option<&TokenMemo>,
+    ) -> Result<Arc<VerifiedToken>, TokenError> {
         if token.len() > super::bearer::MAX_TOKEN_BYTES {
             return Err(TokenError::Oversized);
         }
         let keys = self.keys.current();
-        let digest = VerifiedCache::digest(token);
         let now = unix_seconds(now);
-        let verified = match keys.verified.get(&digest) {
+        let verified = match memo.and_then(|memo| memo.recall(token, &keys)) {
             Some(verified) => verified,
             None => {
-                let verified = Arc::new(VerifiedToken::new(verify_signature(&keys, token)?));
-                keys.verified.insert(digest, Arc::clone(&verified), now);
+                let verified = verify_signature_once(&keys, token, now)?;
+                if let Some(memo) = memo {
+                    memo.remember(token, &keys, &verified);
+                }
                 verified
             }
         };
@@ -155,6 +168,22 @@ impl TokenVerifier {
     pub fn keys(&self) -> &Arc<KeyRing> {
         &self.keys
     }
+}
+
+/// The signature check, done once per distinct token and key set (the
+/// shared cache remembers it under the token's digest).
+fn verify_signature_once(
+    keys: &KeySet,
+    token: &str,
+    now: u64,
+) -> Result<Arc<VerifiedToken>, TokenError> {
+    let digest = VerifiedCache::digest(token);
+    if let Some(verified) = keys.verified.get(&digest) {
+        return Ok(verified);
+    }
+    let verified = Arc::new(VerifiedToken::new(verify_signature(keys, token)?));
+    keys.verified.insert(digest, Arc::clone(&verified), now);
+    Ok(verified)
 }
 
 /// The signature and the time-independent claims. The key is the one the

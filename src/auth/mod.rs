@@ -17,6 +17,7 @@ pub(crate) mod session_watch;
 pub mod sessions;
 pub(crate) mod throttle;
 pub(crate) mod token_cache;
+pub mod token_memo;
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -28,6 +29,7 @@ use claims::TokenError;
 pub use identity::Identity;
 use jwt::TokenVerifier;
 use revocation::RevocationList;
+use token_memo::TokenMemo;
 
 /// Why a request's caller could not be established (the responses are
 /// chosen in `error.rs`).
@@ -67,8 +69,18 @@ impl Authenticator {
         headers: &HeaderMap,
         now: SystemTime,
     ) -> Result<Identity, AuthError> {
-        let token = bearer::token(headers)?;
-        let verified = self.verifier.verify(token, now)?;
+        self.authenticate_token(bearer::token(headers)?, now, None)
+    }
+
+    /// The identity behind `token` (already taken from the request), as of
+    /// `now`; `memo` is the connection's, where there is one.
+    pub fn authenticate_token(
+        &self,
+        token: &str,
+        now: SystemTime,
+        memo: Option<&TokenMemo>,
+    ) -> Result<Identity, AuthError> {
+        let verified = self.verifier.verify_remembering(token, now, memo)?;
         // Fail closed: with other instances' revocations unknown, a valid
         // signature is not enough.
         if let Some(stale_for) = self.revocations.stale_for(now) {

@@ -8,7 +8,8 @@ use std::time::{Instant, SystemTime};
 use http::HeaderMap;
 
 use crate::auth::api_keys::{self, key::is_api_key};
-use crate::auth::{bearer, Identity};
+use crate::auth::token_memo::TokenMemo;
+use crate::auth::{bearer, AuthError, Identity};
 use crate::config::RouteConfig;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
@@ -18,12 +19,15 @@ pub(super) fn authenticate(
     route: &RouteConfig,
     headers: &HeaderMap,
     client: IpAddr,
+    tokens: &TokenMemo,
     now: SystemTime,
 ) -> Result<Identity, GatewayError> {
-    let presented = match bearer::token(headers) {
-        Ok(token) if is_api_key(token) => token,
-        _ => return Ok(gateway.authenticator().authenticate(headers, now)?),
-    };
+    let presented = bearer::token(headers).map_err(AuthError::from)?;
+    if !is_api_key(presented) {
+        return Ok(gateway
+            .authenticator()
+            .authenticate_token(presented, now, Some(tokens))?);
+    }
     if !route.api_keys {
         return Err(GatewayError::ApiKeyNotAccepted);
     }

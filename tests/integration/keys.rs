@@ -472,3 +472,95 @@ async fn a_cached_token_is_refused_once_revoked_or_expired() {
     assert_eq!(status(&client, &token).await, 401);
     assert!(upstream.received().is_empty());
 }
+
+/// One keep-alive HTTP/1.1 connection, as a client that sends the same
+/// token on every request keeps.
+async fn keep_alive(
+    client: &TestClient,
+) -> hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>> {
+    let tls = client.tls(crate::support::client::Alpn::Http1).await;
+    let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+/// Status and error code of `GET /api/x` with `token` on `sender`'s connection.
+async fn on_connection(
+    sender: &mut hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    token: &str,
+) -> (u16, String) {
+    use http_body_util::BodyExt;
+    sender.ready().await.unwrap();
+    let request = http::Request::get("/api/x")
+        .header("host", "localhost")
+        .header("authorization", format!("Bearer {token}"))
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let code = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|json| json["error"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    (status, code)
+}
+
+/// A connection remembers the token it presented last, verified: the same
+/// token on the same connection is refused the moment its session is
+/// revoked or its key retired, and never reaches the upstream after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_its_connection_remembers_is_refused_once_revoked_or_its_key_retired() {
+    let upstream = Upstream::start(Behavior::Ok).await;
+    let gw = TestGateway::start_with(GatewayOptions {
+        auth: crate::accounts::FAST_HASHING.to_owned(),
+        ..options(&upstream, "EdDSA")
+    })
+    .await;
+    let client = gw.client();
+    assert_eq!(
+        crate::accounts::register(&gw, "a@example.com", "correct horse")
+            .await
+            .status,
+        201
+    );
+    let logged_in = crate::accounts::login(&gw, "a@example.com", "correct horse").await;
+    let access = logged_in.json()["accessToken"].as_str().unwrap().to_owned();
+    let refresh = logged_in.json()["refreshToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut connection = keep_alive(&client).await;
+    assert_eq!(on_connection(&mut connection, &access).await.0, 200);
+    assert_eq!(on_connection(&mut connection, &access).await.0, 200);
+    let logout = client
+        .post("/auth/logout")
+        .json(&json!({"refreshToken": refresh}))
+        .send()
+        .await;
+    assert_eq!(logout.status, 204);
+    upstream.clear();
+    let revoked = on_connection(&mut connection, &access).await;
+    assert_eq!(revoked, (401, "TOKEN_REVOKED".to_owned()));
+    assert!(upstream.received().is_empty());
+
+    // The key: remembered under the old key set, refused under the new.
+    let old_token = gw.token("u1", "admin");
+    assert_eq!(on_connection(&mut connection, &old_token).await.0, 200);
+    assert_eq!(on_connection(&mut connection, &old_token).await.0, 200);
+    let dir = gw.key_dir();
+    let new = dir.generate(Algorithm::EdDSA, now()).unwrap();
+    dir.activate(&new, now()).unwrap();
+    let life = gw.config().tokens.access_ttl + gw.config().tokens.leeway;
+    dir.retire(&kid_of(&old_token), now(), life, true).unwrap();
+    gw.reload_keys();
+    upstream.clear();
+    let retired = on_connection(&mut connection, &old_token).await;
+    assert_eq!(retired, (401, "INVALID_TOKEN".to_owned()));
+    assert!(upstream.received().is_empty());
+    let new_token = gw.token("u2", "admin");
+    assert_eq!(on_connection(&mut connection, &new_token).await.0, 200);
+    assert_eq!(upstream.count(), 1);
+}

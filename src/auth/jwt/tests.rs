@@ -105,3 +105,46 @@ fn not_before_is_judged_against_the_given_time() {
     let at_nbf = UNIX_EPOCH + Duration::from_secs(nbf);
     assert!(verifier.verify(&token, at_nbf).is_ok());
 }
+
+#[test]
+fn a_remembered_token_is_still_judged_by_time_and_only_under_its_own_keys() {
+    let config = tokens_config();
+    let issuer = TokenIssuer::new(&config, &secret(1));
+    let verifier = TokenVerifier::new(&config, &secret(1));
+    let memo = TokenMemo::default();
+    let now = SystemTime::now();
+    let token = issuer.mint("u1", "admin", 0, None, now).unwrap().token;
+    let first = verifier
+        .verify_remembering(&token, now, Some(&memo))
+        .unwrap();
+    let again = verifier
+        .verify_remembering(&token, now, Some(&memo))
+        .unwrap();
+    assert!(
+        Arc::ptr_eq(&first, &again),
+        "the second request recalls the first"
+    );
+    // Remembered, yet expired an hour later.
+    let later = now + Duration::from_secs(3600);
+    assert_eq!(
+        verifier.verify_remembering(&token, later, Some(&memo)),
+        Err(TokenError::Expired)
+    );
+    // Other keys (as after a reload that retired the signing key): the memo
+    // vouches for nothing verified under the old ones.
+    let rotated = TokenVerifier::new(&config, &secret(2));
+    assert_eq!(
+        rotated.verify_remembering(&token, now, Some(&memo)),
+        Err(TokenError::BadSignature)
+    );
+    // A token one byte different is checked afresh.
+    let mut forged = token.clone();
+    let last = forged.pop().unwrap();
+    forged.push(if last == 'A' { 'B' } else { 'A' });
+    assert!(verifier
+        .verify_remembering(&forged, now, Some(&memo))
+        .is_err());
+    assert!(verifier
+        .verify_remembering(&token, now, Some(&memo))
+        .is_ok());
+}

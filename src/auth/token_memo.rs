@@ -1,0 +1,125 @@
+//! The access token a connection presented last, with what verifying it
+//! gave. A client sends the same token on every request of a connection, so
+//! the connection compares the bytes (a few dozen instructions) instead of
+//! hashing them for the shared cache (`token_cache.rs`; SHA-256 of a
+//! 350-byte token is ~0.4 µs, a lock and a map lookup on top).
+//!
+//! Like the cache, the memo remembers verification, never authorization:
+//! expiry and revocation are still checked on every request. It belongs to
+//! one key set: after a reload the token is verified against the new keys.
+//! It holds a copy of one token for the connection's life, which is the
+//! client's own and sits in the connection's read buffer anyway.
+
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+
+use super::identity::VerifiedToken;
+use super::keys::KeySet;
+
+#[derive(Default)]
+pub struct TokenMemo {
+    /// Locked by one request at a time on HTTP/1, briefly by each stream on
+    /// HTTP/2.
+    last: Mutex<Option<Remembered>>,
+}
+
+struct Remembered {
+    token: Box<str>,
+    /// The key set the token was verified with (weak: a retired key's
+    /// material is not kept alive by an idle connection).
+    keys: Weak<KeySet>,
+    verified: Arc<VerifiedToken>,
+}
+
+impl std::fmt::Debug for TokenMemo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never prints the token.
+        f.write_str("TokenMemo")
+    }
+}
+
+impl TokenMemo {
+    /// What verifying `token` with `keys` gave, if it is the token this
+    /// connection presented last and those keys are still in force.
+    pub fn recall(&self, token: &str, keys: &Arc<KeySet>) -> Option<Arc<VerifiedToken>> {
+        let last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        last.as_ref()
+            .filter(|seen| seen.keys.as_ptr() == Arc::as_ptr(keys) && *seen.token == *token)
+            .map(|seen| Arc::clone(&seen.verified))
+    }
+
+    /// Remembers `token` as verified with `keys`, in place of the last one.
+    pub fn remember(&self, token: &str, keys: &Arc<KeySet>, verified: &Arc<VerifiedToken>) {
+        let remembered = Remembered {
+            token: token.into(),
+            keys: Arc::downgrade(keys),
+            verified: Arc::clone(verified),
+        };
+        let replaced = self
+            .last
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .replace(remembered);
+        drop(replaced);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::claims::AccessClaims;
+    use crate::auth::keys::KeyRing;
+    use crate::config::secret::AccessSecret;
+    use crate::config::Config;
+
+    fn keys(byte: u8) -> Arc<KeySet> {
+        let text = "[server]\nlisten = \"127.0.0.1:0\"\ntls_cert = \"c\"\ntls_key = \"k\"\n";
+        let config = Config::parse(std::path::Path::new("t.toml"), text).unwrap();
+        let secret = AccessSecret::from_bytes(vec![byte; 32]).unwrap();
+        KeyRing::from_secret(&config.tokens, &secret).current()
+    }
+
+    fn verified() -> Arc<VerifiedToken> {
+        Arc::new(VerifiedToken::new(AccessClaims {
+            sub: "u".into(),
+            role: "r".into(),
+            iss: "i".into(),
+            aud: "a".into(),
+            exp: 10,
+            iat: 1,
+            nbf: None,
+            jti: "j".into(),
+            ver: 0,
+            sid: None,
+        }))
+    }
+
+    #[test]
+    fn recalls_only_the_same_token_under_the_same_keys() {
+        let memo = TokenMemo::default();
+        let (current, other) = (keys(1), keys(2));
+        assert!(memo.recall("t1", &current).is_none());
+        let remembered = verified();
+        memo.remember("t1", &current, &remembered);
+        let recalled = memo.recall("t1", &current).expect("remembered");
+        assert!(Arc::ptr_eq(&recalled, &remembered));
+        assert!(memo.recall("t2", &current).is_none());
+        assert!(memo.recall("t1x", &current).is_none());
+        assert!(memo.recall("t", &current).is_none());
+        assert!(memo.recall("t1", &other).is_none());
+        // A second token replaces the first.
+        memo.remember("t2", &current, &verified());
+        assert!(memo.recall("t1", &current).is_none());
+        assert!(memo.recall("t2", &current).is_some());
+    }
+
+    #[test]
+    fn a_retired_key_set_is_not_kept_alive() {
+        let memo = TokenMemo::default();
+        let retired = keys(1);
+        memo.remember("t1", &retired, &verified());
+        let weak = Arc::downgrade(&retired);
+        drop(retired);
+        assert!(weak.upgrade().is_none());
+        assert!(memo.recall("t1", &keys(1)).is_none());
+    }
+}
