@@ -187,7 +187,10 @@ impl Proxy {
         if switched {
             upgrade::restore_handshake_headers(&mut parts.headers);
         }
-        let body = match watch().filter(|_| !switched && is_streamed(&parts.headers)) {
+        // Only a streamed answer is watched: built for every answer, the
+        // watch cost a clock read and its reference counts on each request.
+        let streamed = !switched && is_streamed(&parts.headers);
+        let body = match streamed.then(watch).flatten() {
             Some(watch) => AnswerBody::watched(body, watch),
             None => AnswerBody::upstream(body),
         };
