@@ -134,7 +134,7 @@ impl TokenVerifier {
         if token.len() > super::bearer::MAX_TOKEN_BYTES {
             return Err(TokenError::Oversized);
         }
-        let keys = self.keys.current();
+        let keys = self.keys.in_force();
         let now = unix_seconds(now);
         let verified = match memo.and_then(|memo| memo.recall(token, &keys)) {
             Some(verified) => verified,

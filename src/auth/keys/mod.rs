@@ -13,7 +13,9 @@ pub(crate) mod session_key;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
+
+use arc_swap::{ArcSwap, Guard};
 
 use bytes::Bytes;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Validation};
@@ -167,7 +169,8 @@ pub enum KeyError {
 
 /// The current [`KeySet`] and how to build the next one.
 pub struct KeyRing {
-    current: RwLock<Arc<KeySet>>,
+    /// Swapped whole by a reload; read on every request without a lock.
+    current: ArcSwap<KeySet>,
     source: KeySource,
     tokens: TokensConfig,
     /// A route signs identity assertions: the active key must be asymmetric.
@@ -197,7 +200,7 @@ impl KeyRing {
         };
         check_assertion_key(&set, needs_asymmetric)?;
         Ok(Self {
-            current: RwLock::new(Arc::new(set)),
+            current: ArcSwap::from_pointee(set),
             source,
             tokens: config.tokens.clone(),
             needs_asymmetric,
@@ -209,7 +212,7 @@ impl KeyRing {
         let algorithm = shortcut_algorithm(tokens.algorithm);
         let set = shortcut_set(tokens, algorithm, secret.bytes());
         Self {
-            current: RwLock::new(Arc::new(set)),
+            current: ArcSwap::from_pointee(set),
             source: KeySource::Secret(secret::SecretOrigin::Environment),
             tokens: tokens.clone(),
             needs_asymmetric: false,
@@ -218,7 +221,13 @@ impl KeyRing {
 
     /// The keys in force now.
     pub fn current(&self) -> Arc<KeySet> {
-        Arc::clone(&self.current.read().unwrap_or_else(PoisonError::into_inner))
+        self.current.load_full()
+    }
+
+    /// The keys in force now, borrowed for the length of one request's
+    /// check (no reference count taken).
+    pub fn in_force(&self) -> Guard<Arc<KeySet>> {
+        self.current.load()
     }
 
     pub fn source(&self) -> &KeySource {
@@ -242,7 +251,7 @@ impl KeyRing {
             set.kids().map(str::to_owned).collect(),
             set.signing.kid.clone(),
         );
-        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(set);
+        self.current.store(Arc::new(set));
         Ok(summary)
     }
 }
