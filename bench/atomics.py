@@ -72,8 +72,10 @@ def locked(obj):
     for flag in ([], ["-D"]):
         for line in subprocess.run(["nm"] + flag + [obj], capture_output=True, text=True).stdout.splitlines():
             p = line.split()
-            if len(p) == 3 and p[1] in "tTwW" and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", p[2]):
-                syms[p[2]] = int(p[0], 16)
+            # Dynamic symbols carry their version (`free@@GLIBC_2.2.5`).
+            name = p[2].split("@")[0] if len(p) == 3 else ""
+            if len(p) == 3 and p[1] in "tTwWiI" and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                syms[name] = int(p[0], 16)
     return addrs, syms
 
 a, b, n = parse(sys.argv[1]), parse(sys.argv[2]), int(sys.argv[3])
@@ -90,8 +92,9 @@ for obj in sorted(objects):
     # the load offset: runtime entry address of C-named functions less their file address
     deltas = collections.Counter()
     for (ob, fn), m in b.items():
-        if ob == obj and fn in syms:
-            deltas[min(m) - syms[fn]] += 1
+        plain = fn.split("@")[0] if fn else fn
+        if ob == obj and plain in syms:
+            deltas[min(m) - syms[plain]] += 1
     if not deltas:
         continue
     delta = deltas.most_common(1)[0][0]
