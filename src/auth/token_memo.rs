@@ -7,8 +7,8 @@
 //! Like the cache, the memo remembers verification, never authorization:
 //! expiry and revocation are still checked on every request. It belongs to
 //! one key set: after a reload the token is verified against the new keys.
-//! It holds a copy of one token for the connection's life, which is the
-//! client's own and sits in the connection's read buffer anyway.
+//! It holds a copy of the last token for the connection's life (freed with
+//! the connection), as the connection's read buffer held it.
 
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
@@ -30,6 +30,16 @@ struct Remembered {
     verified: Arc<VerifiedToken>,
 }
 
+impl Remembered {
+    /// In constant time: one connection can carry several clients' requests
+    /// (from a trusted proxy), and an early exit would tell one of them how
+    /// much of its guess matched another's token.
+    fn is(&self, token: &str) -> bool {
+        aws_lc_rs::constant_time::verify_slices_are_equal(self.token.as_bytes(), token.as_bytes())
+            .is_ok()
+    }
+}
+
 impl std::fmt::Debug for TokenMemo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never prints the token.
@@ -43,7 +53,7 @@ impl TokenMemo {
     pub fn recall(&self, token: &str, keys: &Arc<KeySet>) -> Option<Arc<VerifiedToken>> {
         let last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
         last.as_ref()
-            .filter(|seen| seen.keys.as_ptr() == Arc::as_ptr(keys) && *seen.token == *token)
+            .filter(|seen| seen.keys.as_ptr() == Arc::as_ptr(keys) && seen.is(token))
             .map(|seen| Arc::clone(&seen.verified))
     }
 
