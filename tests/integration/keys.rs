@@ -411,18 +411,14 @@ fn outside_dev_mode_a_missing_key_stops_the_start_with_the_command() {
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
-/// The verified-token cache holds signatures, never decisions: a token seen
-/// (and cached) before its session ends is refused after, and one seen
-/// before it expires is refused after.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cached_token_is_refused_once_revoked_or_expired() {
-    let upstream = Upstream::start(Behavior::Ok).await;
+/// A gateway with EdDSA keys in front of `upstream`, and the access and
+/// refresh tokens of an account registered and logged in on it.
+async fn signed_in(upstream: &Upstream) -> (TestGateway, String, String) {
     let gw = TestGateway::start_with(GatewayOptions {
         auth: crate::accounts::FAST_HASHING.to_owned(),
-        ..options(&upstream, "EdDSA")
+        ..options(upstream, "EdDSA")
     })
     .await;
-    let client = gw.client();
     assert_eq!(
         crate::accounts::register(&gw, "a@example.com", "correct horse")
             .await
@@ -430,11 +426,19 @@ async fn a_cached_token_is_refused_once_revoked_or_expired() {
         201
     );
     let logged_in = crate::accounts::login(&gw, "a@example.com", "correct horse").await;
-    let access = logged_in.json()["accessToken"].as_str().unwrap().to_owned();
-    let refresh = logged_in.json()["refreshToken"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = |name: &str| logged_in.json()[name].as_str().unwrap().to_owned();
+    let (access, refresh) = (token("accessToken"), token("refreshToken"));
+    (gw, access, refresh)
+}
+
+/// The verified-token cache holds signatures, never decisions: a token seen
+/// (and cached) before its session ends is refused after, and one seen
+/// before it expires is refused after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_token_is_refused_once_revoked_or_expired() {
+    let upstream = Upstream::start(Behavior::Ok).await;
+    let (gw, access, refresh) = signed_in(&upstream).await;
+    let client = gw.client();
     assert_eq!(status(&client, &access).await, 200);
     assert_eq!(status(&client, &access).await, 200);
     let logout = client
@@ -514,24 +518,8 @@ async fn on_connection(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_its_connection_remembers_is_refused_once_revoked_or_its_key_retired() {
     let upstream = Upstream::start(Behavior::Ok).await;
-    let gw = TestGateway::start_with(GatewayOptions {
-        auth: crate::accounts::FAST_HASHING.to_owned(),
-        ..options(&upstream, "EdDSA")
-    })
-    .await;
+    let (gw, access, refresh) = signed_in(&upstream).await;
     let client = gw.client();
-    assert_eq!(
-        crate::accounts::register(&gw, "a@example.com", "correct horse")
-            .await
-            .status,
-        201
-    );
-    let logged_in = crate::accounts::login(&gw, "a@example.com", "correct horse").await;
-    let access = logged_in.json()["accessToken"].as_str().unwrap().to_owned();
-    let refresh = logged_in.json()["refreshToken"]
-        .as_str()
-        .unwrap()
-        .to_owned();
     let mut connection = keep_alive(&client).await;
     assert_eq!(on_connection(&mut connection, &access).await.0, 200);
     assert_eq!(on_connection(&mut connection, &access).await.0, 200);
