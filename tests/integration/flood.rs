@@ -10,22 +10,11 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
 use serde_json::json;
 
 use crate::accounts::FAST_HASHING;
-use crate::support::client::Alpn;
 use crate::support::gateway::{BinaryGateway, GatewayFiles, GatewayOptions};
 use crate::support::TestClient;
-
-async fn keep_alive(client: &TestClient) -> SendRequest<Full<Bytes>> {
-    let tls = client.tls(Alpn::Http1).await;
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    sender
-}
 
 async fn send(
     sender: &mut SendRequest<Full<Bytes>>,
@@ -40,7 +29,7 @@ async fn send(
 }
 
 async fn proxied_latencies(client: &TestClient, token: &str, count: usize) -> Vec<Duration> {
-    let mut sender = keep_alive(client).await;
+    let mut sender = client.keep_alive().await;
     let mut latencies = Vec::with_capacity(count);
     for _ in 0..count {
         let request = Request::get("/echo/x")
@@ -100,7 +89,7 @@ async fn login_flood_is_shed_and_proxied_latency_holds() {
             Arc::clone(&slowest_shed),
         );
         flooders.push(tokio::spawn(async move {
-            let mut sender = keep_alive(&client).await;
+            let mut sender = client.keep_alive().await;
             while !stop.load(Ordering::Relaxed) {
                 let body =
                     json!({"email": "flood@example.com", "password": "password-1"}).to_string();

@@ -477,22 +477,9 @@ async fn a_cached_token_is_refused_once_revoked_or_expired() {
     assert!(upstream.received().is_empty());
 }
 
-/// One keep-alive HTTP/1.1 connection, as a client that sends the same
-/// token on every request keeps.
-async fn keep_alive(
-    client: &TestClient,
-) -> hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>> {
-    let tls = client.tls(crate::support::client::Alpn::Http1).await;
-    let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    sender
-}
-
 /// Status and error code of `GET /api/x` with `token` on `sender`'s connection.
 async fn on_connection(
-    sender: &mut hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    sender: &mut hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
     token: &str,
 ) -> (u16, String) {
     use http_body_util::BodyExt;
@@ -500,7 +487,7 @@ async fn on_connection(
     let request = http::Request::get("/api/x")
         .header("host", "localhost")
         .header("authorization", format!("Bearer {token}"))
-        .body(http_body_util::Empty::new())
+        .body(http_body_util::Full::default())
         .unwrap();
     let response = sender.send_request(request).await.unwrap();
     let status = response.status().as_u16();
@@ -512,6 +499,20 @@ async fn on_connection(
     (status, code)
 }
 
+/// The error code of a 401 for `token` on `sender`'s connection, after
+/// checking that the refused request never reached `upstream`.
+async fn refused_on_connection(
+    upstream: &Upstream,
+    sender: &mut hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
+    token: &str,
+) -> String {
+    upstream.clear();
+    let (status, code) = on_connection(sender, token).await;
+    assert_eq!(status, 401);
+    assert!(upstream.received().is_empty());
+    code
+}
+
 /// A connection remembers the token it presented last, verified: the same
 /// token on the same connection is refused the moment its session is
 /// revoked or its key retired, and never reaches the upstream after.
@@ -520,7 +521,7 @@ async fn a_token_its_connection_remembers_is_refused_once_revoked_or_its_key_ret
     let upstream = Upstream::start(Behavior::Ok).await;
     let (gw, access, refresh) = signed_in(&upstream).await;
     let client = gw.client();
-    let mut connection = keep_alive(&client).await;
+    let mut connection = client.keep_alive().await;
     assert_eq!(on_connection(&mut connection, &access).await.0, 200);
     assert_eq!(on_connection(&mut connection, &access).await.0, 200);
     let logout = client
@@ -529,10 +530,10 @@ async fn a_token_its_connection_remembers_is_refused_once_revoked_or_its_key_ret
         .send()
         .await;
     assert_eq!(logout.status, 204);
-    upstream.clear();
-    let revoked = on_connection(&mut connection, &access).await;
-    assert_eq!(revoked, (401, "TOKEN_REVOKED".to_owned()));
-    assert!(upstream.received().is_empty());
+    assert_eq!(
+        refused_on_connection(&upstream, &mut connection, &access).await,
+        "TOKEN_REVOKED"
+    );
 
     // The key: remembered under the old key set, refused under the new.
     let old_token = gw.token("u1", "admin");
@@ -544,10 +545,10 @@ async fn a_token_its_connection_remembers_is_refused_once_revoked_or_its_key_ret
     let life = gw.config().tokens.access_ttl + gw.config().tokens.leeway;
     dir.retire(&kid_of(&old_token), now(), life, true).unwrap();
     gw.reload_keys();
-    upstream.clear();
-    let retired = on_connection(&mut connection, &old_token).await;
-    assert_eq!(retired, (401, "INVALID_TOKEN".to_owned()));
-    assert!(upstream.received().is_empty());
+    assert_eq!(
+        refused_on_connection(&upstream, &mut connection, &old_token).await,
+        "INVALID_TOKEN"
+    );
     let new_token = gw.token("u2", "admin");
     assert_eq!(on_connection(&mut connection, &new_token).await.0, 200);
     assert_eq!(upstream.count(), 1);

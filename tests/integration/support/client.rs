@@ -1,5 +1,6 @@
 //! A real TLS client that trusts the test CA and speaks HTTP/1.1 or HTTP/2
-//! (chosen by ALPN), one fresh connection per request.
+//! (chosen by ALPN), one fresh connection per request unless a test keeps
+//! one (`TestClient::keep_alive`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -66,6 +67,17 @@ impl TestClient {
         let tcp = TcpStream::connect(self.addr).await.unwrap();
         let name = ServerName::try_from("localhost").unwrap();
         self.connector(alpn).connect(name, tcp).await.unwrap()
+    }
+
+    /// One keep-alive HTTP/1.1 connection, for tests whose requests must
+    /// share it (as a client that sends the same token on every request).
+    pub async fn keep_alive(&self) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+        let tls = self.tls(Alpn::Http1).await;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        sender
     }
 
     pub fn get(&self, path: &str) -> RequestBuilder {
