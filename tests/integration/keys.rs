@@ -441,12 +441,7 @@ async fn a_cached_token_is_refused_once_revoked_or_expired() {
     let client = gw.client();
     assert_eq!(status(&client, &access).await, 200);
     assert_eq!(status(&client, &access).await, 200);
-    let logout = client
-        .post("/auth/logout")
-        .json(&json!({"refreshToken": refresh}))
-        .send()
-        .await;
-    assert_eq!(logout.status, 204);
+    assert_eq!(crate::accounts::logout(&gw, &refresh).await.status, 204);
     upstream.clear();
     let revoked = client.get("/api/x").bearer(&access).send().await;
     assert_eq!(revoked.status, 401);
@@ -524,12 +519,7 @@ async fn a_token_its_connection_remembers_is_refused_once_revoked_or_its_key_ret
     let mut connection = client.keep_alive().await;
     assert_eq!(on_connection(&mut connection, &access).await.0, 200);
     assert_eq!(on_connection(&mut connection, &access).await.0, 200);
-    let logout = client
-        .post("/auth/logout")
-        .json(&json!({"refreshToken": refresh}))
-        .send()
-        .await;
-    assert_eq!(logout.status, 204);
+    assert_eq!(crate::accounts::logout(&gw, &refresh).await.status, 204);
     assert_eq!(
         refused_on_connection(&upstream, &mut connection, &access).await,
         "TOKEN_REVOKED"

@@ -46,6 +46,15 @@ pub async fn login(gw: &TestGateway, email: &str, password: &str) -> Response {
         .await
 }
 
+/// Ends the session of `refresh_token` (`POST /auth/logout`).
+pub async fn logout(gw: &TestGateway, refresh_token: &str) -> Response {
+    gw.client()
+        .post("/auth/logout")
+        .json(&json!({"refreshToken": refresh_token}))
+        .send()
+        .await
+}
+
 async fn refresh(gw: &TestGateway, token: &str) -> Response {
     gw.client()
         .post("/auth/refresh")
