@@ -29,7 +29,8 @@ impl H2Shared {
         usize::from(self.open_sender().is_some())
     }
 
-    /// A handle to the open connection, opening it first if needed.
+    /// A handle to the open connection, opening it first if needed, by
+    /// `deadline`.
     pub(crate) async fn sender(
         &self,
         connector: &Connector,
@@ -38,6 +39,19 @@ impl H2Shared {
         if let Some(sender) = self.open_sender() {
             return Ok(sender);
         }
+        // A timer of its own only here, off the path of a request that finds
+        // the connection open: a target that takes the connection but never
+        // completes the HTTP/2 handshake fails as a connect, and is ejected.
+        tokio::time::timeout_at(deadline, self.open(connector, deadline))
+            .await
+            .unwrap_or(Err(ConnectError::Timeout))
+    }
+
+    async fn open(
+        &self,
+        connector: &Connector,
+        deadline: Instant,
+    ) -> Result<http2::SendRequest<ForwardBody>, ConnectError> {
         let _opening = self.opening.lock().await;
         if let Some(sender) = self.open_sender() {
             return Ok(sender);

@@ -231,6 +231,10 @@ impl UpstreamGroup {
         Ok(())
     }
 
+    /// One attempt on `target`, all of it (waiting for a connection, the
+    /// exchange, a small body) under one timer: a timer armed, re-armed and
+    /// cancelled per step cost a lock on the runtime's timer wheel each time
+    /// (bench/RESULTS.md, "Issue 12, ninth round").
     async fn attempt_h1(
         &self,
         target: &Arc<TargetState>,
@@ -238,17 +242,28 @@ impl UpstreamGroup {
         request: Request<ForwardBody>,
         deadline: Instant,
     ) -> Result<Response<UpstreamBody>, Attempt> {
+        tokio::time::timeout_at(deadline, self.exchange_h1(target, pool, request, deadline))
+            .await
+            .unwrap_or(Err(Attempt::Failed(UpstreamError::Timeout)))
+    }
+
+    async fn exchange_h1(
+        &self,
+        target: &Arc<TargetState>,
+        pool: &Arc<H1Pool>,
+        request: Request<ForwardBody>,
+        deadline: Instant,
+    ) -> Result<Response<UpstreamBody>, Attempt> {
         let in_flight = target.start_request();
-        let checkout = match tokio::time::timeout_at(deadline, pool.check_out()).await {
-            Err(_) => return Err(Attempt::Failed(UpstreamError::Timeout)),
-            Ok(Err(source)) => {
+        let checkout = match pool.check_out().await {
+            Err(source) => {
                 let err = UpstreamError::Busy {
                     target: target.name.clone(),
                     source,
                 };
                 return Err(Attempt::NotSent(Box::new(request), err));
             }
-            Ok(Ok(checkout)) => checkout,
+            Ok(checkout) => checkout,
         };
         let mut conn = match checkout {
             Checkout::Idle(conn) => conn,
@@ -272,10 +287,10 @@ impl UpstreamGroup {
                 }
             }
         };
-        let response = match tokio::time::timeout_at(deadline, conn.send(request)).await {
-            Err(_) => return Err(Attempt::Failed(UpstreamError::Timeout)),
-            Ok(result) => result.map_err(|err| unsent_or_failed(target, err))?,
-        };
+        let response = conn
+            .send(request)
+            .await
+            .map_err(|err| unsent_or_failed(target, err))?;
         target.health.record_success();
         let (parts, incoming) = response.into_parts();
         let conn = if parts.status == StatusCode::SWITCHING_PROTOCOLS {
@@ -285,19 +300,16 @@ impl UpstreamGroup {
             Some(conn)
         };
         let body = UpstreamBody::new(incoming, conn, in_flight);
-        let body = match tokio::time::timeout_at(deadline, body.read_small()).await {
-            Err(_) => return Err(Attempt::Failed(UpstreamError::Timeout)),
-            Ok(Err(source)) => {
-                return Err(Attempt::Failed(UpstreamError::Exchange {
-                    target: target.name.clone(),
-                    source,
-                }));
-            }
-            Ok(Ok(body)) => body,
-        };
+        let body = body.read_small().await.map_err(|source| {
+            Attempt::Failed(UpstreamError::Exchange {
+                target: target.name.clone(),
+                source,
+            })
+        })?;
         Ok(Response::from_parts(parts, body))
     }
 
+    /// As [`Self::attempt_h1`]: one timer for the whole attempt.
     async fn attempt_h2(
         &self,
         target: &Arc<TargetState>,
@@ -305,23 +317,27 @@ impl UpstreamGroup {
         request: Request<ForwardBody>,
         deadline: Instant,
     ) -> Result<Response<UpstreamBody>, Attempt> {
+        tokio::time::timeout_at(deadline, self.exchange_h2(target, shared, request, deadline))
+            .await
+            .unwrap_or(Err(Attempt::Failed(UpstreamError::Timeout)))
+    }
+
+    async fn exchange_h2(
+        &self,
+        target: &Arc<TargetState>,
+        shared: &h2::H2Shared,
+        request: Request<ForwardBody>,
+        deadline: Instant,
+    ) -> Result<Response<UpstreamBody>, Attempt> {
         let in_flight: InFlight = target.start_request();
-        let opened =
-            match tokio::time::timeout_at(deadline, shared.sender(&target.connector, deadline))
-                .await
-            {
-                Err(_) => Err(connector::ConnectError::Timeout),
-                Ok(result) => result,
-            };
-        let mut sender = match opened {
+        let mut sender = match shared.sender(&target.connector, deadline).await {
             Ok(sender) => sender,
             Err(source) => return Err(connect_failed(target, Box::new(request), source)),
         };
-        let response =
-            match tokio::time::timeout_at(deadline, sender.try_send_request(request)).await {
-                Err(_) => return Err(Attempt::Failed(UpstreamError::Timeout)),
-                Ok(result) => result.map_err(|err| unsent_or_failed(target, err))?,
-            };
+        let response = sender
+            .try_send_request(request)
+            .await
+            .map_err(|err| unsent_or_failed(target, err))?;
         target.health.record_success();
         let (parts, incoming) = response.into_parts();
         Ok(Response::from_parts(
