@@ -18,7 +18,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use super::h1::H1Conn;
+use super::h1::{unwoken, H1Conn};
 use super::target::InFlight;
 
 /// Bodies up to this many bytes (by their Content-Length) are read whole
@@ -123,10 +123,22 @@ impl Body for UpstreamBody {
             }
             Source::Upstream(inner) => inner,
         };
-        if let Some(conn) = this.conn.as_mut() {
-            conn.drive(cx);
-        }
-        let polled = Pin::new(&mut *inner).poll_frame(cx);
+        let polled = match this.conn.as_mut() {
+            // The body first: hyper has usually read a small body along
+            // with the head, and then the connection need not be driven
+            // here (each drive tries the socket). Otherwise drive it, and
+            // ask again. Only the drive advances the body ([`unwoken`]).
+            Some(conn) => match Pin::new(&mut *inner).poll_frame(&mut unwoken()) {
+                Poll::Pending => {
+                    conn.drive(cx);
+                    Pin::new(&mut *inner).poll_frame(&mut unwoken())
+                }
+                ready => ready,
+            },
+            // Over HTTP/2 a task of its own drives the connection and wakes
+            // this one. (An HTTP/1 body without its connection has ended.)
+            None => Pin::new(&mut *inner).poll_frame(cx),
+        };
         match &polled {
             Poll::Ready(None | Some(Err(_))) => {
                 if let Some(conn) = this.conn.take() {
@@ -139,10 +151,8 @@ impl Body for UpstreamBody {
             // once if it is ready; otherwise the end or the drop returns it.
             Poll::Ready(Some(Ok(_))) if inner.is_end_stream() => {
                 this.in_flight.take();
-                if this.conn.as_mut().is_some_and(H1Conn::is_reusable) {
-                    if let Some(conn) = this.conn.take() {
-                        conn.release();
-                    }
+                if let Some(conn) = this.conn.take_if(|conn| conn.is_reusable()) {
+                    conn.return_to_pool();
                 }
             }
             _ => {}

@@ -60,7 +60,7 @@ impl H1Conn {
         let driver = &mut self.driver;
         std::future::poll_fn(|cx| {
             poll_driver(driver, cx);
-            exchange.as_mut().poll(cx)
+            exchange.as_mut().poll(&mut unwoken())
         })
         .await
     }
@@ -94,10 +94,25 @@ impl H1Conn {
     /// used again.
     pub fn release(mut self) {
         if self.is_reusable() {
-            let pool = self.slot.pool();
-            pool.check_in(self);
+            self.return_to_pool();
         }
     }
+
+    /// Returns a connection just found reusable to its pool, without
+    /// polling it again.
+    pub fn return_to_pool(self) {
+        let pool = self.slot.pool();
+        pool.check_in(self);
+    }
+}
+
+/// A context for polling what only this connection's driver can advance:
+/// the response to a request, and its body. Each is polled right after the
+/// driver, in the same task, so it needs no waker of its own; with one,
+/// hyper handing it over while the task polls the driver would wake the
+/// task, and tokio would poll the whole task again for nothing.
+pub(super) fn unwoken() -> Context<'static> {
+    Context::from_waker(Waker::noop())
 }
 
 fn poll_driver(driver: &mut Option<Driver>, cx: &mut Context<'_>) {

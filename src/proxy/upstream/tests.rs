@@ -12,7 +12,9 @@ use http_body::Body;
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::target::Connections;
@@ -101,4 +103,54 @@ async fn a_large_body_streams_and_holds_its_connection_until_it_ends() {
     let body = response.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(body.len(), LARGE);
     assert_eq!(idle(&group), 1, "back once the body ended");
+}
+
+/// A server that answers its first request with a head announcing a small
+/// body, and sends that body only when `release` fires.
+async fn start_late_body_upstream(release: oneshot::Receiver<()>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut request = Vec::new();
+        while !request.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            if stream.read(&mut byte).await.unwrap() == 0 {
+                return;
+            }
+            request.push(byte[0]);
+        }
+        let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {SMALL}\r\n\r\n");
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.flush().await.unwrap();
+        let _ = release.await;
+        stream.write_all(&vec![b'a'; SMALL]).await.unwrap();
+        // Held open: the connection goes back to the pool, not closed.
+        let _ = stream.read(&mut [0u8; 1]).await;
+    });
+    addr
+}
+
+/// The response and its body are polled without a waker of their own
+/// (only driving the connection advances them): a body that comes after
+/// its head must still wake the request, through the connection's socket.
+#[tokio::test]
+async fn a_small_body_sent_after_its_head_still_arrives() {
+    let (release, released) = oneshot::channel();
+    let group = group(start_late_body_upstream(released).await);
+    let exchange = tokio::spawn(async move {
+        let response = send(&group, "/small").await;
+        (response.status(), idle(&group))
+    });
+    // Let the exchange read the head and wait for the body, then send it.
+    for _ in 0..32 {
+        tokio::task::yield_now().await;
+    }
+    release.send(()).unwrap();
+    let (status, idle) = tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .expect("the body woke the request")
+        .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(idle, 1, "read whole, its connection back in the pool");
 }
