@@ -58,7 +58,21 @@ impl H1Conn {
     ) -> Result<Response<Incoming>, TrySendError<Request<ForwardBody>>> {
         let mut exchange = std::pin::pin!(self.sender.try_send_request(request));
         let driver = &mut self.driver;
+        let mut asked = false;
         std::future::poll_fn(|cx| {
+            // Woken once the request is out: usually the answer has come.
+            // Read it without registering this task's waker anywhere, since
+            // hyper would otherwise keep that waker for the body it read
+            // with the head and wake the task when the body is taken, for
+            // nothing: a whole extra poll of the client's connection. Only
+            // if the answer is not complete is the waker registered.
+            if asked {
+                poll_driver(driver, &mut unwoken());
+                if let Poll::Ready(answer) = exchange.as_mut().poll(&mut unwoken()) {
+                    return Poll::Ready(answer);
+                }
+            }
+            asked = true;
             poll_driver(driver, cx);
             exchange.as_mut().poll(&mut unwoken())
         })

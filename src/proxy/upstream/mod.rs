@@ -317,9 +317,12 @@ impl UpstreamGroup {
         request: Request<ForwardBody>,
         deadline: Instant,
     ) -> Result<Response<UpstreamBody>, Attempt> {
-        tokio::time::timeout_at(deadline, self.exchange_h2(target, shared, request, deadline))
-            .await
-            .unwrap_or(Err(Attempt::Failed(UpstreamError::Timeout)))
+        tokio::time::timeout_at(
+            deadline,
+            self.exchange_h2(target, shared, request, deadline),
+        )
+        .await
+        .unwrap_or(Err(Attempt::Failed(UpstreamError::Timeout)))
     }
 
     async fn exchange_h2(
