@@ -124,7 +124,7 @@ async fn start_late_body_upstream(release: oneshot::Receiver<()>) -> SocketAddr 
         stream.write_all(head.as_bytes()).await.unwrap();
         stream.flush().await.unwrap();
         let _ = release.await;
-        stream.write_all(&vec![b'a'; SMALL]).await.unwrap();
+        stream.write_all(&[b'a'; SMALL]).await.unwrap();
         // Held open: the connection goes back to the pool, not closed.
         let _ = stream.read(&mut [0u8; 1]).await;
     });
