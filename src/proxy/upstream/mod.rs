@@ -166,12 +166,23 @@ impl UpstreamGroup {
                 return Err(UpstreamError::NoHealthyTarget);
             };
             self.aim(&mut request, target, target_path, client_host.as_ref())?;
-            let outcome = match &target.connections {
-                Connections::Http1(pool) => self.attempt_h1(target, pool, request, deadline).await,
-                Connections::Http2(shared) => {
-                    self.attempt_h2(target, shared, request, deadline).await
+            // One timer for the whole attempt (waiting for a connection, the
+            // exchange, a small body): a timer per step cost a lock on the
+            // runtime's timer wheel to arm and another to cancel, each
+            // (bench/RESULTS.md, "Issue 12, ninth round").
+            let attempt = async {
+                match &target.connections {
+                    Connections::Http1(pool) => {
+                        self.attempt_h1(target, pool, request, deadline).await
+                    }
+                    Connections::Http2(shared) => {
+                        self.attempt_h2(target, shared, request, deadline).await
+                    }
                 }
             };
+            let outcome = tokio::time::timeout_at(deadline, attempt)
+                .await
+                .unwrap_or(Err(Attempt::Failed(UpstreamError::Timeout)));
             match outcome {
                 Ok(response) => return Ok(response),
                 Err(Attempt::NotSent(back, err)) if retryable && exclude.is_none() => {
@@ -231,23 +242,8 @@ impl UpstreamGroup {
         Ok(())
     }
 
-    /// One attempt on `target`, all of it (waiting for a connection, the
-    /// exchange, a small body) under one timer: a timer armed, re-armed and
-    /// cancelled per step cost a lock on the runtime's timer wheel each time
-    /// (bench/RESULTS.md, "Issue 12, ninth round").
+    /// One attempt on `target`; its caller bounds it by `deadline`.
     async fn attempt_h1(
-        &self,
-        target: &Arc<TargetState>,
-        pool: &Arc<H1Pool>,
-        request: Request<ForwardBody>,
-        deadline: Instant,
-    ) -> Result<Response<UpstreamBody>, Attempt> {
-        tokio::time::timeout_at(deadline, self.exchange_h1(target, pool, request, deadline))
-            .await
-            .unwrap_or(Err(Attempt::Failed(UpstreamError::Timeout)))
-    }
-
-    async fn exchange_h1(
         &self,
         target: &Arc<TargetState>,
         pool: &Arc<H1Pool>,
@@ -309,23 +305,8 @@ impl UpstreamGroup {
         Ok(Response::from_parts(parts, body))
     }
 
-    /// As [`Self::attempt_h1`]: one timer for the whole attempt.
+    /// As [`Self::attempt_h1`].
     async fn attempt_h2(
-        &self,
-        target: &Arc<TargetState>,
-        shared: &h2::H2Shared,
-        request: Request<ForwardBody>,
-        deadline: Instant,
-    ) -> Result<Response<UpstreamBody>, Attempt> {
-        tokio::time::timeout_at(
-            deadline,
-            self.exchange_h2(target, shared, request, deadline),
-        )
-        .await
-        .unwrap_or(Err(Attempt::Failed(UpstreamError::Timeout)))
-    }
-
-    async fn exchange_h2(
         &self,
         target: &Arc<TargetState>,
         shared: &h2::H2Shared,
