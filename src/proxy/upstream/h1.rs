@@ -27,8 +27,6 @@ pub struct H1Conn {
     driver: Option<Driver>,
     /// Counts this connection against the target's cap while it lives.
     slot: Slot,
-    /// Served a request before: a failure may be a stale keep-alive.
-    pub reused: bool,
     /// When it was last put back idle.
     pub idle_since: Instant,
     /// The worker whose runtime drives its socket (`crate::worker`).
@@ -43,7 +41,6 @@ impl H1Conn {
             sender,
             driver: Some(Box::pin(connection.with_upgrades())),
             slot,
-            reused: false,
             idle_since: Instant::now(),
             worker: crate::worker::index(),
         })

@@ -157,7 +157,6 @@ impl H1Pool {
 
     /// Takes back a connection that finished its exchange cleanly.
     pub fn check_in(&self, mut conn: H1Conn) {
-        conn.reused = true;
         conn.idle_since = Instant::now();
         let home = conn.worker;
         let mut grant = Grant::Conn(conn);
