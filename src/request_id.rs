@@ -39,15 +39,20 @@ impl RequestId {
     /// ids from restarts and from several instances do not collide, and no
     /// request pays for a random-number syscall.
     pub(crate) fn generate() -> Self {
-        static PREFIX: OnceLock<u64> = OnceLock::new();
+        // `{prefix:016x}-`, written out once per process.
+        static PREFIX: OnceLock<Vec<u8>> = OnceLock::new();
         static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let prefix = *PREFIX.get_or_init(rand::random::<u64>);
+        let prefix = PREFIX.get_or_init(|| {
+            let mut prefix = Vec::with_capacity(16 + 1);
+            push_hex(&mut prefix, rand::random::<u64>(), 16);
+            prefix.push(b'-');
+            prefix
+        });
         let count = COUNTER.fetch_add(1, Ordering::Relaxed);
-        // `{prefix:016x}-{count:010x}`, written by hand: this runs on every
+        // `{prefix}{count:010x}`, written by hand: this runs on every
         // request, and the formatter costs five times the writing.
         let mut text = Vec::with_capacity(ID_MAX_LEN);
-        push_hex(&mut text, prefix, 16);
-        text.push(b'-');
+        text.extend_from_slice(prefix);
         push_hex(&mut text, count, 10);
         match HeaderValue::from_maybe_shared(Bytes::from(text)) {
             Ok(value) => Self(value),
@@ -143,6 +148,21 @@ mod tests {
             RequestId::generate().as_str(),
             RequestId::generate().as_str()
         );
+    }
+
+    #[test]
+    fn generated_ids_share_the_process_prefix_then_count() {
+        let (first, second) = (RequestId::generate(), RequestId::generate());
+        for id in [&first, &second] {
+            let (prefix, count) = id.as_str().split_once('-').unwrap();
+            assert_eq!(prefix.len(), 16, "{}", id.as_str());
+            assert!(count.len() >= 10, "{}", id.as_str());
+            assert!(id
+                .as_str()
+                .bytes()
+                .all(|b| b == b'-' || b.is_ascii_hexdigit()));
+        }
+        assert_eq!(first.as_str()[..17], second.as_str()[..17]);
     }
 
     impl RequestId {
