@@ -5,8 +5,10 @@
 //!
 //! A GET, HEAD or OPTIONS that reached no target (the connect failed, the
 //! pool was full, or hyper gave the request back unsent) is tried once more
-//! on another target. Nothing else is retried: once a byte may have reached
-//! a target, a second attempt could repeat its effect.
+//! on another target. A request of any method whose idle HTTP/1 connection
+//! turns out closed by its target goes on another connection to the same
+//! target. Nothing else is retried: once a byte may have reached a target,
+//! a second attempt could repeat its effect.
 
 pub(crate) mod balance;
 pub(crate) mod body;
@@ -251,42 +253,38 @@ impl UpstreamGroup {
         deadline: Instant,
     ) -> Result<Response<UpstreamBody>, Attempt> {
         let in_flight = target.start_request();
-        let checkout = match pool.check_out().await {
-            Err(source) => {
-                let err = UpstreamError::Busy {
-                    target: target.name.clone(),
-                    source,
-                };
-                return Err(Attempt::NotSent(Box::new(request), err));
-            }
-            Ok(checkout) => checkout,
-        };
-        let mut conn = match checkout {
-            Checkout::Idle(conn) => conn,
-            Checkout::Connect(slot) => {
-                // Boxed: opening a connection (TCP, TLS, handshake) is the
-                // rare path, and unboxed its state (over 1 KiB) would sit in
-                // every request's future and be copied each time the future
-                // moves (bench/RESULTS.md, "Issue 12, sixth round").
-                let opened = Box::pin(async {
-                    let io = target.connector.connect(deadline).await?;
-                    H1Conn::handshake(io, slot)
-                        .await
-                        .map_err(connector::ConnectError::Handshake)
-                })
-                .await;
-                match opened {
-                    Ok(conn) => conn,
-                    Err(source) => {
-                        return Err(connect_failed(target, Box::new(request), source));
-                    }
+        let mut request = request;
+        let (conn, response) = loop {
+            let (mut conn, was_idle) = match pool.check_out().await {
+                Err(source) => {
+                    let err = UpstreamError::Busy {
+                        target: target.name.clone(),
+                        source,
+                    };
+                    return Err(Attempt::NotSent(Box::new(request), err));
                 }
+                Ok(Checkout::Idle(conn)) => (conn, true),
+                Ok(Checkout::Connect(slot)) => match open_h1(target, slot, deadline).await {
+                    Ok(conn) => (conn, false),
+                    Err(source) => return Err(connect_failed(target, Box::new(request), source)),
+                },
+            };
+            match conn.send(request).await {
+                Ok(response) => break (conn, response),
+                // The target closed this idle connection while it sat in the
+                // pool (hyper saw the end before writing anything): any
+                // method may go on another connection, since nothing was
+                // sent. Each pass spends one idle connection, so this ends.
+                Err(mut err) if was_idle => match err.take_message() {
+                    Some(unsent) => {
+                        tracing::debug!(error = %err.error(), "idle upstream connection was closed");
+                        request = unsent;
+                    }
+                    None => return Err(unsent_or_failed(target, err)),
+                },
+                Err(err) => return Err(unsent_or_failed(target, err)),
             }
         };
-        let response = conn
-            .send(request)
-            .await
-            .map_err(|err| unsent_or_failed(target, err))?;
         target.health.record_success();
         let (parts, incoming) = response.into_parts();
         let conn = if parts.status == StatusCode::SWITCHING_PROTOCOLS {
@@ -329,6 +327,25 @@ impl UpstreamGroup {
             UpstreamBody::new(incoming, None, in_flight),
         ))
     }
+}
+
+/// Opens a new HTTP/1 connection to `target` in the place `slot` holds.
+/// Boxed: opening a connection (TCP, TLS, handshake) is the rare path, and
+/// unboxed its state (over 1 KiB) would sit in every request's future and be
+/// copied each time the future moves (bench/RESULTS.md, "Issue 12, sixth
+/// round").
+async fn open_h1(
+    target: &TargetState,
+    slot: pool::Slot,
+    deadline: Instant,
+) -> Result<H1Conn, connector::ConnectError> {
+    Box::pin(async {
+        let io = target.connector.connect(deadline).await?;
+        H1Conn::handshake(io, slot)
+            .await
+            .map_err(connector::ConnectError::Handshake)
+    })
+    .await
 }
 
 /// A connect failure ejects the target and leaves the request unsent.

@@ -100,8 +100,9 @@ impl H1Pool {
         self.lock().idle.len()
     }
 
-    /// A connection ready for a request, or the right to open one. Waits
-    /// (cancel-safe) while the target is at its cap.
+    /// A connection that was idle (which the target may have closed since),
+    /// or the right to open one. Waits (cancel-safe) while the target is at
+    /// its cap.
     pub async fn check_out(self: &Arc<Self>) -> Result<Checkout, PoolError> {
         let worker = crate::worker::index();
         loop {
@@ -132,17 +133,17 @@ impl H1Pool {
             // one takes it again.
             match step {
                 Step::Ready(checkout) => return Ok(checkout),
-                Step::Try(mut conn) => {
-                    if conn.idle_since.elapsed() < IDLE_TIMEOUT && conn.is_reusable() {
+                // Not polled to see whether the target closed it meanwhile:
+                // the request's first poll of the connection finds that out,
+                // and hyper then gives the request back unsent for another
+                // connection (`UpstreamGroup::attempt_h1`).
+                Step::Try(conn) => {
+                    if conn.idle_since.elapsed() < IDLE_TIMEOUT {
                         return Ok(Checkout::Idle(conn));
                     }
                 }
                 Step::Wait(rx) => match rx.await {
-                    Ok(Grant::Conn(mut conn)) => {
-                        if conn.is_reusable() {
-                            return Ok(Checkout::Idle(conn));
-                        }
-                    }
+                    Ok(Grant::Conn(conn)) => return Ok(Checkout::Idle(conn)),
                     Ok(Grant::Slot) => {
                         return Ok(Checkout::Connect(Slot {
                             pool: Arc::clone(self),

@@ -4,10 +4,12 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{Method, Request, Response};
 use http_body::Body;
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
@@ -71,7 +73,17 @@ fn idle(group: &UpstreamGroup) -> usize {
 }
 
 async fn send(group: &UpstreamGroup, path: &str) -> Response<super::body::UpstreamBody> {
-    let request = Request::get(path)
+    send_with(group, Method::GET, path).await
+}
+
+async fn send_with(
+    group: &UpstreamGroup,
+    method: Method,
+    path: &str,
+) -> Response<super::body::UpstreamBody> {
+    let request = Request::builder()
+        .method(method)
+        .uri(path)
         .header("host", "t")
         .body(ForwardBody::empty(IdentityScrubber::new("x-user-")))
         .unwrap();
@@ -153,4 +165,73 @@ async fn a_small_body_sent_after_its_head_still_arrives() {
         .unwrap();
     assert_eq!(status, 200);
     assert_eq!(idle, 1, "read whole, its connection back in the pool");
+}
+
+/// A server whose first connection answers one request, then stays open
+/// until `close` fires and is closed without a word (as a server closes a
+/// keep-alive connection it found idle too long), reporting on `closed`.
+/// Later connections answer every request. Counts the requests it answered.
+async fn start_closing_upstream(
+    close: oneshot::Receiver<()>,
+    closed: oneshot::Sender<()>,
+) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let answered = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&answered);
+    tokio::spawn(async move {
+        let (mut first, _) = listener.accept().await.unwrap();
+        answer_one(&mut first, &counter).await;
+        let _ = close.await;
+        drop(first);
+        let _ = closed.send(());
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let counter = Arc::clone(&counter);
+            tokio::spawn(async move { while answer_one(&mut stream, &counter).await {} });
+        }
+    });
+    (addr, answered)
+}
+
+/// Reads one bodiless request and answers it; false at the end of the stream.
+async fn answer_one(stream: &mut tokio::net::TcpStream, answered: &AtomicUsize) -> bool {
+    let mut request = Vec::new();
+    while !request.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+            return false;
+        }
+        request.push(byte[0]);
+    }
+    answered.fetch_add(1, Ordering::SeqCst);
+    stream
+        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        .await
+        .is_ok()
+}
+
+/// An idle connection is not polled at check-out: the request's own first
+/// poll finds it closed, and hyper hands the request back unsent. Since
+/// nothing reached the target, even a POST (never retried on another
+/// target) goes on a new connection to the same one.
+#[tokio::test]
+async fn a_request_on_an_idle_connection_the_target_closed_goes_on_a_new_one() {
+    let (close, close_rx) = oneshot::channel();
+    let (closed_tx, closed) = oneshot::channel();
+    let (addr, answered) = start_closing_upstream(close_rx, closed_tx).await;
+    let group = group(addr);
+    assert_eq!(send_with(&group, Method::POST, "/a").await.status(), 200);
+    assert_eq!(idle(&group), 1, "kept for the next request");
+
+    close.send(()).unwrap();
+    closed.await.unwrap();
+    // Deferred until the runtime has polled its sockets once, so the
+    // connection's end is known to it (as it is when the target closed it
+    // any time before, rather than in the same instant).
+    tokio::task::yield_now().await;
+
+    let response = send_with(&group, Method::POST, "/b").await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(answered.load(Ordering::SeqCst), 2, "each POST answered once");
+    assert_eq!(group.live_connections(), vec![1], "the closed one is gone");
 }
