@@ -190,6 +190,10 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 /// `Connection: keep-alive` or `close` costs no allocation.
 fn remove_connection_named(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = list_items(headers, header::CONNECTION, ',')
+        // What nearly every upstream answers with names a hop-by-hop header,
+        // removed anyway: told by its text, before a lookup in the map
+        // (which lowercases and hashes the name).
+        .filter(|name| !name.eq_ignore_ascii_case("keep-alive"))
         .filter(|name| headers.contains_key(*name))
         .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
         .filter(|name| !HOP_BY_HOP.contains(name))

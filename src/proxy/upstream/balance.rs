@@ -78,7 +78,7 @@ mod tests {
                 let target = parse_target(&format!("http://127.0.0.1:{}", 9000 + i)).unwrap();
                 let connector = Connector::new(&target, UpstreamProtocol::Http1, None).unwrap();
                 let pool = Connections::Http1(H1Pool::new(4, 16));
-                Arc::new(TargetState::new(target, connector, pool))
+                Arc::new(TargetState::new(target, connector, pool).unwrap())
             })
             .collect()
     }

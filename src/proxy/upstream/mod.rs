@@ -97,11 +97,9 @@ impl UpstreamGroup {
                 }
                 UpstreamProtocol::Http2 => Connections::Http2(h2::H2Shared::default()),
             };
-            targets.push(Arc::new(TargetState::new(
-                target.clone(),
-                connector,
-                connections,
-            )));
+            let state = TargetState::new(target.clone(), connector, connections)
+                .map_err(|e| UpstreamSetupError::Target(format!("{}: {e}", target.authority)))?;
+            targets.push(Arc::new(state));
         }
         Ok(Self {
             targets,
@@ -218,9 +216,7 @@ impl UpstreamGroup {
         let (uri, version) = match self.protocol {
             UpstreamProtocol::Http1 => {
                 if client_host.is_none() {
-                    let host = HeaderValue::from_str(target.target.authority.as_str())
-                        .map_err(|e| UpstreamError::Request(e.into()))?;
-                    request.headers_mut().insert(HOST, host);
+                    request.headers_mut().insert(HOST, target.host.clone());
                 }
                 (Uri::from(path_and_query), Version::HTTP_11)
             }

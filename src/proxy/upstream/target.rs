@@ -4,6 +4,8 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use http::HeaderValue;
+
 use super::connector::Connector;
 use super::h2::H2Shared;
 use super::health::Health;
@@ -14,6 +16,9 @@ pub(crate) struct TargetState {
     pub target: Target,
     /// `scheme://authority`, for logs and errors.
     pub name: String,
+    /// The authority as a `Host` header value, for HTTP/1 requests that
+    /// came without one; validated once here, not on every request.
+    pub host: HeaderValue,
     pub connector: Connector,
     pub connections: Connections,
     pub health: Health,
@@ -27,16 +32,23 @@ pub(crate) enum Connections {
 }
 
 impl TargetState {
-    pub(crate) fn new(target: Target, connector: Connector, connections: Connections) -> Self {
+    /// Fails when the authority is not a valid header value.
+    pub(crate) fn new(
+        target: Target,
+        connector: Connector,
+        connections: Connections,
+    ) -> Result<Self, http::header::InvalidHeaderValue> {
         let name = format!("{}://{}", target.scheme, target.authority);
-        Self {
+        let host = HeaderValue::from_str(target.authority.as_str())?;
+        Ok(Self {
             target,
             name,
+            host,
             connector,
             connections,
             health: Health::default(),
             in_flight: AtomicUsize::new(0),
-        }
+        })
     }
 
     /// Requests sent to this target whose response has not ended.
