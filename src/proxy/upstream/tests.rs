@@ -232,6 +232,10 @@ async fn a_request_on_an_idle_connection_the_target_closed_goes_on_a_new_one() {
 
     let response = send_with(&group, Method::POST, "/b").await;
     assert_eq!(response.status(), 200);
-    assert_eq!(answered.load(Ordering::SeqCst), 2, "each POST answered once");
+    assert_eq!(
+        answered.load(Ordering::SeqCst),
+        2,
+        "each POST answered once"
+    );
     assert_eq!(group.live_connections(), vec![1], "the closed one is gone");
 }
