@@ -219,6 +219,7 @@ impl Accept {
                 protocols: Arc::clone(&self.protocols),
                 gateway: Arc::clone(&self.gateway),
                 handshake_timeout: settings.handshake_timeout,
+                header_read_timeout: settings.header_read_timeout,
                 h2_limits: H2Limits {
                     first_request: settings.header_read_timeout,
                     idle: settings.idle_timeout,
@@ -264,10 +265,11 @@ struct Protocols {
 impl Protocols {
     fn new(settings: &ServerConfig, tasks: &Tasks) -> Self {
         let mut http1 = http1::Builder::new();
+        // No timer, so no header timeout of hyper's: it arms a timer on the
+        // runtime's wheel for every request and cancels it once the head is
+        // in (a boxed sleep, the wheel's lock taken twice). `serve_h1`
+        // enforces the same deadline with one timer per connection.
         http1
-            // Without a timer hyper's header timeout silently does nothing.
-            .timer(TokioTimer::new())
-            .header_read_timeout(settings.header_read_timeout)
             .max_buf_size(settings.max_header_bytes.max(8192))
             .max_headers(settings.max_headers)
             .keep_alive(true)
@@ -295,6 +297,9 @@ struct ConnectionTask {
     protocols: Arc<Protocols>,
     gateway: Arc<Gateway>,
     handshake_timeout: Duration,
+    /// An HTTP/1 request's head must be in within this of the connection
+    /// being ready or of the previous response's end.
+    header_read_timeout: Duration,
     h2_limits: H2Limits,
     /// Fired when the gateway stops: finish in-flight work, then close.
     stop: StopSignal,
@@ -325,7 +330,7 @@ impl ConnectionTask {
         // the HTTP/1 header timeout also covers a client that sends nothing.
         let is_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
         let gateway = self.gateway;
-        let connection = self.connection;
+        let connection = Arc::new(self.connection);
         let io = TokioIo::new(tls);
         let result = if is_h2 {
             let streams = Streams::new(Instant::now());
@@ -340,7 +345,7 @@ impl ConnectionTask {
                 // `memmove`).
                 let response = Box::pin(service::handle(
                     Arc::clone(&gateway),
-                    connection.clone(),
+                    Arc::clone(&connection),
                     request,
                 ));
                 async move {
@@ -360,7 +365,11 @@ impl ConnectionTask {
             .await
         } else {
             let tunnels = self.tasks;
+            let requests = Streams::new(Instant::now());
+            let counted = requests.clone();
             let service = service_fn(move |mut request: Request<Incoming>| {
+                // The head is in: the request counts until its answer ends.
+                let guard = counted.open();
                 // Only a protocol switch outlives its request: it gets the
                 // connection's tasks to run its tunnel on.
                 if request.headers().contains_key(UPGRADE) {
@@ -369,18 +378,30 @@ impl ConnectionTask {
                 // Boxed, as on HTTP/2: hyper moves the future it is given into
                 // the connection's state, and the handler's state is large
                 // (callgrind: 724 instructions of `memcpy` per request there).
-                Box::pin(service::handle(
+                let response = Box::pin(service::handle(
                     Arc::clone(&gateway),
-                    connection.clone(),
+                    Arc::clone(&connection),
                     request,
-                ))
+                ));
+                async move {
+                    response
+                        .await
+                        .map(|response| response.map(|body| Tracked::new(body, guard)))
+                }
             });
             let conn = self
                 .protocols
                 .http1
                 .serve_connection(io, service)
                 .with_upgrades();
-            until_stopped(conn, &self.stop, |conn| conn.graceful_shutdown()).await
+            serve_h1(
+                conn,
+                |conn| conn.graceful_shutdown(),
+                &self.stop,
+                &requests,
+                self.header_read_timeout,
+            )
+            .await
         };
         if let Err(err) = result {
             tracing::debug!(%peer, error = %err, "connection ended with an error");
@@ -443,19 +464,37 @@ where
     }
 }
 
-/// Drives a connection to its end; when the gateway stops first, asks it to
-/// finish in-flight requests (`begin_shutdown`) and then drives it to its end.
-async fn until_stopped<C: Future>(
+/// Drives an HTTP/1 connection to its end. It is dropped once it has gone
+/// `head_timeout` without a request in progress: from the moment it was
+/// ready, or from its last answer's end, to the next head in full (a
+/// client that sends nothing, a head that never ends, a keep-alive
+/// connection gone quiet). When the gateway stops first, it is asked to
+/// finish the request in progress (`begin_shutdown`), under the same
+/// deadline.
+async fn serve_h1<C>(
     conn: C,
-    stop: &StopSignal,
     begin_shutdown: impl FnOnce(std::pin::Pin<&mut C>),
-) -> C::Output {
+    stop: &StopSignal,
+    requests: &Streams,
+    head_timeout: Duration,
+) -> C::Output
+where
+    C: Future<Output = hyper::Result<()>>,
+{
     tokio::pin!(conn);
+    let start = Instant::now();
+    let quiet = requests.quiet(start, head_timeout, head_timeout);
+    tokio::pin!(quiet);
     tokio::select! {
-        output = conn.as_mut() => output,
-        () = stop.fired() => {
-            begin_shutdown(conn.as_mut());
-            conn.await
+        output = conn.as_mut() => return output,
+        () = stop.fired() => begin_shutdown(conn.as_mut()),
+        () = quiet.as_mut() => {
+            tracing::debug!("dropping an HTTP/1 connection without a request in time");
+            return Ok(());
         }
+    }
+    tokio::select! {
+        output = conn => output,
+        () = quiet => Ok(()),
     }
 }

@@ -35,8 +35,10 @@ use crate::web;
 
 mod credential;
 
-/// What the gateway knows about the connection a request came on.
-#[derive(Debug, Clone)]
+/// What the gateway knows about the connection a request came on; each
+/// request shares it (one reference count, where a copy cost one for each
+/// shared part).
+#[derive(Debug)]
 pub struct Connection {
     pub peer: SocketAddr,
     /// The peer's IP address as a header value (`X-Real-IP`,
@@ -45,7 +47,7 @@ pub struct Connection {
     /// The peer is a configured trusted proxy: its X-Forwarded-* are kept.
     pub peer_trusted: bool,
     /// The access token this connection presented last, verified.
-    pub tokens: Arc<TokenMemo>,
+    pub tokens: TokenMemo,
 }
 
 impl Connection {
@@ -57,7 +59,7 @@ impl Connection {
             peer,
             peer_header,
             peer_trusted,
-            tokens: Arc::default(),
+            tokens: TokenMemo::default(),
         }
     }
 }
@@ -88,7 +90,7 @@ impl Outcome {
 /// Handles one request; never fails, so hyper never drops a connection for us.
 pub async fn handle(
     gateway: Arc<Gateway>,
-    connection: Connection,
+    connection: Arc<Connection>,
     mut request: Request<Incoming>,
 ) -> Result<Response<AnswerBody>, Infallible> {
     let started = Instant::now();

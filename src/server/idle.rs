@@ -1,7 +1,9 @@
-//! When an HTTP/2 connection has been quiet too long. hyper enforces its
-//! header timeout on HTTP/1 only and its HTTP/2 keep-alive PINGs keep a
-//! silent peer alive, so each h2 connection counts its open streams here and
-//! `server.rs` closes it (GOAWAY) once it has none for long enough.
+//! When a connection has been quiet too long. hyper's HTTP/2 keep-alive
+//! PINGs keep a silent peer alive, so each h2 connection counts its open
+//! streams here and `server.rs` closes it (GOAWAY) once it has none for long
+//! enough. An HTTP/1 connection counts its one request at a time the same
+//! way, in place of hyper's header timeout (a timer armed and cancelled for
+//! every request): it is dropped once no head has come in time.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
