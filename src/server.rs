@@ -10,12 +10,13 @@ mod workers;
 
 pub use workers::bind;
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::UPGRADE;
-use http::Request;
+use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
@@ -27,9 +28,10 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::ServerConfig;
 use crate::gateway::Gateway;
+use crate::proxy::answer::AnswerBody;
 use crate::service::{self, Connection};
 use crate::tasks::{ConnectionTasks, StopSignal, Tasks};
-use idle::{Streams, Tracked};
+use idle::{StreamGuard, Streams, Tracked};
 
 /// How long an HTTP/2 connection asked to close (GOAWAY) may go on with no
 /// open stream before it is dropped: one round trip for the client to
@@ -339,20 +341,7 @@ impl ConnectionTask {
                 // Taken before the request is handled, so a stream counts
                 // while it waits on the upstream too, and ends if reset.
                 let guard = counted.open();
-                // Boxed: hyper spawns each stream as a task, and the handler's
-                // state is large; unboxed it is copied at every layer the
-                // spawn wraps it in (`perf`: 3-4 % of an HTTP/2 request in
-                // `memmove`).
-                let response = Box::pin(service::handle(
-                    Arc::clone(&gateway),
-                    Arc::clone(&connection),
-                    request,
-                ));
-                async move {
-                    response
-                        .await
-                        .map(|response| response.map(|body| Tracked::new(body, guard)))
-                }
+                handle_counted(&gateway, &connection, request, guard)
             });
             let conn = self.protocols.http2.serve_connection(io, service);
             serve_h2(
@@ -375,19 +364,7 @@ impl ConnectionTask {
                 if request.headers().contains_key(UPGRADE) {
                     request.extensions_mut().insert(tunnels.clone());
                 }
-                // Boxed, as on HTTP/2: hyper moves the future it is given into
-                // the connection's state, and the handler's state is large
-                // (callgrind: 724 instructions of `memcpy` per request there).
-                let response = Box::pin(service::handle(
-                    Arc::clone(&gateway),
-                    Arc::clone(&connection),
-                    request,
-                ));
-                async move {
-                    response
-                        .await
-                        .map(|response| response.map(|body| Tracked::new(body, guard)))
-                }
+                handle_counted(&gateway, &connection, request, guard)
             });
             let conn = self
                 .protocols
@@ -413,6 +390,30 @@ impl ConnectionTask {
         if let Ok(stream) = returned.try_recv() {
             linger::linger(stream).await;
         }
+    }
+}
+
+/// Handles `request`; `guard` goes into the answer's body, so the request
+/// counts as open until its last byte is sent (or its stream is reset).
+fn handle_counted(
+    gateway: &Arc<Gateway>,
+    connection: &Arc<Connection>,
+    request: Request<Incoming>,
+    guard: StreamGuard,
+) -> impl Future<Output = Result<Response<Tracked<AnswerBody>>, Infallible>> + Send + 'static {
+    // Boxed: the handler's state is large, and hyper moves the future it is
+    // given into the connection's state (HTTP/1; callgrind: 724
+    // instructions of `memcpy` per request) or into a task per stream
+    // (HTTP/2; `perf`: 3-4 % of a request in `memmove`).
+    let response = Box::pin(service::handle(
+        Arc::clone(gateway),
+        Arc::clone(connection),
+        request,
+    ));
+    async move {
+        response
+            .await
+            .map(|response| response.map(|body| Tracked::new(body, guard)))
     }
 }
 
