@@ -15,8 +15,10 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 
-/// The open streams of one connection. Cheap on the request path: two
-/// atomic operations and a clock read per stream, no wakeup.
+/// The open streams of one connection (on HTTP/1, its one request at a
+/// time). Cheap on the request path: five atomic read-modify-writes (the
+/// guard's reference count, the open count, the end time) and a clock read
+/// per stream; no timer, no wakeup.
 #[derive(Clone)]
 pub(super) struct Streams {
     shared: Arc<Shared>,
