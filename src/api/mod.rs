@@ -207,7 +207,7 @@ impl Accounts {
             // Only an access token manages accounts and keys: a key (made
             // for one script) cannot mint more keys or act as an admin.
             if crate::auth::bearer::token(&parts.headers)
-                .is_ok_and(crate::auth::api_keys::key::is_api_key)
+                .is_ok_and(|token| crate::auth::api_keys::key::is_api_key(token.as_bytes()))
             {
                 return Err(GatewayError::ApiKeyNotAccepted);
             }

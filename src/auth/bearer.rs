@@ -42,6 +42,50 @@ fn all_b64token_bytes(token: &[u8]) -> bool {
 /// holding two credentials (`Bearer a, Bearer b`), are ambiguous and refused
 /// as INVALID_FORMAT so no two components can pick different tokens.
 pub fn token(headers: &HeaderMap) -> Result<&str, BearerError> {
+    presented(headers)?.checked()
+}
+
+/// What follows `Bearer ` in the request's one `Authorization` header,
+/// before its characters are checked.
+///
+/// A connection that presents the same bytes as on its last request need
+/// not check them again (`token_memo.rs`): they were checked when that
+/// token was remembered. So the check is a step of its own.
+#[derive(Debug, Clone, Copy)]
+pub struct Presented<'a>(&'a [u8]);
+
+impl<'a> Presented<'a> {
+    /// The bytes as sent, unchecked: compare them, never use them as a token.
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.0
+    }
+
+    /// The token, if every byte is a b64token byte (RFC 6750 §2.1).
+    pub fn checked(self) -> Result<&'a str, BearerError> {
+        // The b64token check admits only ASCII, so the conversion after it
+        // never fails.
+        if self.0.is_empty() || !all_b64token_bytes(self.0) {
+            return Err(BearerError::Malformed);
+        }
+        std::str::from_utf8(self.0).map_err(|_| BearerError::Malformed)
+    }
+}
+
+/// `bytes` without the spaces at either end (tabs are not trimmed: they
+/// are refused as not b64token bytes).
+fn trim_spaces(mut bytes: &[u8]) -> &[u8] {
+    while let [b' ', rest @ ..] = bytes {
+        bytes = rest;
+    }
+    while let [rest @ .., b' '] = bytes {
+        bytes = rest;
+    }
+    bytes
+}
+
+/// The request's one bearer credential, its scheme and length checked but
+/// not its characters (see [`Presented`]).
+pub fn presented(headers: &HeaderMap) -> Result<Presented<'_>, BearerError> {
     let mut values = headers.get_all(AUTHORIZATION).iter();
     let value = values.next().ok_or(BearerError::Missing)?;
     if values.next().is_some() {
@@ -50,9 +94,8 @@ pub fn token(headers: &HeaderMap) -> Result<&str, BearerError> {
     if value.len() > MAX_TOKEN_BYTES + "Bearer ".len() {
         return Err(BearerError::Oversized);
     }
-    // Bytes, not `to_str` (a pass of its own over every byte): the b64token
-    // check below admits only ASCII, which already excludes what `to_str`
-    // would refuse.
+    // Bytes, not `to_str` (a pass of its own over every byte): the
+    // b64token check admits only ASCII.
     let value = value.as_bytes();
     let space = value
         .iter()
@@ -63,13 +106,7 @@ pub fn token(headers: &HeaderMap) -> Result<&str, BearerError> {
     if !scheme.eq_ignore_ascii_case(b"bearer") {
         return Err(BearerError::Malformed);
     }
-    let rest = std::str::from_utf8(rest).map_err(|_| BearerError::Malformed)?;
-    let token = rest.trim_matches(' ');
-    let is_b64token = !token.is_empty() && all_b64token_bytes(token.as_bytes());
-    if !is_b64token {
-        return Err(BearerError::Malformed);
-    }
-    Ok(token)
+    Ok(Presented(trim_spaces(rest)))
 }
 
 #[cfg(test)]

@@ -13,11 +13,13 @@ use std::time::{Duration, SystemTime};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::Header;
 
+use super::bearer::{Presented, MAX_TOKEN_BYTES};
 use super::claims::{random_id, AccessClaims, TokenError};
 use super::identity::VerifiedToken;
 use super::keys::{KeyRing, KeySet, MintError};
 use super::token_cache::VerifiedCache;
 use super::token_memo::TokenMemo;
+use super::AuthError;
 use crate::config::secret::AccessSecret;
 use crate::config::TokensConfig;
 use crate::timestamp::unix_seconds;
@@ -120,36 +122,44 @@ impl TokenVerifier {
 
     /// Checks signature, claims and headers; the error says which, for the log.
     pub fn verify(&self, token: &str, now: SystemTime) -> Result<Arc<VerifiedToken>, TokenError> {
-        self.verify_remembering(token, now, None)
+        let now = unix_seconds(now);
+        let verified = verify_signature_once(&self.keys.in_force(), token, now)?;
+        self.judge_by_time(verified, now)
     }
 
-    /// As [`TokenVerifier::verify`], asking the connection's memo before
-    /// the shared cache, and leaving the token in it.
+    /// As [`TokenVerifier::verify`] for the token a request presents,
+    /// asking the connection's memo before the shared cache and leaving
+    /// the token in it. Presented bytes the memo holds are neither checked
+    /// as a b64token nor verified again: they were both when remembered.
     pub fn verify_remembering(
         &self,
-        token: &str,
+        presented: Presented<'_>,
         now: SystemTime,
-        memo: Option<&TokenMemo>,
-    ) -> Result<Arc<VerifiedToken>, TokenError> {
-        if token.len() > super::bearer::MAX_TOKEN_BYTES {
-            return Err(TokenError::Oversized);
-        }
+        memo: &TokenMemo,
+    ) -> Result<Arc<VerifiedToken>, AuthError> {
         let keys = self.keys.in_force();
         let now = unix_seconds(now);
-        let verified = match memo.and_then(|memo| memo.recall(token, &keys)) {
+        let verified = match memo.recall(presented.as_bytes(), &keys) {
             Some(verified) => verified,
             None => {
+                let token = presented.checked()?;
                 let verified = verify_signature_once(&keys, token, now)?;
-                if let Some(memo) = memo {
-                    memo.remember(token, &keys, &verified);
-                }
+                memo.remember(token, &keys, &verified);
                 verified
             }
         };
+        Ok(self.judge_by_time(verified, now)?)
+    }
+
+    /// The same comparisons jsonwebtoken makes, against our clock, on every
+    /// request, cached or not: expired once `exp` is more than the leeway in
+    /// the past (RFC 7519 §4.1.4).
+    fn judge_by_time(
+        &self,
+        verified: Arc<VerifiedToken>,
+        now: u64,
+    ) -> Result<Arc<VerifiedToken>, TokenError> {
         let claims = &verified.claims;
-        // The same comparisons jsonwebtoken makes, against our clock, on
-        // every request, cached or not: expired once `exp` is more than the
-        // leeway in the past (RFC 7519 §4.1.4).
         if claims.exp.saturating_add(self.leeway) < now {
             return Err(TokenError::Expired);
         }
@@ -177,6 +187,9 @@ fn verify_signature_once(
     token: &str,
     now: u64,
 ) -> Result<Arc<VerifiedToken>, TokenError> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(TokenError::Oversized);
+    }
     let digest = VerifiedCache::digest(token);
     if let Some(verified) = keys.verified.get(&digest) {
         return Ok(verified);

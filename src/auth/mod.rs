@@ -24,9 +24,10 @@ use std::time::SystemTime;
 
 use http::HeaderMap;
 
-use bearer::BearerError;
+use bearer::{BearerError, Presented};
 use claims::TokenError;
 pub use identity::Identity;
+use identity::VerifiedToken;
 use jwt::TokenVerifier;
 use revocation::RevocationList;
 use token_memo::TokenMemo;
@@ -69,18 +70,24 @@ impl Authenticator {
         headers: &HeaderMap,
         now: SystemTime,
     ) -> Result<Identity, AuthError> {
-        self.authenticate_token(bearer::token(headers)?, now, None)
+        let verified = self.verifier.verify(bearer::token(headers)?, now)?;
+        self.admit(&verified, now)
     }
 
-    /// The identity behind `token` (already taken from the request), as of
-    /// `now`; `memo` is the connection's, where there is one.
-    pub fn authenticate_token(
+    /// The identity behind the token a proxied request presents, as of
+    /// `now`, asking its connection's `memo` first.
+    pub fn authenticate_presented(
         &self,
-        token: &str,
+        presented: Presented<'_>,
         now: SystemTime,
-        memo: Option<&TokenMemo>,
+        memo: &TokenMemo,
     ) -> Result<Identity, AuthError> {
-        let verified = self.verifier.verify_remembering(token, now, memo)?;
+        let verified = self.verifier.verify_remembering(presented, now, memo)?;
+        self.admit(&verified, now)
+    }
+
+    /// The identity of a verified token, unless it has been revoked.
+    fn admit(&self, verified: &VerifiedToken, now: SystemTime) -> Result<Identity, AuthError> {
         // Fail closed: with other instances' revocations unknown, a valid
         // signature is not enough.
         if let Some(stale_for) = self.revocations.stale_for(now) {

@@ -22,23 +22,22 @@ pub(super) fn authenticate(
     tokens: &TokenMemo,
     now: SystemTime,
 ) -> Result<Identity, GatewayError> {
-    let presented = bearer::token(headers).map_err(AuthError::from)?;
-    if !is_api_key(presented) {
+    let presented = bearer::presented(headers).map_err(AuthError::from)?;
+    if !is_api_key(presented.as_bytes()) {
         return Ok(gateway
             .authenticator()
-            .authenticate_token(presented, now, Some(tokens))?);
+            .authenticate_presented(presented, now, tokens)?);
     }
+    let key = presented.checked().map_err(AuthError::from)?;
     if !route.api_keys {
         return Err(GatewayError::ApiKeyNotAccepted);
     }
     let throttle = gateway.accounts().throttle();
     throttle.admit_address(client, Instant::now())?;
-    api_keys::authenticate(gateway.api_keys(), gateway.revocations(), presented, now).map_err(
-        |err| {
-            if err.is_guess() {
-                throttle.address_failed(client, Instant::now());
-            }
-            GatewayError::from(err)
-        },
-    )
+    api_keys::authenticate(gateway.api_keys(), gateway.revocations(), key, now).map_err(|err| {
+        if err.is_guess() {
+            throttle.address_failed(client, Instant::now());
+        }
+        GatewayError::from(err)
+    })
 }

@@ -33,8 +33,8 @@ pub(crate) fn generate() -> Result<NewKey, KeyGenError> {
 
 /// True for a bearer credential meant as an API key (by its prefix), so it
 /// is judged as one and never handed to the JWT verifier.
-pub(crate) fn is_api_key(token: &str) -> bool {
-    token.starts_with(PREFIX)
+pub(crate) fn is_api_key(token: &[u8]) -> bool {
+    token.starts_with(PREFIX.as_bytes())
 }
 
 /// True when `text` has the exact shape [`generate`] makes.
@@ -65,7 +65,7 @@ mod tests {
         let two = generate().unwrap();
         assert!(one.text.starts_with("agk_"));
         assert_eq!(one.text.len(), 4 + 43);
-        assert!(well_formed(&one.text) && is_api_key(&one.text));
+        assert!(well_formed(&one.text) && is_api_key(one.text.as_bytes()));
         assert_ne!(one.text, two.text);
         assert_eq!(one.hash, hash(&one.text));
         assert_ne!(one.hash, two.hash);

@@ -106,6 +106,14 @@ fn not_before_is_judged_against_the_given_time() {
     assert!(verifier.verify(&token, at_nbf).is_ok());
 }
 
+/// The `Authorization` header of a request presenting `token`.
+fn bearer(token: &str) -> http::HeaderMap {
+    let mut headers = http::HeaderMap::new();
+    let value = http::HeaderValue::from_bytes(format!("Bearer {token}").as_bytes()).unwrap();
+    headers.insert(http::header::AUTHORIZATION, value);
+    headers
+}
+
 #[test]
 fn a_remembered_token_is_still_judged_by_time_and_only_under_its_own_keys() {
     let config = tokens_config();
@@ -114,11 +122,13 @@ fn a_remembered_token_is_still_judged_by_time_and_only_under_its_own_keys() {
     let memo = TokenMemo::default();
     let now = SystemTime::now();
     let token = issuer.mint("u1", "admin", 0, None, now).unwrap().token;
+    let headers = bearer(&token);
+    let presented = || crate::auth::bearer::presented(&headers).unwrap();
     let first = verifier
-        .verify_remembering(&token, now, Some(&memo))
+        .verify_remembering(presented(), now, &memo)
         .unwrap();
     let again = verifier
-        .verify_remembering(&token, now, Some(&memo))
+        .verify_remembering(presented(), now, &memo)
         .unwrap();
     assert!(
         Arc::ptr_eq(&first, &again),
@@ -127,24 +137,45 @@ fn a_remembered_token_is_still_judged_by_time_and_only_under_its_own_keys() {
     // Remembered, yet expired an hour later.
     let later = now + Duration::from_secs(3600);
     assert_eq!(
-        verifier.verify_remembering(&token, later, Some(&memo)),
-        Err(TokenError::Expired)
+        verifier.verify_remembering(presented(), later, &memo),
+        Err(AuthError::Token(TokenError::Expired))
     );
     // Other keys (as after a reload that retired the signing key): the memo
     // vouches for nothing verified under the old ones.
     let rotated = TokenVerifier::new(&config, &secret(2));
     assert_eq!(
-        rotated.verify_remembering(&token, now, Some(&memo)),
-        Err(TokenError::BadSignature)
+        rotated.verify_remembering(presented(), now, &memo),
+        Err(AuthError::Token(TokenError::BadSignature))
     );
     // A token one byte different is checked afresh.
     let mut forged = token.clone();
     let last = forged.pop().unwrap();
     forged.push(if last == 'A' { 'B' } else { 'A' });
-    assert!(verifier
-        .verify_remembering(&forged, now, Some(&memo))
-        .is_err());
-    assert!(verifier
-        .verify_remembering(&token, now, Some(&memo))
-        .is_ok());
+    let forged = bearer(&forged);
+    let forged = crate::auth::bearer::presented(&forged).unwrap();
+    assert!(verifier.verify_remembering(forged, now, &memo).is_err());
+    assert!(verifier.verify_remembering(presented(), now, &memo).is_ok());
+}
+
+#[test]
+fn only_the_remembered_bytes_skip_the_character_check() {
+    let config = tokens_config();
+    let issuer = TokenIssuer::new(&config, &secret(1));
+    let verifier = TokenVerifier::new(&config, &secret(1));
+    let memo = TokenMemo::default();
+    let now = SystemTime::now();
+    let token = issuer.mint("u1", "admin", 0, None, now).unwrap().token;
+    let headers = bearer(&token);
+    let presented = crate::auth::bearer::presented(&headers).unwrap();
+    assert!(verifier.verify_remembering(presented, now, &memo).is_ok());
+    // The remembered token with a byte outside the b64token set after it:
+    // not the memo's bytes, so checked, and refused as malformed.
+    let headers = bearer(&format!("{token}%"));
+    let presented = crate::auth::bearer::presented(&headers).unwrap();
+    assert_eq!(
+        verifier.verify_remembering(presented, now, &memo),
+        Err(AuthError::Bearer(
+            crate::auth::bearer::BearerError::Malformed
+        ))
+    );
 }
