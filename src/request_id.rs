@@ -3,8 +3,7 @@
 //! upstream, returns it to the client and puts it on the request's span, so
 //! every log line of the request carries it.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::cell::Cell;
 
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
@@ -35,24 +34,27 @@ impl RequestId {
         Self::generate()
     }
 
-    /// A process-unique id: a random per-process prefix and a counter, so
-    /// ids from restarts and from several instances do not collide, and no
-    /// request pays for a random-number syscall.
+    /// A process-unique id: a random prefix and a counter, so ids from
+    /// restarts and from several instances do not collide, and no request
+    /// pays for a random-number syscall. Both are per thread: a counter
+    /// shared by the workers would be a memory location every request on
+    /// every core writes to, moving between the cores' caches.
     pub(crate) fn generate() -> Self {
-        // `{prefix:016x}-`, written out once per process.
-        static PREFIX: OnceLock<Vec<u8>> = OnceLock::new();
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let prefix = PREFIX.get_or_init(|| {
-            let mut prefix = Vec::with_capacity(16 + 1);
-            push_hex(&mut prefix, rand::random::<u64>(), 16);
-            prefix.push(b'-');
-            prefix
-        });
-        let count = COUNTER.fetch_add(1, Ordering::Relaxed);
+        thread_local! {
+            // `{prefix:016x}-`, written out once per thread.
+            static PREFIX: Vec<u8> = {
+                let mut prefix = Vec::with_capacity(16 + 1);
+                push_hex(&mut prefix, rand::random::<u64>(), 16);
+                prefix.push(b'-');
+                prefix
+            };
+            static COUNTER: Cell<u64> = const { Cell::new(0) };
+        }
+        let count = COUNTER.with(|counter| counter.replace(counter.get().wrapping_add(1)));
         // `{prefix}{count:010x}`, written by hand: this runs on every
         // request, and the formatter costs five times the writing.
         let mut text = Vec::with_capacity(ID_MAX_LEN);
-        text.extend_from_slice(prefix);
+        PREFIX.with(|prefix| text.extend_from_slice(prefix));
         push_hex(&mut text, count, 10);
         match HeaderValue::from_maybe_shared(Bytes::from(text)) {
             Ok(value) => Self(value),

@@ -216,10 +216,10 @@ impl Accept {
                         .trusted_proxies
                         .iter()
                         .any(|cidr| cidr.contains(peer.ip())),
+                    Arc::clone(&self.gateway),
                 ),
                 acceptor: self.acceptor.clone(),
                 protocols: Arc::clone(&self.protocols),
-                gateway: Arc::clone(&self.gateway),
                 handshake_timeout: settings.handshake_timeout,
                 header_read_timeout: settings.header_read_timeout,
                 h2_limits: H2Limits {
@@ -297,7 +297,6 @@ struct ConnectionTask {
     connection: Connection,
     acceptor: TlsAcceptor,
     protocols: Arc<Protocols>,
-    gateway: Arc<Gateway>,
     handshake_timeout: Duration,
     /// An HTTP/1 request's head must be in within this of the connection
     /// being ready or of the previous response's end.
@@ -313,7 +312,12 @@ struct ConnectionTask {
 impl ConnectionTask {
     async fn run(self) {
         let peer = self.connection.peer;
-        let _open = self.gateway.observability().metrics().connection_opened();
+        let _open = self
+            .connection
+            .gateway
+            .observability()
+            .metrics()
+            .connection_opened();
         let _ = self.stream.set_nodelay(true);
         let (stream, mut returned) = linger::LingeringStream::new(self.stream);
         let handshake = tokio::time::timeout(self.handshake_timeout, self.acceptor.accept(stream));
@@ -331,7 +335,6 @@ impl ConnectionTask {
         // ALPN decided the protocol; nothing is sniffed from the stream, so
         // the HTTP/1 header timeout also covers a client that sends nothing.
         let is_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-        let gateway = self.gateway;
         let connection = Arc::new(self.connection);
         let io = TokioIo::new(tls);
         let result = if is_h2 {
@@ -341,7 +344,7 @@ impl ConnectionTask {
                 // Taken before the request is handled, so a stream counts
                 // while it waits on the upstream too, and ends if reset.
                 let guard = counted.open();
-                handle_counted(&gateway, &connection, request, guard)
+                handle_counted(&connection, request, guard)
             });
             let conn = self.protocols.http2.serve_connection(io, service);
             serve_h2(
@@ -364,7 +367,7 @@ impl ConnectionTask {
                 if request.headers().contains_key(UPGRADE) {
                     request.extensions_mut().insert(tunnels.clone());
                 }
-                handle_counted(&gateway, &connection, request, guard)
+                handle_counted(&connection, request, guard)
             });
             let conn = self
                 .protocols
@@ -396,7 +399,6 @@ impl ConnectionTask {
 /// Handles `request`; `guard` goes into the answer's body, so the request
 /// counts as open until its last byte is sent (or its stream is reset).
 fn handle_counted(
-    gateway: &Arc<Gateway>,
     connection: &Arc<Connection>,
     request: Request<Incoming>,
     guard: StreamGuard,
@@ -405,11 +407,7 @@ fn handle_counted(
     // given into the connection's state (HTTP/1; callgrind: 724
     // instructions of `memcpy` per request) or into a task per stream
     // (HTTP/2; `perf`: 3-4 % of a request in `memmove`).
-    let response = Box::pin(service::handle(
-        Arc::clone(gateway),
-        Arc::clone(connection),
-        request,
-    ));
+    let response = Box::pin(service::handle(Arc::clone(connection), request));
     async move {
         response
             .await

@@ -38,7 +38,6 @@ mod credential;
 /// What the gateway knows about the connection a request came on; each
 /// request shares it (one reference count, where a copy cost one for each
 /// shared part).
-#[derive(Debug)]
 pub struct Connection {
     pub peer: SocketAddr,
     /// The peer's IP address as a header value (`X-Real-IP`,
@@ -48,10 +47,14 @@ pub struct Connection {
     pub peer_trusted: bool,
     /// The access token this connection presented last, verified.
     pub tokens: TokenMemo,
+    /// Held here so a request counts a reference to its connection only:
+    /// a count of its own on the gateway would be one memory location that
+    /// every request on every worker writes to, twice.
+    pub gateway: Arc<Gateway>,
 }
 
 impl Connection {
-    pub fn new(peer: SocketAddr, peer_trusted: bool) -> Self {
+    pub fn new(peer: SocketAddr, peer_trusted: bool, gateway: Arc<Gateway>) -> Self {
         // An IP address's text is always a valid header value.
         let peer_header = HeaderValue::try_from(peer.ip().to_string())
             .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
@@ -60,6 +63,7 @@ impl Connection {
             peer_header,
             peer_trusted,
             tokens: TokenMemo::default(),
+            gateway,
         }
     }
 }
@@ -89,10 +93,10 @@ impl Outcome {
 
 /// Handles one request; never fails, so hyper never drops a connection for us.
 pub async fn handle(
-    gateway: Arc<Gateway>,
     connection: Arc<Connection>,
     mut request: Request<Incoming>,
 ) -> Result<Response<AnswerBody>, Infallible> {
+    let gateway = &connection.gateway;
     let started = Instant::now();
     let request_id = RequestId::for_request(request.headers(), connection.peer_trusted);
     // Replaces whatever the client sent: the upstream sees the id we log.
@@ -115,7 +119,7 @@ pub async fn handle(
     // The routes and limits this request lives with to its end, even if a
     // reload installs others meanwhile.
     let live = gateway.live();
-    let result = dispatch(&gateway, &live, &connection, request, &mut outcome)
+    let result = dispatch(gateway, &live, &connection, request, &mut outcome)
         .instrument(span.clone())
         .await;
     let metrics = gateway.observability().metrics();

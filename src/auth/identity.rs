@@ -64,4 +64,10 @@ impl VerifiedToken {
         let identity = Identity::try_from(&claims);
         Self { claims, identity }
     }
+
+    /// The same, sharing no reference-counted part with `self` (see
+    /// [`TokenMemo::remember`](super::token_memo::TokenMemo::remember)).
+    pub(crate) fn copy(&self) -> Self {
+        Self::new(self.claims.clone())
+    }
 }

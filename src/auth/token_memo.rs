@@ -61,11 +61,18 @@ impl TokenMemo {
     }
 
     /// Remembers `token` as verified with `keys`, in place of the last one.
-    pub fn remember(&self, token: &str, keys: &Arc<KeySet>, verified: &Arc<VerifiedToken>) {
+    ///
+    /// The memo keeps its own copy of what verifying gave, not the shared
+    /// cache's: every request of the connection counts references to the
+    /// identity's parts, and on the cache's copy those counts would sit in
+    /// memory that every connection presenting the same token, on every
+    /// worker, writes to as well (a service's pool of connections shares
+    /// one token), each write taking the location from another core.
+    pub fn remember(&self, token: &str, keys: &Arc<KeySet>, verified: &VerifiedToken) {
         let remembered = Remembered {
             token: token.into(),
             keys: Arc::downgrade(keys),
-            verified: Arc::clone(verified),
+            verified: Arc::new(verified.copy()),
         };
         let replaced = self
             .last
@@ -114,7 +121,9 @@ mod tests {
         let remembered = verified();
         memo.remember("t1", &current, &remembered);
         let recalled = memo.recall(b"t1", &current).expect("remembered");
-        assert!(Arc::ptr_eq(&recalled, &remembered));
+        assert_eq!(recalled, remembered);
+        let again = memo.recall(b"t1", &current).expect("remembered");
+        assert!(Arc::ptr_eq(&recalled, &again), "one copy, kept");
         assert!(memo.recall(b"t2", &current).is_none());
         assert!(memo.recall(b"t1x", &current).is_none());
         assert!(memo.recall(b"t", &current).is_none());
@@ -123,6 +132,24 @@ mod tests {
         memo.remember("t2", &current, &verified());
         assert!(memo.recall(b"t1", &current).is_none());
         assert!(memo.recall(b"t2", &current).is_some());
+    }
+
+    #[test]
+    fn the_memo_shares_no_reference_count_with_the_cache() {
+        let memo = TokenMemo::default();
+        let current = keys(1);
+        let cached = verified();
+        memo.remember("t1", &current, &cached);
+        let recalled = memo.recall(b"t1", &current).expect("remembered");
+        assert!(!Arc::ptr_eq(&recalled, &cached));
+        let (Ok(mine), Ok(theirs)) = (&recalled.identity, &cached.identity) else {
+            panic!("both name an identity");
+        };
+        assert_eq!(mine, theirs);
+        assert!(!Arc::ptr_eq(
+            &mine.user_id.shared(),
+            &theirs.user_id.shared()
+        ));
     }
 
     #[test]

@@ -130,9 +130,13 @@ fn a_remembered_token_is_still_judged_by_time_and_only_under_its_own_keys() {
     let again = verifier
         .verify_remembering(presented(), now, &memo)
         .unwrap();
+    let third = verifier
+        .verify_remembering(presented(), now, &memo)
+        .unwrap();
+    assert_eq!(first, again);
     assert!(
-        Arc::ptr_eq(&first, &again),
-        "the second request recalls the first"
+        Arc::ptr_eq(&again, &third),
+        "later requests recall what the first left in the memo"
     );
     // Remembered, yet expired an hour later.
     let later = now + Duration::from_secs(3600);
