@@ -203,17 +203,17 @@ $(nginx_temp_paths "$dir")
 EOF
 }
 
-nginx_args() { # prefix-dir -> NGINX_ARGS: nginx's arguments for prefix-dir/nginx.conf, one worker
-    NGINX_ARGS=(-e "$1/error.log" -p "$1/" -c "$1/nginx.conf" -g "worker_processes 1;")
+nginx_args() { # prefix-dir [workers] -> NGINX_ARGS: nginx's arguments for prefix-dir/nginx.conf (one worker unless given)
+    NGINX_ARGS=(-e "$1/error.log" -p "$1/" -c "$1/nginx.conf" -g "worker_processes ${2:-1};")
 }
 
 # Starts the (daemonizing) nginx of prefix-dir/nginx.conf, pinned to cpus
 # unless that is "", and leaves it to cleanup; dies with the message when it
 # has written no pid file within 5 s.
-start_nginx() { # prefix-dir cpus not-started-message
+start_nginx() { # prefix-dir cpus not-started-message [workers]
     local dir=$1 pin=()
     [[ -n $2 ]] && pin=(taskset -c "$2")
-    nginx_args "$dir"
+    nginx_args "$dir" "${4:-1}"
     "${pin[@]}" nginx "${NGINX_ARGS[@]}"
     NGINX_DIRS+=("$dir")
     for _ in $(seq 50); do [[ -s $dir/nginx.pid ]] && break; sleep 0.1; done

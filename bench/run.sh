@@ -73,6 +73,10 @@ NCPU=$(nproc)
 for set in "$FRONT_CPUS" "$UPSTREAM_CPUS" "$LOAD_CPUS"; do
     taskset -c "$set" true 2>/dev/null || die "cannot pin to CPUs '$set' (this machine has $NCPU)"
 done
+# The nginx front runs as many workers as authgate: BENCH_WORKERS, or one per
+# CPU in $FRONT_CPUS (authgate's default; nginx's `worker_processes auto`).
+# BENCH_NGINX_WORKERS sets it apart.
+NGINX_WORKERS=${BENCH_NGINX_WORKERS:-${WORKERS:-$(taskset -c "$FRONT_CPUS" nproc)}}
 
 check_ports "pick others with BENCH_UP_PORT, BENCH_UP_H2C_PORT, BENCH_NGINX_PORT, BENCH_AUTHGATE_PORT" \
     "$UP_PORT" "$UP_H2C_PORT" "$UP_PORT2" "$NGINX_PORT" "$AG_PORT" "$ALG_PORT"
@@ -110,7 +114,7 @@ section "machine and versions"
     say "curl:      $(curl --version | head -1)"
     say "python3:   $(python3 --version 2>&1)"
     say "pinning:   front (nginx worker / authgate) CPU $FRONT_CPUS; upstream nginx CPU $UPSTREAM_CPUS; load generators CPU $LOAD_CPUS"
-    say "authgate:  [server] workers ${WORKERS:-left at its default: one per CPU in $FRONT_CPUS} (nginx: worker_processes 1)"
+    say "authgate:  [server] workers ${WORKERS:-left at its default: one per CPU in $FRONT_CPUS}; nginx front: worker_processes $NGINX_WORKERS; upstream nginx: 1"
     say "runs:      $ROUNDS round(s) x ${DURATION}s per scenario and front"
 } | tee "$OUT/environment.txt"
 quiet_check() { # warns when other processes are using the CPUs
@@ -138,12 +142,12 @@ truncate -s 1G "$TMP/www/1g.bin" # sparse: no disk or page-cache cost
 
 nginx_common() { nginx_main "$1" $((FD_LIMIT - 100)) "$FD_LIMIT"; } # $1 = prefix dir
 
-start_checked_nginx() { # $1 = name, $2 = cpus
+start_checked_nginx() { # $1 = name, $2 = cpus, $3 = workers (default 1)
     local dir=$TMP/$1
-    nginx_args "$dir"
+    nginx_args "$dir" "${3:-1}"
     nginx -t -q "${NGINX_ARGS[@]}" || die "nginx config $1 invalid; see $dir/nginx.conf"
     show_cmd taskset -c "$2" nginx "${NGINX_ARGS[@]}"
-    start_nginx "$dir" "$2" "nginx $1 did not start; see $dir/error.log"
+    start_nginx "$dir" "$2" "nginx $1 did not start; see $dir/error.log" "${3:-1}"
 }
 
 UP=$TMP/upstream
@@ -182,7 +186,7 @@ mkdir -p "$NG"
     nginx_common "$NG"
     nginx_front_http "$NG" "$NGINX_PORT" backlog=4096 "$UP_PORT" "$UP_PORT2"
 } >"$NG/nginx.conf"
-start_checked_nginx nginx-front "$FRONT_CPUS"
+start_checked_nginx nginx-front "$FRONT_CPUS" "$NGINX_WORKERS"
 cp "$NG/nginx.conf" "$OUT/nginx-front.conf"
 say "config:"; sed 's/^/    /' "$NG/nginx.conf"
 say "nginx front: https://127.0.0.1:$NGINX_PORT/ ; CPU $FRONT_CPUS"
