@@ -114,14 +114,21 @@ fn bearer(token: &str) -> http::HeaderMap {
     headers
 }
 
+/// A verifier, an empty memo, the time and a token the verifier accepts then.
+fn remembering() -> (TokenVerifier, TokenMemo, SystemTime, String) {
+    let config = tokens_config();
+    let now = SystemTime::now();
+    let token = TokenIssuer::new(&config, &secret(1))
+        .mint("u1", "admin", 0, None, now)
+        .unwrap()
+        .token;
+    let verifier = TokenVerifier::new(&config, &secret(1));
+    (verifier, TokenMemo::default(), now, token)
+}
+
 #[test]
 fn a_remembered_token_is_still_judged_by_time_and_only_under_its_own_keys() {
-    let config = tokens_config();
-    let issuer = TokenIssuer::new(&config, &secret(1));
-    let verifier = TokenVerifier::new(&config, &secret(1));
-    let memo = TokenMemo::default();
-    let now = SystemTime::now();
-    let token = issuer.mint("u1", "admin", 0, None, now).unwrap().token;
+    let (verifier, memo, now, token) = remembering();
     let headers = bearer(&token);
     let presented = || crate::auth::bearer::presented(&headers).unwrap();
     let first = verifier
@@ -146,7 +153,7 @@ fn a_remembered_token_is_still_judged_by_time_and_only_under_its_own_keys() {
     );
     // Other keys (as after a reload that retired the signing key): the memo
     // vouches for nothing verified under the old ones.
-    let rotated = TokenVerifier::new(&config, &secret(2));
+    let rotated = TokenVerifier::new(&tokens_config(), &secret(2));
     assert_eq!(
         rotated.verify_remembering(presented(), now, &memo),
         Err(AuthError::Token(TokenError::BadSignature))
@@ -163,12 +170,7 @@ fn a_remembered_token_is_still_judged_by_time_and_only_under_its_own_keys() {
 
 #[test]
 fn only_the_remembered_bytes_skip_the_character_check() {
-    let config = tokens_config();
-    let issuer = TokenIssuer::new(&config, &secret(1));
-    let verifier = TokenVerifier::new(&config, &secret(1));
-    let memo = TokenMemo::default();
-    let now = SystemTime::now();
-    let token = issuer.mint("u1", "admin", 0, None, now).unwrap().token;
+    let (verifier, memo, now, token) = remembering();
     let headers = bearer(&token);
     let presented = crate::auth::bearer::presented(&headers).unwrap();
     assert!(verifier.verify_remembering(presented, now, &memo).is_ok());
