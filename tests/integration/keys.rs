@@ -508,6 +508,31 @@ async fn refused_on_connection(
     code
 }
 
+/// The bytes a connection remembers skip the character check and the
+/// signature check; any other bytes on that connection get both, and the
+/// same answers as on a fresh connection, before the upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_other_than_the_remembered_token_are_checked_afresh() {
+    let upstream = Upstream::start(Behavior::Ok).await;
+    let (gw, access, _refresh) = signed_in(&upstream).await;
+    let client = gw.client();
+    let mut connection = client.keep_alive().await;
+    assert_eq!(on_connection(&mut connection, &access).await.0, 200);
+    assert_eq!(on_connection(&mut connection, &access).await.0, 200);
+    // A byte outside the b64token set after the remembered token.
+    assert_eq!(
+        refused_on_connection(&upstream, &mut connection, &format!("{access}%")).await,
+        "INVALID_FORMAT"
+    );
+    // The remembered token less its last byte: well formed, wrong signature.
+    let shortened = access.get(..access.len() - 1).unwrap();
+    assert_eq!(
+        refused_on_connection(&upstream, &mut connection, shortened).await,
+        "INVALID_TOKEN"
+    );
+    assert_eq!(on_connection(&mut connection, &access).await.0, 200);
+}
+
 /// A connection remembers the token it presented last, verified: the same
 /// token on the same connection is refused the moment its session is
 /// revoked or its key retired, and never reaches the upstream after.
