@@ -508,6 +508,18 @@ async fn refused_on_connection(
     code
 }
 
+/// A keep-alive connection whose gateway remembers `access`: two requests
+/// with it, both answered 200.
+async fn remembering(
+    gw: &TestGateway,
+    access: &str,
+) -> hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>> {
+    let mut connection = gw.client().keep_alive().await;
+    assert_eq!(on_connection(&mut connection, access).await.0, 200);
+    assert_eq!(on_connection(&mut connection, access).await.0, 200);
+    connection
+}
+
 /// The bytes a connection remembers skip the character check and the
 /// signature check; any other bytes on that connection get both, and the
 /// same answers as on a fresh connection, before the upstream.
@@ -515,10 +527,7 @@ async fn refused_on_connection(
 async fn bytes_other_than_the_remembered_token_are_checked_afresh() {
     let upstream = Upstream::start(Behavior::Ok).await;
     let (gw, access, _refresh) = signed_in(&upstream).await;
-    let client = gw.client();
-    let mut connection = client.keep_alive().await;
-    assert_eq!(on_connection(&mut connection, &access).await.0, 200);
-    assert_eq!(on_connection(&mut connection, &access).await.0, 200);
+    let mut connection = remembering(&gw, &access).await;
     // A byte outside the b64token set after the remembered token.
     assert_eq!(
         refused_on_connection(&upstream, &mut connection, &format!("{access}%")).await,
@@ -540,10 +549,7 @@ async fn bytes_other_than_the_remembered_token_are_checked_afresh() {
 async fn a_token_its_connection_remembers_is_refused_once_revoked_or_its_key_retired() {
     let upstream = Upstream::start(Behavior::Ok).await;
     let (gw, access, refresh) = signed_in(&upstream).await;
-    let client = gw.client();
-    let mut connection = client.keep_alive().await;
-    assert_eq!(on_connection(&mut connection, &access).await.0, 200);
-    assert_eq!(on_connection(&mut connection, &access).await.0, 200);
+    let mut connection = remembering(&gw, &access).await;
     assert_eq!(crate::accounts::logout(&gw, &refresh).await.status, 204);
     assert_eq!(
         refused_on_connection(&upstream, &mut connection, &access).await,
