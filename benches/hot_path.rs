@@ -433,7 +433,7 @@ fn headers(c: &mut Criterion) {
 /// status counter, two latency histograms. No lock but the histograms'.
 fn metrics(c: &mut Criterion) {
     let config = config();
-    let metrics = Metrics::new(&config.routes);
+    let metrics = Metrics::new(&config.routes, config.server.workers);
     let Some(route) = config.routes.first() else {
         panic!("the bench config has routes");
     };

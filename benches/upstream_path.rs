@@ -67,7 +67,7 @@ fn group(targets: &[SocketAddr]) -> UpstreamGroup {
     let Upstream::Http(set) = &config.routes[0].upstream else {
         panic!("expected http targets");
     };
-    UpstreamGroup::new(set).unwrap()
+    UpstreamGroup::new(set, 1).unwrap()
 }
 
 fn bench_upstream_path(c: &mut Criterion) {

@@ -27,14 +27,17 @@ use crate::router::Router;
 use crate::store::postgres::Listener;
 use crate::store::{PostgresStore, SledStore, Store, StoreError};
 use crate::tasks::{StopSignal, Tasks};
+use crate::worker::PerWorker;
 
 pub struct Gateway {
     /// The configuration the gateway started with: what only a restart
     /// changes (listener, store, tokens, accounts) is read from here.
     config: Arc<Config>,
     /// Routes, upstreams and per-request limits; a reload swaps the whole
-    /// snapshot, and each request keeps the one it started with.
-    live: ArcSwap<Live>,
+    /// snapshot, and each request keeps the one it started with. Each worker
+    /// has its own reference to it, so a request counts itself on its
+    /// worker's reference rather than on one every worker writes to.
+    live: PerWorker<ArcSwap<Arc<Live>>>,
     /// Bumped by every reload, so the maintenance task restarts the health
     /// checks of the new upstreams.
     reloads: watch::Sender<u64>,
@@ -52,6 +55,9 @@ pub struct Gateway {
     _listener: Option<Listener>,
 }
 
+/// A request's hold on the live configuration (see [`Gateway::live`]).
+pub type LiveHold = Arc<Arc<Live>>;
+
 /// What a reload replaces, as one unit: the routing table, the upstream
 /// pools and the configuration both were built from.
 pub struct Live {
@@ -68,6 +74,7 @@ impl Live {
             &config.server.identity_header_prefix,
             config.server.body_read_timeout,
             &config.routes,
+            config.server.workers,
         )?;
         Ok(Self {
             router: Router::new(&config.routes),
@@ -180,7 +187,12 @@ impl Gateway {
         .with_audit(Arc::clone(observability.audit()))
         .with_api_keys(Arc::clone(&api_keys));
         Ok(Self {
-            live: ArcSwap::from_pointee(live),
+            live: {
+                let live = Arc::new(live);
+                PerWorker::new(config.server.workers, || {
+                    ArcSwap::from_pointee(Arc::clone(&live))
+                })
+            },
             reloads: watch::Sender::new(0),
             authenticator: Authenticator::new(verifier, Arc::clone(&revocations)),
             issuer,
@@ -260,8 +272,8 @@ impl Gateway {
 
     /// The current routes, upstreams and limits. A request loads this once
     /// and keeps it to its end, whatever reloads happen meanwhile.
-    pub fn live(&self) -> Arc<Live> {
-        self.live.load_full()
+    pub fn live(&self) -> LiveHold {
+        self.live.mine().load_full()
     }
 
     /// Makes `live` the configuration of every request from now on, and
@@ -270,7 +282,10 @@ impl Gateway {
         live.proxy
             .count_tunnels_in(self.observability.metrics().tunnels());
         self.accounts.reconfigure(&live.config);
-        self.live.store(Arc::new(live));
+        let live = Arc::new(live);
+        for cell in self.live.iter() {
+            cell.store(Arc::new(Arc::clone(&live)));
+        }
         self.reloads.send_modify(|generation| *generation += 1);
     }
 

@@ -70,8 +70,10 @@ impl Connection {
 
 /// What the access log reports about a request, filled in as it is decided.
 #[derive(Default)]
-struct Outcome {
-    route: Option<Arc<RouteConfig>>,
+struct Outcome<'live> {
+    /// Borrowed from the request's live configuration: a count of its own
+    /// would be one more location every request on every worker writes.
+    route: Option<&'live RouteConfig>,
     /// The request went to the account endpoints rather than a route.
     account: bool,
     user: Option<Arc<str>>,
@@ -81,7 +83,7 @@ struct Outcome {
     upstream: Option<Duration>,
 }
 
-impl Outcome {
+impl Outcome<'_> {
     fn route_name(&self) -> &str {
         match &self.route {
             Some(route) => &route.name,
@@ -105,7 +107,6 @@ pub async fn handle(
         .insert(X_REQUEST_ID, request_id.header().clone());
     let method = request.method().clone();
     let grpc = crate::error::is_grpc(request.headers());
-    let mut outcome = Outcome::default();
     // Every line logged while serving this request carries these fields;
     // route and user are filled in once decided.
     let span = tracing::info_span!(
@@ -119,7 +120,8 @@ pub async fn handle(
     // The routes and limits this request lives with to its end, even if a
     // reload installs others meanwhile.
     let live = gateway.live();
-    let result = dispatch(gateway, &live, &connection, request, &mut outcome)
+    let mut outcome = Outcome::default();
+    let result = dispatch(gateway, &live, &connection, request, &span, &mut outcome)
         .instrument(span.clone())
         .await;
     let metrics = gateway.observability().metrics();
@@ -137,7 +139,7 @@ pub async fn handle(
         }
     };
     let status = response.status();
-    let (route, upstream) = (outcome.route.as_deref(), outcome.upstream);
+    let (route, upstream) = (outcome.route, outcome.upstream);
     metrics.record_request(route, outcome.account, status, started.elapsed(), upstream);
     if live.config.server.access_log {
         tracing::info!(
@@ -157,12 +159,15 @@ pub async fn handle(
     Ok(response)
 }
 
-async fn dispatch(
+async fn dispatch<'live>(
     gateway: &Gateway,
-    live: &Live,
+    live: &'live Live,
     connection: &Connection,
     request: Request<Incoming>,
-    outcome: &mut Outcome,
+    // This request's span, to record route and user on: cheaper than
+    // looking up the current one.
+    span: &tracing::Span,
+    outcome: &mut Outcome<'live>,
 ) -> Result<Response<AnswerBody>, GatewayError> {
     check_request_line(live, &request)?;
     // The one clock reading every time-dependent decision of this request uses.
@@ -234,7 +239,7 @@ async fn dispatch(
         .await;
         outcome.action = account.action;
         if let Some(user) = &account.user {
-            tracing::Span::current().record("user", tracing::field::display(user));
+            span.record("user", tracing::field::display(user));
         }
         outcome.user = account.user.map(Arc::from);
         return result.map(|response| response.map(AnswerBody::from));
@@ -244,8 +249,8 @@ async fn dispatch(
         .router
         .route(host.as_deref(), decided.as_str())
         .ok_or(GatewayError::NotFound)?;
-    tracing::Span::current().record("route", tracing::field::display(&route.name));
-    outcome.route = Some(Arc::clone(route));
+    span.record("route", tracing::field::display(&route.name));
+    outcome.route = Some(route);
 
     if request.headers().contains_key(UPGRADE)
         && !(route.websocket && upgrade::is_websocket_handshake(&request))
@@ -285,7 +290,7 @@ async fn dispatch(
                     now,
                 )?
             };
-            tracing::Span::current().record("user", tracing::field::display(&identity.user_id));
+            span.record("user", tracing::field::display(&identity.user_id));
             outcome.user = Some(identity.user_id.shared());
             if let Some(roles) = &route.roles {
                 if !roles.contains(&identity.role) {

@@ -1,7 +1,8 @@
 //! The gateway's Prometheus metrics: defined and registered once, updated by
 //! one-line hooks where events happen, encoded by `/metrics`. Per-route
 //! handles are resolved ahead, so counting a request takes no lock and no
-//! allocation: an index, an atomic load and an atomic add.
+//! allocation: an index, an atomic load and atomic adds to cells of its own
+//! worker (`per_worker.rs`).
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -11,15 +12,16 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+
+use super::per_worker::{CountersOf, HistogramsOf, WorkerCounter, WorkerHistogram};
 
 use crate::config::RouteConfig;
 use crate::error::GatewayError;
 use crate::proxy::upstream::UpstreamError;
 
 /// Latency buckets in seconds: 250 µs to 10 s.
-const LATENCY_BUCKETS: [f64; 14] = [
+const LATENCY_BUCKETS: &[f64] = &[
     0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
 ];
 /// Statuses 100 to 599 each get a pre-resolved counter slot per route.
@@ -104,11 +106,11 @@ pub struct Metrics {
 /// The handles of one route, resolved at start.
 struct RouteMetrics {
     name: RouteName,
-    requests: Family<RequestLabels, Counter>,
+    requests: Family<RequestLabels, WorkerCounter, CountersOf>,
     /// `requests` for each status, created on first use.
-    statuses: Box<[OnceLock<Counter>]>,
-    gateway_time: Histogram,
-    upstream_time: Histogram,
+    statuses: Box<[OnceLock<WorkerCounter>]>,
+    gateway_time: WorkerHistogram,
+    upstream_time: WorkerHistogram,
 }
 
 impl RouteMetrics {
@@ -129,24 +131,27 @@ impl RouteMetrics {
 }
 
 impl Metrics {
-    pub fn new(routes: &[RouteConfig]) -> Self {
+    /// `workers`: the request workers, each of which counts its requests
+    /// in cells of its own.
+    pub fn new(routes: &[RouteConfig], workers: usize) -> Self {
         let mut registry = Registry::default();
-        let requests = Family::<RequestLabels, Counter>::default();
+        let requests = Family::new_with_constructor(CountersOf { workers });
         registry.register(
             "authgate_requests",
             "Requests answered, by route (`auth` for the account endpoints, `-` for none) and status",
             requests.clone(),
         );
-        let histogram = || Histogram::new(LATENCY_BUCKETS);
-        let gateway_time =
-            Family::<RouteLabel, Histogram>::new_with_constructor(histogram as fn() -> Histogram);
+        let histograms = HistogramsOf {
+            bounds: LATENCY_BUCKETS,
+            workers,
+        };
+        let gateway_time = Family::<RouteLabel, _, _>::new_with_constructor(histograms);
         registry.register(
             "authgate_gateway_duration_seconds",
             "Time the gateway itself spent on a request until its answer's headers, the upstream's wait excluded",
             gateway_time.clone(),
         );
-        let upstream_time =
-            Family::<RouteLabel, Histogram>::new_with_constructor(histogram as fn() -> Histogram);
+        let upstream_time = Family::<RouteLabel, _, _>::new_with_constructor(histograms);
         registry.register(
             "authgate_upstream_duration_seconds",
             "Time from handing a request to the upstream until its response headers arrived",
@@ -274,11 +279,9 @@ impl Metrics {
         };
         metrics.count(status);
         let upstream = upstream.unwrap_or_default();
-        metrics
-            .gateway_time
-            .observe(total.saturating_sub(upstream).as_secs_f64());
+        metrics.gateway_time.observe(total.saturating_sub(upstream));
         if !upstream.is_zero() {
-            metrics.upstream_time.observe(upstream.as_secs_f64());
+            metrics.upstream_time.observe(upstream);
         }
     }
 
@@ -424,7 +427,7 @@ mod tests {
 
     #[test]
     fn a_request_counts_under_its_route_and_status() {
-        let metrics = Metrics::new(&[]);
+        let metrics = Metrics::new(&[], 2);
         for _ in 0..3 {
             metrics.record_request(None, true, StatusCode::OK, Duration::from_millis(2), None);
         }
@@ -450,7 +453,7 @@ mod tests {
 
     #[test]
     fn errors_count_by_code_outcome_and_kind() {
-        let metrics = Metrics::new(&[]);
+        let metrics = Metrics::new(&[], 2);
         let failed: Result<http::Response<()>, _> = Err(GatewayError::InvalidCredentials);
         metrics.record_result(&failed, Some(AccountAction::Login));
         let throttled: Result<http::Response<()>, _> = Err(GatewayError::TooManyRequests {

@@ -4,6 +4,7 @@
 
 pub(crate) mod cert;
 pub mod metrics;
+mod per_worker;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -32,7 +33,7 @@ impl Observability {
             None => Audit::disabled(),
         };
         Ok(Self {
-            metrics: Metrics::new(&config.routes),
+            metrics: Metrics::new(&config.routes, config.server.workers),
             audit: Arc::new(audit),
             cert_not_after: cert::leaf_not_after(&config.server.tls_cert),
             listener: Mutex::new(None),

@@ -26,6 +26,7 @@ use crate::auth::Identity;
 use crate::config::{RouteConfig, Upstream};
 use crate::error::GatewayError;
 use crate::path::DecidedPath;
+use crate::worker::PerWorker;
 use answer::AnswerBody;
 use forward_body::{ForwardBody, ForwardBodyError};
 use headers::{ClientSide, IdentityHeaders, IdentityScrubber, RouteHeaderPolicy};
@@ -35,8 +36,11 @@ use upstream::{UpstreamError, UpstreamGroup, UpstreamSetupError};
 pub struct Proxy {
     /// By route name (unique); echo routes have none.
     groups: HashMap<String, Arc<UpstreamGroup>>,
-    scrubber: IdentityScrubber,
-    names: IdentityHeaders,
+    /// Per worker, as `names`: each request body holds a count on one.
+    scrubber: PerWorker<IdentityScrubber>,
+    /// A copy per worker: a header name's bytes carry a reference count,
+    /// which each request's copy of the name writes, twice.
+    names: PerWorker<IdentityHeaders>,
     body_stall_timeout: std::time::Duration,
     /// Open WebSocket tunnels, for the metrics.
     tunnels: prometheus_client::metrics::gauge::Gauge,
@@ -47,21 +51,30 @@ impl Proxy {
         identity_prefix: &str,
         body_stall_timeout: std::time::Duration,
         routes: &[RouteConfig],
+        workers: usize,
     ) -> Result<Self, ProxySetupError> {
         let mut groups = HashMap::new();
         for route in routes {
             if let Upstream::Http(set) = &route.upstream {
-                let group = UpstreamGroup::new(set).map_err(|source| ProxySetupError::Route {
-                    route: route.name.clone(),
-                    source,
-                })?;
+                let group =
+                    UpstreamGroup::new(set, workers).map_err(|source| ProxySetupError::Route {
+                        route: route.name.clone(),
+                        source,
+                    })?;
                 groups.insert(route.name.clone(), Arc::new(group));
             }
         }
         Ok(Self {
             groups,
-            scrubber: IdentityScrubber::new(identity_prefix),
-            names: IdentityHeaders::new(identity_prefix)?,
+            scrubber: PerWorker::new(workers, || IdentityScrubber::new(identity_prefix)),
+            names: {
+                let checked = IdentityHeaders::new(identity_prefix)?;
+                // Built anew for each worker: a clone would share the bytes
+                // and their count.
+                PerWorker::new(workers, || {
+                    IdentityHeaders::new(identity_prefix).unwrap_or_else(|_| checked.clone())
+                })
+            },
             body_stall_timeout,
             tunnels: Default::default(),
         })
@@ -93,7 +106,7 @@ impl Proxy {
     }
 
     pub fn scrubber(&self) -> &IdentityScrubber {
-        &self.scrubber
+        self.scrubber.mine()
     }
 
     /// Sends `request` to `route`'s upstream at the decided path. A tunnel
@@ -131,8 +144,8 @@ impl Proxy {
             client,
             identity,
             &policy,
-            &self.scrubber,
-            &self.names,
+            self.scrubber.mine(),
+            self.names.mine(),
         );
         if te_trailers {
             parts
@@ -157,7 +170,7 @@ impl Proxy {
             body,
             route.max_body,
             self.body_stall_timeout,
-            self.scrubber.clone(),
+            self.scrubber.mine().clone(),
         );
         let request = Request::from_parts(parts, body);
         let deadline = tokio::time::Instant::now() + route.timeout;

@@ -11,17 +11,21 @@ use tokio::time::Instant;
 
 use super::target::TargetState;
 use crate::config::Balance;
+use crate::worker::PerWorker;
 
 pub(crate) struct Balancer {
     policy: Balance,
-    next: AtomicUsize,
+    /// Each worker goes round on its own, as each nginx worker does: a
+    /// shared position would be one more location every request on every
+    /// core writes.
+    next: PerWorker<AtomicUsize>,
 }
 
 impl Balancer {
-    pub(crate) fn new(policy: Balance) -> Self {
+    pub(crate) fn new(policy: Balance, workers: usize) -> Self {
         Self {
             policy,
-            next: AtomicUsize::new(0),
+            next: PerWorker::new(workers, AtomicUsize::default),
         }
     }
 
@@ -39,7 +43,10 @@ impl Balancer {
         let n = targets.len();
         match self.policy {
             Balance::RoundRobin => {
-                let start = self.next.fetch_add(1, Ordering::Relaxed);
+                let start = match n {
+                    1 => 0,
+                    _ => self.next.mine().fetch_add(1, Ordering::Relaxed),
+                };
                 (0..n).map(|k| (start + k) % n).find(|&i| usable(i))
             }
             Balance::LeastRequests => {
@@ -78,7 +85,7 @@ mod tests {
                 let target = parse_target(&format!("http://127.0.0.1:{}", 9000 + i)).unwrap();
                 let connector = Connector::new(&target, UpstreamProtocol::Http1, None).unwrap();
                 let pool = Connections::Http1(H1Pool::new(4, 16));
-                Arc::new(TargetState::new(target, connector, pool).unwrap())
+                Arc::new(TargetState::new(target, connector, pool, 1).unwrap())
             })
             .collect()
     }
@@ -86,7 +93,7 @@ mod tests {
     #[test]
     fn round_robin_cycles_and_skips_ejected_and_excluded_targets() {
         let targets = targets(3);
-        let balancer = Balancer::new(Balance::RoundRobin);
+        let balancer = Balancer::new(Balance::RoundRobin, 1);
         let now = Instant::now();
         let picks: Vec<_> = (0..6).map(|_| balancer.pick(&targets, None, now)).collect();
         assert_eq!(picks, [0, 1, 2, 0, 1, 2].map(Some));
@@ -102,7 +109,7 @@ mod tests {
     #[test]
     fn least_requests_never_picks_the_busier_of_two() {
         let targets = targets(2);
-        let balancer = Balancer::new(Balance::LeastRequests);
+        let balancer = Balancer::new(Balance::LeastRequests, 1);
         let now = Instant::now();
         let _busy = targets[0].start_request();
         for _ in 0..50 {

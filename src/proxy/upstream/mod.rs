@@ -78,9 +78,9 @@ enum Attempt {
 }
 
 impl UpstreamGroup {
-    /// Builds pools, connectors and TLS settings for `set`. Reads the CA and
-    /// client-certificate files.
-    pub fn new(set: &UpstreamSet) -> Result<Self, UpstreamSetupError> {
+    /// Builds pools, connectors and TLS settings for `set`, with counts kept
+    /// per worker for `workers`. Reads the CA and client-certificate files.
+    pub fn new(set: &UpstreamSet, workers: usize) -> Result<Self, UpstreamSetupError> {
         let tls = if set.targets.iter().any(|t| t.is_https()) {
             Some(tls::client_config(&set.tls, set.protocol)?)
         } else {
@@ -97,13 +97,13 @@ impl UpstreamGroup {
                 }
                 UpstreamProtocol::Http2 => Connections::Http2(h2::H2Shared::default()),
             };
-            let state = TargetState::new(target.clone(), connector, connections)
+            let state = TargetState::new(target.clone(), connector, connections, workers)
                 .map_err(|e| UpstreamSetupError::Target(format!("{}: {e}", target.authority)))?;
             targets.push(Arc::new(state));
         }
         Ok(Self {
             targets,
-            balancer: Balancer::new(set.balance),
+            balancer: Balancer::new(set.balance, workers),
             protocol: set.protocol,
             health_check: set.health_check.clone(),
         })

@@ -11,6 +11,7 @@ use super::h2::H2Shared;
 use super::health::Health;
 use super::pool::H1Pool;
 use crate::config::upstream::Target;
+use crate::worker::PerWorker;
 
 pub(crate) struct TargetState {
     pub target: Target,
@@ -22,7 +23,9 @@ pub(crate) struct TargetState {
     pub connector: Connector,
     pub connections: Connections,
     pub health: Health,
-    in_flight: AtomicUsize,
+    /// Counted per worker: a request writes its own worker's count (and
+    /// reference count) only, and least-requests reads the sum.
+    in_flight: PerWorker<Arc<AtomicUsize>>,
 }
 
 /// The connections of a target, by protocol.
@@ -37,6 +40,7 @@ impl TargetState {
         target: Target,
         connector: Connector,
         connections: Connections,
+        workers: usize,
     ) -> Result<Self, http::header::InvalidHeaderValue> {
         let name = format!("{}://{}", target.scheme, target.authority);
         let host = HeaderValue::from_str(target.authority.as_str())?;
@@ -47,13 +51,16 @@ impl TargetState {
             connector,
             connections,
             health: Health::default(),
-            in_flight: AtomicUsize::new(0),
+            in_flight: PerWorker::new(workers, Arc::default),
         })
     }
 
     /// Requests sent to this target whose response has not ended.
     pub(crate) fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Relaxed)
+        self.in_flight
+            .iter()
+            .map(|count| count.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Open connections to this target.
@@ -65,17 +72,18 @@ impl TargetState {
     }
 
     /// Counts one request until the guard is dropped (its response ended).
-    pub(crate) fn start_request(self: &Arc<Self>) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(Arc::clone(self))
+    pub(crate) fn start_request(&self) -> InFlight {
+        let count = self.in_flight.mine();
+        count.fetch_add(1, Ordering::Relaxed);
+        InFlight(Arc::clone(count))
     }
 }
 
-/// One request in flight to a target.
-pub struct InFlight(Arc<TargetState>);
+/// One request in flight to a target; holds the count it was added to.
+pub struct InFlight(Arc<AtomicUsize>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -62,7 +62,7 @@ fn group(target: SocketAddr) -> UpstreamGroup {
     let Upstream::Http(set) = &config.routes[0].upstream else {
         panic!("expected an http target");
     };
-    UpstreamGroup::new(set).unwrap()
+    UpstreamGroup::new(set, 1).unwrap()
 }
 
 fn idle(group: &UpstreamGroup) -> usize {
