@@ -83,16 +83,31 @@ impl Authenticator {
         memo: &TokenMemo,
     ) -> Result<Identity, AuthError> {
         let verified = self.verifier.verify_remembering(presented, now, memo)?;
-        self.admit(&verified, now)
+        // Read before the list is: a revocation after this read moves it.
+        let generation = self.revocations.generation();
+        if memo.admitted_in(&verified, generation) {
+            // Not revoked when the list was as it is now: only staleness
+            // can have changed.
+            self.fresh(now)?;
+            return Ok(verified.identity.as_ref().map_err(|err| *err)?.clone());
+        }
+        let identity = self.admit(&verified, now)?;
+        memo.admit(&verified, generation);
+        Ok(identity)
+    }
+
+    /// Fails closed: with other instances' revocations unknown, a valid
+    /// signature is not enough.
+    fn fresh(&self, now: SystemTime) -> Result<(), AuthError> {
+        match self.revocations.stale_for(now) {
+            Some(stale_for) => Err(AuthError::Stale { stale_for }),
+            None => Ok(()),
+        }
     }
 
     /// The identity of a verified token, unless it has been revoked.
     fn admit(&self, verified: &VerifiedToken, now: SystemTime) -> Result<Identity, AuthError> {
-        // Fail closed: with other instances' revocations unknown, a valid
-        // signature is not enough.
-        if let Some(stale_for) = self.revocations.stale_for(now) {
-            return Err(AuthError::Stale { stale_for });
-        }
+        self.fresh(now)?;
         let identity = verified.identity.as_ref().map_err(|err| *err)?;
         if !self.revocations.allows(
             identity.user_id.as_str(),

@@ -21,6 +21,10 @@ pub struct RevocationList {
     inner: RwLock<Inner>,
     /// Bumped after every revocation, once the new state is readable.
     changes: watch::Sender<u64>,
+    /// The same count, read without a lock on every request: a connection
+    /// that admitted its token at this count need not look again until it
+    /// moves ([`RevocationList::generation`]).
+    generation: AtomicU64,
     feed: Feed,
 }
 
@@ -29,6 +33,7 @@ impl Default for RevocationList {
         Self {
             inner: RwLock::default(),
             changes: watch::Sender::new(0),
+            generation: AtomicU64::new(0),
             feed: Feed::default(),
         }
     }
@@ -76,7 +81,16 @@ impl RevocationList {
         self.changes.subscribe()
     }
 
+    /// How many revocations the list holds so far. A caller that found a
+    /// token allowed when this read `n` may take it as allowed for as long
+    /// as it still reads `n`: every revocation is readable before the count
+    /// moves past it. Pruning does not move it, as it allows nothing new.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
     fn notify(&self) {
+        self.generation.fetch_add(1, Ordering::Release);
         self.changes
             .send_modify(|generation| *generation = generation.wrapping_add(1));
     }

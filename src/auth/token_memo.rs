@@ -8,8 +8,10 @@
 //! were remembered, so presenting them again skips that check as well.
 //!
 //! Like the cache, the memo remembers verification, never authorization:
-//! expiry and revocation are still checked on every request. It belongs to
-//! one key set: after a reload the token is verified against the new keys.
+//! expiry is checked on every request, and revocation whenever the
+//! revocation list has changed since the token was last admitted (the
+//! list's generation, one atomic read). It belongs to one key set: after a
+//! reload the token is verified against the new keys.
 //! It holds a copy of the last token for the connection's life (freed with
 //! the connection), as the connection's read buffer held it.
 
@@ -31,6 +33,9 @@ struct Remembered {
     /// material is not kept alive by an idle connection).
     keys: Weak<KeySet>,
     verified: Arc<VerifiedToken>,
+    /// The revocation list's generation when the token was last found not
+    /// revoked; `None` until it is.
+    admitted_in: Option<u64>,
 }
 
 impl Remembered {
@@ -73,6 +78,7 @@ impl TokenMemo {
             token: token.into(),
             keys: Arc::downgrade(keys),
             verified: Arc::new(verified.copy()),
+            admitted_in: None,
         };
         let replaced = self
             .last
@@ -80,6 +86,26 @@ impl TokenMemo {
             .unwrap_or_else(PoisonError::into_inner)
             .replace(remembered);
         drop(replaced);
+    }
+
+    /// Whether `verified`, recalled from this memo, was found not revoked
+    /// while the revocation list was at `generation`.
+    pub fn admitted_in(&self, verified: &Arc<VerifiedToken>, generation: u64) -> bool {
+        let last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        last.as_ref().is_some_and(|seen| {
+            Arc::ptr_eq(&seen.verified, verified) && seen.admitted_in == Some(generation)
+        })
+    }
+
+    /// Notes that `verified` was found not revoked at `generation`, if it
+    /// is still the token this memo holds.
+    pub fn admit(&self, verified: &Arc<VerifiedToken>, generation: u64) {
+        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(seen) = last.as_mut() {
+            if Arc::ptr_eq(&seen.verified, verified) {
+                seen.admitted_in = Some(generation);
+            }
+        }
     }
 }
 
@@ -150,6 +176,26 @@ mod tests {
             &mine.user_id.shared(),
             &theirs.user_id.shared()
         ));
+    }
+
+    #[test]
+    fn an_admission_holds_for_its_token_and_generation_only() {
+        let memo = TokenMemo::default();
+        let current = keys(1);
+        memo.remember("t1", &current, &verified());
+        let first = memo.recall(b"t1", &current).expect("remembered");
+        assert!(!memo.admitted_in(&first, 0), "not admitted yet");
+        memo.admit(&first, 4);
+        assert!(memo.admitted_in(&first, 4));
+        assert!(!memo.admitted_in(&first, 5), "the list moved on");
+        // The cache's copy (or any other) is not the memo's.
+        assert!(!memo.admitted_in(&verified(), 4));
+        // A new token starts unadmitted, and a late note for the old one
+        // does not carry over.
+        memo.remember("t2", &current, &verified());
+        let second = memo.recall(b"t2", &current).expect("remembered");
+        memo.admit(&first, 4);
+        assert!(!memo.admitted_in(&second, 4));
     }
 
     #[test]
