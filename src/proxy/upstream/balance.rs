@@ -84,7 +84,7 @@ mod tests {
             .map(|i| {
                 let target = parse_target(&format!("http://127.0.0.1:{}", 9000 + i)).unwrap();
                 let connector = Connector::new(&target, UpstreamProtocol::Http1, None).unwrap();
-                let pool = Connections::Http1(H1Pool::new(4, 16));
+                let pool = Connections::Http1(Box::new(H1Pool::new(4, 16, 1)));
                 Arc::new(TargetState::new(target, connector, pool, 1).unwrap())
             })
             .collect()

@@ -29,7 +29,8 @@ pub struct H1Conn {
     slot: Slot,
     /// When it was last put back idle.
     pub idle_since: Instant,
-    /// The worker whose runtime drives its socket (`crate::worker`).
+    /// The worker whose runtime drives its socket (`crate::worker`): the
+    /// one that opened it.
     pub worker: usize,
 }
 
@@ -40,9 +41,9 @@ impl H1Conn {
         Ok(Self {
             sender,
             driver: Some(Box::pin(connection.with_upgrades())),
+            worker: slot.worker(),
             slot,
             idle_since: Instant::now(),
-            worker: crate::worker::index(),
         })
     }
 
@@ -112,8 +113,8 @@ impl H1Conn {
     /// Returns a connection just found reusable to its pool, without
     /// polling it again.
     pub fn return_to_pool(self) {
-        let pool = self.slot.pool();
-        pool.check_in(self);
+        let home = self.slot.home();
+        home.check_in(self);
     }
 }
 

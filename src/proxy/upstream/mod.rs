@@ -92,9 +92,11 @@ impl UpstreamGroup {
             let connector = Connector::new(target, set.protocol, tls.as_ref())
                 .map_err(UpstreamSetupError::Target)?;
             let connections = match set.protocol {
-                UpstreamProtocol::Http1 => {
-                    Connections::Http1(H1Pool::new(set.max_connections, max_waiters))
-                }
+                UpstreamProtocol::Http1 => Connections::Http1(Box::new(H1Pool::new(
+                    set.max_connections,
+                    max_waiters,
+                    workers,
+                ))),
                 UpstreamProtocol::Http2 => Connections::Http2(h2::H2Shared::default()),
             };
             let state = TargetState::new(target.clone(), connector, connections, workers)
@@ -244,7 +246,7 @@ impl UpstreamGroup {
     async fn attempt_h1(
         &self,
         target: &Arc<TargetState>,
-        pool: &Arc<H1Pool>,
+        pool: &H1Pool,
         request: Request<ForwardBody>,
         deadline: Instant,
     ) -> Result<Response<UpstreamBody>, Attempt> {

@@ -1,11 +1,18 @@
 //! The HTTP/1 connections of one target, bounded by
 //! `max_upstream_connections`. A request takes an idle connection of its
-//! own worker (`idle.rs`), or the right to open one while under the cap, or
-//! another worker's idle one, or waits in a bounded queue; a returned
-//! connection goes straight to a waiter, of its own worker first
-//! (`waiters.rs`), and a freed place to the oldest waiter. The pool only
-//! hands connections out: the task that holds one drives it.
+//! own worker, or the right to open one while under the cap, or another
+//! worker's idle one, or waits in a bounded queue; a returned connection
+//! goes straight to a waiter, of its own worker first (`waiters.rs`), and a
+//! freed place to the oldest waiter. The pool only hands connections out:
+//! the task that holds one drives it.
+//!
+//! Taking and returning an idle connection, what nearly every request
+//! does, touches only its worker's part of the pool ([`WorkerPool`]): its
+//! lock, its list and its reference count, on cache lines no other worker
+//! writes. The count under the cap and the queue ([`Core`]) are locked only
+//! to open or close a connection, or at the cap.
 
+use std::sync::atomic::{fence, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -13,24 +20,45 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::h1::H1Conn;
-use super::idle::IdleLists;
+use super::idle::IdleList;
 use super::waiters::Waiters;
+use crate::worker::PerWorker;
 
 /// Idle connections older than this are closed rather than reused: most
 /// servers close keep-alive connections after 60-75 s of silence.
 pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(50);
 
-pub struct H1Pool {
+pub(crate) struct H1Pool {
+    core: Arc<Core>,
+    workers: PerWorker<Arc<WorkerPool>>,
+}
+
+/// What the workers share: the count under the cap and the queue.
+struct Core {
     state: Mutex<State>,
+    /// The queue's length, read without the lock when a connection comes
+    /// back; one more while a request at the cap looks at the idle lists
+    /// before it queues. A connection returned while it is 0 goes to its
+    /// worker's list without the lock (see [`WorkerPool::check_in`]).
+    waiting: AtomicUsize,
     max: usize,
     max_waiters: usize,
 }
 
 struct State {
-    idle: IdleLists,
     /// Connections open or being opened, idle ones included.
     live: usize,
     waiters: Waiters<Grant>,
+}
+
+/// One worker's part of a pool: the idle connections its runtime drives.
+/// Aligned so that no other worker's part shares its cache lines.
+#[repr(align(128))]
+pub struct WorkerPool {
+    core: Arc<Core>,
+    idle: Mutex<IdleList>,
+    /// The worker, which the connections opened here carry.
+    worker: usize,
 }
 
 /// What a waiter is given.
@@ -41,7 +69,7 @@ enum Grant {
 }
 
 /// What a request gets from the pool.
-pub enum Checkout {
+pub(crate) enum Checkout {
     Idle(H1Conn),
     /// Open a new connection; the slot holds its place under the cap.
     Connect(Slot),
@@ -54,83 +82,85 @@ pub enum PoolError {
     QueueFull(usize),
 }
 
-/// One place under the cap; dropping it frees the place (for a waiter first).
+/// One place under the cap, held by a connection of the worker `home`;
+/// dropping it frees the place (for a waiter first).
 pub struct Slot {
-    pool: Arc<H1Pool>,
+    home: Arc<WorkerPool>,
 }
 
 impl Slot {
-    pub fn pool(&self) -> Arc<H1Pool> {
-        Arc::clone(&self.pool)
+    /// The part of the pool the connection returns to: its worker's, whose
+    /// reference count only that worker's requests write.
+    pub fn home(&self) -> Arc<WorkerPool> {
+        Arc::clone(&self.home)
+    }
+
+    /// The worker whose runtime drives the connection.
+    pub fn worker(&self) -> usize {
+        self.home.worker
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.pool.release_slot();
+        self.home.core.release_slot();
     }
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl H1Pool {
-    /// `max` connections at most; up to `max_waiters` requests wait beyond.
-    pub fn new(max: usize, max_waiters: usize) -> Arc<Self> {
-        Arc::new(Self {
+    /// `max` connections at most; up to `max_waiters` requests wait beyond;
+    /// a part per worker for `workers`.
+    pub(crate) fn new(max: usize, max_waiters: usize, workers: usize) -> Self {
+        let core = Arc::new(Core {
             state: Mutex::new(State {
-                idle: IdleLists::default(),
                 live: 0,
                 waiters: Waiters::default(),
             }),
+            waiting: AtomicUsize::new(0),
             max: max.max(1),
             max_waiters,
-        })
-    }
-
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        });
+        let mut next = 0;
+        let workers = PerWorker::new(workers, || {
+            let worker = next;
+            next += 1;
+            Arc::new(WorkerPool {
+                core: Arc::clone(&core),
+                idle: Mutex::default(),
+                worker,
+            })
+        });
+        Self { core, workers }
     }
 
     /// Open connections, idle or busy.
-    pub fn live(&self) -> usize {
-        self.lock().live
+    pub(crate) fn live(&self) -> usize {
+        self.core.lock().live
     }
 
     /// Idle connections, ready for a request.
     #[cfg(test)]
     pub(crate) fn idle(&self) -> usize {
-        self.lock().idle.len()
+        self.workers.iter().map(|part| lock(&part.idle).len()).sum()
     }
 
     /// A connection that was idle (which the target may have closed since),
     /// or the right to open one. Waits (cancel-safe) while the target is at
     /// its cap.
-    pub async fn check_out(self: &Arc<Self>) -> Result<Checkout, PoolError> {
-        let worker = crate::worker::index();
+    pub(crate) async fn check_out(&self) -> Result<Checkout, PoolError> {
+        let mine = self.workers.mine();
         loop {
-            let step = {
-                let mut state = self.lock();
-                if let Some(conn) = state.idle.take_own(worker) {
-                    Step::Try(conn)
-                } else if state.live < self.max {
-                    state.live += 1;
-                    Step::Ready(Checkout::Connect(Slot {
-                        pool: Arc::clone(self),
-                    }))
-                } else if let Some(conn) = state.idle.take_any(worker) {
-                    Step::Try(conn)
-                } else {
-                    if state.waiters.len() >= self.max_waiters {
-                        state.waiters.retain_open();
-                        if state.waiters.len() >= self.max_waiters {
-                            return Err(PoolError::QueueFull(state.waiters.len()));
-                        }
-                    }
-                    let (tx, rx) = oneshot::channel();
-                    state.waiters.push(worker, Instant::now(), tx);
-                    Step::Wait(rx)
-                }
+            let own = lock(&mine.idle).take();
+            let step = match own {
+                Some(conn) => Step::Try(conn),
+                None => self.open_or_queue(mine)?,
             };
-            // Connections are checked and dropped outside the lock: dropping
-            // one takes it again.
+            // Connections are checked and dropped outside the locks:
+            // dropping one takes the core's.
             match step {
                 Step::Ready(checkout) => return Ok(checkout),
                 // Not polled to see whether the target closed it meanwhile:
@@ -146,7 +176,7 @@ impl H1Pool {
                     Ok(Grant::Conn(conn)) => return Ok(Checkout::Idle(conn)),
                     Ok(Grant::Slot) => {
                         return Ok(Checkout::Connect(Slot {
-                            pool: Arc::clone(self),
+                            home: Arc::clone(mine),
                         }))
                     }
                     // The pool never drops a waiter unanswered while it lives.
@@ -156,44 +186,134 @@ impl H1Pool {
         }
     }
 
-    /// Takes back a connection that finished its exchange cleanly.
-    pub fn check_in(&self, mut conn: H1Conn) {
-        conn.idle_since = Instant::now();
-        let home = conn.worker;
-        let mut grant = Grant::Conn(conn);
-        let mut state = self.lock();
-        while let Some(waiter) = state.waiters.pop_for(home) {
-            match waiter.send(grant) {
-                Ok(()) => return,
-                // That waiter gave up (its request was cancelled).
-                Err(back) => grant = back,
+    /// With no idle connection of its own: a place under the cap, another
+    /// worker's idle connection, or a place in the queue.
+    fn open_or_queue(&self, mine: &Arc<WorkerPool>) -> Result<Step, PoolError> {
+        let core = &self.core;
+        let mut state = core.lock();
+        if state.live < core.max {
+            state.live += 1;
+            return Ok(Step::Ready(Checkout::Connect(Slot {
+                home: Arc::clone(mine),
+            })));
+        }
+        // Announced before looking: a connection returned from here on
+        // either is in a list this looks at, or sees the announcement and
+        // comes to the queue (see `WorkerPool::check_in`).
+        core.waiting
+            .store(state.waiters.len() + 1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        if let Some(conn) = self.take_any(mine) {
+            core.count_waiters(&state);
+            return Ok(Step::Try(conn));
+        }
+        if state.waiters.len() >= core.max_waiters {
+            state.waiters.retain_open();
+            if state.waiters.len() >= core.max_waiters {
+                core.count_waiters(&state);
+                return Err(PoolError::QueueFull(state.waiters.len()));
             }
         }
-        // The coldest connection goes once it has idled too long.
-        let stale = match grant {
-            Grant::Conn(conn) => state.idle.put(conn, IDLE_TIMEOUT),
-            Grant::Slot => None,
-        };
-        drop(state);
-        drop(stale);
+        let (tx, rx) = oneshot::channel();
+        state.waiters.push(mine.worker, Instant::now(), tx);
+        core.count_waiters(&state);
+        Ok(Step::Wait(rx))
+    }
+
+    /// An idle connection of any worker, `mine` first.
+    fn take_any(&self, mine: &WorkerPool) -> Option<H1Conn> {
+        // Each list is locked alone, in its own statement: a guard kept to
+        // the end of a longer expression would still hold `mine` when the
+        // search reaches it again.
+        let own = lock(&mine.idle).take();
+        own.or_else(|| {
+            self.workers.iter().find_map(|part| {
+                let taken = lock(&part.idle).take();
+                taken
+            })
+        })
     }
 
     /// Closes the idle connections that have idled past [`IDLE_TIMEOUT`] or
     /// that the target has closed. Nobody drives an idle connection, so
     /// without this a burst's connections would hold their sockets (in
     /// CLOSE_WAIT once the target gives up on them) until traffic returns.
-    pub fn close_idle(&self, now: Instant) {
-        // Checked and dropped outside the lock: polling a connection runs
-        // its driver, and dropping one frees its slot, which locks. A
-        // request meanwhile finds no idle connection and may open one.
-        let mut idle = std::mem::take(&mut self.lock().idle);
-        idle.retain(|conn| {
-            now.saturating_duration_since(conn.idle_since) < IDLE_TIMEOUT && conn.is_reusable()
-        });
+    pub(crate) fn close_idle(&self, now: Instant) {
+        for part in self.workers.iter() {
+            // Checked and dropped outside the lock: polling a connection
+            // runs its driver, and dropping one frees its slot, which locks
+            // the core. A request meanwhile finds no idle connection here
+            // and may open one.
+            let mut idle = std::mem::take(&mut *lock(&part.idle));
+            idle.retain(|conn| {
+                now.saturating_duration_since(conn.idle_since) < IDLE_TIMEOUT && conn.is_reusable()
+            });
+            let mut list = lock(&part.idle);
+            // Returned meanwhile: more recently than the kept ones.
+            idle.append(std::mem::take(&mut *list));
+            *list = idle;
+        }
+    }
+}
+
+impl WorkerPool {
+    /// Takes back a connection of this worker that finished its exchange
+    /// cleanly.
+    pub fn check_in(&self, mut conn: H1Conn) {
+        conn.idle_since = Instant::now();
+        if self.core.waiting.load(Ordering::SeqCst) > 0 {
+            return self.core.hand_over(conn, &self.idle);
+        }
+        let stale = lock(&self.idle).put(conn, IDLE_TIMEOUT);
+        drop(stale);
+        // Pairs with the announcement in `H1Pool::open_or_queue`: a request
+        // that announced itself after the load above, and looked before the
+        // connection was in the list, is seen here.
+        fence(Ordering::SeqCst);
+        if self.core.waiting.load(Ordering::SeqCst) > 0 {
+            let back = lock(&self.idle).take();
+            if let Some(conn) = back {
+                self.core.hand_over(conn, &self.idle);
+            }
+        }
+    }
+}
+
+impl Core {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
+    }
+
+    /// Publishes the queue's length; called with the lock held after every
+    /// change to the queue.
+    fn count_waiters(&self, state: &State) {
+        self.waiting.store(state.waiters.len(), Ordering::SeqCst);
+    }
+
+    /// Gives a returned connection to a waiter, of its own worker first;
+    /// back to `home` (its worker's idle list) when nobody waits.
+    fn hand_over(&self, conn: H1Conn, home: &Mutex<IdleList>) {
+        let worker = conn.worker;
+        let mut grant = Grant::Conn(conn);
         let mut state = self.lock();
-        // Returned meanwhile: more recently than the kept ones.
-        idle.append(std::mem::take(&mut state.idle));
-        state.idle = idle;
+        while let Some(waiter) = state.waiters.pop_for(worker) {
+            match waiter.send(grant) {
+                Ok(()) => {
+                    self.count_waiters(&state);
+                    return;
+                }
+                // That waiter gave up (its request was cancelled).
+                Err(back) => grant = back,
+            }
+        }
+        self.count_waiters(&state);
+        // The coldest connection goes once it has idled too long.
+        let stale = match grant {
+            Grant::Conn(conn) => lock(home).put(conn, IDLE_TIMEOUT),
+            Grant::Slot => None,
+        };
+        drop(state);
+        drop(stale);
     }
 
     /// A connection closed (or was never opened): its place goes to the
@@ -204,10 +324,14 @@ impl H1Pool {
         let mut state = self.lock();
         while let Some(waiter) = state.waiters.pop_oldest() {
             match waiter.send(grant) {
-                Ok(()) => return,
+                Ok(()) => {
+                    self.count_waiters(&state);
+                    return;
+                }
                 Err(back) => grant = back,
             }
         }
+        self.count_waiters(&state);
         state.live = state.live.saturating_sub(1);
     }
 }
@@ -251,7 +375,7 @@ mod tests {
             );
         }
         for conn in conns {
-            pool.check_in(conn);
+            conn.return_to_pool();
         }
         server_sides
     }
@@ -259,7 +383,7 @@ mod tests {
     #[tokio::test]
     async fn a_worker_takes_its_own_idle_connection_and_another_s_only_at_the_cap() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let pool = H1Pool::new(2, 4);
+        let pool = Arc::new(H1Pool::new(2, 4, 2));
         // Opened on worker 1, so driven by its runtime.
         crate::worker::enter(1);
         let _server_sides = idle_connections(&pool, &listener, 1).await;
@@ -272,7 +396,7 @@ mod tests {
             panic!("at the cap, worker 0 takes worker 1's idle connection");
         };
         assert_eq!(conn.worker, 1);
-        pool.check_in(conn);
+        conn.return_to_pool();
         drop(slot);
 
         crate::worker::enter(1);
@@ -313,7 +437,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn at_the_cap_a_returned_connection_goes_to_a_waiter_of_its_own_worker_first() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let pool = H1Pool::new(1, 4);
+        let pool = Arc::new(H1Pool::new(1, 4, 2));
         crate::worker::enter(0);
         let _server_side = idle_connections(&pool, &listener, 1).await;
         let Ok(Checkout::Idle(conn)) = pool.check_out().await else {
@@ -323,7 +447,7 @@ mod tests {
         let mut elsewhere = queued_check_out(&pool, 1).await;
         tokio::time::advance(FAIRNESS / 2).await;
         let own = queued_check_out(&pool, 0).await;
-        pool.check_in(conn);
+        conn.return_to_pool();
         let Ok(Checkout::Idle(conn)) = served(own).await else {
             panic!("worker 0's waiter gets worker 0's connection");
         };
@@ -338,12 +462,12 @@ mod tests {
         // Past the bound, the connection crosses to the starved waiter.
         tokio::time::advance(FAIRNESS).await;
         let later_own = queued_check_out(&pool, 0).await;
-        pool.check_in(conn);
+        conn.return_to_pool();
         let Ok(Checkout::Idle(conn)) = served(elsewhere).await else {
             panic!("worker 1's waiter is served once it waited the bound longer");
         };
         assert_eq!(conn.worker, 0);
-        pool.check_in(conn);
+        conn.return_to_pool();
         let Ok(Checkout::Idle(_conn)) = served(later_own).await else {
             panic!("the connection comes back for worker 0's next waiter");
         };
@@ -353,7 +477,7 @@ mod tests {
     #[tokio::test]
     async fn idle_connections_are_closed_once_past_the_idle_timeout() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let pool = H1Pool::new(4, 4);
+        let pool = Arc::new(H1Pool::new(4, 4, 2));
         let mut server_side = idle_connections(&pool, &listener, 1).await.remove(0);
 
         pool.close_idle(Instant::now());
@@ -372,7 +496,7 @@ mod tests {
     #[tokio::test]
     async fn idle_connections_the_target_closed_are_dropped() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let pool = H1Pool::new(4, 4);
+        let pool = Arc::new(H1Pool::new(4, 4, 2));
         let mut server_sides = idle_connections(&pool, &listener, 2).await;
         drop(server_sides.pop());
 

@@ -30,7 +30,7 @@ pub(crate) struct TargetState {
 
 /// The connections of a target, by protocol.
 pub(crate) enum Connections {
-    Http1(Arc<H1Pool>),
+    Http1(Box<H1Pool>),
     Http2(H2Shared),
 }
 
