@@ -283,10 +283,14 @@ impl Gateway {
             .count_tunnels_in(self.observability.metrics().tunnels());
         self.accounts.reconfigure(&live.config);
         let live = Arc::new(live);
-        for cell in self.live.iter() {
-            cell.store(Arc::new(Arc::clone(&live)));
-        }
-        self.reloads.send_modify(|generation| *generation += 1);
+        // Under the watch's lock, so two reloads at once cannot leave the
+        // workers with different configurations.
+        self.reloads.send_modify(|generation| {
+            for cell in self.live.iter() {
+                cell.store(Arc::new(Arc::clone(&live)));
+            }
+            *generation += 1;
+        });
     }
 
     pub fn authenticator(&self) -> &Authenticator {
