@@ -513,4 +513,61 @@ mod tests {
             "only the connection the target closed is gone"
         );
     }
+
+    /// Two workers, each on its own thread and runtime, take and return
+    /// the one connection a cap of 1 allows, over and over, so the other
+    /// worker is often queued when it comes back: a connection left idle
+    /// while a request waits hangs a worker (with returns that skip the
+    /// queue, this fails). The narrower race, a return between a request's
+    /// announcement and its queueing, is closed by the fences in
+    /// `check_in` and `open_or_queue`; this test seldom lands in it.
+    #[test]
+    fn two_workers_share_one_connection_and_each_return_reaches_a_waiter() {
+        const ROUNDS: usize = 2_000;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Accepts and holds the one connection (a second would break the cap).
+        std::thread::spawn(move || {
+            let held: Vec<_> = listener.incoming().take(2).collect();
+            drop(held);
+        });
+        let pool = Arc::new(H1Pool::new(1, 16, 2));
+        let workers: Vec<_> = (0..2)
+            .map(|worker| {
+                let pool = Arc::clone(&pool);
+                std::thread::spawn(move || {
+                    crate::worker::enter(worker);
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap();
+                    runtime.block_on(async {
+                        for _ in 0..ROUNDS {
+                            let checkout =
+                                tokio::time::timeout(Duration::from_secs(10), pool.check_out())
+                                    .await
+                                    .expect("a worker waited for a connection that sat idle")
+                                    .unwrap();
+                            let conn = match checkout {
+                                Checkout::Idle(conn) => conn,
+                                Checkout::Connect(slot) => {
+                                    let stream = TcpStream::connect(addr).await.unwrap();
+                                    H1Conn::handshake(UpstreamIo::Plain(stream), slot)
+                                        .await
+                                        .unwrap()
+                                }
+                            };
+                            tokio::task::yield_now().await;
+                            conn.return_to_pool();
+                        }
+                    });
+                })
+            })
+            .collect();
+        for worker in workers {
+            worker.join().unwrap();
+        }
+        assert_eq!(pool.live(), 1, "one connection served both workers");
+        assert_eq!(pool.idle(), 1);
+    }
 }
