@@ -85,37 +85,44 @@ impl Authenticator {
         let verified = self.verifier.verify_remembering(presented, now, memo)?;
         // Read before the list is: a revocation after this read moves it.
         let generation = self.revocations.generation();
-        if memo.admitted_in(&verified, generation) {
-            // Not revoked when the list was as it is now: only staleness
-            // can have changed.
-            self.fresh(now)?;
-            return Ok(verified.identity.as_ref().map_err(|err| *err)?.clone());
+        let identity = self.signed_identity(&verified, now)?;
+        // Not revoked when the list was as it is now: no need to look again.
+        if !memo.admitted_in(&verified, generation) {
+            self.check_not_revoked(identity)?;
+            memo.admit(&verified, generation);
         }
-        let identity = self.admit(&verified, now)?;
-        memo.admit(&verified, generation);
-        Ok(identity)
+        Ok(identity.clone())
     }
 
-    /// Fails closed: with other instances' revocations unknown, a valid
-    /// signature is not enough.
-    fn fresh(&self, now: SystemTime) -> Result<(), AuthError> {
-        match self.revocations.stale_for(now) {
-            Some(stale_for) => Err(AuthError::Stale { stale_for }),
-            None => Ok(()),
+    /// The identity a verified token names, while the revocation list can
+    /// be trusted. Fails closed: with other instances' revocations
+    /// unknown, a valid signature is not enough.
+    fn signed_identity<'t>(
+        &self,
+        verified: &'t VerifiedToken,
+        now: SystemTime,
+    ) -> Result<&'t Identity, AuthError> {
+        if let Some(stale_for) = self.revocations.stale_for(now) {
+            return Err(AuthError::Stale { stale_for });
+        }
+        Ok(verified.identity.as_ref().map_err(|err| *err)?)
+    }
+
+    fn check_not_revoked(&self, identity: &Identity) -> Result<(), AuthError> {
+        match self.revocations.allows(
+            identity.user_id.as_str(),
+            identity.version,
+            identity.session.as_deref(),
+        ) {
+            true => Ok(()),
+            false => Err(AuthError::Revoked),
         }
     }
 
     /// The identity of a verified token, unless it has been revoked.
     fn admit(&self, verified: &VerifiedToken, now: SystemTime) -> Result<Identity, AuthError> {
-        self.fresh(now)?;
-        let identity = verified.identity.as_ref().map_err(|err| *err)?;
-        if !self.revocations.allows(
-            identity.user_id.as_str(),
-            identity.version,
-            identity.session.as_deref(),
-        ) {
-            return Err(AuthError::Revoked);
-        }
+        let identity = self.signed_identity(verified, now)?;
+        self.check_not_revoked(identity)?;
         Ok(identity.clone())
     }
 

@@ -81,7 +81,7 @@ impl RevocationList {
         self.changes.subscribe()
     }
 
-    /// How many revocations the list holds so far. A caller that found a
+    /// How many times the list has changed so far. A caller that found a
     /// token allowed when this read `n` may take it as allowed for as long
     /// as it still reads `n`: every revocation is readable before the count
     /// moves past it. Pruning does not move it, as it allows nothing new.
