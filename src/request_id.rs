@@ -19,6 +19,16 @@ const MAX_LEN: usize = 128;
 pub(crate) struct RequestId(HeaderValue);
 
 impl RequestId {
+    /// Marked for HPACK's "never indexed" form: an id is sent once, so an
+    /// HTTP/2 encoder that indexed it would fill its table with entries no
+    /// later header matches, evicting the ones that do (`date`, `server`),
+    /// and search a chain of earlier ids on every answer. HTTP/1 ignores
+    /// the mark.
+    fn new(mut value: HeaderValue) -> Self {
+        value.set_sensitive(true);
+        Self(value)
+    }
+
     /// The trusted proxy's id when there is exactly one and it is well
     /// formed; a fresh one otherwise. An untrusted client's id is never
     /// kept: it could collide with, or impersonate, another request's logs.
@@ -27,7 +37,7 @@ impl RequestId {
             let mut sent = headers.get_all(X_REQUEST_ID).iter();
             if let (Some(id), None) = (sent.next(), sent.next()) {
                 if is_well_formed(id.as_bytes()) {
-                    return Self(id.clone());
+                    return Self::new(id.clone());
                 }
             }
         }
@@ -57,9 +67,9 @@ impl RequestId {
         PREFIX.with(|prefix| text.extend_from_slice(prefix));
         push_hex(&mut text, count, 10);
         match HeaderValue::from_maybe_shared(Bytes::from(text)) {
-            Ok(value) => Self(value),
+            Ok(value) => Self::new(value),
             // Hex digits and a dash are always a valid header value.
-            Err(_) => Self(HeaderValue::from_static("-")),
+            Err(_) => Self::new(HeaderValue::from_static("-")),
         }
     }
 
@@ -142,6 +152,14 @@ mod tests {
             push_hex(&mut out, value, min);
             assert_eq!(out, format!("{value:0min$x}").into_bytes(), "{value:#x}");
         }
+    }
+
+    #[test]
+    fn ids_are_marked_never_to_be_indexed() {
+        let kept = RequestId::for_request(&headers(&["4bf92f35"]), true);
+        let generated = RequestId::for_request(&headers(&[]), false);
+        assert!(kept.header().is_sensitive());
+        assert!(generated.header().is_sensitive());
     }
 
     #[test]
