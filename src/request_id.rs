@@ -62,6 +62,8 @@ impl RequestId {
             // Ids are cut from one block per thread, so an id costs no
             // allocation of its own: the block is shared by the ids cut
             // from it (a reference count) and freed with the last of them.
+            // An id held long (a long poll waiting for its answer) keeps
+            // its whole block: [`BLOCK_LEN`] bounds that.
             static BLOCK: RefCell<BytesMut> = RefCell::new(BytesMut::new());
         }
         let count = COUNTER.with(|counter| counter.replace(counter.get().wrapping_add(1)));
@@ -96,8 +98,10 @@ impl RequestId {
 /// A generated id's longest form: two 64-bit numbers in hex and a dash.
 const ID_MAX_LEN: usize = 16 + 1 + 16;
 
-/// The size of the block ids are cut from: about 150 ids.
-const BLOCK_LEN: usize = 4096;
+/// The size of the block ids are cut from: 37 ids, one allocation for
+/// them all; and at most this much kept by a request whose id outlives
+/// its block's other ids.
+const BLOCK_LEN: usize = 1024;
 
 /// `value` in lower-case hex, at least `min_digits` long (zero-padded).
 fn push_hex(out: &mut impl BufMut, value: u64, min_digits: usize) {
