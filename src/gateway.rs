@@ -281,11 +281,12 @@ impl Gateway {
     pub fn install(&self, mut live: Live) {
         live.proxy
             .count_tunnels_in(self.observability.metrics().tunnels());
-        self.accounts.reconfigure(&live.config);
         let live = Arc::new(live);
         // Under the watch's lock, so two reloads at once cannot leave the
-        // workers with different configurations.
+        // workers, or the workers and the account throttle, with different
+        // configurations.
         self.reloads.send_modify(|generation| {
+            self.accounts.reconfigure(&live.config);
             for cell in self.live.iter() {
                 cell.store(Arc::new(Arc::clone(&live)));
             }

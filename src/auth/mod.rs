@@ -108,14 +108,18 @@ impl Authenticator {
         Ok(verified.identity.as_ref().map_err(|err| *err)?)
     }
 
+    /// Refuses an identity whose user, credential version or session the
+    /// revocation list has revoked.
     fn check_not_revoked(&self, identity: &Identity) -> Result<(), AuthError> {
-        match self.revocations.allows(
+        let allowed = self.revocations.allows(
             identity.user_id.as_str(),
             identity.version,
             identity.session.as_deref(),
-        ) {
-            true => Ok(()),
-            false => Err(AuthError::Revoked),
+        );
+        if allowed {
+            Ok(())
+        } else {
+            Err(AuthError::Revoked)
         }
     }
 
