@@ -138,12 +138,18 @@ async fn hold_the_worker(gw: &TestGateway, n: usize) {
 /// loaded machine lets the change commit after the login's session was
 /// created instead, the change must have ended that session: nothing it was
 /// given may work, and nothing reaches the upstream.
-async fn assert_no_surviving_session(gw: &TestGateway, upstream: &Upstream, login: &Response) {
+/// `raced` names what the login raced, for the failure message.
+async fn assert_no_surviving_session(
+    gw: &TestGateway,
+    upstream: &Upstream,
+    login: &Response,
+    raced: &str,
+) {
     if login.status == 200 {
         let renewed = refresh(gw, &field(login, "refreshToken")).await;
         assert_eq!(
             renewed.status, 401,
-            "the raced login's refresh token minted a new pair"
+            "the login racing {raced}: its refresh token minted a new pair"
         );
         let access = gw
             .client()
@@ -151,14 +157,14 @@ async fn assert_no_surviving_session(gw: &TestGateway, upstream: &Upstream, logi
             .bearer(&field(login, "accessToken"))
             .send()
             .await;
-        assert_eq!(access.status, 401);
-        assert!(upstream.received().is_empty());
+        assert_eq!(access.status, 401, "the login racing {raced}");
+        assert!(upstream.received().is_empty(), "the login racing {raced}");
         return;
     }
     assert_eq!(
         (login.status.as_u16(), login.code().as_str()),
         (401, "INVALID_CREDENTIALS"),
-        "{:?}",
+        "the login racing {raced}: {:?}",
         login.body
     );
 }
@@ -198,7 +204,7 @@ async fn a_login_racing_a_password_change_gets_no_session() {
     let login = spawn_login(&gw, "race@example.com", OLD).await;
     assert_eq!(change.await.unwrap().status, 204);
     let login = login.await.unwrap();
-    assert_no_surviving_session(&gw, &upstream, &login).await;
+    assert_no_surviving_session(&gw, &upstream, &login, "a password change").await;
     // The change stands, and the path works with the new password.
     let old = spawn_login(&gw, "race@example.com", OLD).await.await;
     assert_eq!(old.unwrap().status, 401);
@@ -261,7 +267,7 @@ async fn a_login_racing_logout_all_role_change_or_deletion_gets_no_session() {
         assert_eq!(blocker.await.unwrap().status, 401);
         action.run(&gw, &admin, &user_token, &user_id).await;
         let login = login.await.unwrap();
-        assert_no_surviving_session(&gw, &upstream, &login).await;
+        assert_no_surviving_session(&gw, &upstream, &login, &format!("{action:?}")).await;
     }
     // Sessions that raced nothing work, with the new role.
     assert_login_works(&gw, &upstream, "user-0@example.com", OLD).await;
@@ -304,7 +310,7 @@ async fn a_rehash_on_login_never_reverts_a_password_change() {
     let login = spawn_login(&gw, "rehash@example.com", OLD).await;
     assert_eq!(change.await.unwrap().status, 204);
     let login = login.await.unwrap();
-    assert_no_surviving_session(&gw, &upstream, &login).await;
+    assert_no_surviving_session(&gw, &upstream, &login, "a password change").await;
     // The change stands: the old password is refused, the new one works.
     let old = spawn_login(&gw, "rehash@example.com", OLD).await.await;
     assert_eq!(old.unwrap().status, 401);
