@@ -37,6 +37,9 @@ pub struct Recorded {
 pub enum Behavior {
     /// 200 with a short body.
     Ok,
+    /// 200 whose body is the request's target (path and query), so each
+    /// client can tell its own answer from another's.
+    Target,
     /// Never answers (504 tests).
     Hang,
     /// 200 with this many zero bytes, streamed.
@@ -307,13 +310,14 @@ async fn handle(
             Err(frame) => trailers = frame.into_trailers().ok(),
         }
     }
+    let target = parts
+        .uri
+        .path_and_query()
+        .map(|pq| pq.as_str().to_owned())
+        .unwrap_or_default();
     received.lock().unwrap().push(Recorded {
         method: parts.method.clone(),
-        target: parts
-            .uri
-            .path_and_query()
-            .map(|pq| pq.as_str().to_owned())
-            .unwrap_or_default(),
+        target: target.clone(),
         headers: parts.headers.clone(),
         body_len,
         trailers,
@@ -321,6 +325,7 @@ async fn handle(
     arrived.notify_waiters();
     let response = match behavior {
         Behavior::Ok => Response::new(full(b"upstream-ok")),
+        Behavior::Target => Response::new(Full::new(Bytes::from(target)).boxed()),
         Behavior::Hang => {
             std::future::pending::<()>().await;
             unreachable!()
