@@ -16,10 +16,12 @@ use tokio::time::Instant;
 
 /// How much longer than the first waiter of a connection's own worker
 /// another worker's first waiter may wait before the connection crosses to
-/// it. Small beside an upstream's answer under queueing (tens of ms at the
-/// cap in bench/run.sh's HTTP/2 scenario), large beside the difference
-/// between two balanced queues' heads.
-pub(super) const FAIRNESS: Duration = Duration::from_millis(5);
+/// it. Large beside how far two busy workers' queue heads drift apart on
+/// their own: at 5 ms, connections crossed on most returns in bench/run.sh's
+/// HTTP/2 scenario with two workers sharing cores with the upstream, and
+/// the extra wake-ups cost a third more CPU per request (bench/RESULTS.md,
+/// "Issue 12, fourteenth round"). Small beside a request's `timeout`.
+pub(super) const FAIRNESS: Duration = Duration::from_millis(100);
 
 pub(super) struct Waiters<T> {
     /// Indexed by worker; oldest first.
