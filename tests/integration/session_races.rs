@@ -151,14 +151,7 @@ async fn assert_no_surviving_session(
             renewed.status, 401,
             "the login racing {raced}: its refresh token minted a new pair"
         );
-        let access = gw
-            .client()
-            .get("/api/x")
-            .bearer(&field(login, "accessToken"))
-            .send()
-            .await;
-        assert_eq!(access.status, 401, "the login racing {raced}");
-        assert!(upstream.received().is_empty(), "the login racing {raced}");
+        assert_access_refused(gw, upstream, login, &format!("the login racing {raced}")).await;
         return;
     }
     assert_eq!(
@@ -167,6 +160,23 @@ async fn assert_no_surviving_session(
         "the login racing {raced}: {:?}",
         login.body
     );
+}
+
+/// The login's access token is refused, and nothing reached the upstream.
+async fn assert_access_refused(
+    gw: &TestGateway,
+    upstream: &Upstream,
+    login: &Response,
+    what: &str,
+) {
+    let access = gw
+        .client()
+        .get("/api/x")
+        .bearer(&field(login, "accessToken"))
+        .send()
+        .await;
+    assert_eq!(access.status, 401, "{what}");
+    assert!(upstream.received().is_empty(), "{what}");
 }
 
 /// Logs in and proves the session reaches the upstream.
@@ -264,14 +274,7 @@ impl Action {
         if matches!(self, Action::RoleChange) && login.status == 200 {
             // Created before the role change committed: a role change ends no
             // session, but no token with the old role may work after it.
-            let access = gw
-                .client()
-                .get("/api/x")
-                .bearer(&field(login, "accessToken"))
-                .send()
-                .await;
-            assert_eq!(access.status, 401, "an access token with the old role");
-            assert!(upstream.received().is_empty());
+            assert_access_refused(gw, upstream, login, "an access token with the old role").await;
             let renewed = refresh(gw, &field(login, "refreshToken")).await;
             if renewed.status == 200 {
                 let claims = access_claims(&field(&renewed, "accessToken"));
