@@ -10,6 +10,7 @@
 //! when it answers, everything queued before it has run. The margins are
 //! whole argon2 runs against one local round trip.
 
+use authgate::auth::claims::AccessClaims;
 use serde_json::json;
 use tokio::task::JoinHandle;
 
@@ -19,6 +20,8 @@ use crate::support::{Behavior, GatewayOptions, Response, TestGateway, Upstream};
 
 const OLD: &str = "password-old";
 const NEW: &str = "password-new";
+/// The role the role change gives.
+const NEW_ROLE: &str = "editor";
 
 /// One argon2 worker; each run is long against a local round trip.
 const ONE_SLOW_WORKER: &str =
@@ -237,7 +240,7 @@ impl Action {
             Action::RoleChange => client
                 .request(http::Method::PATCH, &format!("/auth/users/{user_id}"))
                 .bearer(admin)
-                .json(&json!({"role": "editor"}))
+                .json(&json!({"role": NEW_ROLE}))
                 .send(),
             Action::Delete => client
                 .request(http::Method::DELETE, &format!("/auth/users/{user_id}"))
@@ -261,13 +264,13 @@ impl Action {
         login: &Response,
         read_before: u32,
     ) {
-        if login.status == 200 && version(&field(login, "accessToken")) > read_before {
+        let minted = (login.status == 200).then(|| access_claims(&field(login, "accessToken")));
+        if let Some(claims) = minted.as_ref().filter(|claims| claims.ver > read_before) {
             // Read after the action committed: an ordinary later login, of a
             // user the action left able to log in, with what it left.
             assert!(!matches!(self, Action::Delete), "a deleted user logged in");
-            let claims = access_claims(&field(login, "accessToken"));
             if matches!(self, Action::RoleChange) {
-                assert_eq!(claims["role"], "editor", "{claims}");
+                assert_eq!(claims.role, NEW_ROLE, "{claims:?}");
             }
             return;
         }
@@ -278,7 +281,7 @@ impl Action {
             let renewed = refresh(gw, &field(login, "refreshToken")).await;
             if renewed.status == 200 {
                 let claims = access_claims(&field(&renewed, "accessToken"));
-                assert_eq!(claims["role"], "editor", "{claims}");
+                assert_eq!(claims.role, NEW_ROLE, "{claims:?}");
             }
             return;
         }
@@ -286,22 +289,15 @@ impl Action {
     }
 }
 
-/// The payload of an access token; the test reads what it was minted with.
-fn access_claims(token: &str) -> serde_json::Value {
+/// What an access token was minted with, read from its payload (the test
+/// trusts the gateway's signature).
+fn access_claims(token: &str) -> AccessClaims {
     use base64::Engine;
     let payload = token.split('.').nth(1).expect("a JWT has a payload");
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload)
         .expect("the payload is base64url");
-    serde_json::from_slice(&bytes).expect("the payload is JSON")
-}
-
-/// The user's token version when `token` was minted.
-fn version(token: &str) -> u32 {
-    let ver = access_claims(token)["ver"]
-        .as_u64()
-        .expect("a version claim");
-    u32::try_from(ver).expect("a u32 version")
+    serde_json::from_slice(&bytes).expect("the payload is access claims")
 }
 
 /// A login whose check is running while logout-all, a role change or a
@@ -333,7 +329,7 @@ async fn a_login_racing_logout_all_role_change_or_deletion_gets_no_session() {
         action.run(&gw, &admin, &user_token, &user_id).await;
         let login = login.await.unwrap();
         action
-            .assert_login_outcome(&gw, &upstream, &login, version(&user_token))
+            .assert_login_outcome(&gw, &upstream, &login, access_claims(&user_token).ver)
             .await;
     }
     // Sessions that raced nothing work, with the new role.
@@ -345,7 +341,7 @@ async fn a_login_racing_logout_all_role_change_or_deletion_gets_no_session() {
         .bearer(&field(&fresh.unwrap(), "accessToken"))
         .send()
         .await;
-    assert_eq!(me.json()["role"], "editor", "{:?}", me.body);
+    assert_eq!(me.json()["role"], NEW_ROLE, "{:?}", me.body);
 }
 
 /// After the operator raises the argon2 cost, a login with the old password
