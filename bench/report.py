@@ -85,6 +85,7 @@ SCENARIOS = [
     ("badtoken", "forged token (401), 64 conns"),
     ("c8", "8 conns, closed loop (as fast as answered)"),
     ("rate8", "moderate load: 8 conns at a fixed rate"),
+    ("rate1", "moderate load: 1 conn at the same total rate"),
 ]
 FRONTS = ["direct", "nginx", "authgate"]
 

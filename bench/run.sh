@@ -22,6 +22,9 @@ SCENARIOS=${BENCH_SCENARIOS:-h1 h2 two newconn body1m badtoken c8 rate8 store}
 # "store": login, refresh and proxied requests, PostgreSQL store against sled (bench/store.sh).
 # "two": HTTP/1.1 like h1, through a route with two targets (round robin).
 RPS_PER_CONN=${BENCH_RATE:-500}       # rate8: requests/s per connection (x 8)
+# "rate1" (not in the default list): rate8's total rate over one connection,
+# so no two requests arrive together; tells a front's own added latency from
+# the queueing of the bursts 8 connections make.
 SKIP_MEMORY=${BENCH_SKIP_MEMORY:-0}   # 1: skip streaming, idle-connection and login-flood parts
 COMPARE_ALG=${BENCH_COMPARE_ALG-EdDSA} # token algorithm compared with HS256 ("" to skip)
 ALG_PORT=${BENCH_ALG_PORT:-18445}     # the second authgate, signing with $COMPARE_ALG
@@ -405,6 +408,7 @@ run_one() { # scenario front round
         badtoken) cmd=(wrk -t"$WRK_THREADS" -c64 -d"${DURATION}s" --latency -H "Authorization: Bearer $FORGED" "$url") ;;
         c8) cmd=(wrk -t1 -c8 -d"${DURATION}s" --latency -H "$AUTH" "$url") ;;
         rate8) cmd=(h2load --h1 -t1 -c8 --rps="$RPS_PER_CONN" -D "$DURATION" --log-file="$log" -H "$AUTH" "$url") ;;
+        rate1) cmd=(h2load --h1 -t1 -c1 --rps="$((RPS_PER_CONN * 8))" -D "$DURATION" --log-file="$log" -H "$AUTH" "$url") ;;
     esac
     show_cmd taskset -c "$LOAD_CPUS" "${cmd[@]}"
     rm -f "$log"
