@@ -7,6 +7,7 @@
 #
 #   bench/instructions.sh                  # HTTP/1.1, 4,000 requests
 #   INSTR_PROTO=h2 bench/instructions.sh   # HTTP/2, 10 streams per connection
+#   INSTR_TARGETS=2 bench/instructions.sh  # through a route with two targets (round robin), as run.sh's "two"
 #   BENCH_BIN=path bench/instructions.sh   # another build, no cargo build
 #   INSTR_KEEP=dir bench/instructions.sh   # keep the callgrind profiles in dir
 #   INSTR_CALLGRIND_ARGS=--dump-instr=yes  # extra callgrind options (bench/atomics.py needs this one)
@@ -26,6 +27,8 @@ set -euo pipefail
 N=${INSTR_REQUESTS:-4000}
 PROTO=${INSTR_PROTO:-h1}
 UP_PORT=${INSTR_UP_PORT:-29080}
+UP_PORT2=${INSTR_UP_PORT2:-29081} # the second target with INSTR_TARGETS=2
+TARGETS=${INSTR_TARGETS:-1}
 NGINX_PORT=${INSTR_NGINX_PORT:-29443}
 AG_PORT=${INSTR_AUTHGATE_PORT:-29444}
 # shellcheck source=bench/lib.sh
@@ -47,14 +50,16 @@ make_cert_chain "$TMP" "/CN=ca"
     cat <<EOF
 http { access_log off; keepalive_requests 100000000; keepalive_timeout 300s;
 $(nginx_temp_paths "$TMP/up")
-  server { listen 127.0.0.1:$UP_PORT; location = / { default_type text/plain; return 200 "$BODY"; } } }
+  server { listen 127.0.0.1:$UP_PORT; listen 127.0.0.1:$UP_PORT2;
+    location = / { default_type text/plain; return 200 "$BODY"; }
+    location = /two/ { default_type text/plain; return 200 "$BODY"; } } }
 EOF
 } >up/nginx.conf
 start_nginx "$TMP/up" "" "upstream nginx did not start"
 # The same front as bench/run.sh's nginx (lib.sh's): TLS, upstream keep-alive, no auth.
 {
     nginx_main "$TMP/ng" 4000
-    nginx_front_http "$TMP/ng" "$NGINX_PORT" "" "$UP_PORT"
+    nginx_front_http "$TMP/ng" "$NGINX_PORT" "" "$UP_PORT" "$UP_PORT2"
 } >ng/nginx.conf
 cat >ag/authgate.toml <<EOF
 [server]
@@ -78,7 +83,16 @@ name = "bench"
 path_prefix = "/"
 upstream = "http://127.0.0.1:$UP_PORT"
 auth = "required"
+
+[[route]]
+name = "two"
+path_prefix = "/two/"
+upstreams = ["http://127.0.0.1:$UP_PORT", "http://127.0.0.1:$UP_PORT2"]
+balance = "round_robin"
+auth = "required"
 EOF
+LOAD_PATH=/
+if [[ $TARGETS == 2 ]]; then LOAD_PATH=/two/; fi
 export AUTHGATE_ACCESS_SECRET=$(openssl rand -base64 48) AUTHGATE_LOG=warn
 
 wait_port() { wait_listening "$1" "" 600 "" "nothing answered on port $1"; }
@@ -98,7 +112,7 @@ cp -a ag/store.sled ag/store.pristine
 load() { # port requests
     local mode=(--h1)
     [[ $PROTO == h2 ]] && mode=(-m 10)
-    h2load "${mode[@]}" -n "$2" -c 4 -H "Authorization: Bearer $TOKEN" "https://127.0.0.1:$1/" >"$TMP/load.txt"
+    h2load "${mode[@]}" -n "$2" -c 4 -H "Authorization: Bearer $TOKEN" "https://127.0.0.1:$1$LOAD_PATH" >"$TMP/load.txt"
     grep -q "$2 succeeded" "$TMP/load.txt" || die "not every request succeeded: $(grep succeeded "$TMP/load.txt")"
 }
 
@@ -138,8 +152,8 @@ measure() { # name port command...
     printf '| %s | %d | %d | %d |\n' "$name" $(((b - a) / N)) $(((sb - sa) / N)) $(((b - a - sb + sa) / N))
 }
 
-printf '%s, %d requests measured (h2load -c 4%s), %s\n\n' "$PROTO" "$N" \
-    "$([[ $PROTO == h2 ]] && echo ' -m 10')" "$("$BIN" --version 2>/dev/null || echo authgate)"
+printf '%s, %d requests measured (h2load -c 4%s) on %s, %s\n\n' "$PROTO" "$N" \
+    "$([[ $PROTO == h2 ]] && echo ' -m 10')" "$LOAD_PATH ($TARGETS target(s))" "$("$BIN" --version 2>/dev/null || echo authgate)"
 echo "| front | instructions per request | of which SHA-256 | without SHA-256 |"
 echo "|---|---:|---:|---:|"
 (cd ag && measure authgate "$AG_PORT" "$BIN" --config "$TMP/ag/authgate.toml" serve)
