@@ -83,14 +83,8 @@ name = "bench"
 path_prefix = "/"
 upstream = "http://127.0.0.1:$UP_PORT"
 auth = "required"
-
-[[route]]
-name = "two"
-path_prefix = "/two/"
-upstreams = ["http://127.0.0.1:$UP_PORT", "http://127.0.0.1:$UP_PORT2"]
-balance = "round_robin"
-auth = "required"
 EOF
+authgate_route_two "$UP_PORT" "$UP_PORT2" >>ag/authgate.toml
 LOAD_PATH=/
 if [[ $TARGETS == 2 ]]; then LOAD_PATH=/two/; fi
 export AUTHGATE_ACCESS_SECRET=$(openssl rand -base64 48) AUTHGATE_LOG=warn

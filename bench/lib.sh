@@ -152,6 +152,21 @@ nginx_temp_paths() { # prefix-dir
 EOF
 }
 
+# authgate's route "two" (bench/run.sh's scenario of that name): /two/ round
+# robin over two upstream ports, the counterpart of nginx_front_http's /two/.
+authgate_route_two() { # upstream-port second-upstream-port [max-upstream-connections]
+    cat <<EOF
+
+[[route]]
+name = "two"
+path_prefix = "/two/"
+upstreams = ["http://127.0.0.1:$1", "http://127.0.0.1:$2"]
+balance = "round_robin"
+auth = "required"
+${3:+max_upstream_connections = $3}
+EOF
+}
+
 # The http block of the nginx front that authgate is compared with: TLS with
 # $TMP/chain.pem, reverse proxy to the upstream with upstream keep-alive, no
 # auth. With a second upstream port, /two/ goes round robin to both.

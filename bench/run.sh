@@ -266,16 +266,7 @@ auth = "required"
 ${MAX_UPSTREAM:+max_upstream_connections = $MAX_UPSTREAM}
 EOF
 if [[ " $SCENARIOS " == *" two "* ]]; then
-    cat >>"$AG/authgate.toml" <<EOF
-
-[[route]]
-name = "two"
-path_prefix = "/two/"
-upstreams = ["http://127.0.0.1:$UP_PORT", "http://127.0.0.1:$UP_PORT2"]
-balance = "round_robin"
-auth = "required"
-${MAX_UPSTREAM:+max_upstream_connections = $MAX_UPSTREAM}
-EOF
+    authgate_route_two "$UP_PORT" "$UP_PORT2" "$MAX_UPSTREAM" >>"$AG/authgate.toml"
 fi
 (
     cd "$AG"
