@@ -29,6 +29,12 @@ PROTO=${INSTR_PROTO:-h1}
 UP_PORT=${INSTR_UP_PORT:-29080}
 UP_PORT2=${INSTR_UP_PORT2:-29081} # the second target with INSTR_TARGETS=2
 TARGETS=${INSTR_TARGETS:-1}
+SECOND=""       # the second target's port, only with INSTR_TARGETS=2
+LOAD_PATH=/
+if [[ $TARGETS == 2 ]]; then
+    SECOND=$UP_PORT2
+    LOAD_PATH=/two/
+fi
 NGINX_PORT=${INSTR_NGINX_PORT:-29443}
 AG_PORT=${INSTR_AUTHGATE_PORT:-29444}
 # shellcheck source=bench/lib.sh
@@ -59,7 +65,7 @@ start_nginx "$TMP/up" "" "upstream nginx did not start"
 # The same front as bench/run.sh's nginx (lib.sh's): TLS, upstream keep-alive, no auth.
 {
     nginx_main "$TMP/ng" 4000
-    nginx_front_http "$TMP/ng" "$NGINX_PORT" "" "$UP_PORT" "$UP_PORT2"
+    nginx_front_http "$TMP/ng" "$NGINX_PORT" "" "$UP_PORT" "$SECOND"
 } >ng/nginx.conf
 cat >ag/authgate.toml <<EOF
 [server]
@@ -84,9 +90,9 @@ path_prefix = "/"
 upstream = "http://127.0.0.1:$UP_PORT"
 auth = "required"
 EOF
-authgate_route_two "$UP_PORT" "$UP_PORT2" >>ag/authgate.toml
-LOAD_PATH=/
-if [[ $TARGETS == 2 ]]; then LOAD_PATH=/two/; fi
+if [[ -n $SECOND ]]; then
+    authgate_route_two "$UP_PORT" "$SECOND" >>ag/authgate.toml
+fi
 export AUTHGATE_ACCESS_SECRET=$(openssl rand -base64 48) AUTHGATE_LOG=warn
 
 wait_port() { wait_listening "$1" "" 600 "" "nothing answered on port $1"; }
