@@ -276,8 +276,8 @@ impl Drop for Upstream {
 
 type UpstreamBody = BoxBody<Bytes, Infallible>;
 
-fn full(bytes: &'static [u8]) -> UpstreamBody {
-    Full::new(Bytes::from_static(bytes)).boxed()
+fn full(bytes: impl Into<Bytes>) -> UpstreamBody {
+    Full::new(bytes.into()).boxed()
 }
 
 /// Decrements the in-flight count when a request's handling ends.
@@ -324,8 +324,8 @@ async fn handle(
     });
     arrived.notify_waiters();
     let response = match behavior {
-        Behavior::Ok => Response::new(full(b"upstream-ok")),
-        Behavior::Target => Response::new(Full::new(Bytes::from(target)).boxed()),
+        Behavior::Ok => Response::new(full("upstream-ok")),
+        Behavior::Target => Response::new(full(target)),
         Behavior::Hang => {
             std::future::pending::<()>().await;
             unreachable!()
@@ -341,7 +341,7 @@ async fn handle(
             )
             .header("set-cookie", "authgate_csrf=stolen; Path=/")
             .header("set-cookie", "app=1; Path=/")
-            .body(full(b"cookies"))
+            .body(full("cookies"))
             .unwrap(),
         Behavior::WebSocketEcho => {
             let counters = Arc::clone(&counters);
@@ -364,7 +364,7 @@ async fn handle(
                 .status(StatusCode::SWITCHING_PROTOCOLS)
                 .header("upgrade", "websocket")
                 .header("connection", "upgrade")
-                .body(full(b""))
+                .body(full(""))
                 .unwrap()
         }
         Behavior::Events => Response::builder()
@@ -379,7 +379,7 @@ async fn handle(
             .unwrap(),
         Behavior::Status(code) => Response::builder()
             .status(code)
-            .body(full(b"status"))
+            .body(full("status"))
             .unwrap(),
         Behavior::Grpc => {
             let mut trailers = HeaderMap::new();
