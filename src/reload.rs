@@ -1,10 +1,11 @@
 //! Configuration reloads (SIGHUP): the file is read and everything built
 //! from it is validated before anything changes; then routes, upstreams,
 //! limits, throttle settings and the TLS certificate are swapped, each in
-//! one atomic step. Keys that only take effect at start are logged.
+//! one atomic step. Reloads run one at a time. Keys that only take effect at
+//! start are logged.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::config::{Config, ConfigError};
 use crate::gateway::{Gateway, Live};
@@ -27,6 +28,10 @@ pub struct Reloader {
     gateway: Arc<Gateway>,
     certs: Arc<CertStore>,
     path: PathBuf,
+    /// Held from reading the file to swapping the certificate, so two
+    /// reloads at once cannot pair one file's routes with the other's
+    /// certificate, and the file read last is the one left installed.
+    one_at_a_time: Mutex<()>,
 }
 
 impl Reloader {
@@ -35,12 +40,19 @@ impl Reloader {
             gateway,
             certs,
             path,
+            one_at_a_time: Mutex::new(()),
         }
     }
 
     /// Reads, validates and installs the file; logs the outcome. On error
     /// nothing changed.
     pub fn reload(&self) -> Result<(), ReloadError> {
+        // A reload that panicked left nothing half-installed that the lock
+        // guards: each swap is atomic on its own.
+        let _serial = self
+            .one_at_a_time
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let result = self.try_reload();
         match &result {
             Ok(()) => tracing::info!(path = %self.path.display(), "configuration reloaded"),
