@@ -4,6 +4,7 @@
 //! connections, which hyper does not time out), lingers on closed
 //! connections (`linger.rs`), and drains on shutdown.
 
+mod h2_streams;
 mod idle;
 mod linger;
 mod workers;
@@ -31,6 +32,7 @@ use crate::gateway::Gateway;
 use crate::proxy::answer::AnswerBody;
 use crate::service::{self, Connection};
 use crate::tasks::{ConnectionTasks, StopSignal, Tasks};
+use h2_streams::{StreamQueue, WithStreams};
 use idle::{StreamGuard, Streams, Tracked};
 
 /// How long an HTTP/2 connection asked to close (GOAWAY) may go on with no
@@ -118,7 +120,7 @@ impl Server {
         // tasks: dropping this future must stop them too.
         let _stop_on_drop = stop.fire_on_drop();
         let accept = Accept {
-            protocols: Arc::new(Protocols::new(&settings, &tasks)),
+            protocols: Arc::new(Protocols::new(&settings)),
             acceptor: TlsAcceptor::from(tls),
             gateway: Arc::clone(&gateway),
             slots,
@@ -261,11 +263,19 @@ fn spawn_timer_pacer(tasks: &Tasks, stop: StopSignal) {
 /// The HTTP/1.1 and HTTP/2 server settings, built once.
 struct Protocols {
     http1: http1::Builder,
-    http2: http2::Builder<Tasks>,
+    http2: Http2Settings,
+}
+
+/// What every HTTP/2 connection is built with. Its builder is made per
+/// connection: the executor in it queues the streams of that connection.
+struct Http2Settings {
+    max_concurrent_streams: u32,
+    max_header_list_size: u32,
+    keep_alive_interval: Duration,
 }
 
 impl Protocols {
-    fn new(settings: &ServerConfig, tasks: &Tasks) -> Self {
+    fn new(settings: &ServerConfig) -> Self {
         let mut http1 = http1::Builder::new();
         // No timer, so no header timeout of hyper's: it arms a timer on the
         // runtime's wheel for every request and cancels it once the head is
@@ -276,18 +286,29 @@ impl Protocols {
             .max_headers(settings.max_headers)
             .keep_alive(true)
             .half_close(false);
-        let mut http2 = http2::Builder::new(tasks.clone());
+        let http2 = Http2Settings {
+            max_concurrent_streams: settings.h2_max_concurrent_streams,
+            max_header_list_size: u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX),
+            keep_alive_interval: settings.idle_timeout / 2,
+        };
+        Self { http1, http2 }
+    }
+
+    /// An HTTP/2 server whose streams `queue` collects for the connection's task.
+    fn http2(&self, queue: StreamQueue) -> http2::Builder<StreamQueue> {
+        let settings = &self.http2;
+        let mut http2 = http2::Builder::new(queue);
         http2
             .timer(TokioTimer::new())
-            .max_concurrent_streams(settings.h2_max_concurrent_streams)
-            .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
+            .max_concurrent_streams(settings.max_concurrent_streams)
+            .max_header_list_size(settings.max_header_list_size)
             // Rapid reset (CVE-2023-44487): cap streams reset before being served,
             // and streams the server had to reset for protocol errors.
             .max_pending_accept_reset_streams(Some(50))
             .max_local_error_reset_streams(Some(256))
-            .keep_alive_interval(Some(settings.idle_timeout / 2))
+            .keep_alive_interval(Some(settings.keep_alive_interval))
             .keep_alive_timeout(Duration::from_secs(20));
-        Self { http1, http2 }
+        http2
     }
 }
 
@@ -346,10 +367,14 @@ impl ConnectionTask {
                 let guard = counted.open();
                 handle_counted(&connection, request, guard)
             });
-            let conn = self.protocols.http2.serve_connection(io, service);
+            let queue = StreamQueue::default();
+            let conn = self
+                .protocols
+                .http2(queue.clone())
+                .serve_connection(io, service);
             serve_h2(
-                conn,
-                |conn| conn.graceful_shutdown(),
+                WithStreams::new(conn, queue),
+                |conn| conn.connection().graceful_shutdown(),
                 &self.stop,
                 &streams,
                 self.h2_limits,

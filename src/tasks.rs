@@ -1,7 +1,7 @@
-//! The tasks the server starts — connections, their HTTP/2 streams and
-//! WebSocket tunnels, maintenance — tracked so that shutdown can wait for
-//! every one of them, and cancellable so that it can end what outlives the
-//! grace.
+//! The tasks the server starts — connections (their HTTP/2 streams run
+//! inside them), WebSocket tunnels, maintenance — tracked so that shutdown
+//! can wait for every one of them, and cancellable so that it can end what
+//! outlives the grace.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -69,18 +69,6 @@ impl Tasks {
     pub async fn wait(&self) {
         self.tracker.close();
         self.tracker.wait().await;
-    }
-}
-
-/// hyper starts each HTTP/2 stream's handler as a task of its own: here, so
-/// shutdown waits for them and aborts them with the rest.
-impl<F> hyper::rt::Executor<F> for Tasks
-where
-    F: Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    fn execute(&self, task: F) {
-        self.spawn(task);
     }
 }
 
