@@ -1,9 +1,12 @@
-//! WebSocket tunnels belong to the connection they were upgraded from: they
-//! hold its `max_connections` slot, count in the shutdown drain, and end with
-//! the gateway.
+//! WebSocket tunnels belong to the connection they were upgraded from, and
+//! HTTP/2 streams to the connection that carries them: they hold its
+//! `max_connections` slot, count in the shutdown drain, and end with the
+//! gateway.
 
 use std::time::{Duration, Instant};
 
+use http::Version;
+use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::client::TlsStream;
 
@@ -79,7 +82,7 @@ async fn a_tunnel_holds_its_slot_until_the_gateway_stops_and_closes_it() {
         "a slot is still held after serve returned"
     );
     // The tunnel was closed on both sides.
-    upstream.wait_for_tunnels_closed(1).await;
+    upstream.wait_for_closed(1).await;
     let mut rest = Vec::new();
     let closed = tokio::time::timeout(SHORT, tunnel.read_to_end(&mut rest)).await;
     assert!(
@@ -87,4 +90,70 @@ async fn a_tunnel_holds_its_slot_until_the_gateway_stops_and_closes_it() {
         "the client's side of the tunnel is still open"
     );
     assert!(rest.is_empty(), "{rest:?}");
+}
+
+/// A stream runs inside its HTTP/2 connection: one still open when the
+/// gateway stops holds the drain until the grace, then ends with its
+/// connection, the upstream's side included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_http2_stream_holds_the_drain_until_the_grace_then_ends_on_both_sides() {
+    let events = Upstream::start(Behavior::Events).await;
+    let gw = TestGateway::start_with(GatewayOptions {
+        server: format!("shutdown_grace = \"{}ms\"", GRACE.as_millis()),
+        routes: format!(
+            "[[route]]\nname = \"events\"\npath_prefix = \"/events/\"\nupstream = \"{}\"\n",
+            events.url()
+        ),
+        ..GatewayOptions::default()
+    })
+    .await;
+    let slots = gw.slots();
+    let (response, version) = gw
+        .client()
+        .get("/events/feed")
+        .bearer(&gw.token("events-user", "viewer"))
+        .http2()
+        .send_streaming()
+        .await;
+    assert_eq!(version, Version::HTTP_2);
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let first = tokio::time::timeout(SHORT, body.frame())
+        .await
+        .expect("the first event did not arrive")
+        .expect("the stream ended before its first event")
+        .expect("the stream failed before its first event");
+    assert_eq!(
+        first.into_data().ok().as_deref(),
+        Some(&b"data: hello\n\n"[..])
+    );
+    assert_eq!(slots.in_use(), 1);
+
+    let stopping = Instant::now();
+    tokio::time::timeout(GRACE + Duration::from_secs(10), gw.stop())
+        .await
+        .expect("serve did not return after the grace");
+    assert!(
+        stopping.elapsed() >= GRACE,
+        "serve returned after {:?}, before the grace, with a stream open",
+        stopping.elapsed()
+    );
+    assert_eq!(
+        slots.in_use(),
+        0,
+        "a slot is still held after serve returned"
+    );
+    // The gateway closed the upstream's side of the stream...
+    events.wait_for_closed(1).await;
+    // ...and the client's: its body ends (or fails) instead of waiting.
+    let rest = tokio::time::timeout(SHORT, async {
+        while let Some(Ok(frame)) = body.frame().await {
+            assert!(
+                !frame.is_data(),
+                "the stream carried more events: {frame:?}"
+            );
+        }
+    })
+    .await;
+    assert!(rest.is_ok(), "the client's stream is still open");
 }

@@ -222,18 +222,19 @@ impl Upstream {
         }
     }
 
-    /// Waits (bounded) until the gateway has closed `n` WebSocket tunnels.
-    pub async fn wait_for_tunnels_closed(&self, n: usize) {
+    /// Waits (bounded) until the gateway has closed `n` tunnels and event
+    /// streams.
+    pub async fn wait_for_closed(&self, n: usize) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             let notified = self.arrived.notified();
-            let closed = self.counters.tunnels_closed.load(Ordering::SeqCst);
+            let closed = self.closed();
             if closed >= n {
                 break;
             }
             assert!(
                 tokio::time::timeout_at(deadline, notified).await.is_ok(),
-                "upstream saw {closed} tunnels closed, expected {n}"
+                "upstream saw {closed} tunnels and event streams closed, expected {n}"
             );
         }
     }
@@ -373,6 +374,7 @@ async fn handle(
                 EventStream {
                     first: Some(Bytes::from_static(b"data: hello\n\n")),
                     counters,
+                    arrived,
                 }
                 .boxed(),
             )
@@ -405,6 +407,8 @@ async fn handle(
 struct EventStream {
     first: Option<Bytes>,
     counters: Arc<Counters>,
+    /// Told when the gateway closes the stream.
+    arrived: Arc<Notify>,
 }
 
 impl http_body::Body for EventStream {
@@ -425,5 +429,6 @@ impl http_body::Body for EventStream {
 impl Drop for EventStream {
     fn drop(&mut self) {
         self.counters.streams_closed.fetch_add(1, Ordering::SeqCst);
+        self.arrived.notify_waiters();
     }
 }
