@@ -8,7 +8,6 @@
 //! a peer that ignores GOAWAY) drops its streams with it.
 
 use std::future::Future;
-use std::mem;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
@@ -29,10 +28,6 @@ pub(super) struct StreamQueue {
 }
 
 impl StreamQueue {
-    fn take(&self) -> Vec<Stream> {
-        mem::take(&mut *self.lock())
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Stream>> {
         // Pushing or taking cannot leave the vector half-changed.
         self.started.lock().unwrap_or_else(PoisonError::into_inner)
@@ -91,12 +86,13 @@ impl<C: Future> Future for WithStreams<C> {
                 }
             }
             // Requests the connection just read: started now, so each
-            // reaches its upstream in this turn.
-            let started = this.queue.take();
+            // reaches its upstream in this turn. Drained, not taken: the
+            // queue keeps its capacity for the next ones.
+            let mut started = this.queue.lock();
             if started.is_empty() {
                 break;
             }
-            this.running.extend(started);
+            this.running.extend(started.drain(..));
         }
         match this.ended.take() {
             Some(output) if this.running.is_empty() => Poll::Ready(output),
