@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant};
 
+use authgate::server::ConnectionSlots;
 use http::Version;
 use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -44,17 +45,43 @@ pub async fn open_tunnel(gw: &TestGateway) -> TlsStream<tokio::net::TcpStream> {
     tls
 }
 
+/// A gateway with `routes` and a short shutdown grace.
+async fn gateway_with_grace(routes: String) -> TestGateway {
+    TestGateway::start_with(GatewayOptions {
+        server: format!("shutdown_grace = \"{}ms\"", GRACE.as_millis()),
+        routes,
+        ..GatewayOptions::default()
+    })
+    .await
+}
+
+/// Stops `gw` with `open` (a tunnel, a stream) still open: serve returns
+/// only once the grace has passed, with every slot given back.
+async fn stop_after_the_grace(gw: TestGateway, slots: &ConnectionSlots, open: &str) {
+    let stopping = Instant::now();
+    // stop() returns once serve has, and asserts nothing holds the gateway.
+    tokio::time::timeout(GRACE + Duration::from_secs(10), gw.stop())
+        .await
+        .expect("serve did not return after the grace");
+    assert!(
+        stopping.elapsed() >= GRACE,
+        "serve returned after {:?}, before the grace, with {open} open",
+        stopping.elapsed()
+    );
+    assert_eq!(
+        slots.in_use(),
+        0,
+        "a slot is still held after serve returned"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tunnel_holds_its_slot_until_the_gateway_stops_and_closes_it() {
     let upstream = Upstream::start(Behavior::WebSocketEcho).await;
-    let gw = TestGateway::start_with(GatewayOptions {
-        server: format!("shutdown_grace = \"{}ms\"", GRACE.as_millis()),
-        routes: format!(
-            "[[route]]\nname = \"ws\"\npath_prefix = \"/ws/\"\nupstream = \"{}\"\nwebsocket = true\n",
-            upstream.url()
-        ),
-        ..GatewayOptions::default()
-    })
+    let gw = gateway_with_grace(format!(
+        "[[route]]\nname = \"ws\"\npath_prefix = \"/ws/\"\nupstream = \"{}\"\nwebsocket = true\n",
+        upstream.url()
+    ))
     .await;
     let slots = gw.slots();
     let mut tunnel = open_tunnel(&gw).await;
@@ -66,21 +93,7 @@ async fn a_tunnel_holds_its_slot_until_the_gateway_stops_and_closes_it() {
         "the tunnel gave up its connection's slot"
     );
 
-    let stopping = Instant::now();
-    // stop() returns once serve has, and asserts nothing holds the gateway.
-    tokio::time::timeout(GRACE + Duration::from_secs(10), gw.stop())
-        .await
-        .expect("serve did not return after the grace");
-    assert!(
-        stopping.elapsed() >= GRACE,
-        "serve returned after {:?}, before the grace, with a tunnel open",
-        stopping.elapsed()
-    );
-    assert_eq!(
-        slots.in_use(),
-        0,
-        "a slot is still held after serve returned"
-    );
+    stop_after_the_grace(gw, &slots, "a tunnel").await;
     // The tunnel was closed on both sides.
     upstream.wait_for_closed(1).await;
     let mut rest = Vec::new();
@@ -98,14 +111,10 @@ async fn a_tunnel_holds_its_slot_until_the_gateway_stops_and_closes_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_open_http2_stream_holds_the_drain_until_the_grace_then_ends_on_both_sides() {
     let events = Upstream::start(Behavior::Events).await;
-    let gw = TestGateway::start_with(GatewayOptions {
-        server: format!("shutdown_grace = \"{}ms\"", GRACE.as_millis()),
-        routes: format!(
-            "[[route]]\nname = \"events\"\npath_prefix = \"/events/\"\nupstream = \"{}\"\n",
-            events.url()
-        ),
-        ..GatewayOptions::default()
-    })
+    let gw = gateway_with_grace(format!(
+        "[[route]]\nname = \"events\"\npath_prefix = \"/events/\"\nupstream = \"{}\"\n",
+        events.url()
+    ))
     .await;
     let slots = gw.slots();
     let (response, version) = gw
@@ -129,20 +138,7 @@ async fn an_open_http2_stream_holds_the_drain_until_the_grace_then_ends_on_both_
     );
     assert_eq!(slots.in_use(), 1);
 
-    let stopping = Instant::now();
-    tokio::time::timeout(GRACE + Duration::from_secs(10), gw.stop())
-        .await
-        .expect("serve did not return after the grace");
-    assert!(
-        stopping.elapsed() >= GRACE,
-        "serve returned after {:?}, before the grace, with a stream open",
-        stopping.elapsed()
-    );
-    assert_eq!(
-        slots.in_use(),
-        0,
-        "a slot is still held after serve returned"
-    );
+    stop_after_the_grace(gw, &slots, "a stream").await;
     // The gateway closed the upstream's side of the stream...
     events.wait_for_closed(1).await;
     // ...and the client's: its body ends (or fails) instead of waiting.
