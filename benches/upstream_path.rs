@@ -112,9 +112,13 @@ fn exchange_pool(rt: &Runtime, group: &UpstreamGroup, scrubber: &IdentityScrubbe
             .header("host", "bench")
             .body(ForwardBody::empty(scrubber.clone()))
             .unwrap();
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
         let response = group
-            .send(request, &PathAndQuery::from_static("/"), deadline)
+            .send(
+                request,
+                PathAndQuery::from_static("/"),
+                tokio::time::Instant::now(),
+                std::time::Duration::from_secs(5),
+            )
             .await
             .unwrap();
         let body = response.into_body().collect().await.unwrap().to_bytes();

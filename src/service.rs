@@ -5,9 +5,10 @@
 //! here, on its span, upstream and in the answer.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use http::header::{AUTHORIZATION, HOST, SET_COOKIE, UPGRADE};
 use http::{HeaderValue, Method, Request, Response, Version};
@@ -29,6 +30,7 @@ use crate::proxy::answer::AnswerBody;
 use crate::proxy::client_addr::client_address;
 use crate::proxy::headers::ClientSide;
 use crate::proxy::upgrade;
+use crate::proxy::Caller;
 use crate::request_id::{RequestId, X_REQUEST_ID};
 use crate::router;
 use crate::web;
@@ -79,8 +81,9 @@ struct Outcome<'live> {
     user: Option<Arc<str>>,
     /// The account endpoint, for the outcome metrics.
     action: Option<AccountAction>,
-    /// How long the upstream took to answer, when it was asked.
-    upstream: Option<Duration>,
+    /// When the upstream was asked, if it was: it has answered (or failed)
+    /// by the time the request's answer is counted.
+    asked: Option<Instant>,
 }
 
 impl Outcome<'_> {
@@ -94,252 +97,281 @@ impl Outcome<'_> {
 }
 
 /// Handles one request; never fails, so hyper never drops a connection for us.
-pub async fn handle(
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an `async fn` keeps a second copy of the request in its state (rust-lang/rust#62958)"
+)]
+pub fn handle(
     connection: Arc<Connection>,
     mut request: Request<Incoming>,
-) -> Result<Response<AnswerBody>, Infallible> {
-    let gateway = &connection.gateway;
-    let started = Instant::now();
-    let request_id = RequestId::for_request(request.headers(), connection.peer_trusted);
-    // Replaces whatever the client sent: the upstream sees the id we log.
-    request
-        .headers_mut()
-        .insert(X_REQUEST_ID, request_id.header().clone());
-    let method = request.method().clone();
-    let grpc = crate::error::is_grpc(request.headers());
-    // Every line logged while serving this request carries these fields;
-    // route and user are filled in once decided.
-    let span = tracing::info_span!(
-        "request",
-        request_id = request_id.as_str(),
-        method = %method,
-        peer = %connection.peer.ip(),
-        route = tracing::field::Empty,
-        user = tracing::field::Empty,
-    );
-    // The routes and limits this request lives with to its end, even if a
-    // reload installs others meanwhile.
-    let live = gateway.live();
-    let mut outcome = Outcome::default();
-    let result = dispatch(gateway, &live, &connection, request, &span, &mut outcome)
-        .instrument(span.clone())
-        .await;
-    let metrics = gateway.observability().metrics();
-    metrics.record_result(&result, outcome.action);
-    let mut response = match result {
-        Ok(response) => response,
-        Err(err) => {
-            let _in_request = span.enter();
-            if err.is_server_fault() {
-                tracing::error!(error = %error_chain(&err), "request failed");
-            } else {
-                tracing::debug!(reason = %err, "request refused");
-            }
-            err.into_response_for(grpc).map(AnswerBody::from)
-        }
-    };
-    let status = response.status();
-    let (route, upstream) = (outcome.route, outcome.upstream);
-    metrics.record_request(route, outcome.account, status, started.elapsed(), upstream);
-    if live.config.server.access_log {
-        tracing::info!(
-            target: "authgate::access",
-            method = %method,
-            route = outcome.route_name(),
-            status = response.status().as_u16(),
-            latency_us = started.elapsed().as_micros() as u64,
-            user = outcome.user.as_deref().unwrap_or("-"),
-            peer = %connection.peer.ip(),
+) -> impl Future<Output = Result<Response<AnswerBody>, Infallible>> + Send {
+    // An async block, not an `async fn`: an `async fn` moves its arguments
+    // into locals, and its state keeps room for both, one more copy of the
+    // request (rust-lang/rust#62958).
+    async move {
+        let gateway = &connection.gateway;
+        let started = Instant::now();
+        let request_id = RequestId::for_request(request.headers(), connection.peer_trusted);
+        // Replaces whatever the client sent: the upstream sees the id we log.
+        request
+            .headers_mut()
+            .insert(X_REQUEST_ID, request_id.header().clone());
+        let method = request.method().clone();
+        let grpc = crate::error::is_grpc(request.headers());
+        // Every line logged while serving this request carries these fields;
+        // route and user are filled in once decided.
+        let span = tracing::info_span!(
+            "request",
             request_id = request_id.as_str(),
+            method = %method,
+            peer = %connection.peer.ip(),
+            route = tracing::field::Empty,
+            user = tracing::field::Empty,
         );
+        // The routes and limits this request lives with to its end, even if a
+        // reload installs others meanwhile.
+        let live = gateway.live();
+        let mut outcome = Outcome::default();
+        let result = dispatch(gateway, &live, &connection, request, &span, &mut outcome)
+            .instrument(span.clone())
+            .await;
+        let metrics = gateway.observability().metrics();
+        metrics.record_result(&result, outcome.action);
+        let mut response = match result {
+            Ok(response) => response,
+            Err(err) => {
+                let _in_request = span.enter();
+                if err.is_server_fault() {
+                    tracing::error!(error = %error_chain(&err), "request failed");
+                } else {
+                    tracing::debug!(reason = %err, "request refused");
+                }
+                err.into_response_for(grpc).map(AnswerBody::from)
+            }
+        };
+        let status = response.status();
+        // One clock reading ends both the request's time and the upstream's.
+        let ended = Instant::now();
+        let elapsed = ended.saturating_duration_since(started);
+        let upstream = outcome
+            .asked
+            .map(|asked| ended.saturating_duration_since(asked));
+        metrics.record_request(outcome.route, outcome.account, status, elapsed, upstream);
+        if live.config.server.access_log {
+            tracing::info!(
+                target: "authgate::access",
+                method = %method,
+                route = outcome.route_name(),
+                status = response.status().as_u16(),
+                latency_us = elapsed.as_micros() as u64,
+                user = outcome.user.as_deref().unwrap_or("-"),
+                peer = %connection.peer.ip(),
+                request_id = request_id.as_str(),
+            );
+        }
+        response
+            .headers_mut()
+            .insert(X_REQUEST_ID, request_id.header().clone());
+        Ok(response)
     }
-    response
-        .headers_mut()
-        .insert(X_REQUEST_ID, request_id.header().clone());
-    Ok(response)
 }
 
-async fn dispatch<'live>(
-    gateway: &Gateway,
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an `async fn` keeps a second copy of the request in its state (rust-lang/rust#62958)"
+)]
+fn dispatch<'a, 'live>(
+    gateway: &'a Gateway,
     live: &'live Live,
-    connection: &Connection,
+    connection: &'a Connection,
     request: Request<Incoming>,
     // This request's span, to record route and user on: cheaper than
     // looking up the current one.
-    span: &tracing::Span,
-    outcome: &mut Outcome<'live>,
-) -> Result<Response<AnswerBody>, GatewayError> {
-    check_request_line(live, &request)?;
-    // The one clock reading every time-dependent decision of this request uses.
-    let now = SystemTime::now();
-    let host = {
-        let headers = &mut request
-            .headers()
-            .get_all(HOST)
-            .iter()
-            .map(|v| v.to_str().unwrap_or("\u{0}"));
-        let authority = match request.version() {
-            Version::HTTP_2 => request.uri().authority().map(|a| a.as_str()),
-            _ => None,
-        };
-        router::request_host(authority, headers).map_err(GatewayError::BadRequest)?
-    };
-    let decided = path::decide_target(request.uri()).map_err(GatewayError::InvalidPath)?;
-    // Decided once: the throttle keys on it and the upstream gets it as X-Real-IP.
-    let client_addr = client_address(
-        connection.peer.ip(),
-        connection.peer_trusted,
-        request.headers(),
-        &live.config.server.trusted_proxies,
-    );
-
-    // The gateway's public keys, ahead of every route (RFC 8615 well-known URI).
-    if decided.as_str() == JWKS_PATH {
-        return jwks(&gateway.keys().current(), request.method())
-            .map(|response| response.map(AnswerBody::from));
-    }
-
-    if gateway.is_account_path(decided.as_str()) {
-        outcome.account = true;
-        let sub_path = gateway.account_sub_path(decided.as_str());
-        let mut account = AccountOutcome::default();
-        // The id `handle` put on the request, for the audit lines it causes.
-        let request_id = request
-            .headers()
-            .get(X_REQUEST_ID)
-            .and_then(|value| value.to_str().ok())
-            .map(Arc::from);
-        let context = RequestContext {
-            client: client_addr,
-            request_id,
-        };
-        // The account endpoints and pages are boxed: they are the rare
-        // requests, and unboxed their state (up to ~4 KiB) would size every
-        // proxied request's future too, copied each time it moves.
-        // The browser pages share the prefix and the audit context.
-        if let Some(page) = web::Page::parse(sub_path) {
-            return audit::in_request(
-                context,
-                Box::pin(web::serve(page, gateway, request, client_addr, now)),
-            )
-            .await
-            .map(|response| response.map(AnswerBody::from));
-        }
-        let result = audit::in_request(
-            context,
-            Box::pin(gateway.accounts().handle(
-                request,
-                sub_path,
-                client_addr,
-                gateway.authenticator(),
-                now,
-                &mut account,
-            )),
-        )
-        .await;
-        outcome.action = account.action;
-        if let Some(user) = &account.user {
-            span.record("user", tracing::field::display(user));
-        }
-        outcome.user = account.user.map(Arc::from);
-        return result.map(|response| response.map(AnswerBody::from));
-    }
-
-    let route = live
-        .router
-        .route(host.as_deref(), decided.as_str())
-        .ok_or(GatewayError::NotFound)?;
-    span.record("route", tracing::field::display(&route.name));
-    outcome.route = Some(route);
-
-    if request.headers().contains_key(UPGRADE)
-        && !(route.websocket && upgrade::is_websocket_handshake(&request))
-    {
-        // h2c and other protocol switches would let a client talk past the
-        // gateway on a connection it authorized once (h2c smuggling).
-        return Err(GatewayError::BadRequest(
-            "protocol upgrades are not allowed on this route",
-        ));
-    }
-
-    // A browser session cookie re-issued on the way, for the answer.
-    let mut session_cookie = None;
-    let identity: Option<Identity> = match route.auth {
-        RouteAuth::Public => None,
-        RouteAuth::Required => {
-            let mut identity = if route.browser && !request.headers().contains_key(AUTHORIZATION) {
-                match web::authenticate(gateway, &request, now).await? {
-                    web::Gate::Allow {
-                        identity,
-                        set_cookie,
-                    } => {
-                        session_cookie = set_cookie;
-                        identity
-                    }
-                    web::Gate::SignIn(redirect) => return Ok(redirect.map(AnswerBody::from)),
-                }
-            } else {
-                // A bearer credential (access token, or API key where the
-                // route takes them) wins over the browser cookie.
-                credential::authenticate(
-                    gateway,
-                    route,
-                    request.headers(),
-                    client_addr,
-                    &connection.tokens,
-                    now,
-                )?
+    span: &'a tracing::Span,
+    outcome: &'a mut Outcome<'live>,
+) -> impl Future<Output = Result<Response<AnswerBody>, GatewayError>> + use<'a, 'live> {
+    // An async block, not an `async fn`, as `UpstreamGroup::send`.
+    async move {
+        check_request_line(live, &request)?;
+        // The one clock reading every time-dependent decision of this request uses.
+        let now = SystemTime::now();
+        let host = {
+            let headers = &mut request
+                .headers()
+                .get_all(HOST)
+                .iter()
+                .map(|v| v.to_str().unwrap_or("\u{0}"));
+            let authority = match request.version() {
+                Version::HTTP_2 => request.uri().authority().map(|a| a.as_str()),
+                _ => None,
             };
-            span.record("user", tracing::field::display(&identity.user_id));
-            outcome.user = Some(identity.user_id.shared());
-            if let Some(roles) = &route.roles {
-                if !roles.contains(&identity.role) {
-                    return Err(GatewayError::Forbidden);
-                }
-            }
-            if route.identity_assertion {
-                identity.assertion = Some(assertion(gateway, route, &identity, now)?);
-            }
-            Some(identity)
-        }
-    };
+            router::request_host(authority, headers).map_err(GatewayError::BadRequest)?
+        };
+        let decided = path::decide_target(request.uri()).map_err(GatewayError::InvalidPath)?;
+        // Decided once: the throttle keys on it and the upstream gets it as X-Real-IP.
+        let client_addr = client_address(
+            connection.peer.ip(),
+            connection.peer_trusted,
+            request.headers(),
+            &live.config.server.trusted_proxies,
+        );
 
-    // The Host value is shared, not copied; one that is not visible ASCII
-    // is not repeated upstream, and the request target's authority stands
-    // in for it, as for a request without Host.
-    let host = request
-        .headers()
-        .get(HOST)
-        .filter(|host| host.to_str().is_ok())
-        .cloned()
-        .or_else(|| {
-            let authority = request.uri().authority()?;
-            HeaderValue::from_str(authority.as_str()).ok()
-        });
-    let client = ClientSide {
-        peer: connection.peer.ip(),
-        peer_header: &connection.peer_header,
-        peer_trusted: connection.peer_trusted,
-        client: client_addr,
-        host,
-    };
-    let asked = Instant::now();
-    // Boxed: the forwarding state (~3.4 KiB) would otherwise be part of this
-    // future and of every future wrapping it, each copied whole when built.
-    let mut result = Box::pin(live.proxy.forward(
-        request,
-        route,
-        &decided,
-        identity.as_ref(),
-        gateway.revocations(),
-        &client,
-    ))
-    .await;
-    outcome.upstream = Some(asked.elapsed());
-    if let (Ok(response), Some(cookie)) = (&mut result, session_cookie) {
-        response.headers_mut().append(SET_COOKIE, cookie);
+        // The gateway's public keys, ahead of every route (RFC 8615 well-known URI).
+        if decided.as_str() == JWKS_PATH {
+            return jwks(&gateway.keys().current(), request.method())
+                .map(|response| response.map(AnswerBody::from));
+        }
+
+        if gateway.is_account_path(decided.as_str()) {
+            outcome.account = true;
+            let sub_path = gateway.account_sub_path(decided.as_str());
+            let mut account = AccountOutcome::default();
+            // The id `handle` put on the request, for the audit lines it causes.
+            let request_id = request
+                .headers()
+                .get(X_REQUEST_ID)
+                .and_then(|value| value.to_str().ok())
+                .map(Arc::from);
+            let context = RequestContext {
+                client: client_addr,
+                request_id,
+            };
+            // The account endpoints and pages are boxed: they are the rare
+            // requests, and unboxed their state (up to ~4 KiB) would size every
+            // proxied request's future too, copied each time it moves.
+            // The browser pages share the prefix and the audit context.
+            if let Some(page) = web::Page::parse(sub_path) {
+                return audit::in_request(
+                    context,
+                    Box::pin(web::serve(page, gateway, request, client_addr, now)),
+                )
+                .await
+                .map(|response| response.map(AnswerBody::from));
+            }
+            let result = audit::in_request(
+                context,
+                Box::pin(gateway.accounts().handle(
+                    request,
+                    sub_path,
+                    client_addr,
+                    gateway.authenticator(),
+                    now,
+                    &mut account,
+                )),
+            )
+            .await;
+            outcome.action = account.action;
+            if let Some(user) = &account.user {
+                span.record("user", tracing::field::display(user));
+            }
+            outcome.user = account.user.map(Arc::from);
+            return result.map(|response| response.map(AnswerBody::from));
+        }
+
+        let route = live
+            .router
+            .route(host.as_deref(), decided.as_str())
+            .ok_or(GatewayError::NotFound)?;
+        span.record("route", tracing::field::display(&route.name));
+        outcome.route = Some(route);
+
+        if request.headers().contains_key(UPGRADE)
+            && !(route.websocket && upgrade::is_websocket_handshake(&request))
+        {
+            // h2c and other protocol switches would let a client talk past the
+            // gateway on a connection it authorized once (h2c smuggling).
+            return Err(GatewayError::BadRequest(
+                "protocol upgrades are not allowed on this route",
+            ));
+        }
+
+        // A browser session cookie re-issued on the way, for the answer.
+        let mut session_cookie = None;
+        let identity: Option<Identity> = match route.auth {
+            RouteAuth::Public => None,
+            RouteAuth::Required => {
+                let mut identity = if route.browser
+                    && !request.headers().contains_key(AUTHORIZATION)
+                {
+                    // Boxed, as the account endpoints are: the browser gate's
+                    // state (~700 bytes) would otherwise size every request's
+                    // future, copied whole each time it moves.
+                    match Box::pin(web::authenticate(gateway, &request, now)).await? {
+                        web::Gate::Allow {
+                            identity,
+                            set_cookie,
+                        } => {
+                            session_cookie = set_cookie;
+                            identity
+                        }
+                        web::Gate::SignIn(redirect) => return Ok(redirect.map(AnswerBody::from)),
+                    }
+                } else {
+                    // A bearer credential (access token, or API key where the
+                    // route takes them) wins over the browser cookie.
+                    credential::authenticate(
+                        gateway,
+                        route,
+                        request.headers(),
+                        client_addr,
+                        &connection.tokens,
+                        now,
+                    )?
+                };
+                span.record("user", tracing::field::display(&identity.user_id));
+                outcome.user = Some(identity.user_id.shared());
+                if let Some(roles) = &route.roles {
+                    if !roles.contains(&identity.role) {
+                        return Err(GatewayError::Forbidden);
+                    }
+                }
+                if route.identity_assertion {
+                    identity.assertion = Some(assertion(gateway, route, &identity, now)?);
+                }
+                Some(identity)
+            }
+        };
+
+        // The Host value is shared, not copied; one that is not visible ASCII
+        // is not repeated upstream, and the request target's authority stands
+        // in for it, as for a request without Host.
+        let host = request
+            .headers()
+            .get(HOST)
+            .filter(|host| host.to_str().is_ok())
+            .cloned()
+            .or_else(|| {
+                let authority = request.uri().authority()?;
+                HeaderValue::from_str(authority.as_str()).ok()
+            });
+        let client = ClientSide {
+            peer: connection.peer.ip(),
+            peer_header: &connection.peer_header,
+            peer_trusted: connection.peer_trusted,
+            client: client_addr,
+            host,
+        };
+        let asked = Instant::now();
+        outcome.asked = Some(asked);
+        // Boxed: the forwarding state (~3.4 KiB) would otherwise be part of this
+        // future and of every future wrapping it, each copied whole when built.
+        let mut result = Box::pin(live.proxy.forward(
+            request,
+            route,
+            &decided,
+            identity.as_ref().map(|identity| Caller {
+                identity,
+                revocations: gateway.revocations(),
+            }),
+            &client,
+            asked,
+        ))
+        .await;
+        if let (Ok(response), Some(cookie)) = (&mut result, session_cookie) {
+            response.headers_mut().append(SET_COOKIE, cookie);
+        }
+        result
     }
-    result
 }
 
 /// The signed identity assertion for `route`, reused while fresh.

@@ -12,8 +12,10 @@ pub(crate) mod upgrade;
 pub mod upstream;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 
+use futures_util::future::{self, Either, FutureExt};
 use http::header::{CONTENT_LENGTH, TE};
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Request, Response, Uri};
@@ -30,6 +32,7 @@ use crate::worker::PerWorker;
 use answer::AnswerBody;
 use forward_body::{ForwardBody, ForwardBodyError};
 use headers::{ClientSide, IdentityHeaders, IdentityScrubber, RouteHeaderPolicy};
+use upstream::body::UpstreamBody;
 use upstream::{UpstreamError, UpstreamGroup, UpstreamSetupError};
 
 /// Shared forwarding machinery: each route's upstreams and the header policy.
@@ -44,6 +47,13 @@ pub struct Proxy {
     body_stall_timeout: std::time::Duration,
     /// Open WebSocket tunnels, for the metrics.
     tunnels: prometheus_client::metrics::gauge::Gauge,
+}
+
+/// The authenticated caller of a request, and where the end of its
+/// session is announced.
+pub struct Caller<'a> {
+    pub identity: &'a Identity,
+    pub revocations: &'a Arc<RevocationList>,
 }
 
 impl Proxy {
@@ -109,18 +119,53 @@ impl Proxy {
         self.scrubber.mine()
     }
 
-    /// Sends `request` to `route`'s upstream at the decided path. A tunnel
-    /// or streamed answer of an authenticated request is closed when its
-    /// session ends (`revocations`).
-    pub async fn forward(
-        &self,
+    /// Sends `request` to `route`'s upstream at the decided path; the
+    /// route's timeout counts from `asked`, the moment it was handed over.
+    /// A tunnel or streamed answer of an authenticated `caller` is closed
+    /// when its session ends.
+    pub fn forward<'a>(
+        &'a self,
+        request: Request<Incoming>,
+        route: &'a RouteConfig,
+        path: &DecidedPath,
+        caller: Option<Caller<'a>>,
+        client: &ClientSide<'_>,
+        asked: std::time::Instant,
+    ) -> impl Future<Output = Result<Response<AnswerBody>, GatewayError>> + 'a {
+        // Rewritten and handed to the upstream group before any future is
+        // built, and finished in a plain function once it answers: the
+        // request then lives only in the group's own future. An `async`
+        // body holding it across the wait would keep its arguments and
+        // locals beside that future (rust-lang/rust#62958), several hundred
+        // bytes copied whole each time the request's future moves.
+        let identity = caller.as_ref().map(|caller| caller.identity);
+        match self.prepare(request, route, path, identity, client, asked) {
+            Ok(Prepared::Sent {
+                sent,
+                client_upgrade,
+            }) => Either::Left(sent.map(move |answer| {
+                let response = answer.map_err(|err| classify_upstream_error(err, route.timeout))?;
+                Ok(self.finish(response, route, caller, client_upgrade))
+            })),
+            Ok(Prepared::Answered(response)) => Either::Right(future::ready(Ok(response))),
+            Err(err) => Either::Right(future::ready(Err(err))),
+        }
+    }
+
+    /// Rewrites `request` for the upstream and hands it to the route's
+    /// group (or answers it, for `builtin:echo`).
+    fn prepare<'a>(
+        &'a self,
         mut request: Request<Incoming>,
-        route: &RouteConfig,
+        route: &'a RouteConfig,
         path: &DecidedPath,
         identity: Option<&Identity>,
-        revocations: &Arc<RevocationList>,
         client: &ClientSide<'_>,
-    ) -> Result<Response<AnswerBody>, GatewayError> {
+        asked: std::time::Instant,
+    ) -> Result<
+        Prepared<impl Future<Output = Result<Response<UpstreamBody>, UpstreamError>> + 'a>,
+        GatewayError,
+    > {
         // The service admits a handshake only on routes that allow WebSockets.
         let client_upgrade = upgrade::is_websocket_handshake(&request)
             .then(|| upgrade::take_client_upgrade(&mut request));
@@ -159,7 +204,8 @@ impl Proxy {
         let group = match &route.upstream {
             Upstream::Echo => {
                 parts.uri = Uri::from(target);
-                return Ok(echo::respond(&Request::from_parts(parts, ())).map(AnswerBody::from));
+                let answer = echo::respond(&Request::from_parts(parts, ())).map(AnswerBody::from);
+                return Ok(Prepared::Answered(answer));
             }
             Upstream::Http(_) => self
                 .groups
@@ -173,16 +219,28 @@ impl Proxy {
             self.scrubber.mine().clone(),
         );
         let request = Request::from_parts(parts, body);
-        let deadline = tokio::time::Instant::now() + route.timeout;
-        let mut response = group
-            .send(request, &target, deadline)
-            .await
-            .map_err(|err| classify_upstream_error(err, route.timeout))?;
+        let asked = tokio::time::Instant::from_std(asked);
+        Ok(Prepared::Sent {
+            sent: group.send(request, target, asked, route.timeout),
+            client_upgrade,
+        })
+    }
+
+    /// The upstream's answer made the client's: hop-by-hop headers and
+    /// the gateway's cookies removed, a switch of protocols joined into a
+    /// tunnel, a streamed body watched for the end of the session.
+    fn finish(
+        &self,
+        mut response: Response<UpstreamBody>,
+        route: &RouteConfig,
+        caller: Option<Caller<'_>>,
+        client_upgrade: Option<upgrade::ClientUpgrade>,
+    ) -> Response<AnswerBody> {
         let watch = || {
-            identity.map(|identity| {
+            caller.as_ref().map(|caller| {
                 SessionWatch::new(
-                    revocations,
-                    identity,
+                    caller.revocations,
+                    caller.identity,
                     route.close_on_expiry,
                     std::time::SystemTime::now(),
                 )
@@ -207,8 +265,23 @@ impl Proxy {
             Some(watch) => AnswerBody::watched(body, watch),
             None => AnswerBody::upstream(body),
         };
-        Ok(Response::from_parts(parts, body))
+        Response::from_parts(parts, body)
     }
+}
+
+/// A request rewritten for its upstream ([`Proxy::prepare`]).
+#[expect(
+    clippy::large_enum_variant,
+    reason = "built and taken apart once per request; boxing would cost an allocation"
+)]
+enum Prepared<F> {
+    /// Answered without an upstream (`builtin:echo`).
+    Answered(Response<AnswerBody>),
+    /// Handed to the upstream group: `sent` resolves to its answer.
+    Sent {
+        sent: F,
+        client_upgrade: Option<upgrade::ClientUpgrade>,
+    },
 }
 
 /// The path and query below the target's base path: the decided path, with

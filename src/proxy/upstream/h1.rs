@@ -11,6 +11,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, TrySendError};
 use hyper_util::rt::TokioIo;
+use pin_project_lite::pin_project;
 use tokio::time::Instant;
 
 use super::io::UpstreamIo;
@@ -50,31 +51,18 @@ impl H1Conn {
     /// Sends `request`, driving the connection until the response head
     /// arrives. On an error that hyper raised before writing anything, the
     /// request comes back inside the error.
-    pub async fn send(
+    pub fn send(
         &mut self,
         request: Request<ForwardBody>,
-    ) -> Result<Response<Incoming>, TrySendError<Request<ForwardBody>>> {
-        let mut exchange = std::pin::pin!(self.sender.try_send_request(request));
-        let driver = &mut self.driver;
-        let mut asked = false;
-        std::future::poll_fn(|cx| {
-            // Woken once the request is out: usually the answer has come.
-            // Read it without registering this task's waker anywhere, since
-            // hyper would otherwise keep that waker for the body it read
-            // with the head and wake the task when the body is taken, for
-            // nothing: a whole extra poll of the client's connection. Only
-            // if the answer is not complete is the waker registered.
-            if asked {
-                poll_driver(driver, &mut unwoken());
-                if let Poll::Ready(answer) = exchange.as_mut().poll(&mut unwoken()) {
-                    return Poll::Ready(answer);
-                }
-            }
-            asked = true;
-            poll_driver(driver, cx);
-            exchange.as_mut().poll(&mut unwoken())
-        })
-        .await
+    ) -> Exchange<'_, impl Future<Output = Answer>> {
+        // Handed to hyper here, not inside an `async fn`: that would keep
+        // the request in its state beside hyper's future holding it, one
+        // more copy in every request's future (rust-lang/rust#62958).
+        Exchange {
+            answer: self.sender.try_send_request(request),
+            driver: &mut self.driver,
+            asked: false,
+        }
     }
 
     /// Advances the connection (reads, writes the request body) with `cx`.
@@ -115,6 +103,44 @@ impl H1Conn {
     pub fn return_to_pool(self) {
         let home = self.slot.home();
         home.check_in(self);
+    }
+}
+
+/// What [`H1Conn::send`] resolves to.
+type Answer = Result<Response<Incoming>, TrySendError<Request<ForwardBody>>>;
+
+pin_project! {
+    /// One request's exchange on a connection: hyper's answer to it,
+    /// polled right after the connection's driver.
+    pub struct Exchange<'conn, A> {
+        #[pin]
+        answer: A,
+        driver: &'conn mut Option<Driver>,
+        // The first poll writes the request; later ones look for the answer.
+        asked: bool,
+    }
+}
+
+impl<A: Future<Output = Answer>> Future for Exchange<'_, A> {
+    type Output = Answer;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Answer> {
+        let mut this = self.project();
+        // Woken once the request is out: usually the answer has come.
+        // Read it without registering this task's waker anywhere, since
+        // hyper would otherwise keep that waker for the body it read with
+        // the head and wake the task when the body is taken, for nothing:
+        // a whole extra poll of the client's connection. Only if the
+        // answer is not complete is the waker registered.
+        if *this.asked {
+            poll_driver(this.driver, &mut unwoken());
+            if let Poll::Ready(answer) = this.answer.as_mut().poll(&mut unwoken()) {
+                return Poll::Ready(answer);
+            }
+        }
+        *this.asked = true;
+        poll_driver(this.driver, cx);
+        this.answer.poll(&mut unwoken())
     }
 }
 

@@ -18,12 +18,17 @@ impl IdleList {
         self.conns.pop()
     }
 
-    /// Puts `conn` back. Returns the coldest connection when it has idled
-    /// `timeout` or longer, for the caller to close outside its lock.
+    /// Puts `conn` back, stamped idle as of the present. Returns the coldest
+    /// connection when it has idled `timeout` or longer by then, for the
+    /// caller to close outside its lock.
     pub(super) fn put(&mut self, conn: H1Conn, timeout: Duration) -> Option<H1Conn> {
+        // The stamp stands for the clock: no second reading.
+        let now = conn.idle_since;
         self.conns.push(conn);
         match self.conns.first() {
-            Some(oldest) if oldest.idle_since.elapsed() >= timeout => Some(self.conns.remove(0)),
+            Some(oldest) if now.saturating_duration_since(oldest.idle_since) >= timeout => {
+                Some(self.conns.remove(0))
+            }
             _ => None,
         }
     }

@@ -27,8 +27,11 @@ mod tests;
 pub(crate) mod tls;
 mod waiters;
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
+use futures_util::future::Either;
 use http::header::HOST;
 use http::uri::{Authority, PathAndQuery};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
@@ -144,56 +147,73 @@ impl UpstreamGroup {
 
     /// Sends `request` (headers already rewritten) to a target, at
     /// `target_path` (path and query) below the target's base path, and
-    /// returns the response head by `deadline` (with the body too when it
-    /// is small: see [`UpstreamBody::read_small`]).
-    pub async fn send(
-        &self,
+    /// returns the response head (with the body too when it is small: see
+    /// [`UpstreamBody::read_small`]) within `timeout` of `asked`, the
+    /// moment the request was handed over.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an `async fn` keeps a second copy of the request in its state (rust-lang/rust#62958)"
+    )]
+    pub fn send<'a>(
+        &'a self,
         mut request: Request<ForwardBody>,
-        target_path: &PathAndQuery,
-        deadline: Instant,
-    ) -> Result<Response<UpstreamBody>, UpstreamError> {
-        let retryable = matches!(
-            *request.method(),
-            Method::GET | Method::HEAD | Method::OPTIONS
-        );
-        // Read once: a retry must not inherit the first target's authority.
-        let client_host = request.headers().get(HOST).cloned();
-        let mut first_error = None;
-        let mut exclude = None;
-        loop {
-            let Some(index) = self.balancer.pick(&self.targets, exclude, Instant::now()) else {
-                return Err(first_error.unwrap_or(UpstreamError::NoHealthyTarget));
-            };
-            let Some(target) = self.targets.get(index) else {
-                return Err(UpstreamError::NoHealthyTarget);
-            };
-            self.aim(&mut request, target, target_path, client_host.as_ref())?;
-            // One timer for the whole attempt (waiting for a connection, the
-            // exchange, a small body): a timer per step cost a lock on the
-            // runtime's timer wheel to arm and another to cancel, each
-            // (bench/RESULTS.md, "Issue 12, ninth round").
-            let attempt = async {
-                match &target.connections {
+        target_path: PathAndQuery,
+        asked: Instant,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Response<UpstreamBody>, UpstreamError>> + 'a {
+        // An async block, not an `async fn`: an `async fn` moves its arguments
+        // into locals, and its state keeps room for both, one more copy of the
+        // request in every request's future (rust-lang/rust#62958). The same holds
+        // for the other functions on the request path written this way.
+        async move {
+            let deadline = asked + timeout;
+            // The first attempt decides by the clock reading it was given; a
+            // retry reads it anew.
+            let mut now = asked;
+            let retryable = matches!(
+                *request.method(),
+                Method::GET | Method::HEAD | Method::OPTIONS
+            );
+            // Read once: a retry must not inherit the first target's authority.
+            let client_host = request.headers().get(HOST).cloned();
+            let mut first_error = None;
+            let mut exclude = None;
+            loop {
+                let Some(index) = self.balancer.pick(&self.targets, exclude, now) else {
+                    return Err(first_error.unwrap_or(UpstreamError::NoHealthyTarget));
+                };
+                let Some(target) = self.targets.get(index) else {
+                    return Err(UpstreamError::NoHealthyTarget);
+                };
+                self.aim(&mut request, target, &target_path, client_host.as_ref())?;
+                // One timer for the whole attempt (waiting for a connection, the
+                // exchange, a small body): a timer per step cost a lock on the
+                // runtime's timer wheel to arm and another to cancel, each
+                // (bench/RESULTS.md, "Issue 12, ninth round").
+                // Built here rather than awaited inside an `async` block,
+                // which would keep room for the request beside the attempt.
+                let attempt = match &target.connections {
                     Connections::Http1(pool) => {
-                        self.attempt_h1(target, pool, request, deadline).await
+                        Either::Left(self.attempt_h1(target, pool, request, now, deadline))
                     }
                     Connections::Http2(shared) => {
-                        self.attempt_h2(target, shared, request, deadline).await
+                        Either::Right(self.attempt_h2(target, shared, request, deadline))
                     }
+                };
+                let outcome = tokio::time::timeout_at(deadline, attempt)
+                    .await
+                    .unwrap_or(Err(Attempt::Failed(UpstreamError::Timeout)));
+                match outcome {
+                    Ok(response) => return Ok(response),
+                    Err(Attempt::NotSent(back, err)) if retryable && exclude.is_none() => {
+                        tracing::debug!(error = %err, "retrying on another target");
+                        request = *back;
+                        first_error = Some(err);
+                        exclude = Some(index);
+                        now = Instant::now();
+                    }
+                    Err(Attempt::NotSent(_, err) | Attempt::Failed(err)) => return Err(err),
                 }
-            };
-            let outcome = tokio::time::timeout_at(deadline, attempt)
-                .await
-                .unwrap_or(Err(Attempt::Failed(UpstreamError::Timeout)));
-            match outcome {
-                Ok(response) => return Ok(response),
-                Err(Attempt::NotSent(back, err)) if retryable && exclude.is_none() => {
-                    tracing::debug!(error = %err, "retrying on another target");
-                    request = *back;
-                    first_error = Some(err);
-                    exclude = Some(index);
-                }
-                Err(Attempt::NotSent(_, err) | Attempt::Failed(err)) => return Err(err),
             }
         }
     }
@@ -242,88 +262,103 @@ impl UpstreamGroup {
         Ok(())
     }
 
-    /// One attempt on `target`; its caller bounds it by `deadline`.
-    async fn attempt_h1(
-        &self,
-        target: &Arc<TargetState>,
-        pool: &H1Pool,
-        request: Request<ForwardBody>,
+    /// One attempt on `target`, begun at `now`; its caller bounds it by
+    /// `deadline`.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an `async fn` keeps a second copy of the request in its state (rust-lang/rust#62958)"
+    )]
+    fn attempt_h1<'a>(
+        &'a self,
+        target: &'a Arc<TargetState>,
+        pool: &'a H1Pool,
+        mut request: Request<ForwardBody>,
+        now: Instant,
         deadline: Instant,
-    ) -> Result<Response<UpstreamBody>, Attempt> {
-        let in_flight = target.start_request();
-        let mut request = request;
-        let (conn, response) = loop {
-            let (mut conn, was_idle) = match pool.check_out().await {
-                Err(source) => {
-                    let err = UpstreamError::Busy {
-                        target: target.name.clone(),
-                        source,
-                    };
-                    return Err(Attempt::NotSent(Box::new(request), err));
-                }
-                Ok(Checkout::Idle(conn)) => (conn, true),
-                Ok(Checkout::Connect(slot)) => match open_h1(target, slot, deadline).await {
-                    Ok(conn) => (conn, false),
-                    Err(source) => return Err(connect_failed(target, Box::new(request), source)),
-                },
-            };
-            match conn.send(request).await {
-                Ok(response) => break (conn, response),
-                // The target closed this idle connection while it sat in the
-                // pool (hyper saw the end before writing anything): any
-                // method may go on another connection, since nothing was
-                // sent. Each pass spends one idle connection, so this ends.
-                Err(mut err) if was_idle => match err.take_message() {
-                    Some(unsent) => {
-                        tracing::debug!(error = %err.error(), "idle upstream connection was closed");
-                        request = unsent;
+    ) -> impl Future<Output = Result<Response<UpstreamBody>, Attempt>> + 'a {
+        async move {
+            let in_flight = target.start_request();
+            let (conn, response) = loop {
+                let (mut conn, was_idle) = match pool.check_out(now).await {
+                    Err(source) => {
+                        let err = UpstreamError::Busy {
+                            target: target.name.clone(),
+                            source,
+                        };
+                        return Err(Attempt::NotSent(Box::new(request), err));
                     }
-                    None => return Err(unsent_or_failed(target, err)),
-                },
-                Err(err) => return Err(unsent_or_failed(target, err)),
-            }
-        };
-        target.health.record_success();
-        let (parts, incoming) = response.into_parts();
-        let conn = if parts.status == StatusCode::SWITCHING_PROTOCOLS {
-            conn.into_upgrade();
-            None
-        } else {
-            Some(conn)
-        };
-        let body = UpstreamBody::new(incoming, conn, in_flight);
-        let body = body.read_small().await.map_err(|source| {
-            Attempt::Failed(UpstreamError::Exchange {
-                target: target.name.clone(),
-                source,
-            })
-        })?;
-        Ok(Response::from_parts(parts, body))
+                    Ok(Checkout::Idle(conn)) => (conn, true),
+                    Ok(Checkout::Connect(slot)) => match open_h1(target, slot, deadline).await {
+                        Ok(conn) => (conn, false),
+                        Err(source) => {
+                            return Err(connect_failed(target, Box::new(request), source))
+                        }
+                    },
+                };
+                match conn.send(request).await {
+                    Ok(response) => break (conn, response),
+                    // The target closed this idle connection while it sat in the
+                    // pool (hyper saw the end before writing anything): any
+                    // method may go on another connection, since nothing was
+                    // sent. Each pass spends one idle connection, so this ends.
+                    Err(mut err) if was_idle => match err.take_message() {
+                        Some(unsent) => {
+                            tracing::debug!(error = %err.error(), "idle upstream connection was closed");
+                            request = unsent;
+                        }
+                        None => return Err(unsent_or_failed(target, err)),
+                    },
+                    Err(err) => return Err(unsent_or_failed(target, err)),
+                }
+            };
+            target.health.record_success();
+            let (parts, incoming) = response.into_parts();
+            let conn = if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+                conn.into_upgrade();
+                None
+            } else {
+                Some(conn)
+            };
+            let body = UpstreamBody::new(incoming, conn, in_flight);
+            let body = body.read_small().await.map_err(|source| {
+                Attempt::Failed(UpstreamError::Exchange {
+                    target: target.name.clone(),
+                    source,
+                })
+            })?;
+            Ok(Response::from_parts(parts, body))
+        }
     }
 
     /// As [`Self::attempt_h1`].
-    async fn attempt_h2(
-        &self,
-        target: &Arc<TargetState>,
-        shared: &h2::H2Shared,
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an `async fn` keeps a second copy of the request in its state (rust-lang/rust#62958)"
+    )]
+    fn attempt_h2<'a>(
+        &'a self,
+        target: &'a Arc<TargetState>,
+        shared: &'a h2::H2Shared,
         request: Request<ForwardBody>,
         deadline: Instant,
-    ) -> Result<Response<UpstreamBody>, Attempt> {
-        let in_flight: InFlight = target.start_request();
-        let mut sender = match shared.sender(&target.connector, deadline).await {
-            Ok(sender) => sender,
-            Err(source) => return Err(connect_failed(target, Box::new(request), source)),
-        };
-        let response = sender
-            .try_send_request(request)
-            .await
-            .map_err(|err| unsent_or_failed(target, err))?;
-        target.health.record_success();
-        let (parts, incoming) = response.into_parts();
-        Ok(Response::from_parts(
-            parts,
-            UpstreamBody::new(incoming, None, in_flight),
-        ))
+    ) -> impl Future<Output = Result<Response<UpstreamBody>, Attempt>> + 'a {
+        async move {
+            let in_flight: InFlight = target.start_request();
+            let mut sender = match shared.sender(&target.connector, deadline).await {
+                Ok(sender) => sender,
+                Err(source) => return Err(connect_failed(target, Box::new(request), source)),
+            };
+            let response = sender
+                .try_send_request(request)
+                .await
+                .map_err(|err| unsent_or_failed(target, err))?;
+            target.health.record_success();
+            let (parts, incoming) = response.into_parts();
+            Ok(Response::from_parts(
+                parts,
+                UpstreamBody::new(incoming, None, in_flight),
+            ))
+        }
     }
 }
 

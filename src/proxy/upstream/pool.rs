@@ -150,8 +150,9 @@ impl H1Pool {
 
     /// A connection that was idle (which the target may have closed since),
     /// or the right to open one. Waits (cancel-safe) while the target is at
-    /// its cap.
-    pub(crate) async fn check_out(&self) -> Result<Checkout, PoolError> {
+    /// its cap. `now` is the request's clock reading: a connection returned
+    /// after it counts as fresh.
+    pub(crate) async fn check_out(&self, now: Instant) -> Result<Checkout, PoolError> {
         let mine = self.workers.mine();
         loop {
             let own = lock(&mine.idle).take();
@@ -168,7 +169,7 @@ impl H1Pool {
                 // and hyper then gives the request back unsent for another
                 // connection (`UpstreamGroup::attempt_h1`).
                 Step::Try(conn) => {
-                    if conn.idle_since.elapsed() < IDLE_TIMEOUT {
+                    if now.saturating_duration_since(conn.idle_since) < IDLE_TIMEOUT {
                         return Ok(Checkout::Idle(conn));
                     }
                 }
@@ -361,7 +362,7 @@ mod tests {
         let mut conns = Vec::new();
         let mut server_sides = Vec::new();
         for _ in 0..n {
-            let Ok(Checkout::Connect(slot)) = pool.check_out().await else {
+            let Ok(Checkout::Connect(slot)) = pool.check_out(Instant::now()).await else {
                 panic!("a pool with nothing idle grants a slot");
             };
             let stream = TcpStream::connect(listener.local_addr().unwrap())
@@ -389,10 +390,10 @@ mod tests {
         let _server_sides = idle_connections(&pool, &listener, 1).await;
 
         crate::worker::enter(0);
-        let Ok(Checkout::Connect(slot)) = pool.check_out().await else {
+        let Ok(Checkout::Connect(slot)) = pool.check_out(Instant::now()).await else {
             panic!("under the cap, worker 0 opens a connection of its own");
         };
-        let Ok(Checkout::Idle(conn)) = pool.check_out().await else {
+        let Ok(Checkout::Idle(conn)) = pool.check_out(Instant::now()).await else {
             panic!("at the cap, worker 0 takes worker 1's idle connection");
         };
         assert_eq!(conn.worker, 1);
@@ -400,7 +401,7 @@ mod tests {
         drop(slot);
 
         crate::worker::enter(1);
-        let taken = pool.check_out().await;
+        let taken = pool.check_out(Instant::now()).await;
         crate::worker::enter(0);
         let Ok(Checkout::Idle(conn)) = taken else {
             panic!("worker 1 takes back its idle connection");
@@ -416,7 +417,7 @@ mod tests {
     ) -> tokio::task::JoinHandle<Result<Checkout, PoolError>> {
         crate::worker::enter(worker);
         let pool = Arc::clone(pool);
-        let request = tokio::spawn(async move { pool.check_out().await });
+        let request = tokio::spawn(async move { pool.check_out(Instant::now()).await });
         // Polled here, on the same thread, so it reads `worker`.
         tokio::task::yield_now().await;
         crate::worker::enter(0);
@@ -440,7 +441,7 @@ mod tests {
         let pool = Arc::new(H1Pool::new(1, 4, 2));
         crate::worker::enter(0);
         let _server_side = idle_connections(&pool, &listener, 1).await;
-        let Ok(Checkout::Idle(conn)) = pool.check_out().await else {
+        let Ok(Checkout::Idle(conn)) = pool.check_out(Instant::now()).await else {
             panic!("the idle connection is taken");
         };
 
@@ -543,11 +544,13 @@ mod tests {
                         .unwrap();
                     runtime.block_on(async {
                         for _ in 0..ROUNDS {
-                            let checkout =
-                                tokio::time::timeout(Duration::from_secs(10), pool.check_out())
-                                    .await
-                                    .expect("a worker waited for a connection that sat idle")
-                                    .unwrap();
+                            let checkout = tokio::time::timeout(
+                                Duration::from_secs(10),
+                                pool.check_out(Instant::now()),
+                            )
+                            .await
+                            .expect("a worker waited for a connection that sat idle")
+                            .unwrap();
                             let conn = match checkout {
                                 Checkout::Idle(conn) => conn,
                                 Checkout::Connect(slot) => {

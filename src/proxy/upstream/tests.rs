@@ -87,9 +87,11 @@ async fn send_with(
         .header("host", "t")
         .body(ForwardBody::empty(IdentityScrubber::new("x-user-")))
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
     let target = http::uri::PathAndQuery::try_from(path).unwrap();
-    group.send(request, &target, deadline).await.unwrap()
+    group
+        .send(request, target, Instant::now(), Duration::from_secs(10))
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
