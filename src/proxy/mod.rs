@@ -170,8 +170,9 @@ impl Proxy {
         let client_upgrade = upgrade::is_websocket_handshake(&request)
             .then(|| upgrade::take_client_upgrade(&mut request));
         let (mut parts, body) = request.into_parts();
-        if let (Some(limit), Some(length)) = (route.max_body, content_length(&parts.headers)) {
-            if length > limit {
+        // The length is looked up only on routes with a limit.
+        if let Some(limit) = route.max_body {
+            if content_length(&parts.headers).is_some_and(|length| length > limit) {
                 return Err(GatewayError::PayloadTooLarge);
             }
         }
