@@ -16,7 +16,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use futures_util::future::{self, Either, FutureExt};
-use http::header::{CONTENT_LENGTH, TE};
+use http::header::{CONTENT_LENGTH, HOST, TE};
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Request, Response, Uri};
 use hyper::body::Incoming;
@@ -166,8 +166,9 @@ impl Proxy {
         Prepared<impl Future<Output = Result<Response<UpstreamBody>, UpstreamError>> + 'a>,
         GatewayError,
     > {
-        // The service admits a handshake only on routes that allow WebSockets.
-        let client_upgrade = upgrade::is_websocket_handshake(&request)
+        // The service admits a handshake only on routes that allow WebSockets,
+        // so only those need to look for one.
+        let client_upgrade = (route.websocket && upgrade::is_websocket_handshake(&request))
             .then(|| upgrade::take_client_upgrade(&mut request));
         let (mut parts, body) = request.into_parts();
         // The length is looked up only on routes with a limit.
@@ -204,6 +205,8 @@ impl Proxy {
         let target = upstream_target(route, path, parts.uri.query())?;
         let group = match &route.upstream {
             Upstream::Echo => {
+                // No target to name in Host: the echo shows none.
+                parts.headers.remove(HOST);
                 parts.uri = Uri::from(target);
                 let answer = echo::respond(&Request::from_parts(parts, ())).map(AnswerBody::from);
                 return Ok(Prepared::Answered(answer));

@@ -32,6 +32,9 @@ async fn valid_token_reaches_upstream_with_identity_and_without_authorization() 
     assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
     assert_eq!(seen.headers["x-forwarded-proto"], "https");
     assert_eq!(seen.headers["x-forwarded-host"], "localhost");
+    // The client's Host is replaced with the target's.
+    let target = upstream.url();
+    assert_eq!(seen.headers["host"], target.trim_start_matches("http://"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

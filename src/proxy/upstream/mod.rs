@@ -33,8 +33,8 @@ use std::time::Duration;
 
 use futures_util::future::Either;
 use http::header::HOST;
-use http::uri::{Authority, PathAndQuery};
-use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http::uri::PathAndQuery;
+use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::client::conn::TrySendError;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -174,8 +174,6 @@ impl UpstreamGroup {
                 *request.method(),
                 Method::GET | Method::HEAD | Method::OPTIONS
             );
-            // Read once: a retry must not inherit the first target's authority.
-            let client_host = request.headers().get(HOST).cloned();
             let mut first_error = None;
             let mut exclude = None;
             loop {
@@ -185,7 +183,7 @@ impl UpstreamGroup {
                 let Some(target) = self.targets.get(index) else {
                     return Err(UpstreamError::NoHealthyTarget);
                 };
-                self.aim(&mut request, target, &target_path, client_host.as_ref())?;
+                self.aim(&mut request, target, &target_path)?;
                 // One timer for the whole attempt (waiting for a connection, the
                 // exchange, a small body): a timer per step cost a lock on the
                 // runtime's timer wheel to arm and another to cancel, each
@@ -218,15 +216,15 @@ impl UpstreamGroup {
         }
     }
 
-    /// Points `request` at `target`: origin-form and a Host header for
-    /// HTTP/1, an absolute URI whose authority is the client's Host for
-    /// HTTP/2. Without a client Host, the target's authority stands in.
+    /// Points `request` at `target`: origin-form and the target's Host for
+    /// HTTP/1, an absolute URI with the target's authority for HTTP/2. The
+    /// client's Host is replaced either way (it goes upstream as
+    /// X-Forwarded-Host), and so is a previous target's on a retry.
     fn aim(
         &self,
         request: &mut Request<ForwardBody>,
         target: &TargetState,
         target_path: &PathAndQuery,
-        client_host: Option<&HeaderValue>,
     ) -> Result<(), UpstreamError> {
         let base = &target.target.base_path;
         let path_and_query = if base.is_empty() {
@@ -237,20 +235,15 @@ impl UpstreamGroup {
         };
         let (uri, version) = match self.protocol {
             UpstreamProtocol::Http1 => {
-                if client_host.is_none() {
-                    request.headers_mut().insert(HOST, target.host.clone());
-                }
+                request.headers_mut().insert(HOST, target.host.clone());
                 (Uri::from(path_and_query), Version::HTTP_11)
             }
             UpstreamProtocol::Http2 => {
                 // RFC 9113 §8.3.1: :authority replaces Host.
                 request.headers_mut().remove(HOST);
-                let authority = client_host
-                    .and_then(|host| Authority::try_from(host.as_bytes()).ok())
-                    .unwrap_or_else(|| target.target.authority.clone());
                 let uri = Uri::builder()
                     .scheme(target.target.scheme.clone())
-                    .authority(authority)
+                    .authority(target.target.authority.clone())
                     .path_and_query(path_and_query)
                     .build()
                     .map_err(UpstreamError::Request)?;
