@@ -161,10 +161,6 @@ impl UpstreamGroup {
         asked: Instant,
         timeout: Duration,
     ) -> impl Future<Output = Result<Response<UpstreamBody>, UpstreamError>> + 'a {
-        // An async block, not an `async fn`: an `async fn` moves its arguments
-        // into locals, and its state keeps room for both, one more copy of the
-        // request in every request's future (rust-lang/rust#62958). The same holds
-        // for the other functions on the request path written this way.
         async move {
             let deadline = asked + timeout;
             // The first attempt decides by the clock reading it was given; a
@@ -187,9 +183,9 @@ impl UpstreamGroup {
                 // One timer for the whole attempt (waiting for a connection, the
                 // exchange, a small body): a timer per step cost a lock on the
                 // runtime's timer wheel to arm and another to cancel, each
-                // (bench/RESULTS.md, "Issue 12, ninth round").
-                // Built here rather than awaited inside an `async` block,
-                // which would keep room for the request beside the attempt.
+                // (bench/RESULTS.md, "Issue 12, ninth round"). The attempt
+                // is built here, not awaited inside an `async` block, which
+                // would keep room for the request beside it.
                 let attempt = match &target.connections {
                     Connections::Http1(pool) => {
                         Either::Left(self.attempt_h1(target, pool, request, now, deadline))
