@@ -16,6 +16,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use http::header::UPGRADE;
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -365,7 +366,11 @@ impl ConnectionTask {
                 // Taken before the request is handled, so a stream counts
                 // while it waits on the upstream too, and ends if reset.
                 let guard = counted.open();
-                handle_counted(&connection, request, guard)
+                // Boxed: the handler's state (~1.3 KiB) is large, and each
+                // stream's future is moved into the connection's stream
+                // queue (`h2_streams`), copied whole.
+                let handling = Box::pin(service::handle(Arc::clone(&connection), request));
+                counted_until_sent(handling, guard)
             });
             let queue = StreamQueue::default();
             let conn = self
@@ -392,7 +397,11 @@ impl ConnectionTask {
                 if request.headers().contains_key(UPGRADE) {
                     request.extensions_mut().insert(tunnels.clone());
                 }
-                handle_counted(&connection, request, guard)
+                // Not boxed: hyper keeps one box per connection for the
+                // request in flight and moves this future into it, so a box
+                // of our own would only add an allocation (of more than
+                // malloc's per-thread cache takes) and its free per request.
+                counted_until_sent(service::handle(Arc::clone(&connection), request), guard)
             });
             let conn = self
                 .protocols
@@ -421,23 +430,19 @@ impl ConnectionTask {
     }
 }
 
-/// Handles `request`; `guard` goes into the answer's body, so the request
-/// counts as open until its last byte is sent (or its stream is reset).
-fn handle_counted(
-    connection: &Arc<Connection>,
-    request: Request<Incoming>,
+/// The answer of `handling` with `guard` in its body, so the request counts
+/// as open until its last byte is sent (or its stream is reset).
+fn counted_until_sent<F>(
+    handling: F,
     guard: StreamGuard,
-) -> impl Future<Output = Result<Response<Tracked<AnswerBody>>, Infallible>> + Send + 'static {
-    // Boxed: the handler's state (~1.3 KiB) is large, and hyper moves the
-    // future it is given into the connection's state (HTTP/1) or into the
-    // connection's stream queue (HTTP/2, `h2_streams`), copied whole each
-    // time.
-    let response = Box::pin(service::handle(Arc::clone(connection), request));
-    async move {
-        response
-            .await
-            .map(|response| response.map(|body| Tracked::new(body, guard)))
-    }
+) -> impl Future<Output = Result<Response<Tracked<AnswerBody>>, Infallible>> + Send + 'static
+where
+    F: Future<Output = Result<Response<AnswerBody>, Infallible>> + Send + 'static,
+{
+    // A `Map`, not an `async` block awaiting `handling`: that would keep
+    // room for `handling` twice (rust-lang/rust#62958).
+    handling
+        .map(move |answer| answer.map(|response| response.map(|body| Tracked::new(body, guard))))
 }
 
 /// The deadlines hyper does not enforce on HTTP/2 connections.
