@@ -10,7 +10,11 @@
 #   INSTR_TARGETS=2 bench/instructions.sh  # through a route with two targets (round robin), as run.sh's "two"
 #   BENCH_BIN=path bench/instructions.sh   # another build, no cargo build
 #   INSTR_KEEP=dir bench/instructions.sh   # keep the callgrind profiles in dir
+#   INSTR_CONNS=64 bench/instructions.sh   # client connections (default 4; run.sh's load uses 64)
 #   INSTR_CALLGRIND_ARGS=--dump-instr=yes  # extra callgrind options (bench/atomics.py needs this one)
+#   INSTR_CACHE=1 bench/instructions.sh    # also simulate caches and branches: misses per request
+#   INSTR_PATH=/1m.bin INSTR_BASE=100 INSTR_REQUESTS=200 bench/instructions.sh
+#                                          # 1 MiB answers (fewer requests: each costs ~2 s under valgrind)
 #
 # Each front runs twice under callgrind, once serving 1,000 requests and
 # once 1,000 + N, counted only from the moment it answers (start-up is not
@@ -25,12 +29,16 @@
 set -euo pipefail
 
 N=${INSTR_REQUESTS:-4000}
+BASE=${INSTR_BASE:-1000} # requests in the profile that is subtracted
 PROTO=${INSTR_PROTO:-h1}
 UP_PORT=${INSTR_UP_PORT:-29080}
 UP_PORT2=${INSTR_UP_PORT2:-29081} # the second target with INSTR_TARGETS=2
 TARGETS=${INSTR_TARGETS:-1}
+CONNS=${INSTR_CONNS:-4}
+CACHE_ARGS=""
+[[ ${INSTR_CACHE:-0} == 1 ]] && CACHE_ARGS="--cache-sim=yes --branch-sim=yes"
 SECOND=""       # the second target's port, only with INSTR_TARGETS=2
-LOAD_PATH=/
+LOAD_PATH=${INSTR_PATH:-/}
 if [[ $TARGETS == 2 ]]; then
     SECOND=$UP_PORT2
     LOAD_PATH=/two/
@@ -47,6 +55,7 @@ build_release 0 --locked
 make_tmp instructions
 trap cleanup EXIT
 mkdir -p "$TMP/up" "$TMP/ng" "$TMP/ag"
+head -c $((1024 * 1024)) /dev/zero | tr '\0' a >"$TMP/up/1m.bin"
 cd "$TMP"
 
 make_cert_chain "$TMP" "/CN=ca"
@@ -58,7 +67,8 @@ http { access_log off; keepalive_requests 100000000; keepalive_timeout 300s;
 $(nginx_temp_paths "$TMP/up")
   server { listen 127.0.0.1:$UP_PORT; listen 127.0.0.1:$UP_PORT2;
     location = / { default_type text/plain; return 200 "$BODY"; }
-    location = /two/ { default_type text/plain; return 200 "$BODY"; } } }
+    location = /two/ { default_type text/plain; return 200 "$BODY"; }
+    location = /1m.bin { root $TMP/up; } } }
 EOF
 } >up/nginx.conf
 start_nginx "$TMP/up" "" "upstream nginx did not start"
@@ -112,7 +122,7 @@ cp -a ag/store.sled ag/store.pristine
 load() { # port requests
     local mode=(--h1)
     [[ $PROTO == h2 ]] && mode=(-m 10)
-    h2load "${mode[@]}" -n "$2" -c 4 -H "Authorization: Bearer $TOKEN" "https://127.0.0.1:$1$LOAD_PATH" >"$TMP/load.txt"
+    h2load "${mode[@]}" -n "$2" -c "$CONNS" -H "Authorization: Bearer $TOKEN" "https://127.0.0.1:$1$LOAD_PATH" >"$TMP/load.txt"
     grep -q "$2 succeeded" "$TMP/load.txt" || die "not every request succeeded: $(grep succeeded "$TMP/load.txt")"
 }
 
@@ -121,7 +131,7 @@ run_once() { # name port requests command...
     shift 3
     rm -rf "$TMP/ag/store.sled" && cp -a "$TMP/ag/store.pristine" "$TMP/ag/store.sled"
     # shellcheck disable=SC2086 # extra options are words
-    valgrind --tool=callgrind --instr-atstart=no ${INSTR_CALLGRIND_ARGS:-} --callgrind-out-file="$TMP/$name-$n.cg" "$@" 2>"$TMP/$name-$n.log" &
+    valgrind --tool=callgrind --instr-atstart=no $CACHE_ARGS ${INSTR_CALLGRIND_ARGS:-} --callgrind-out-file="$TMP/$name-$n.cg" "$@" 2>"$TMP/$name-$n.log" &
     local pid=$!
     wait_port "$port"
     # Counted from here: start-up is left out (sled's start-up threads spin
@@ -142,25 +152,51 @@ sha_share() { # instructions in SHA-256 block functions
 measure() { # name port command...
     local name=$1 port=$2
     shift 2
-    run_once "$name" "$port" 1000 "$@"
-    run_once "$name" "$port" $((1000 + N)) "$@"
+    run_once "$name" "$port" "$BASE" "$@"
+    run_once "$name" "$port" $((BASE + N)) "$@"
     local a b sa sb
-    a=$(total "$TMP/$name-1000.cg")
-    b=$(total "$TMP/$name-$((1000 + N)).cg")
-    sa=$(sha_share "$TMP/$name-1000.cg")
-    sb=$(sha_share "$TMP/$name-$((1000 + N)).cg")
+    a=$(total "$TMP/$name-$BASE.cg")
+    b=$(total "$TMP/$name-$((BASE + N)).cg")
+    sa=$(sha_share "$TMP/$name-$BASE.cg")
+    sb=$(sha_share "$TMP/$name-$((BASE + N)).cg")
     printf '| %s | %d | %d | %d |\n' "$name" $(((b - a) / N)) $(((sb - sa) / N)) $(((b - a - sb + sa) / N))
 }
 
-printf '%s, %d requests measured (h2load -c 4%s) on %s, %s\n\n' "$PROTO" "$N" \
+printf '%s, %d requests measured (h2load -c %d%s) on %s, %s\n\n' "$PROTO" "$N" "$CONNS" \
     "$([[ $PROTO == h2 ]] && echo ' -m 10')" "$LOAD_PATH ($TARGETS target(s))" "$("$BIN" --version 2>/dev/null || echo authgate)"
 echo "| front | instructions per request | of which SHA-256 | without SHA-256 |"
 echo "|---|---:|---:|---:|"
 (cd ag && measure authgate "$AG_PORT" "$BIN" --config "$TMP/ag/authgate.toml" serve)
 measure nginx "$NGINX_PORT" nginx -p "$TMP/ng/" -c "$TMP/ng/nginx.conf" \
     -g "daemon off; master_process off; worker_processes 1;"
+if [[ -n $CACHE_ARGS ]]; then
+    # Valgrind's model: first-level caches of 32 KiB each, no prefetching,
+    # no kernel code between requests. A direction, not the machine's count.
+    echo
+    echo "Simulated per request (callgrind's model of this host's caches):"
+    python3 - "$TMP" "$N" "$BASE" <<'PY'
+import sys
+tmp, n, base = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+def summary(path):
+    events = totals = None
+    for line in open(path):
+        if line.startswith("events:"):
+            events = line.split()[1:]
+        elif line.startswith("summary:"):
+            totals = [int(x) for x in line.split()[1:]]
+    return dict(zip(events, totals))
+shown = [("I1mr", "instruction-cache misses"), ("D1mr", "data-cache read misses"),
+         ("D1mw", "data-cache write misses"), ("Dw", "data writes"), ("Bcm", "mispredicted branches"),
+         ("Bim", "mispredicted indirect jumps")]
+print("| front | " + " | ".join(label for _, label in shown) + " |")
+print("|---|" + "---:|" * len(shown))
+for front in ("authgate", "nginx"):
+    a, b = summary(f"{tmp}/{front}-{base}.cg"), summary(f"{tmp}/{front}-{base + n}.cg")
+    print(f"| {front} | " + " | ".join(f"{(b[e] - a[e]) / n:,.0f}" for e, _ in shown) + " |")
+PY
+fi
 if [[ -n ${INSTR_KEEP:-} ]]; then
     mkdir -p "$INSTR_KEEP"
     cp "$TMP"/*.cg "$INSTR_KEEP"/
-    say "profiles kept in $INSTR_KEEP (callgrind_annotate; per request: the 1000 + N profile less the 1000 one)"
+    say "profiles kept in $INSTR_KEEP (callgrind_annotate; per request: the $BASE + N profile less the $BASE one)"
 fi
