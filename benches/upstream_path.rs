@@ -114,7 +114,7 @@ fn exchange_pool(rt: &Runtime, group: &UpstreamGroup, scrubber: &IdentityScrubbe
             .unwrap();
         let response = group
             .send(
-                request,
+                Box::new(request),
                 PathAndQuery::from_static("/"),
                 tokio::time::Instant::now(),
                 std::time::Duration::from_secs(5),

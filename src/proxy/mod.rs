@@ -222,7 +222,7 @@ impl Proxy {
             self.body_stall_timeout,
             self.scrubber.mine().clone(),
         );
-        let request = Request::from_parts(parts, body);
+        let request = Box::new(Request::from_parts(parts, body));
         let asked = tokio::time::Instant::from_std(asked);
         Ok(Prepared::Sent {
             sent: group.send(request, target, asked, route.timeout),

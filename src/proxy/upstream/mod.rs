@@ -149,14 +149,17 @@ impl UpstreamGroup {
     /// `target_path` (path and query) below the target's base path, and
     /// returns the response head (with the body too when it is small: see
     /// [`UpstreamBody::read_small`]) within `timeout` of `asked`, the
-    /// moment the request was handed over.
+    /// moment the request was handed over. The request comes boxed: held
+    /// by value, it would take room in this future and again in the
+    /// attempt's (320 bytes each), and the forwarding future would outgrow
+    /// what malloc serves from its per-thread cache.
     #[expect(
         clippy::manual_async_fn,
         reason = "an `async fn` keeps a second copy of the request in its state (rust-lang/rust#62958)"
     )]
     pub fn send<'a>(
         &'a self,
-        mut request: Request<ForwardBody>,
+        mut request: Box<Request<ForwardBody>>,
         target_path: PathAndQuery,
         asked: Instant,
         timeout: Duration,
@@ -201,7 +204,7 @@ impl UpstreamGroup {
                     Ok(response) => return Ok(response),
                     Err(Attempt::NotSent(back, err)) if retryable && exclude.is_none() => {
                         tracing::debug!(error = %err, "retrying on another target");
-                        request = *back;
+                        request = back;
                         first_error = Some(err);
                         exclude = Some(index);
                         now = Instant::now();
@@ -261,7 +264,7 @@ impl UpstreamGroup {
         &'a self,
         target: &'a Arc<TargetState>,
         pool: &'a H1Pool,
-        mut request: Request<ForwardBody>,
+        mut request: Box<Request<ForwardBody>>,
         now: Instant,
         deadline: Instant,
     ) -> impl Future<Output = Result<Response<UpstreamBody>, Attempt>> + 'a {
@@ -274,17 +277,15 @@ impl UpstreamGroup {
                             target: target.name.clone(),
                             source,
                         };
-                        return Err(Attempt::NotSent(Box::new(request), err));
+                        return Err(Attempt::NotSent(request, err));
                     }
                     Ok(Checkout::Idle(conn)) => (conn, true),
                     Ok(Checkout::Connect(slot)) => match open_h1(target, slot, deadline).await {
                         Ok(conn) => (conn, false),
-                        Err(source) => {
-                            return Err(connect_failed(target, Box::new(request), source))
-                        }
+                        Err(source) => return Err(connect_failed(target, request, source)),
                     },
                 };
-                match conn.send(request).await {
+                match conn.send(*request).await {
                     Ok(response) => break (conn, response),
                     // The target closed this idle connection while it sat in the
                     // pool (hyper saw the end before writing anything): any
@@ -293,7 +294,7 @@ impl UpstreamGroup {
                     Err(mut err) if was_idle => match err.take_message() {
                         Some(unsent) => {
                             tracing::debug!(error = %err.error(), "idle upstream connection was closed");
-                            request = unsent;
+                            *request = unsent;
                         }
                         None => return Err(unsent_or_failed(target, err)),
                     },
@@ -328,17 +329,17 @@ impl UpstreamGroup {
         &'a self,
         target: &'a Arc<TargetState>,
         shared: &'a h2::H2Shared,
-        request: Request<ForwardBody>,
+        request: Box<Request<ForwardBody>>,
         deadline: Instant,
     ) -> impl Future<Output = Result<Response<UpstreamBody>, Attempt>> + 'a {
         async move {
             let in_flight: InFlight = target.start_request();
             let mut sender = match shared.sender(&target.connector, deadline).await {
                 Ok(sender) => sender,
-                Err(source) => return Err(connect_failed(target, Box::new(request), source)),
+                Err(source) => return Err(connect_failed(target, request, source)),
             };
             let response = sender
-                .try_send_request(request)
+                .try_send_request(*request)
                 .await
                 .map_err(|err| unsent_or_failed(target, err))?;
             target.health.record_success();

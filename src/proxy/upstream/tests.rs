@@ -89,7 +89,12 @@ async fn send_with(
         .unwrap();
     let target = http::uri::PathAndQuery::try_from(path).unwrap();
     group
-        .send(request, target, Instant::now(), Duration::from_secs(10))
+        .send(
+            Box::new(request),
+            target,
+            Instant::now(),
+            Duration::from_secs(10),
+        )
         .await
         .unwrap()
 }
