@@ -99,7 +99,7 @@ impl Outcome<'_> {
 /// Handles one request; never fails, so hyper never drops a connection for us.
 #[expect(
     clippy::manual_async_fn,
-    reason = "an `async fn` keeps a second copy of the request in its state (rust-lang/rust#62958)"
+    reason = "an `async fn` keeps a second copy of its arguments in its state (rust-lang/rust#62958)"
 )]
 pub fn handle(
     connection: Arc<Connection>,
@@ -175,7 +175,7 @@ pub fn handle(
 
 #[expect(
     clippy::manual_async_fn,
-    reason = "an `async fn` keeps a second copy of the request in its state (rust-lang/rust#62958)"
+    reason = "an `async fn` keeps a second copy of its arguments in its state (rust-lang/rust#62958)"
 )]
 fn dispatch<'a, 'live>(
     gateway: &'a Gateway,

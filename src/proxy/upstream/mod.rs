@@ -155,7 +155,7 @@ impl UpstreamGroup {
     /// what malloc serves from its per-thread cache.
     #[expect(
         clippy::manual_async_fn,
-        reason = "an `async fn` keeps a second copy of the request in its state (rust-lang/rust#62958)"
+        reason = "an `async fn` keeps a second copy of its arguments in its state (rust-lang/rust#62958)"
     )]
     pub fn send<'a>(
         &'a self,
@@ -258,7 +258,7 @@ impl UpstreamGroup {
     /// `deadline`.
     #[expect(
         clippy::manual_async_fn,
-        reason = "an `async fn` keeps a second copy of the request in its state (rust-lang/rust#62958)"
+        reason = "an `async fn` keeps a second copy of its arguments in its state (rust-lang/rust#62958)"
     )]
     fn attempt_h1<'a>(
         &'a self,
@@ -323,7 +323,7 @@ impl UpstreamGroup {
     /// As [`Self::attempt_h1`].
     #[expect(
         clippy::manual_async_fn,
-        reason = "an `async fn` keeps a second copy of the request in its state (rust-lang/rust#62958)"
+        reason = "an `async fn` keeps a second copy of its arguments in its state (rust-lang/rust#62958)"
     )]
     fn attempt_h2<'a>(
         &'a self,
